@@ -1,0 +1,1 @@
+//! FUSE IO-fault injector.

@@ -1,0 +1,1 @@
+//! Enter the namespaces of a process and run a command there.

@@ -1,0 +1,12 @@
+//! gRPC definitions of the faultline agent.
+//!
+//! `pb` is Chaos Mesh's `pb.ChaosDaemon` service, kept wire-compatible (same package, method and
+//! message names, field numbers and meanings) so Chaos Mesh's controller-manager can drive a
+//! faultline agent. Generated at build time from `proto/` with tonic-prost-build (needs `protoc`).
+#![forbid(unsafe_code)]
+
+/// Chaos Mesh's chaos-daemon API.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("pb");
+}
