@@ -1,0 +1,133 @@
+//! Spawning processes into namespaces from a multi-threaded program.
+
+use std::io;
+use std::path::Path;
+use std::process::Command;
+
+use crate::namespace::{Namespace, NamespaceRequest, NamespaceTarget, OpenedNamespaces};
+use crate::syscall::{LinuxSyscall, Syscall};
+use crate::{Error, Result, sys};
+
+/// Makes `cmd`'s child join the requested namespaces between fork and exec.
+///
+/// The namespace files are opened now (so a dead target fails here, not in the child) and live
+/// inside `cmd` until it is dropped: drop the command right after spawning it. A pid namespace is
+/// refused ([`Error::PidNamespaceNeedsHelper`]): use [`helper_command`] for that.
+/// Works with `tokio::process::Command::from(cmd)`.
+pub fn enter_before_exec(cmd: &mut Command, requests: &[NamespaceRequest]) -> Result<()> {
+    if requests.iter().any(|r| r.namespace == Namespace::Pid) {
+        return Err(Error::PidNamespaceNeedsHelper);
+    }
+    let opened = OpenedNamespaces::open(requests, &LinuxSyscall)?;
+    let enters_mount_ns = opened.contains(Namespace::Mnt);
+    let mut pending = Some(opened);
+    sys::before_exec(cmd, move || {
+        if let Some(opened) = pending.take() {
+            opened.enter(&LinuxSyscall).map_err(io::Error::other)?;
+        }
+        if enters_mount_ns {
+            // The old working directory belongs to the namespace we left.
+            nix::unistd::chdir("/")?;
+        }
+        Ok(())
+    });
+    Ok(())
+}
+
+/// A command that runs `program args...` through the `nsexec` binary at `nsexec`, which enters
+/// the namespaces (a pid namespace included), forwards SIGTERM/SIGINT and exits with the child's
+/// status (128+signal when it was killed).
+pub fn helper_command<S: AsRef<std::ffi::OsStr>>(
+    nsexec: &Path,
+    requests: &[NamespaceRequest],
+    program: S,
+    args: &[S],
+) -> Command {
+    let mut cmd = Command::new(nsexec);
+    for request in requests {
+        cmd.arg(format!("-{}", request.namespace.flag()));
+        match &request.target {
+            NamespaceTarget::Pid(pid) => cmd.arg(pid.to_string()),
+            NamespaceTarget::File(path) => cmd.arg(path),
+        };
+    }
+    cmd.arg("--").arg(program).args(args);
+    cmd
+}
+
+/// Checks that every namespace of `requests` can be opened, without entering any.
+pub fn check(requests: &[NamespaceRequest]) -> Result<()> {
+    check_with(requests, &LinuxSyscall)
+}
+
+fn check_with(requests: &[NamespaceRequest], sys: &dyn Syscall) -> Result<()> {
+    OpenedNamespaces::open(requests, sys).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helper_command_passes_every_namespace_and_the_command() {
+        let requests = vec![
+            NamespaceRequest::new(Namespace::Mnt, NamespaceTarget::Pid(12)),
+            NamespaceRequest::new(Namespace::Net, NamespaceTarget::File("/run/netns/x".into())),
+        ];
+        let cmd = helper_command(
+            Path::new("/usr/bin/nsexec"),
+            &requests,
+            "cat",
+            &["/etc/hostname"],
+        );
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "-m",
+                "12",
+                "-n",
+                "/run/netns/x",
+                "--",
+                "cat",
+                "/etc/hostname"
+            ]
+        );
+    }
+
+    #[test]
+    fn pid_namespace_is_refused_before_exec() {
+        let mut cmd = Command::new("true");
+        let err = enter_before_exec(&mut cmd, &NamespaceRequest::of_pid(1, &[Namespace::Pid]))
+            .unwrap_err();
+        assert!(matches!(err, Error::PidNamespaceNeedsHelper));
+    }
+
+    #[test]
+    fn joins_own_namespaces_from_a_threaded_process() {
+        // Entering our own namespaces needs CAP_SYS_ADMIN but changes nothing: the point is that
+        // it works from a multi-threaded test process (the setns happens in the child).
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let me = std::process::id();
+        let mut cmd = Command::new("readlink");
+        cmd.arg("/proc/self/ns/mnt");
+        enter_before_exec(
+            &mut cmd,
+            &NamespaceRequest::of_pid(me, &[Namespace::Mnt, Namespace::Net]),
+        )
+        .unwrap();
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            ours.to_string_lossy()
+        );
+    }
+}
