@@ -1,1 +1,6 @@
-//! faultline node agent.
+//! faultline node agent: resolves a container to its host PID through the container runtime,
+//! enters its namespaces and injects faults (IO, network, stress, kill), recovering every fault
+//! it injected, even after a crash.
+#![forbid(unsafe_code)]
+
+pub mod container_runtime;

@@ -1,1 +1,100 @@
-fn main() {}
+//! `faultline-agent`: the node agent. For now it answers container-resolution queries against
+//! the node's runtime; the gRPC server lands with the agent issue.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent::container_runtime::{Resolver, RuntimeConfig, RuntimeKind};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "faultline-agent", version, about = "faultline node agent")]
+struct Cli {
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct RuntimeArgs {
+    /// The node's container runtime: the runtime of bare container IDs and of the CRI socket.
+    #[arg(long, default_value = "containerd", global = true)]
+    runtime: RuntimeKind,
+    /// containerd API socket.
+    #[arg(long, global = true)]
+    containerd_socket: Option<PathBuf>,
+    /// containerd namespace of Kubernetes pods.
+    #[arg(long, default_value = "k8s.io", global = true)]
+    containerd_namespace: String,
+    /// CRI socket (default: the usual one of --runtime).
+    #[arg(long, global = true)]
+    cri_socket: Option<PathBuf>,
+}
+
+impl RuntimeArgs {
+    fn config(&self) -> RuntimeConfig {
+        let mut config = RuntimeConfig::for_runtime(self.runtime);
+        if let Some(socket) = &self.containerd_socket {
+            config.containerd_socket = socket.clone();
+            if self.runtime == RuntimeKind::Containerd && self.cri_socket.is_none() {
+                config.cri_socket = socket.clone();
+            }
+        }
+        if let Some(socket) = &self.cri_socket {
+            config.cri_socket = socket.clone();
+        }
+        config.containerd_namespace = self.containerd_namespace.clone();
+        config.timeout = Duration::from_secs(10);
+        config
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the host PID of a container (`containerd://ID`, `cri-o://ID`, `docker://ID` or a bare ID).
+    Pid { container_id: String },
+    /// Print the host PID of a pod's sandbox, by pod UID.
+    SandboxPid { pod_uid: String },
+    /// List a pod's containers, by pod UID.
+    Containers { pod_uid: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let resolver = Resolver::new(cli.runtime.config());
+    match cli.command {
+        Command::Pid { container_id } => {
+            let pid = resolver
+                .container_pid(&container_id)
+                .await
+                .context("resolving the container")?;
+            println!("{pid}");
+        }
+        Command::SandboxPid { pod_uid } => {
+            let pid = resolver
+                .sandbox_pid(&pod_uid)
+                .await
+                .context("resolving the pod sandbox")?;
+            println!("{pid}");
+        }
+        Command::Containers { pod_uid } => {
+            for c in resolver
+                .pod_containers(&pod_uid)
+                .await
+                .context("listing the pod's containers")?
+            {
+                println!(
+                    "{}\t{}\t{}",
+                    c.id,
+                    c.name,
+                    if c.running { "running" } else { "not running" }
+                );
+            }
+        }
+    }
+    Ok(())
+}
