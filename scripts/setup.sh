@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what faultline's build, demo and tests need on a Debian machine (as root). Idempotent:
+# installs only the packages that are missing.
+set -euo pipefail
+
+packages=(
+  containerd runc containernetworking-plugins busybox-static   # the real container runtime
+  iptables ipset iproute2                                      # network faults
+  fuse3                                                        # /dev/fuse, fusermount3
+  protobuf-compiler                                            # gRPC code generation (build.rs)
+  bindfs fio sqlite3 git                                       # benchmarks and real-tool checks
+  ca-certificates pkg-config gcc
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (it installs packages, and the tests start containerd and mount FUSE)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  for d in "$HOME/.cargo/bin" /usr/local/cargo/bin; do
+    [ -x "$d/cargo" ] && export PATH="$d:$PATH"
+  done
+fi
+if ! command -v cargo >/dev/null; then
+  echo "setup: no Rust toolchain found: install Rust 1.88 or newer (rustup) and re-run" >&2
+  exit 1
+fi
+[ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing (modprobe fuse)" >&2; exit 1; }
+echo "setup: ok ($(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), $(cargo --version))"
