@@ -4,3 +4,4 @@
 #![forbid(unsafe_code)]
 
 pub mod container_runtime;
+pub mod tls;
