@@ -4,4 +4,5 @@
 #![forbid(unsafe_code)]
 
 pub mod container_runtime;
+pub mod journal;
 pub mod tls;
