@@ -42,3 +42,21 @@ pub(crate) fn clear_cloexec(fd: std::os::fd::RawFd) -> nix::Result<()> {
     let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     nix::errno::Errno::result(rc).map(drop)
 }
+
+/// In a forked child: puts each descriptor at its target number, inheritable. Sources are first
+/// moved above every target so that placing one cannot clobber another.
+pub(crate) fn place_fds(fds: &[(std::os::fd::OwnedFd, std::os::fd::RawFd)]) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let floor = fds.iter().map(|(_, target)| *target).max().unwrap_or(0) + 1;
+    for (fd, target) in fds {
+        // SAFETY: plain descriptor syscalls in the child between fork and exec (async-signal-safe);
+        // the duplicate is not owned by any Rust object and is either placed or left to exec.
+        unsafe {
+            let moved = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor);
+            if moved < 0 || libc::dup2(moved, *target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
