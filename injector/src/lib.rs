@@ -1,1 +1,2 @@
 //! FUSE IO-fault injector.
+pub mod fault_rules;
