@@ -3,6 +3,11 @@
 //! it injected, even after a crash.
 #![forbid(unsafe_code)]
 
+pub mod container_fs;
 pub mod container_runtime;
+pub mod error;
+pub mod injector_process;
+pub mod io_chaos;
 pub mod journal;
+pub mod metrics;
 pub mod tls;

@@ -10,3 +10,11 @@ pub mod pb {
     #![allow(clippy::all)]
     tonic::include_proto!("pb");
 }
+
+/// faultline's own agent API.
+pub mod agent {
+    pub mod v1 {
+        #![allow(clippy::all)]
+        tonic::include_proto!("faultline.agent.v1");
+    }
+}

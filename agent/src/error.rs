@@ -1,0 +1,71 @@
+//! The agent's error type: every failure a caller can see, mapped to a gRPC status.
+
+use crate::container_fs::PathError;
+use crate::container_runtime::RuntimeError;
+use crate::injector_process::InjectorError;
+use crate::journal::JournalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Volume(#[from] PathError),
+    #[error("actions: {0}")]
+    InvalidActions(String),
+    #[error("{field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("another request for {target} is in progress; retry when it is done")]
+    Busy { target: String },
+    #[error("no experiment {0}")]
+    UnknownExperiment(String),
+    #[error("injector: {0}")]
+    Injector(#[from] InjectorError),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{0} is not implemented by this agent yet")]
+    Unimplemented(&'static str),
+}
+
+impl AgentError {
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            AgentError::Runtime(err) => err.code(),
+            AgentError::Volume(PathError::Missing { .. }) => Code::NotFound,
+            AgentError::Volume(PathError::Lookup { .. }) => Code::FailedPrecondition,
+            AgentError::Volume(_) => Code::InvalidArgument,
+            AgentError::InvalidActions(_) | AgentError::InvalidArgument { .. } => {
+                Code::InvalidArgument
+            }
+            AgentError::Busy { .. } => Code::Aborted,
+            AgentError::UnknownExperiment(_) => Code::NotFound,
+            AgentError::Injector(InjectorError::Refused { .. }) => Code::FailedPrecondition,
+            AgentError::Injector(InjectorError::ExitedEarly { .. }) => Code::FailedPrecondition,
+            AgentError::Injector(_) | AgentError::Journal(_) => Code::Internal,
+            AgentError::Unimplemented(_) => Code::Unimplemented,
+        }
+    }
+
+    /// A short label for the failures metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AgentError::Runtime(_) => "runtime",
+            AgentError::Volume(_) => "volume",
+            AgentError::InvalidActions(_) | AgentError::InvalidArgument { .. } => {
+                "invalid_argument"
+            }
+            AgentError::Busy { .. } => "busy",
+            AgentError::UnknownExperiment(_) => "unknown_experiment",
+            AgentError::Injector(_) => "injector",
+            AgentError::Journal(_) => "journal",
+            AgentError::Unimplemented(_) => "unimplemented",
+        }
+    }
+}
+
+impl From<AgentError> for tonic::Status {
+    fn from(err: AgentError) -> Self {
+        tonic::Status::new(err.code(), err.to_string())
+    }
+}

@@ -1,0 +1,339 @@
+//! One `faultline-injector` process serving a fault mount for the agent: spawned with a
+//! socketpair as its control channel (JSON-RPC 2.0, one message per line), dying with the agent
+//! (parent-death signal), its stderr forwarded to our logs.
+
+use std::collections::VecDeque;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::process::{Child, Command};
+use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
+
+use crate::journal::ProcessIdentity;
+
+/// The descriptor number the control socket gets in the injector.
+const CONTROL_FD: i32 = 3;
+/// How many stderr lines are kept to explain a failure.
+const STDERR_TAIL: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InjectorError {
+    #[error("cannot start {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the injector exited ({status}) before it was ready: {stderr}")]
+    ExitedEarly { status: String, stderr: String },
+    #[error("the injector was not ready within {0:?}")]
+    NotReady(Duration),
+    #[error("the injector's control channel failed: {0}")]
+    Control(String),
+    #[error("the injector refused {method}: {message}")]
+    Refused {
+        method: &'static str,
+        message: String,
+    },
+    #[error("setting up the injector process: {0}")]
+    Setup(#[from] nsexec::Error),
+}
+
+/// What to mount, where.
+#[derive(Clone, Debug)]
+pub struct MountRequest<'a> {
+    pub binary: &'a Path,
+    pub target_pid: u32,
+    pub volume: &'a str,
+    pub actions: &'a str,
+}
+
+/// A running injector.
+#[derive(Debug)]
+pub struct InjectorProcess {
+    pub identity: ProcessIdentity,
+    exit: watch::Receiver<Option<ExitStatus>>,
+    kill_request: mpsc::Sender<()>,
+    control: AsyncMutex<ControlChannel>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+#[derive(Debug)]
+struct ControlChannel {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    next_id: u64,
+}
+
+impl InjectorProcess {
+    /// Starts the injector and waits until its mount is in place.
+    pub async fn start(
+        request: MountRequest<'_>,
+        ready_within: Duration,
+    ) -> Result<Self, InjectorError> {
+        let (ours, theirs) =
+            StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
+        let mut cmd = std::process::Command::new(request.binary);
+        cmd.arg("mount")
+            .arg("--pid")
+            .arg(request.target_pid.to_string())
+            .arg("--path")
+            .arg(request.volume)
+            .arg("--control-fd")
+            .arg(CONTROL_FD.to_string())
+            .arg("--rules")
+            .arg(request.actions)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        nsexec::spawn::prepare(
+            &mut cmd,
+            nsexec::spawn::ChildSetup {
+                die_with_parent: Some(Signal::SIGKILL),
+                pass_fds: vec![(theirs.into(), CONTROL_FD)],
+                ..Default::default()
+            },
+        )?;
+        let child = Command::from(cmd)
+            .spawn()
+            .map_err(|source| InjectorError::Spawn {
+                binary: request.binary.to_owned(),
+                source,
+            })?;
+        let pid = child.id().unwrap_or_default();
+        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (exit, kill_request) = reap(child, pid, Arc::clone(&stderr_tail));
+        ours.set_nonblocking(true)
+            .map_err(|e| InjectorError::Control(e.to_string()))?;
+        let stream =
+            UnixStream::from_std(ours).map_err(|e| InjectorError::Control(e.to_string()))?;
+        let (reader, writer) = stream.into_split();
+        let process = Self {
+            identity,
+            exit,
+            kill_request,
+            control: AsyncMutex::new(ControlChannel {
+                reader: BufReader::new(reader),
+                writer,
+                next_id: 1,
+            }),
+            stderr_tail,
+        };
+        match tokio::time::timeout(ready_within, process.wait_ready()).await {
+            Ok(Ok(())) => Ok(process),
+            Ok(Err(err)) => {
+                process.kill().await;
+                Err(err)
+            }
+            Err(_) => {
+                process.kill().await;
+                Err(InjectorError::NotReady(ready_within))
+            }
+        }
+    }
+
+    async fn wait_ready(&self) -> Result<(), InjectorError> {
+        loop {
+            match self.status().await {
+                Ok(status) if status.get("ready").and_then(Value::as_bool) == Some(true) => {
+                    return Ok(());
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(err) => {
+                    // A closed channel usually means the process exited: say why.
+                    if let Some(status) = self.try_exit_status(Duration::from_millis(500)).await {
+                        return Err(InjectorError::ExitedEarly {
+                            status: status.to_string(),
+                            stderr: self.stderr_tail(),
+                        });
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Replaces the rule set, live.
+    pub async fn update(&self, actions: &str) -> Result<(), InjectorError> {
+        let actions: Value = serde_json::from_str(actions).map_err(|e| InjectorError::Refused {
+            method: "update",
+            message: e.to_string(),
+        })?;
+        self.call("update", json!({ "actions": actions }))
+            .await
+            .map(drop)
+    }
+
+    /// The injector's own status document.
+    pub async fn status(&self) -> Result<Value, InjectorError> {
+        self.call("get_status", json!({})).await
+    }
+
+    /// Asks the injector to stop injecting, unmount and exit; waits for it to exit (and kills it
+    /// if it does not within `within`).
+    pub async fn recover(&self, within: Duration) -> Result<ExitStatus, InjectorError> {
+        let asked = self.call("recover", json!({})).await;
+        match tokio::time::timeout(within, self.wait()).await {
+            Ok(status) => Ok(status),
+            Err(_) => {
+                self.kill().await;
+                Err(match asked {
+                    Err(err) => err,
+                    Ok(_) => InjectorError::Control(format!(
+                        "did not exit within {within:?} after recover"
+                    )),
+                })
+            }
+        }
+    }
+
+    /// Waits until the process has exited (and been reaped).
+    pub async fn wait(&self) -> ExitStatus {
+        let mut exit = self.exit.clone();
+        loop {
+            if let Some(status) = *exit.borrow_and_update() {
+                return status;
+            }
+            if exit.changed().await.is_err() {
+                // The reaper is gone without a status: treat as killed.
+                return std::os::unix::process::ExitStatusExt::from_raw(9);
+            }
+        }
+    }
+
+    /// The exit status, if the process has exited within `within`.
+    async fn try_exit_status(&self, within: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(within, self.wait()).await.ok()
+    }
+
+    /// SIGKILL, and wait until reaped.
+    pub async fn kill(&self) {
+        let _ = self.kill_request.try_send(());
+        self.wait().await;
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail
+            .lock()
+            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
+            .unwrap_or_default()
+    }
+
+    async fn call(&self, method: &'static str, params: Value) -> Result<Value, InjectorError> {
+        let mut control = self.control.lock().await;
+        let id = control.next_id;
+        control.next_id += 1;
+        let mut line = serde_json::to_vec(
+            &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}),
+        )
+        .map_err(|e| InjectorError::Control(e.to_string()))?;
+        line.push(b'\n');
+        let io = |e: std::io::Error| InjectorError::Control(e.to_string());
+        control.writer.write_all(&line).await.map_err(io)?;
+        loop {
+            let mut reply = String::new();
+            if control.reader.read_line(&mut reply).await.map_err(io)? == 0 {
+                return Err(InjectorError::Control(
+                    "the injector closed its control channel".into(),
+                ));
+            }
+            let reply: Value = serde_json::from_str(&reply)
+                .map_err(|e| InjectorError::Control(format!("unparsable reply: {e}")))?;
+            if reply.get("id").and_then(Value::as_u64) != Some(id) {
+                continue; // a notification or a stale reply
+            }
+            if let Some(error) = reply.get("error") {
+                let message = error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
+                return Err(InjectorError::Refused {
+                    method,
+                    message: message.to_owned(),
+                });
+            }
+            return Ok(reply.get("result").cloned().unwrap_or(Value::Null));
+        }
+    }
+}
+
+/// Owns the child: reaps it (publishing its exit status) and kills it on request, so a kill
+/// can never reach a reaped, reused PID.
+fn reap(
+    mut child: Child,
+    pid: u32,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+) -> (watch::Receiver<Option<ExitStatus>>, mpsc::Sender<()>) {
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(forward_stderr(stderr, pid, stderr_tail));
+    }
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
+            }
+        };
+        let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9));
+        let _ = exit_tx.send(Some(status));
+    });
+    (exit_rx, kill_tx)
+}
+
+async fn forward_stderr(
+    stderr: tokio::process::ChildStderr,
+    pid: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(injector_pid = pid, "{line}");
+        if let Ok(mut tail) = tail.lock() {
+            if tail.len() == STDERR_TAIL {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    }
+}
+
+/// Unmounts a fault mount whose injector is gone (`faultline-injector cleanup`), so the workload
+/// sees its original directory again instead of "Transport endpoint is not connected".
+pub async fn cleanup_mount(
+    binary: &Path,
+    target_pid: u32,
+    volume: &str,
+) -> Result<(), InjectorError> {
+    let output = Command::new(binary)
+        .arg("cleanup")
+        .arg("--pid")
+        .arg(target_pid.to_string())
+        .arg("--path")
+        .arg(volume)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|source| InjectorError::Spawn {
+            binary: binary.to_owned(),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(InjectorError::Refused {
+            method: "cleanup",
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
