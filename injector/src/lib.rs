@@ -1,2 +1,3 @@
 //! FUSE IO-fault injector.
+pub mod control;
 pub mod fault_rules;
