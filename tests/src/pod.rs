@@ -1,0 +1,503 @@
+//! Pods the way kubelet asks CRI for them: the spec a test writes, its translation into CRI
+//! sandbox and container configs, and the running pod handed back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+
+use crate::error::{Error, Result};
+use crate::image::WORKLOAD_IMAGE;
+use crate::session::Session;
+
+/// What a container runs when the spec says nothing: the image's `sh` would exit at once
+/// without a terminal. PID 1 ignores SIGTERM, which is fine: CRI stops sandboxes with SIGKILL.
+pub const DEFAULT_COMMAND: &[&str] = &["sleep", "2147483647"];
+/// ExecSync's timeout when the caller gives none.
+pub const DEFAULT_EXEC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Mount propagation of a host-directory volume (Kubernetes' `mountPropagation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Propagation {
+    /// Kubernetes' `None`: rprivate.
+    #[default]
+    Private,
+    /// rslave: host mounts below the directory appear in the container.
+    HostToContainer,
+    /// rshared: mounts go both ways. Needs a privileged container to mount anything.
+    Bidirectional,
+}
+
+impl Propagation {
+    /// Needs the host directory to be a shared mount (containerd refuses otherwise).
+    pub fn needs_shared_host_mount(self) -> bool {
+        self != Propagation::Private
+    }
+
+    fn cri(self) -> cri::MountPropagation {
+        match self {
+            Propagation::Private => cri::MountPropagation::PropagationPrivate,
+            Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
+            Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
+        }
+    }
+
+    /// The `ctr run --mount` option for the same propagation.
+    pub(crate) fn mount_option(self) -> &'static str {
+        match self {
+            Propagation::Private => "rprivate",
+            Propagation::HostToContainer => "rslave",
+            Propagation::Bidirectional => "rshared",
+        }
+    }
+}
+
+/// A host directory mounted into the container (a `hostPath` volume plus its volumeMount).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+impl Volume {
+    /// Read-write, private propagation.
+    pub fn host_dir(host_path: impl Into<PathBuf>, container_path: impl Into<String>) -> Volume {
+        Volume {
+            host_path: host_path.into(),
+            container_path: container_path.into(),
+            readonly: false,
+            propagation: Propagation::Private,
+        }
+    }
+
+    pub fn readonly(mut self) -> Volume {
+        self.readonly = true;
+        self
+    }
+
+    pub fn propagation(mut self, propagation: Propagation) -> Volume {
+        self.propagation = propagation;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !self.host_path.is_absolute() {
+            return Err(Error::InvalidSpec {
+                field: "volume host path",
+                reason: format!("{} is not absolute", self.host_path.display()),
+            });
+        }
+        if !self.container_path.starts_with('/') {
+            return Err(Error::InvalidSpec {
+                field: "volume container path",
+                reason: format!("{} is not absolute", self.container_path),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Pod network: CNI (the pod gets its own namespace on the testbed bridge) or the node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PodNetwork {
+    #[default]
+    Cni,
+    Host,
+}
+
+/// A one-container pod. The name is a prefix: the testbed appends a sequence number so that
+/// tests can reuse names freely.
+#[derive(Debug, Clone)]
+pub struct PodSpec {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) uid: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) network: PodNetwork,
+    pub(crate) container_name: String,
+    pub(crate) image: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) volumes: Vec<Volume>,
+    pub(crate) privileged: bool,
+}
+
+impl PodSpec {
+    pub fn new(name: impl Into<String>) -> PodSpec {
+        PodSpec {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            network: PodNetwork::Cni,
+            container_name: "main".into(),
+            image: WORKLOAD_IMAGE.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            volumes: Vec::new(),
+            privileged: false,
+        }
+    }
+
+    pub fn namespace(mut self, namespace: impl Into<String>) -> PodSpec {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// A fixed pod UID instead of a random one.
+    pub fn uid(mut self, uid: impl Into<String>) -> PodSpec {
+        self.uid = Some(uid.into());
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
+    /// `hostNetwork: true`.
+    pub fn host_network(mut self) -> PodSpec {
+        self.network = PodNetwork::Host;
+        self
+    }
+
+    pub fn container_name(mut self, name: impl Into<String>) -> PodSpec {
+        self.container_name = name.into();
+        self
+    }
+
+    pub fn image(mut self, image: impl Into<String>) -> PodSpec {
+        self.image = image.into();
+        self
+    }
+
+    /// The container's `command` (replaces the image entrypoint). Default: [`DEFAULT_COMMAND`].
+    pub fn command<I: IntoIterator<Item = S>, S: Into<String>>(mut self, command: I) -> PodSpec {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The container's `args`.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> PodSpec {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Shorthand for `command(["sh", "-c"]).args([script])`.
+    pub fn shell(self, script: impl Into<String>) -> PodSpec {
+        self.command(["sh", "-c"]).args([script.into()])
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn volume(mut self, volume: Volume) -> PodSpec {
+        self.volumes.push(volume);
+        self
+    }
+
+    /// `securityContext.privileged: true` (needed to mount anything inside the container).
+    pub fn privileged(mut self) -> PodSpec {
+        self.privileged = true;
+        self
+    }
+
+    pub fn volumes(&self) -> &[Volume] {
+        &self.volumes
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        // The pod name becomes the hostname and part of the sandbox name: a DNS label.
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 50
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !s.starts_with('-')
+        };
+        if !dns_label(&self.name) {
+            return Err(Error::InvalidSpec {
+                field: "pod name",
+                reason: format!(
+                    "{:?} is not a DNS label of at most 50 characters",
+                    self.name
+                ),
+            });
+        }
+        if !dns_label(&self.container_name) {
+            return Err(Error::InvalidSpec {
+                field: "container name",
+                reason: format!("{:?} is not a DNS label", self.container_name),
+            });
+        }
+        self.volumes.iter().try_for_each(Volume::validate)
+    }
+
+    fn namespace_options(&self, pid: cri::NamespaceMode) -> cri::NamespaceOption {
+        let network = match self.network {
+            PodNetwork::Cni => cri::NamespaceMode::Pod,
+            PodNetwork::Host => cri::NamespaceMode::Node,
+        };
+        cri::NamespaceOption {
+            network: network as i32,
+            pid: pid as i32,
+            ipc: cri::NamespaceMode::Pod as i32,
+            ..Default::default()
+        }
+    }
+
+    /// The sandbox config, as kubelet builds it for this pod.
+    pub(crate) fn sandbox_config(
+        &self,
+        name: &str,
+        uid: &str,
+        log_dir: &str,
+    ) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: name.to_owned(),
+                uid: uid.to_owned(),
+                namespace: self.namespace.clone(),
+                attempt: 0,
+            }),
+            // runc refuses a hostname without a private UTS namespace, and host-network pods
+            // share the host's.
+            hostname: match self.network {
+                PodNetwork::Cni => name.to_owned(),
+                PodNetwork::Host => String::new(),
+            },
+            log_directory: log_dir.to_owned(),
+            labels: self.labels.clone().into_iter().collect(),
+            annotations: self.annotations.clone().into_iter().collect(),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(self.namespace_options(cri::NamespaceMode::Pod)),
+                    privileged: self.privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The container config, with kubelet's `pid: CONTAINER` (CRI's default, POD, would share
+    /// the pause process's PID namespace).
+    pub(crate) fn container_config(&self) -> cri::ContainerConfig {
+        let command = if self.command.is_empty() && self.args.is_empty() {
+            DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            self.command.clone()
+        };
+        cri::ContainerConfig {
+            metadata: Some(cri::ContainerMetadata {
+                name: self.container_name.clone(),
+                attempt: 0,
+            }),
+            image: Some(cri::ImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command,
+            args: self.args.clone(),
+            envs: self
+                .env
+                .iter()
+                .map(|(key, value)| cri::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            mounts: self
+                .volumes
+                .iter()
+                .map(|v| cri::Mount {
+                    container_path: v.container_path.clone(),
+                    host_path: v.host_path.to_string_lossy().into_owned(),
+                    readonly: v.readonly,
+                    propagation: v.propagation.cri() as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            labels: self.labels.clone().into_iter().collect(),
+            log_path: format!("{}_0.log", self.container_name),
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    namespace_options: Some(self.namespace_options(cri::NamespaceMode::Container)),
+                    privileged: self.privileged,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// What ExecSync returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// A running pod with its one container.
+#[derive(Clone)]
+pub struct Pod {
+    /// The pod name as sent to CRI (the spec's name plus a sequence number).
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub sandbox_id: String,
+    pub container_id: String,
+    pub container_name: String,
+    /// Host PID of the container's init process.
+    pub pid: u32,
+    /// Host PID of the sandbox (pause) process.
+    pub sandbox_pid: u32,
+    /// The pod IP from PodSandboxStatus; `None` for host-network pods.
+    pub ip: Option<String>,
+    pub network: PodNetwork,
+    pub(crate) session: Arc<Session>,
+}
+
+impl fmt::Debug for Pod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pod")
+            .field("name", &self.name)
+            .field("namespace", &self.namespace)
+            .field("uid", &self.uid)
+            .field("sandbox_id", &self.sandbox_id)
+            .field("container_id", &self.container_id)
+            .field("pid", &self.pid)
+            .field("sandbox_pid", &self.sandbox_pid)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pod {
+    /// The pod sandbox ID.
+    pub fn id(&self) -> &str {
+        &self.sandbox_id
+    }
+
+    /// The container ID as Kubernetes reports it in the pod status (`containerd://ID`).
+    pub fn container_uri(&self) -> String {
+        format!("containerd://{}", self.container_id)
+    }
+
+    /// The pod IP parsed, if it has one.
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.ip.as_deref().and_then(|ip| ip.parse().ok())
+    }
+
+    /// Runs `cmd` in the container through CRI ExecSync (like `kubectl exec`).
+    pub fn exec_sync(&self, cmd: &[&str]) -> Result<ExecOutput> {
+        self.exec_sync_timeout(cmd, DEFAULT_EXEC_TIMEOUT)
+    }
+
+    pub fn exec_sync_timeout(&self, cmd: &[&str], timeout: Duration) -> Result<ExecOutput> {
+        let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
+        self.session
+            .block_on(self.session.cri.exec_sync(&self.container_id, cmd, timeout))
+    }
+
+    /// Like [`Pod::exec_sync`], but a non-zero exit is an error; returns stdout.
+    pub fn exec_ok(&self, cmd: &[&str]) -> Result<String> {
+        let out = self.exec_sync(cmd)?;
+        if out.success() {
+            Ok(out.stdout)
+        } else {
+            Err(Error::ExecFailed {
+                cmd: cmd.join(" "),
+                container: self.container_id.clone(),
+                exit_code: out.exit_code,
+                stderr: out.stderr,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_network_pods_send_no_hostname() {
+        let spec = PodSpec::new("h").host_network();
+        let cfg = spec.sandbox_config("h-1", "u", "/l");
+        assert_eq!(cfg.hostname, "");
+        let ns = cfg
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options)
+            .expect("namespace options");
+        assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
+    }
+
+    #[test]
+    fn containers_get_their_own_pid_namespace_and_default_command() {
+        let cfg = PodSpec::new("p").container_config();
+        assert_eq!(cfg.command, DEFAULT_COMMAND);
+        let ns = cfg
+            .linux
+            .and_then(|l| l.security_context)
+            .and_then(|s| s.namespace_options)
+            .expect("namespace options");
+        assert_eq!(ns.pid, cri::NamespaceMode::Container as i32);
+        assert_eq!(ns.network, cri::NamespaceMode::Pod as i32);
+    }
+
+    #[test]
+    fn volumes_carry_propagation() {
+        let cfg = PodSpec::new("p")
+            .volume(
+                Volume::host_dir("/h", "/c")
+                    .readonly()
+                    .propagation(Propagation::Bidirectional),
+            )
+            .container_config();
+        assert_eq!(cfg.mounts.len(), 1);
+        assert!(cfg.mounts[0].readonly);
+        assert_eq!(
+            cfg.mounts[0].propagation,
+            cri::MountPropagation::PropagationBidirectional as i32
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let err = PodSpec::new("Bad_Name").validate().expect_err("invalid");
+        assert!(err.to_string().contains("pod name"), "{err}");
+        let err = PodSpec::new("ok")
+            .volume(Volume::host_dir("rel", "/c"))
+            .validate()
+            .expect_err("invalid");
+        assert!(err.to_string().contains("host path"), "{err}");
+    }
+}
