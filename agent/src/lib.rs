@@ -6,6 +6,7 @@
 pub mod container_fs;
 pub mod container_runtime;
 pub mod error;
+pub mod grpc;
 pub mod injector_process;
 pub mod io_chaos;
 pub mod journal;

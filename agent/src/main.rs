@@ -1,5 +1,6 @@
-//! `faultline-agent`: the node agent. For now it answers container-resolution queries against
-//! the node's runtime; the gRPC server lands with the agent issue.
+//! `faultline-agent`: the node agent. `serve` runs the gRPC server (mTLS on TCP, optionally
+//! plaintext on a unix socket for the local CLI) and the HTTP metrics endpoint; the other
+//! subcommands answer container-resolution queries against the node's runtime.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ impl RuntimeArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the gRPC API (pb.ChaosDaemon and faultline.agent.v1.Agent).
+    Serve(Box<serve::ServeArgs>),
     /// Print the host PID of a container (`containerd://ID`, `cri-o://ID`, `docker://ID` or a bare ID).
     Pid { container_id: String },
     /// Print the host PID of a pod's sandbox, by pod UID.
@@ -62,11 +65,14 @@ enum Command {
     Containers { pod_uid: String },
 }
 
-#[tokio::main(flavor = "current_thread")]
+mod serve;
+
+#[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let resolver = Resolver::new(cli.runtime.config());
     match cli.command {
+        Command::Serve(args) => serve::run(*args, resolver).await?,
         Command::Pid { container_id } => {
             let pid = resolver
                 .container_pid(&container_id)

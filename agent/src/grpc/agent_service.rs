@@ -1,0 +1,226 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proto::agent::v1 as api;
+use faultline_proto::agent::v1::agent_server::Agent;
+use tonic::{Request, Response, Status};
+
+use crate::container_fs;
+use crate::container_runtime::Resolver;
+use crate::error::AgentError;
+use crate::io_chaos::{Applied, IoChaos, validate_actions};
+use crate::journal::Fault;
+
+/// `faultline.agent.v1.Agent`: experiments with a duration, listing, recovery, health.
+#[derive(Clone, Debug)]
+pub struct AgentService {
+    resolver: Resolver,
+    io: Arc<IoChaos>,
+}
+
+impl AgentService {
+    pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
+        Self { resolver, io }
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn start_io_experiment(
+        &self,
+        request: Request<api::StartIoExperimentRequest>,
+    ) -> Result<Response<api::StartIoExperimentResponse>, Status> {
+        let request = request.into_inner();
+        let duration =
+            (request.duration_ms > 0).then(|| Duration::from_millis(request.duration_ms));
+        if request.dry_run {
+            let plan = self.plan(&request).await?;
+            return Ok(Response::new(plan));
+        }
+        if request.actions.trim().is_empty() || request.actions.trim() == "[]" {
+            return Err(AgentError::InvalidArgument {
+                field: "actions",
+                reason: "no fault to inject (use Recover to end an experiment)".into(),
+            }
+            .into());
+        }
+        let applied = self
+            .io
+            .apply(
+                &request.container_id,
+                &request.volume,
+                &request.actions,
+                duration,
+            )
+            .await?;
+        let response = match applied {
+            Applied::Started {
+                id,
+                target_pid,
+                injector_pid,
+                ..
+            } => api::StartIoExperimentResponse {
+                plan: format!(
+                    "mounted the fault filesystem over {} in process {target_pid}'s mount namespace (injector pid {injector_pid})",
+                    request.volume
+                ),
+                id,
+                target_pid,
+            },
+            Applied::Updated { id, target_pid, .. } => api::StartIoExperimentResponse {
+                plan: format!(
+                    "replaced the rules of the fault mount over {} (no remount)",
+                    request.volume
+                ),
+                id,
+                target_pid,
+            },
+            Applied::Recovered { id } => api::StartIoExperimentResponse {
+                plan: "recovered".into(),
+                id,
+                target_pid: 0,
+            },
+            Applied::NothingToRecover => api::StartIoExperimentResponse::default(),
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn list_experiments(
+        &self,
+        _: Request<api::ListExperimentsRequest>,
+    ) -> Result<Response<api::ListExperimentsResponse>, Status> {
+        let experiments = self
+            .io
+            .list()
+            .await
+            .into_iter()
+            .map(|view| {
+                let record = view.record;
+                let (rules, volume) = match &record.fault {
+                    Fault::Io {
+                        actions, volume, ..
+                    } => (actions.clone(), volume.clone()),
+                };
+                api::Experiment {
+                    kind: record.fault.kind().into(),
+                    id: record.id,
+                    container_id: record.container_id,
+                    target_pid: record.target.pid,
+                    since_unix_ms: record.started_at_ms as i64,
+                    deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
+                    rules,
+                    volume,
+                    injector_status: view.injector_status,
+                }
+            })
+            .collect();
+        Ok(Response::new(api::ListExperimentsResponse { experiments }))
+    }
+
+    async fn recover(
+        &self,
+        request: Request<api::RecoverRequest>,
+    ) -> Result<Response<api::RecoverResponse>, Status> {
+        let request = request.into_inner();
+        let ids = match (request.all, request.id.is_empty()) {
+            (true, true) => self.io.ids(),
+            (false, false) => vec![request.id],
+            _ => {
+                return Err(AgentError::InvalidArgument {
+                    field: "id",
+                    reason: "give either an experiment id or all, not both and not neither".into(),
+                }
+                .into());
+            }
+        };
+        let single = ids.len() == 1 && !request.all;
+        let mut response = api::RecoverResponse::default();
+        for id in ids {
+            match self.io.recover(&id).await {
+                Ok(()) => response.recovered.push(id),
+                Err(err) if single => return Err(err.into()),
+                Err(err) => response.problems.push(format!("{id}: {err}")),
+            }
+        }
+        Ok(Response::new(response))
+    }
+
+    async fn health(
+        &self,
+        _: Request<api::HealthRequest>,
+    ) -> Result<Response<api::HealthResponse>, Status> {
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Response::new(api::HealthResponse {
+            serving: true,
+            version: env!("CARGO_PKG_VERSION").into(),
+            fuse_passthrough: kernel_at_least(&kernel, 6, 9),
+            netem: netem_available(&kernel),
+            kernel,
+            active_experiments: self.io.ids().len() as u32,
+        }))
+    }
+}
+
+impl AgentService {
+    async fn plan(
+        &self,
+        request: &api::StartIoExperimentRequest,
+    ) -> Result<api::StartIoExperimentResponse, AgentError> {
+        container_fs::validate_volume_path(&request.volume)?;
+        let actions = validate_actions(&request.actions, &request.volume)?;
+        let target_pid = self.resolver.container_pid(&request.container_id).await?;
+        drop(container_fs::open_volume(target_pid, &request.volume)?);
+        let count = actions
+            .as_ref()
+            .and_then(|a| a.as_array().map(Vec::len))
+            .unwrap_or(0);
+        Ok(api::StartIoExperimentResponse {
+            id: String::new(),
+            target_pid,
+            plan: format!(
+                "would mount the fault filesystem over {} in the mount namespace of process {target_pid} ({}) with {count} action(s){}",
+                request.volume,
+                request.container_id,
+                if request.duration_ms > 0 {
+                    format!(", recovering after {} ms", request.duration_ms)
+                } else {
+                    String::new()
+                }
+            ),
+        })
+    }
+}
+
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    match (parts.next(), parts.next()) {
+        (Some(a), Some(b)) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+fn netem_available(release: &str) -> bool {
+    std::path::Path::new("/sys/module/sch_netem").exists()
+        || ["ko", "ko.xz", "ko.zst", "ko.gz"].iter().any(|ext| {
+            std::path::Path::new(&format!(
+                "/lib/modules/{release}/kernel/net/sched/sch_netem.{ext}"
+            ))
+            .exists()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compares_kernel_releases() {
+        assert!(super::kernel_at_least("6.18.44-fc", 6, 9));
+        assert!(super::kernel_at_least("6.9.0", 6, 9));
+        assert!(!super::kernel_at_least("6.8.12", 6, 9));
+        assert!(!super::kernel_at_least("5.15", 6, 9));
+        assert!(!super::kernel_at_least("", 6, 9));
+    }
+}

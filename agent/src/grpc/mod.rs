@@ -1,0 +1,11 @@
+//! The agent's gRPC surface: Chaos Mesh's `pb.ChaosDaemon` and our `faultline.agent.v1.Agent`,
+//! served over mTLS on TCP and, for the local CLI, in plaintext on a unix socket.
+
+mod agent_service;
+mod chaos_daemon;
+mod metrics_layer;
+mod serve;
+
+pub use agent_service::AgentService;
+pub use chaos_daemon::ChaosDaemonService;
+pub use serve::{Listeners, serve};
