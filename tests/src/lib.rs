@@ -365,9 +365,10 @@ impl Testbed {
     }
 
     /// Tears everything down, in this order: pods, plain containers, containerd (SIGTERM, then
-    /// SIGKILL), stray processes naming the base dir, mounts under the base dir (deepest first,
-    /// lazily), rshared bind mounts, the bridge, the `k8s.io` cgroups it created, empty
-    /// /run/containerd and /var/lib/cni leftovers, `ip_forward` as it was, the base directory. Every step runs even if an earlier one
+    /// SIGKILL), containers runc still knows (if containerd failed us), stray processes naming
+    /// the base dir, mounts under the base dir (deepest first, lazily), rshared bind mounts, the
+    /// bridge, the `k8s.io` cgroups it created, empty /run/containerd and /var/lib/cni leftovers,
+    /// `ip_forward` as it was, the base directory. Every step runs even if an earlier one
     /// failed. Idempotent; later calls on the testbed fail with [`Error::ShutDown`].
     pub fn shutdown(&self) -> Result<()> {
         let (containerd, pods, plain, shared_binds) = {
@@ -388,6 +389,15 @@ impl Testbed {
             problems.extend(self.remove_workloads(&pods, &plain));
             problems.extend(containerd.stop());
         }
+        problems.extend(
+            teardown::force_delete_containers(&self.layout)
+                .into_iter()
+                .map(|id| {
+                    format!(
+                        "container {id} outlived its removal through containerd; deleted with runc"
+                    )
+                }),
+        );
         problems.extend(teardown::end_stray_processes(&self.layout));
         problems.extend(mounts::detach_all_under(&self.layout.base));
         problems.extend(teardown::undo_shared_binds(&shared_binds));

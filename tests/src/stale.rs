@@ -1,6 +1,5 @@
 //! Reaping what a crashed run left: base directories whose owner process is dead.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::layout::{Layout, TMP};
@@ -38,31 +37,12 @@ fn reap_one(layout: &Layout) -> String {
         process::terminate(pid, Duration::from_secs(5));
         done.push(format!("stopped containerd {pid}"));
     }
-    // 2. Its containers: runc checks the init process's identity itself and removes the cgroups.
-    let runc_state = layout.runc_root().join(containerd::NAMESPACE);
-    let ids: Vec<String> = std::fs::read_dir(&runc_state)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-        .collect();
-    for id in &ids {
-        let deleted = Command::new("runc")
-            .arg("--root")
-            .arg(&runc_state)
-            .args(["delete", "--force", id])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if deleted {
-            done.push(format!("deleted container {id}"));
-        }
-    }
-    // Its sandboxes never got a CNI DEL: drop libcni's cached results for them (named
-    // `<network>-<sandbox id>-<interface>`).
-    let cached = remove_cni_results(&ids);
-    if cached > 0 {
-        done.push(format!("{cached} cached CNI results"));
-    }
+    // 2. Its containers, and the CNI results cached for sandboxes that never got a CNI DEL.
+    done.extend(
+        teardown::force_delete_containers(layout)
+            .into_iter()
+            .map(|id| format!("deleted container {id}")),
+    );
     // 3. Its shims (their command line names its socket), then anything else naming its files.
     let strays = teardown::end_stray_processes(layout);
     if !strays.is_empty() {
@@ -88,19 +68,4 @@ fn reap_one(layout: &Layout) -> String {
         if done.is_empty() { "" } else { ": " },
         done.join("; ")
     )
-}
-
-const CNI_RESULTS: &str = "/var/lib/cni/results";
-
-fn remove_cni_results(ids: &[String]) -> usize {
-    std::fs::read_dir(CNI_RESULTS)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            ids.iter().any(|id| name.contains(&format!("-{id}-")))
-        })
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
 }

@@ -2,6 +2,7 @@
 //! live testbed's shutdown and the reaping of a crashed run; and the check that nothing is left.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::layout::Layout;
@@ -19,6 +20,8 @@ const SHARED_RUNTIME_DIRS: &[&str] = &[
     "/var/lib/cni/results",
     "/var/lib/cni",
 ];
+
+const CNI_RESULTS: &str = "/var/lib/cni/results";
 
 /// Ends processes still mentioning the base directory (shims carry `-address <our socket>`),
 /// by PID. After a clean removal of every task there are none.
@@ -38,6 +41,43 @@ pub(crate) fn end_stray_processes(layout: &Layout) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// `runc delete --force` for every container runc still has state for (runc checks the init
+/// process's identity itself, kills it and removes its cgroups), and libcni's cached results
+/// for them (named `<network>-<sandbox id>-<interface>`). Nothing is left after a clean removal
+/// through containerd; this is for a crashed run or a containerd that died under us.
+/// Returns the IDs deleted.
+pub(crate) fn force_delete_containers(layout: &Layout) -> Vec<String> {
+    let runc_state = layout.runc_root().join(crate::containerd::NAMESPACE);
+    let ids: Vec<String> = std::fs::read_dir(&runc_state)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    let deleted: Vec<String> = ids
+        .into_iter()
+        .filter(|id| {
+            Command::new("runc")
+                .arg("--root")
+                .arg(&runc_state)
+                .args(["delete", "--force", id])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    for entry in std::fs::read_dir(CNI_RESULTS)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if deleted.iter().any(|id| name.contains(&format!("-{id}-"))) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    deleted
 }
 
 /// Host directories made rshared bind mounts by this testbed, as recorded on disk.
