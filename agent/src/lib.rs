@@ -3,6 +3,7 @@
 //! it injected, even after a crash.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod container_fs;
 pub mod container_runtime;
 pub mod error;

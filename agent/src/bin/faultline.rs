@@ -1,0 +1,317 @@
+//! `faultline`: the command line of a node agent (like chaosd): attack, list, recover.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agent::client::{ClientTls, connect_tls, connect_unix};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use faultline_proto::agent::v1 as api;
+use faultline_proto::agent::v1::agent_client::AgentClient;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "faultline",
+    version,
+    about = "Inject and recover faults through a faultline agent"
+)]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Connection {
+    /// The agent's local unix socket.
+    #[arg(long, global = true, default_value = "/run/faultline/agent.sock")]
+    socket: PathBuf,
+    /// Reach the agent over mTLS instead, e.g. https://10.0.0.5:31767.
+    #[arg(long, global = true, requires_all = ["cert", "key", "ca"])]
+    addr: Option<String>,
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// The agent certificate's DNS name.
+    #[arg(long, global = true, default_value = "faultline-agent")]
+    server_name: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inject a fault.
+    Attack {
+        #[command(subcommand)]
+        kind: Attack,
+    },
+    /// List active experiments.
+    List,
+    /// Recover an experiment (or all of them).
+    Recover {
+        /// The experiment id.
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// The agent's health and versions.
+    Health,
+}
+
+#[derive(Subcommand)]
+enum Attack {
+    /// IO faults on a container's volume.
+    Io(IoAttack),
+}
+
+#[derive(Args)]
+struct IoAttack {
+    /// The container: containerd://ID, cri-o://ID, docker://ID or a bare ID.
+    #[arg(long)]
+    container: String,
+    /// The volume path inside the container.
+    #[arg(long)]
+    path: String,
+    /// Files the faults apply to (glob; `**` crosses directories). Default: the whole volume.
+    #[arg(long)]
+    file: Option<String>,
+    /// Operations to affect, comma-separated (e.g. read,write,open). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Share of matching operations affected, 1-100.
+    #[arg(long, default_value_t = 100)]
+    percent: u32,
+    /// Fail operations with this errno (e.g. 5 = EIO).
+    #[arg(long)]
+    errno: Option<i32>,
+    /// Delay operations by this long (e.g. 50ms).
+    #[arg(long)]
+    latency: Option<String>,
+    /// Report this permission (octal, e.g. 444).
+    #[arg(long)]
+    attr_perm: Option<String>,
+    /// Report this size.
+    #[arg(long)]
+    attr_size: Option<u64>,
+    /// Report this owner uid.
+    #[arg(long)]
+    attr_uid: Option<u32>,
+    /// Report this owner gid.
+    #[arg(long)]
+    attr_gid: Option<u32>,
+    /// Report this link count.
+    #[arg(long)]
+    attr_nlink: Option<u32>,
+    /// Corrupt read data: zero or random.
+    #[arg(long)]
+    mistake_filling: Option<String>,
+    /// Corrupted regions per operation.
+    #[arg(long, default_value_t = 1)]
+    mistake_max_occurrences: u32,
+    /// Longest corrupted region, in bytes.
+    #[arg(long, default_value_t = 1)]
+    mistake_max_length: u32,
+    /// Raw Chaos Mesh IOChaos actions JSON instead of the flags above.
+    #[arg(long, conflicts_with_all = ["errno", "latency", "attr_perm", "mistake_filling"])]
+    actions: Option<String>,
+    /// Recover by itself after this long (e.g. 30s, 5m).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    /// Validate and print the plan; inject nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl IoAttack {
+    fn actions(&self) -> anyhow::Result<String> {
+        if let Some(raw) = &self.actions {
+            return Ok(raw.clone());
+        }
+        let glob = self
+            .file
+            .clone()
+            .unwrap_or_else(|| format!("{}/**", self.path.trim_end_matches('/')));
+        let base = |kind: &str| {
+            let mut action = json!({"type": kind, "path": glob, "percent": self.percent});
+            if !self.methods.is_empty() {
+                action["methods"] = json!(self.methods);
+            }
+            action
+        };
+        let mut actions = Vec::new();
+        if let Some(errno) = self.errno {
+            let mut a = base("fault");
+            a["faults"] = json!([{"errno": errno, "weight": 1}]);
+            actions.push(a);
+        }
+        if let Some(latency) = &self.latency {
+            let mut a = base("latency");
+            a["latency"] = json!(latency);
+            actions.push(a);
+        }
+        let mut attr = serde_json::Map::new();
+        if let Some(perm) = &self.attr_perm {
+            let perm = u32::from_str_radix(perm.trim_start_matches("0o"), 8)
+                .with_context(|| format!("--attr-perm {perm:?}: expected octal like 444"))?;
+            attr.insert("perm".into(), json!(perm));
+        }
+        for (name, value) in [
+            ("size", self.attr_size.map(Value::from)),
+            ("uid", self.attr_uid.map(Value::from)),
+            ("gid", self.attr_gid.map(Value::from)),
+            ("nlink", self.attr_nlink.map(Value::from)),
+        ] {
+            if let Some(value) = value {
+                attr.insert(name.into(), value);
+            }
+        }
+        if !attr.is_empty() {
+            let mut a = base("attrOverride");
+            a["attr"] = Value::Object(attr);
+            actions.push(a);
+        }
+        if let Some(filling) = &self.mistake_filling {
+            let mut a = base("mistake");
+            a["mistake"] = json!({"filling": filling, "maxOccurrences": self.mistake_max_occurrences, "maxLength": self.mistake_max_length});
+            actions.push(a);
+        }
+        if actions.is_empty() {
+            bail!(
+                "no fault given: use --errno, --latency, --attr-*, --mistake-filling or --actions"
+            );
+        }
+        Ok(Value::Array(actions).to_string())
+    }
+}
+
+async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
+    Ok(match &connection.addr {
+        Some(addr) => {
+            let (Some(cert), Some(key), Some(ca)) =
+                (&connection.cert, &connection.key, &connection.ca)
+            else {
+                bail!("--addr needs --cert, --key and --ca");
+            };
+            let tls = ClientTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+                server_name: connection.server_name.clone(),
+            };
+            connect_tls(addr, &tls).await?
+        }
+        None => connect_unix(&connection.socket).await?,
+    })
+}
+
+fn explain(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut client = AgentClient::new(channel(&cli.connection).await?);
+    match cli.command {
+        Command::Attack {
+            kind: Attack::Io(attack),
+        } => {
+            let request = api::StartIoExperimentRequest {
+                container_id: attack.container.clone(),
+                volume: attack.path.clone(),
+                actions: attack.actions()?,
+                duration_ms: attack
+                    .duration
+                    .map(|d| Duration::from(d).as_millis() as u64)
+                    .unwrap_or(0),
+                dry_run: attack.dry_run,
+            };
+            let response = client
+                .start_io_experiment(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if attack.dry_run {
+                println!("dry run: {}", response.plan);
+            } else {
+                println!("{}", response.id);
+                eprintln!("{}", response.plan);
+            }
+        }
+        Command::List => {
+            let response = client
+                .list_experiments(api::ListExperimentsRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if response.experiments.is_empty() {
+                eprintln!("no active experiments");
+            }
+            for e in response.experiments {
+                let deadline = if e.deadline_unix_ms > 0 {
+                    format!(
+                        "until {}",
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH
+                                + Duration::from_millis(e.deadline_unix_ms as u64)
+                        )
+                    )
+                } else {
+                    "until recovered".into()
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\tpid {}\tsince {}\t{}\n\trules: {}\n\tinjector: {}",
+                    e.id,
+                    e.kind,
+                    e.container_id,
+                    e.volume,
+                    e.target_pid,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(e.since_unix_ms as u64)
+                    ),
+                    deadline,
+                    e.rules,
+                    e.injector_status
+                );
+            }
+        }
+        Command::Recover { id, all } => {
+            let request = match (id, all) {
+                (Some(id), false) => api::RecoverRequest { id, all: false },
+                (None, true) => api::RecoverRequest {
+                    id: String::new(),
+                    all: true,
+                },
+                _ => bail!("give an experiment id or --all"),
+            };
+            let response = client.recover(request).await.map_err(explain)?.into_inner();
+            for id in &response.recovered {
+                println!("recovered {id}");
+            }
+            for problem in &response.problems {
+                eprintln!("not recovered: {problem}");
+            }
+            if !response.problems.is_empty() {
+                std::process::exit(1);
+            }
+        }
+        Command::Health => {
+            let h = client
+                .health(api::HealthRequest {})
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!(
+                "serving: {}\nversion: {}\nkernel: {}\nfuse passthrough: {}\nnetem: {}\nactive experiments: {}",
+                h.serving, h.version, h.kernel, h.fuse_passthrough, h.netem, h.active_experiments
+            );
+        }
+    }
+    Ok(())
+}
