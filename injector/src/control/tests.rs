@@ -112,7 +112,8 @@ async fn agent_updates_reads_counters_and_recovers_over_a_line_stream() {
     }
     assert_eq!(rules.evaluate(Method::Open, Path::new("a.txt")).errno, None);
 
-    let status = agent.call("get_status", json!([])).await["result"].clone();
+    // The agent sends empty objects as params where a method takes none.
+    let status = agent.call("get_status", json!({})).await["result"].clone();
     assert_eq!(status["ready"], true);
     assert_eq!(status["mountPoint"], "/data");
     assert_eq!(status["generation"], 1);
@@ -131,7 +132,7 @@ async fn agent_updates_reads_counters_and_recovers_over_a_line_stream() {
         std::thread::spawn(move || rules.sleep(injection.delay.unwrap(), injection.generation))
     };
 
-    let recovered = agent.call("recover", json!([])).await;
+    let recovered = agent.call("recover", json!({})).await;
     assert_eq!(recovered["result"]["recovering"], true, "{recovered}");
     assert_eq!(sleeper.join().unwrap(), SleepOutcome::CutShort);
     assert!(rules.is_empty());

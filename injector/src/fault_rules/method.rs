@@ -167,7 +167,8 @@ pub struct MethodSet(u64);
 impl MethodSet {
     pub const EMPTY: MethodSet = MethodSet(0);
     pub const ALL: MethodSet = MethodSet::of(&Method::ALL);
-    /// Operations whose reply carries file attributes (readdir counts for readdirplus).
+    /// Operations whose reply carries file attributes. Entries of a readdirplus reply are
+    /// implicit lookups: the filesystem evaluates them as [`Method::Lookup`].
     pub const ATTRIBUTE_REPLIES: MethodSet = MethodSet::of(&[
         Method::Lookup,
         Method::Getattr,
@@ -177,7 +178,6 @@ impl MethodSet {
         Method::Symlink,
         Method::Link,
         Method::Create,
-        Method::Readdir,
     ]);
     /// Operations that move file data between the application and the file.
     pub const DATA_TRANSFER: MethodSet = MethodSet::of(&[Method::Read, Method::Write]);

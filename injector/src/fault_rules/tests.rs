@@ -213,7 +213,7 @@ fn refusals_name_the_field() {
         ),
         (
             json!([{"type": "attrOverride", "methods": ["read"], "perm": 1}]),
-            "actions[0].methods: none of these methods applies to type attrOverride, which acts on lookup, getattr, setattr, mknod, mkdir, symlink, link, readdir, create",
+            "actions[0].methods: none of these methods applies to type attrOverride, which acts on lookup, getattr, setattr, mknod, mkdir, symlink, link, create",
         ),
         (
             json!([{"type": "attrOverride"}]),
