@@ -100,7 +100,10 @@ pub fn run(argv: &[String]) -> Result<i32, StartError> {
 fn exec_child(argv: &[CString], old_mask: &SigSet, parent: Pid, exec_error_tx: OwnedFd) -> ! {
     // Die with nsexec (and so with the agent that started it).
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
-    if nix::unistd::getppid() != parent {
+    // If nsexec died before the death signal was armed, we were reparented: give up. (In a
+    // pid namespace we entered, our parent is outside it and getppid() is 0.)
+    let ppid = nix::unistd::getppid();
+    if ppid != parent && ppid.as_raw() != 0 {
         std::process::exit(125);
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(old_mask), None);

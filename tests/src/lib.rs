@@ -259,7 +259,11 @@ impl Testbed {
             }
             let started = async {
                 let container_id = cri
-                    .create_container(&sandbox_id, spec.container_config(), sandbox_config)
+                    .create_container(
+                        &sandbox_id,
+                        spec.container_config(&name, &uid),
+                        sandbox_config,
+                    )
                     .await?;
                 self.state().ids.push(container_id.clone());
                 cri.start_container(&container_id).await?;

@@ -263,6 +263,25 @@ impl PodSpec {
         }
     }
 
+    /// The user's labels plus the ones kubelet puts on every sandbox and container, which
+    /// runtimes and the agent select by (`io.kubernetes.pod.uid` above all).
+    fn kubelet_labels(
+        &self,
+        pod_name: &str,
+        uid: &str,
+        container: Option<&str>,
+    ) -> std::collections::HashMap<String, String> {
+        let mut labels: std::collections::HashMap<String, String> =
+            self.labels.clone().into_iter().collect();
+        labels.insert("io.kubernetes.pod.name".into(), pod_name.to_owned());
+        labels.insert("io.kubernetes.pod.namespace".into(), self.namespace.clone());
+        labels.insert("io.kubernetes.pod.uid".into(), uid.to_owned());
+        if let Some(container) = container {
+            labels.insert("io.kubernetes.container.name".into(), container.to_owned());
+        }
+        labels
+    }
+
     /// The sandbox config, as kubelet builds it for this pod.
     pub(crate) fn sandbox_config(
         &self,
@@ -284,7 +303,7 @@ impl PodSpec {
                 PodNetwork::Host => String::new(),
             },
             log_directory: log_dir.to_owned(),
-            labels: self.labels.clone().into_iter().collect(),
+            labels: self.kubelet_labels(name, uid, None),
             annotations: self.annotations.clone().into_iter().collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
                 security_context: Some(cri::LinuxSandboxSecurityContext {
@@ -300,7 +319,7 @@ impl PodSpec {
 
     /// The container config, with kubelet's `pid: CONTAINER` (CRI's default, POD, would share
     /// the pause process's PID namespace).
-    pub(crate) fn container_config(&self) -> cri::ContainerConfig {
+    pub(crate) fn container_config(&self, pod_name: &str, uid: &str) -> cri::ContainerConfig {
         let command = if self.command.is_empty() && self.args.is_empty() {
             DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect()
         } else {
@@ -336,7 +355,7 @@ impl PodSpec {
                     ..Default::default()
                 })
                 .collect(),
-            labels: self.labels.clone().into_iter().collect(),
+            labels: self.kubelet_labels(pod_name, uid, Some(&self.container_name)),
             log_path: format!("{}_0.log", self.container_name),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
@@ -462,7 +481,7 @@ mod tests {
 
     #[test]
     fn containers_get_their_own_pid_namespace_and_default_command() {
-        let cfg = PodSpec::new("p").container_config();
+        let cfg = PodSpec::new("p").container_config("p", "u");
         assert_eq!(cfg.command, DEFAULT_COMMAND);
         let ns = cfg
             .linux
@@ -481,7 +500,7 @@ mod tests {
                     .readonly()
                     .propagation(Propagation::Bidirectional),
             )
-            .container_config();
+            .container_config("p", "u");
         assert_eq!(cfg.mounts.len(), 1);
         assert!(cfg.mounts[0].readonly);
         assert_eq!(

@@ -5,6 +5,9 @@
 //! libtest's threads, panics caught. After the run the testbed is torn down and the harness
 //! fails if anything of it is left on the host. Needs root; otherwise every story is ignored.
 
+mod binaries;
+mod nsexec_stories;
+mod resolution;
 mod testbed_pods;
 
 use std::process::ExitCode;
@@ -19,6 +22,8 @@ pub type Story = fn(&Testbed) -> anyhow::Result<()>;
 fn stories() -> Vec<(&'static str, Story)> {
     let mut all = Vec::new();
     all.extend(testbed_pods::stories());
+    all.extend(resolution::stories());
+    all.extend(nsexec_stories::stories());
     all
 }
 
