@@ -110,7 +110,7 @@ pub fn validate_actions(
     if trimmed.is_empty() || trimmed == "null" {
         return Ok(None);
     }
-    let rules = injector::fault_rules::RuleSet::parse(trimmed, Path::new(volume))
+    let rules = io_rules::RuleSet::parse(trimmed, Path::new(volume))
         .map_err(|err| AgentError::InvalidActions(err.to_string()))?;
     if rules.is_empty() {
         return Ok(None);

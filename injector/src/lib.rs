@@ -1,3 +1,4 @@
 //! FUSE IO-fault injector.
 pub mod control;
-pub mod fault_rules;
+/// The rule language lives in its own crate (the agent and controller validate with it too).
+pub use io_rules as fault_rules;

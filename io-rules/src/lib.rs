@@ -1,8 +1,8 @@
-//! Fault rules: Chaos Mesh IOChaos actions parsed once into validated rules, and the live
+//! faultline IO rules: Chaos Mesh IOChaos actions parsed once into validated rules, and the live
 //! store the filesystem consults on every operation.
 //!
 //! Boundaries: this module decides *what* to inject (delay, errno, attribute override, data
-//! corruption) for an operation on a path; the filesystem (`crate::fs`) applies it. Nothing
+//! corruption) for an operation on a path; the injector's filesystem applies it. Nothing
 //! here touches files, FUSE or the network.
 //!
 //! Hot path: [`RuleStore::evaluate`] is one atomic load when no rule is in force; otherwise
