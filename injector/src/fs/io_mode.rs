@@ -1,0 +1,165 @@
+//! How each open file does its IO, and the kernel's rules for mixing modes on one inode.
+//!
+//! The kernel (fs/fuse/iomode.c) refuses with EIO any open of an inode that is already open
+//! in passthrough mode unless the new open is passthrough too, with the same backing file; and
+//! it refuses a passthrough open while the inode is open in caching mode. So the mode of the
+//! first open decides for all concurrent opens of the inode, and one backing file per inode
+//! is shared by all of them.
+
+use std::sync::Arc;
+
+use fuser::BackingId;
+
+/// The IO mode of one open file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// Reads and writes go straight to the original through the kernel: no fault reaches them.
+    Passthrough,
+    /// Every read and write comes to the daemon (`FOPEN_DIRECT_IO`): faults apply to each.
+    Direct,
+    /// Through the daemon with the kernel page cache (no passthrough available, no rule):
+    /// cached reads do not reach the daemon.
+    Cached,
+}
+
+impl IoMode {
+    /// Can a rule added after the open still reach this file's reads and writes?
+    pub fn faults_reach_data(self) -> bool {
+        matches!(self, IoMode::Direct)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IoMode::Passthrough => "passthrough",
+            IoMode::Direct => "direct",
+            IoMode::Cached => "cached",
+        }
+    }
+}
+
+/// What a new open must do, given the inode's other opens.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan<B> {
+    /// Passthrough with the inode's existing backing file.
+    Reuse(Arc<B>),
+    /// Passthrough with a new backing file (no other open).
+    NewBacking,
+    /// Through the daemon.
+    Daemon,
+    /// The inode is open in passthrough with a read-only backing file and this open wants to
+    /// write: the kernel allows no other mode, so the open must fail.
+    Conflict,
+}
+
+/// Per-inode open bookkeeping.
+#[derive(Debug)]
+pub struct IoState<B = BackingId> {
+    passthrough_opens: u32,
+    daemon_opens: u32,
+    backing: Option<Arc<B>>,
+    backing_writable: bool,
+}
+
+impl<B> Default for IoState<B> {
+    fn default() -> Self {
+        Self {
+            passthrough_opens: 0,
+            daemon_opens: 0,
+            backing: None,
+            backing_writable: false,
+        }
+    }
+}
+
+impl<B> IoState<B> {
+    /// Plan an open. `want_passthrough`: no rule may touch this file's data and the kernel
+    /// supports passthrough. `writes`: the open is for writing.
+    pub fn plan(&self, want_passthrough: bool, writes: bool) -> Plan<B> {
+        if self.passthrough_opens > 0 {
+            return match &self.backing {
+                Some(b) if self.backing_writable || !writes => Plan::Reuse(b.clone()),
+                _ => Plan::Conflict,
+            };
+        }
+        if self.daemon_opens > 0 || !want_passthrough {
+            return Plan::Daemon;
+        }
+        Plan::NewBacking
+    }
+
+    pub fn add_passthrough(&mut self, backing: Arc<B>, writable: bool) {
+        if self.passthrough_opens == 0 {
+            self.backing = Some(backing);
+            self.backing_writable = writable;
+        }
+        self.passthrough_opens += 1;
+    }
+
+    pub fn add_daemon(&mut self) {
+        self.daemon_opens += 1;
+    }
+
+    /// An open file of this mode was released. The backing file is closed with the last
+    /// passthrough open.
+    pub fn release(&mut self, mode: IoMode) {
+        match mode {
+            IoMode::Passthrough => {
+                self.passthrough_opens = self.passthrough_opens.saturating_sub(1);
+                if self.passthrough_opens == 0 {
+                    self.backing = None;
+                }
+            }
+            IoMode::Direct | IoMode::Cached => {
+                self.daemon_opens = self.daemon_opens.saturating_sub(1);
+            }
+        }
+    }
+
+    pub fn is_passthrough(&self) -> bool {
+        self.passthrough_opens > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_open_decides_and_backing_is_shared() {
+        let mut s: IoState<u32> = IoState::default();
+        assert_eq!(s.plan(true, false), Plan::NewBacking);
+        s.add_passthrough(Arc::new(7), true);
+        // A rule now matches, but the inode is open in passthrough: must reuse.
+        assert_eq!(s.plan(false, true), Plan::Reuse(Arc::new(7)));
+        s.add_passthrough(Arc::new(8), true);
+        s.release(IoMode::Passthrough);
+        assert!(s.is_passthrough());
+        s.release(IoMode::Passthrough);
+        assert!(!s.is_passthrough());
+        assert_eq!(s.plan(false, false), Plan::Daemon);
+    }
+
+    #[test]
+    fn daemon_opens_keep_later_opens_off_passthrough() {
+        let mut s: IoState<u32> = IoState::default();
+        s.add_daemon();
+        assert_eq!(s.plan(true, false), Plan::Daemon);
+        s.release(IoMode::Direct);
+        assert_eq!(s.plan(true, false), Plan::NewBacking);
+    }
+
+    #[test]
+    fn read_only_backing_conflicts_with_writers() {
+        let mut s: IoState<u32> = IoState::default();
+        s.add_passthrough(Arc::new(1), false);
+        assert_eq!(s.plan(true, false), Plan::Reuse(Arc::new(1)));
+        assert_eq!(s.plan(true, true), Plan::Conflict);
+    }
+
+    #[test]
+    fn only_direct_mode_is_reachable_by_new_rules() {
+        assert!(IoMode::Direct.faults_reach_data());
+        assert!(!IoMode::Passthrough.faults_reach_data());
+        assert!(!IoMode::Cached.faults_reach_data());
+    }
+}

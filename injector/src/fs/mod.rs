@@ -1,0 +1,475 @@
+//! The passthrough filesystem: serves an original directory (held as a descriptor, never
+//! re-resolved by path) through FUSE, asking the [`RuleStore`] about each operation.
+//!
+//! Speed comes from the kernel: while no rule may touch a file's data, its opens use kernel
+//! FUSE passthrough (reads, writes and mmap never reach us); while no rule may touch a path's
+//! lookups or attributes, the kernel caches entries and attributes. When the rules change,
+//! [`FsHandle::rules_changed`] drops the kernel caches that the new rules need to see through.
+//! Files already open in passthrough cannot be taken back by the kernel:
+//! [`FsHandle::bypassing_open_files`] names them.
+
+mod attr;
+mod handle;
+mod inode;
+pub mod io_mode;
+mod ops;
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use fuser::{
+    Errno, FileAttr, Generation, Notifier, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr,
+};
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{FileStat, Mode, fstatat};
+use parking_lot::RwLock;
+
+pub use io_mode::IoMode;
+
+use crate::control::FsStatus;
+use crate::fault_rules::{Injection, Method, MethodSet, RuleStore};
+
+use inode::{Inode, InodeKey, InodeTable};
+
+/// How the filesystem serves.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Entry and attribute timeout for paths no rule may touch. Changes made to the original
+    /// behind the mount's back are seen late by up to this much.
+    pub cache_ttl: Duration,
+    /// Use kernel FUSE passthrough for files no rule may touch (when the kernel allows it).
+    pub passthrough: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        Self {
+            cache_ttl: Duration::from_secs(60),
+            passthrough: true,
+        }
+    }
+}
+
+/// The most delay threads alive at once; beyond this, delays are slept on the worker thread.
+const MAX_DELAYED: usize = 1024;
+
+/// State shared by the FUSE worker threads and the control plane.
+pub(crate) struct Shared {
+    inodes: InodeTable,
+    handles: handle::HandleTable,
+    rules: Arc<RuleStore>,
+    opts: FsOptions,
+    /// Negotiated with the kernel at init, cleared if the kernel refuses a backing file.
+    passthrough: AtomicBool,
+    /// `/proc/self/fd`, to reopen `O_PATH` handles with real flags.
+    proc_fd: OwnedFd,
+    notifier: OnceLock<Notifier>,
+    /// Replies carrying cache timeouts hold this shared; a rule change takes it exclusively
+    /// before invalidating, so no reply computed under the old rules lands after that.
+    epoch: RwLock<()>,
+    delayed: AtomicUsize,
+    ready: AtomicBool,
+    /// Who creates files (root): created files are chowned when the caller differs.
+    euid: u32,
+    egid: u32,
+}
+
+/// The filesystem given to the FUSE session.
+pub struct PassthroughFs {
+    shared: Arc<Shared>,
+}
+
+/// The control plane's view of a running filesystem.
+pub struct FsHandle {
+    shared: Arc<Shared>,
+}
+
+impl Clone for FsHandle {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl PassthroughFs {
+    /// Serve the directory `original` (any descriptor on it, `O_PATH` is enough).
+    ///
+    /// Sets the process umask to 0: the kernel has already applied the caller's umask to the
+    /// modes it sends, and files are created by this process.
+    pub fn new(original: OwnedFd, rules: Arc<RuleStore>, opts: FsOptions) -> io::Result<Self> {
+        let st = fstatat(original.as_fd(), "", AtFlags::AT_EMPTY_PATH)?;
+        if attr::kind_of_mode(st.st_mode) != fuser::FileType::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        nix::sys::stat::umask(Mode::empty());
+        let proc_fd = openat(
+            nix::fcntl::AT_FDCWD,
+            "/proc/self/fd",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let shared = Shared {
+            inodes: InodeTable::new(original, attr::key_of(&st)),
+            handles: handle::HandleTable::default(),
+            rules,
+            passthrough: AtomicBool::new(false),
+            opts,
+            proc_fd,
+            notifier: OnceLock::new(),
+            epoch: RwLock::new(()),
+            delayed: AtomicUsize::new(0),
+            ready: AtomicBool::new(false),
+            euid: nix::unistd::geteuid().as_raw(),
+            egid: nix::unistd::getegid().as_raw(),
+        };
+        Ok(Self {
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// A handle for the control plane, valid for the life of the filesystem.
+    pub fn handle(&self) -> FsHandle {
+        FsHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl FsHandle {
+    /// Give the filesystem the session's notifier (for cache invalidation).
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.shared.notifier.set(notifier);
+    }
+
+    /// Mark the filesystem as mounted and serving.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether opens currently use kernel passthrough.
+    pub fn passthrough_active(&self) -> bool {
+        self.shared.passthrough.load(Ordering::Relaxed)
+    }
+
+    /// Number of inodes the kernel holds (diagnostics).
+    pub fn inode_count(&self) -> usize {
+        self.shared.inodes.len()
+    }
+
+    /// Call after the policy's rules were replaced and before reporting the change done:
+    /// waits for replies computed under the old rules, then drops the kernel's cached
+    /// entries and attributes of every known path the new rules may touch, and the page
+    /// cache of files they may read or write. Returns the number of inodes invalidated.
+    pub fn rules_changed(&self) -> usize {
+        let sh = &self.shared;
+        drop(sh.epoch.write());
+        let Some(notifier) = sh.notifier.get() else {
+            return 0;
+        };
+        if sh.rules.is_empty() {
+            // Paths under rules were served with zero timeouts: nothing stale is cached.
+            return 0;
+        }
+        let mut count = 0;
+        for inode in sh.inodes.all() {
+            let path = inode.path();
+            let attrs = sh.rules.may_match(&path, MethodSet::ATTRIBUTE_REPLIES);
+            let data = inode.kind == fuser::FileType::RegularFile
+                && sh.rules.may_match(&path, MethodSet::DATA_TRANSFER)
+                && !inode.io.lock().is_passthrough();
+            if !attrs && !data {
+                continue;
+            }
+            count += 1;
+            let ino = fuser::INodeNo(inode.nodeid);
+            // Offset -1 drops attributes only; 0 also drops cached pages.
+            let offset = if data { 0 } else { -1 };
+            if let Err(e) = notifier.inval_inode(ino, offset, 0) {
+                tracing::debug!(path = %path.display(), error = %e, "inval_inode");
+            }
+            if attrs && let Some((parent, name)) = inode.parent_and_name() {
+                if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name) {
+                    tracing::debug!(path = %path.display(), error = %e, "inval_entry");
+                }
+            }
+        }
+        count
+    }
+
+    /// Open files whose reads and writes bypass the daemon (kernel passthrough, or the page
+    /// cache when passthrough is unavailable), as paths relative to the mount root. Rules
+    /// added while they are open cannot reach their data until every descriptor on them is
+    /// closed and the file is reopened.
+    pub fn bypassing_open_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .shared
+            .handles
+            .all()
+            .into_iter()
+            .filter_map(|h| match &*h {
+                handle::Handle::File(f) if !f.mode.faults_reach_data() => {
+                    Some(f.inode.path().to_string_lossy().into_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+impl FsStatus for FsHandle {
+    fn mounted(&self) -> bool {
+        self.is_ready()
+    }
+
+    fn open_passthrough_files(&self) -> Vec<String> {
+        self.bypassing_open_files()
+    }
+}
+
+/// Replies that can carry an error (every reply type the filesystem uses).
+pub(crate) trait ErrorReply: Send + 'static {
+    fn fail(self, errno: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => { $( impl ErrorReply for $t { fn fail(self, errno: Errno) { self.error(errno) } } )* };
+}
+error_reply!(
+    ReplyEntry,
+    ReplyAttr,
+    ReplyData,
+    ReplyEmpty,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyCreate,
+    ReplyStatfs,
+    ReplyXattr,
+    ReplyLseek,
+    ReplyDirectory,
+    ReplyDirectoryPlus,
+    ReplyLock
+);
+
+/// The rest of an operation, run after an injected delay on a delay thread.
+pub(crate) type Resume<R> = Box<dyn FnOnce(&Arc<Shared>, Injection, R) + Send>;
+
+pub(crate) fn errno(e: nix::errno::Errno) -> Errno {
+    Errno::from_i32(e as i32)
+}
+
+/// The name of a descriptor in `/proc/self/fd`, without allocating.
+pub(crate) struct FdName {
+    buf: [u8; 12],
+    len: usize,
+}
+
+impl FdName {
+    pub(crate) fn of(fd: &impl AsRawFd) -> Self {
+        let mut n = fd.as_raw_fd().max(0) as u32;
+        let mut digits = [0u8; 12];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let len = digits.len() - i;
+        let mut buf = [0u8; 12];
+        buf[..len].copy_from_slice(&digits[i..]);
+        Self { buf, len }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Shared {
+    fn inode(&self, nodeid: fuser::INodeNo) -> Result<Arc<Inode>, Errno> {
+        self.inodes.get(nodeid.0).ok_or(Errno::ENOENT)
+    }
+
+    /// The rule path of an operation: `None` when there are no rules (nothing to compute).
+    fn rule_path(&self, f: impl FnOnce() -> PathBuf) -> Option<PathBuf> {
+        (!self.rules.is_empty()).then(f)
+    }
+
+    /// Decide faults for `method` on `path`. Returns the injection and the reply when the
+    /// caller should carry on now; `None` when the reply is taken care of (failed with an
+    /// injected errno, or the rest runs on a delay thread through `resume`).
+    fn faults<R: ErrorReply>(
+        self: &Arc<Self>,
+        method: Method,
+        path: Option<&Path>,
+        reply: R,
+        resume: impl FnOnce() -> Resume<R>,
+    ) -> Option<(Injection, R)> {
+        let Some(path) = path else {
+            return Some((Injection::default(), reply));
+        };
+        let inj = self.rules.evaluate(method, path);
+        let Some(delay) = inj.delay.filter(|d| !d.is_zero()) else {
+            if let Some(e) = inj.errno {
+                reply.fail(Errno::from_i32(e));
+                return None;
+            }
+            return Some((inj, reply));
+        };
+        if self.delayed.fetch_add(1, Ordering::Relaxed) >= MAX_DELAYED {
+            self.delayed.fetch_sub(1, Ordering::Relaxed);
+            self.rules.sleep(delay, inj.generation);
+            if let Some(e) = inj.errno {
+                reply.fail(Errno::from_i32(e));
+                return None;
+            }
+            return Some((inj, reply));
+        }
+        // Sleep on a thread of its own: a delayed operation must not hold up the worker
+        // threads that serve everything else.
+        let job = resume();
+        let sh = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fault-delay".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                sh.rules.sleep(delay, inj.generation);
+                sh.delayed.fetch_sub(1, Ordering::Relaxed);
+                match inj.errno {
+                    Some(e) => reply.fail(Errno::from_i32(e)),
+                    None => job(&sh, inj, reply),
+                }
+            });
+        if let Err(e) = spawned {
+            // The closure, and with it the reply, was dropped: fuser answers EIO.
+            self.delayed.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "cannot start a delay thread");
+        }
+        None
+    }
+
+    /// Entry/attribute timeout for `path` (`None`: no rules).
+    fn ttl(&self, path: Option<&Path>) -> Duration {
+        match path {
+            Some(p) if self.rules.may_match(p, MethodSet::ATTRIBUTE_REPLIES) => Duration::ZERO,
+            _ => self.opts.cache_ttl,
+        }
+    }
+
+    fn stat(&self, inode: &Inode) -> Result<FileStat, Errno> {
+        fstatat(
+            inode.fd.as_fd(),
+            "",
+            AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)
+    }
+
+    /// Reopen an inode (or any descriptor) with real flags through `/proc/self/fd`.
+    fn reopen(&self, fd: &impl AsRawFd, flags: OFlag) -> nix::Result<OwnedFd> {
+        let name = FdName::of(fd);
+        openat(
+            self.proc_fd.as_fd(),
+            name.as_bytes(),
+            flags | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+    }
+
+    /// Look `name` up in `parent` and count one kernel reference on the result.
+    fn lookup_child(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+    ) -> Result<(Arc<Inode>, FileAttr), Errno> {
+        let fd = openat(
+            parent.fd.as_fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        let st = fstatat(
+            fd.as_fd(),
+            "",
+            AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)?;
+        let inode = self.inodes.lookup(
+            parent,
+            name,
+            attr::key_of(&st),
+            attr::kind_of_mode(st.st_mode),
+            fd,
+        );
+        let attr = attr::to_attr(&st, inode.nodeid);
+        Ok((inode, attr))
+    }
+
+    /// Reply with an entry, applying an attribute override and the path's cache timeout.
+    fn reply_entry(
+        &self,
+        reply: ReplyEntry,
+        mut attr: FileAttr,
+        path: Option<&Path>,
+        inj: &Injection,
+    ) {
+        if let Some(o) = &inj.attr {
+            attr::apply_override(o, &mut attr, true);
+        }
+        let _epoch = self.epoch.read_recursive();
+        let ttl = self.ttl(path);
+        reply.entry(&ttl, &attr, Generation(0));
+    }
+
+    /// The inode of a known key (after rename), if the kernel holds it.
+    fn find(&self, key: InodeKey) -> Option<Arc<Inode>> {
+        self.inodes.find(key)
+    }
+
+    fn passthrough_enabled(&self) -> bool {
+        self.opts.passthrough && self.passthrough.load(Ordering::Relaxed)
+    }
+
+    fn disable_passthrough(&self, why: &io::Error) {
+        if self.passthrough.swap(false, Ordering::Relaxed) {
+            tracing::warn!(error = %why, "kernel refused a passthrough backing file; serving all IO through the daemon");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_names() {
+        struct Raw(i32);
+        impl AsRawFd for Raw {
+            fn as_raw_fd(&self) -> i32 {
+                self.0
+            }
+        }
+        assert_eq!(FdName::of(&Raw(0)).as_bytes(), b"0");
+        assert_eq!(FdName::of(&Raw(7)).as_bytes(), b"7");
+        assert_eq!(FdName::of(&Raw(1234567)).as_bytes(), b"1234567");
+        assert_eq!(FdName::of(&Raw(i32::MAX)).as_bytes(), b"2147483647");
+    }
+}
