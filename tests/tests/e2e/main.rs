@@ -5,7 +5,9 @@
 //! libtest's threads, panics caught. After the run the testbed is torn down and the harness
 //! fails if anything of it is left on the host. Needs root; otherwise every story is ignored.
 
+mod agent_support;
 mod binaries;
+mod io_chaos;
 mod nsexec_stories;
 mod resolution;
 mod testbed_pods;
@@ -24,6 +26,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(testbed_pods::stories());
     all.extend(resolution::stories());
     all.extend(nsexec_stories::stories());
+    all.extend(io_chaos::stories());
     all
 }
 

@@ -1,0 +1,572 @@
+//! IO chaos end to end: a controller (or the CLI) drives a real agent, which mounts the fault
+//! filesystem over a pod's volume; the pod's own process sees the fault, and none after
+//! recovery, with every byte it wrote intact.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use faultline_proto::agent::v1 as api;
+use faultline_proto::pb;
+use testbed::{Pod, PodSpec, Testbed, Volume};
+
+use crate::Story;
+use crate::agent_support::{AgentProcess, Pki, eventually, fault_mounts, runtime};
+
+pub fn stories() -> Vec<(&'static str, Story)> {
+    vec![
+        (
+            "io::fault_then_live_update_then_recovery_over_mtls",
+            fault_update_recover,
+        ),
+        ("io::mtls_refuses_unknown_clients", mtls_refuses),
+        ("io::agent_crash_is_recovered_from_the_journal", agent_crash),
+        (
+            "io::killed_injector_is_cleaned_up_by_the_agent",
+            injector_killed,
+        ),
+        ("io::bad_input_leaves_no_partial_state", bad_input),
+        (
+            "io::cli_attack_with_duration_recovers_by_itself",
+            cli_duration,
+        ),
+    ]
+}
+
+/// Every 20 ms the workload appends "line N" to /data/journal and reads the file back, and
+/// logs both outcomes to /out/log (a volume the fault does not touch).
+const WORKLOAD: &str = "i=0; while true; do i=$((i+1)); \
+    if echo \"line $i\" >> /data/journal 2>/out/werr; then w=ok; else w=\"FAIL $(cat /out/werr)\"; fi; \
+    if cat /data/journal > /dev/null 2>/out/rerr; then r=ok; else r=\"FAIL $(cat /out/rerr)\"; fi; \
+    echo \"$i write:$w read:$r\" >> /out/log; sleep 0.02; done";
+
+struct Workload {
+    pod: Pod,
+    data: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+impl Workload {
+    fn start(tb: &Testbed, name: &str) -> anyhow::Result<Workload> {
+        let data = tb.host_dir(&format!("{name}-data"))?;
+        let out = tb.host_dir(&format!("{name}-out"))?;
+        std::fs::write(data.join("before"), "written before the experiment\n")?;
+        let pod = tb.run_pod(
+            PodSpec::new(name)
+                .shell(WORKLOAD)
+                .volume(Volume::host_dir(&data, "/data"))
+                .volume(Volume::host_dir(&out, "/out")),
+        )?;
+        let workload = Workload { pod, data, out };
+        ensure!(
+            workload
+                .wait_for_line(0, |l| l.contains("write:ok read:ok"))
+                .is_some(),
+            "the workload never ran"
+        );
+        Ok(workload)
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.out.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The first log line after the first `skip` that satisfies `pred`, within 10 s.
+    fn wait_for_line(&self, skip: usize, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let mut found = None;
+        eventually(Duration::from_secs(10), || {
+            found = self.log().into_iter().skip(skip).find(|l| pred(l));
+            found.is_some()
+        });
+        found
+    }
+
+    /// After `skip`, three successive clean iterations: the workload is healthy again.
+    fn wait_healthy(&self, skip: usize) -> anyhow::Result<()> {
+        let ok = eventually(Duration::from_secs(10), || {
+            let log = self.log();
+            log.len() >= skip + 3
+                && log[log.len() - 3..]
+                    .iter()
+                    .all(|l| l.ends_with("write:ok read:ok"))
+        });
+        ensure!(
+            ok,
+            "the workload did not recover; last lines: {:?}",
+            self.log().iter().rev().take(5).collect::<Vec<_>>()
+        );
+        Ok(())
+    }
+
+    /// Every line whose write the workload saw succeed is in the host volume, in order, and
+    /// nothing else is; the file from before the experiment is untouched.
+    fn assert_data_intact(&self) -> anyhow::Result<()> {
+        let written: BTreeSet<u64> = self
+            .log()
+            .iter()
+            .filter(|l| l.contains(" write:ok"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        let journal = std::fs::read_to_string(self.data.join("journal"))?;
+        let stored: Vec<u64> = journal
+            .lines()
+            .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+            .collect();
+        let stored_set: BTreeSet<u64> = stored.iter().copied().collect();
+        // The last write may have landed after the last log line was read.
+        let missing: Vec<_> = written.difference(&stored_set).collect();
+        ensure!(
+            missing.is_empty(),
+            "writes the workload saw succeed are missing from the volume: {missing:?}"
+        );
+        ensure!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "the journal is out of order or duplicated"
+        );
+        let before = std::fs::read_to_string(self.data.join("before"))?;
+        ensure!(
+            before == "written before the experiment\n",
+            "the file from before changed: {before:?}"
+        );
+        Ok(())
+    }
+}
+
+fn fault_actions(errno: i32) -> String {
+    format!(
+        r#"[{{"type":"fault","path":"/data/**","percent":100,"faults":[{{"errno":{errno},"weight":1}}]}}]"#
+    )
+}
+
+fn apply(volume: &str, container: &str, actions: &str) -> pb::ApplyIoChaosRequest {
+    pb::ApplyIoChaosRequest {
+        actions: actions.into(),
+        volume: volume.into(),
+        container_id: container.into(),
+        enter_ns: true,
+        ..Default::default()
+    }
+}
+
+fn journal_records(agent: &AgentProcess) -> Vec<String> {
+    std::fs::read_dir(agent.state_dir.join("journal"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-io"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-io")?;
+    let w = Workload::start(tb, "io-loop")?;
+    let rt = runtime()?;
+    let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+
+    let mark = w.log().len();
+    let response = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?
+        .into_inner();
+    ensure!(
+        response.instance > 0 && !response.instance_uid.is_empty(),
+        "response {response:?}"
+    );
+    let failed = w
+        .wait_for_line(mark, |l| l.contains("I/O error"))
+        .with_context(|| format!("the pod never saw EIO: {:?}", &w.log()[mark..]))?;
+    ensure!(
+        failed.contains("write:FAIL") && failed.contains("read:FAIL"),
+        "{failed}"
+    );
+    let mounts = fault_mounts(w.pod.pid);
+    ensure!(mounts.len() == 1, "fault mounts in the pod: {mounts:?}");
+    ensure!(
+        journal_records(&agent).len() == 1,
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+
+    // A latency rule replaces the fault, live: same mount, no more errors.
+    let latency = r#"[{"type":"latency","path":"/data/**","percent":100,"latency":"5ms","methods":["read"]}]"#;
+    let updated = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), latency)))?
+        .into_inner();
+    ensure!(
+        updated.instance_uid == response.instance_uid,
+        "an update started a new experiment"
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    ensure!(
+        fault_mounts(w.pod.pid) == mounts,
+        "the update remounted: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    ensure!(
+        listed.experiments.len() == 1 && listed.experiments[0].rules.contains("latency"),
+        "{listed:?}"
+    );
+
+    // Empty actions recover: the mount is gone, the journal empty, the data intact.
+    let recovered = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), "")))?
+        .into_inner();
+    ensure!(recovered.instance == 0, "{recovered:?}");
+    ensure!(
+        fault_mounts(w.pod.pid).is_empty(),
+        "mounts left: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    ensure!(
+        journal_records(&agent).is_empty(),
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    w.assert_data_intact()?;
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    ensure!(listed.experiments.is_empty(), "{listed:?}");
+    tb.remove_pod(&w.pod)?;
+    Ok(())
+}
+
+fn mtls_refuses(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-mtls"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-mtls")?;
+    let rt = runtime()?;
+    let health = |client: Option<&crate::agent_support::Pem>| -> anyhow::Result<()> {
+        rt.block_on(async {
+            let channel = agent.channel(&pki.ca_pem, client).await?;
+            faultline_proto::agent::v1::agent_client::AgentClient::new(channel)
+                .health(api::HealthRequest {})
+                .await?;
+            Ok(())
+        })
+    };
+    for (who, client) in [
+        ("no certificate", None),
+        ("a certificate from another CA", Some(&pki.rogue)),
+        (
+            "a valid certificate of a foreign identity",
+            Some(&pki.stranger),
+        ),
+    ] {
+        if health(client).is_ok() {
+            bail!("a client with {who} got in");
+        }
+    }
+    health(Some(&pki.controller)).context("the controller was refused")?;
+    ensure!(
+        agent.log_text().contains("not allowed"),
+        "the refusal is not logged: {}",
+        agent.log_text()
+    );
+    Ok(())
+}
+
+fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-crash"))?;
+    let mut agent = AgentProcess::start(tb, &pki, "agent-crash")?;
+    let w = Workload::start(tb, "crash-loop")?;
+    let rt = runtime()?;
+    let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
+    let mark = w.log().len();
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?;
+    w.wait_for_line(mark, |l| l.contains("I/O error"))
+        .context("the pod never saw EIO")?;
+
+    agent.kill()?;
+    ensure!(
+        journal_records(&agent).len() == 1,
+        "the journal lost the experiment"
+    );
+    agent.spawn()?;
+    ensure!(
+        eventually(Duration::from_secs(5), || fault_mounts(w.pod.pid)
+            .is_empty()),
+        "the restarted agent left the mount: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    ensure!(
+        journal_records(&agent).is_empty(),
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+    let out = agent.cli(&["list"])?;
+    ensure!(
+        out.status.success() && out.stdout.is_empty(),
+        "faultline list: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ensure!(
+        agent
+            .log_text()
+            .contains("recovered an IO fault left by a previous run"),
+        "{}",
+        agent.log_text()
+    );
+    w.assert_data_intact()?;
+    tb.remove_pod(&w.pod)?;
+    Ok(())
+}
+
+fn injector_killed(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-kill"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-kill")?;
+    let w = Workload::start(tb, "kill-loop")?;
+    let rt = runtime()?;
+    let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    let response = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?
+        .into_inner();
+    let injector = nix::unistd::Pid::from_raw(response.instance as i32);
+    nix::sys::signal::kill(injector, nix::sys::signal::Signal::SIGKILL)?;
+    ensure!(
+        eventually(Duration::from_secs(2), || fault_mounts(w.pod.pid)
+            .is_empty()),
+        "the agent did not unmount after the injector died: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    ensure!(listed.experiments.is_empty(), "{listed:?}");
+    ensure!(
+        journal_records(&agent).is_empty(),
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+    w.assert_data_intact()?;
+    tb.remove_pod(&w.pod)?;
+    Ok(())
+}
+
+fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-bad"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-bad")?;
+    let data = tb.host_dir("bad-data")?;
+    let pod = tb.run_pod(PodSpec::new("bad-input").volume(Volume::host_dir(&data, "/data")))?;
+    let rt = runtime()?;
+    let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
+    let container = pod.container_uri();
+    let unknown = "containerd://0123456789abcdef0123456789abcdef";
+    for (request, code, says) in [
+        (
+            apply("/data", unknown, &fault_actions(5)),
+            tonic::Code::NotFound,
+            "0123456789abcdef0123456789abcdef",
+        ),
+        (
+            apply("/nope", &container, &fault_actions(5)),
+            tonic::Code::NotFound,
+            "/nope",
+        ),
+        (
+            apply("/../etc", &container, &fault_actions(5)),
+            tonic::Code::InvalidArgument,
+            "'..'",
+        ),
+        (
+            apply("/data", &container, "[{"),
+            tonic::Code::InvalidArgument,
+            "actions",
+        ),
+        (
+            apply(
+                "/data",
+                &container,
+                r#"[{"type":"explode","path":"/data/**"}]"#,
+            ),
+            tonic::Code::InvalidArgument,
+            "type",
+        ),
+        (
+            apply(
+                "/data",
+                &container,
+                r#"[{"type":"fault","percent":150,"faults":[{"errno":5}]}]"#,
+            ),
+            tonic::Code::InvalidArgument,
+            "percent",
+        ),
+        (
+            apply(
+                "/data",
+                &container,
+                r#"[{"type":"fault","faults":[{"errno":"five"}]}]"#,
+            ),
+            tonic::Code::InvalidArgument,
+            "errno",
+        ),
+        (
+            apply("/data", "containerd://bad/id", &fault_actions(5)),
+            tonic::Code::InvalidArgument,
+            "bad/id",
+        ),
+    ] {
+        let status = rt
+            .block_on(daemon.apply_io_chaos(request.clone()))
+            .unwrap_err();
+        ensure!(status.code() == code, "{request:?}: {status:?}");
+        ensure!(
+            status.message().contains(says),
+            "{request:?}: the message does not name {says:?}: {}",
+            status.message()
+        );
+        ensure!(
+            fault_mounts(pod.pid).is_empty(),
+            "a refused request left a mount"
+        );
+        ensure!(
+            journal_records(&agent).is_empty(),
+            "a refused request left a journal record"
+        );
+    }
+
+    // Concurrent calls for the same container: one wins, the others are refused, not mixed.
+    let results = rt.block_on(async {
+        let calls = (0..3).map(|_| {
+            let mut client = daemon.clone();
+            let request = apply("/data", &container, &fault_actions(5));
+            async move { client.apply_io_chaos(request).await }
+        });
+        futures::future::join_all(calls).await
+    });
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let aborted: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    ensure!(ok >= 1, "no call succeeded: {results:?}");
+    ensure!(
+        !aborted.is_empty(),
+        "concurrent calls were not refused: {results:?}"
+    );
+    for status in &aborted {
+        ensure!(
+            status.code() == tonic::Code::Aborted && status.message().contains("in progress"),
+            "{status:?}"
+        );
+    }
+    ensure!(
+        fault_mounts(pod.pid).len() == 1,
+        "mounts: {:?}",
+        fault_mounts(pod.pid)
+    );
+    ensure!(
+        journal_records(&agent).len() == 1,
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, "[]")))?;
+    ensure!(
+        fault_mounts(pod.pid).is_empty() && journal_records(&agent).is_empty(),
+        "recovery left state"
+    );
+    tb.remove_pod(&pod)?;
+    Ok(())
+}
+
+fn cli_duration(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-cli"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-cli")?;
+    let w = Workload::start(tb, "cli-loop")?;
+    let container = w.pod.container_uri();
+    let dry = agent.cli(&[
+        "attack",
+        "io",
+        "--container",
+        &container,
+        "--path",
+        "/data",
+        "--errno",
+        "5",
+        "--dry-run",
+    ])?;
+    ensure!(
+        dry.status.success(),
+        "dry run: {}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    ensure!(
+        String::from_utf8_lossy(&dry.stdout).contains("would mount"),
+        "{}",
+        String::from_utf8_lossy(&dry.stdout)
+    );
+    ensure!(fault_mounts(w.pod.pid).is_empty(), "a dry run mounted");
+
+    let bad = agent.cli(&[
+        "attack",
+        "io",
+        "--container",
+        &container,
+        "--path",
+        "/data",
+        "--errno",
+        "5",
+        "--percent",
+        "101",
+    ])?;
+    ensure!(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("percent"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let mark = w.log().len();
+    let attack = agent.cli(&[
+        "attack",
+        "io",
+        "--container",
+        &container,
+        "--path",
+        "/data",
+        "--errno",
+        "5",
+        "--methods",
+        "write",
+        "--duration",
+        "1s",
+    ])?;
+    ensure!(
+        attack.status.success(),
+        "attack: {}",
+        String::from_utf8_lossy(&attack.stderr)
+    );
+    let failed = w
+        .wait_for_line(mark, |l| l.contains("write:FAIL"))
+        .context("the pod never saw the fault")?;
+    ensure!(
+        failed.contains("read:ok"),
+        "only writes were to fail: {failed}"
+    );
+    let listed = agent.cli(&["list"])?;
+    ensure!(
+        String::from_utf8_lossy(&listed.stdout).contains(&container),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || fault_mounts(w.pod.pid)
+            .is_empty()),
+        "the experiment outlived its duration"
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    w.assert_data_intact()?;
+    tb.remove_pod(&w.pod)?;
+    Ok(())
+}
