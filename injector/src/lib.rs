@@ -10,4 +10,5 @@ pub mod control;
 pub use io_rules as fault_rules;
 pub mod fs;
 pub mod mount;
+pub mod serve;
 mod sys;

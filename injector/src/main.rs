@@ -1,1 +1,291 @@
-fn main() {}
+//! `faultline-injector`: mount the fault filesystem over a directory (ours, or a volume in a
+//! container's mount namespace) and take JSON-RPC control; or clean up after a dead one.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use injector::control::{ControlContext, ControlPlane, FsStatus, LinesEnded};
+use injector::fault_rules::RuleStore;
+use injector::fs::{FsHandle, FsOptions};
+use injector::mount::{self, LinuxMountSys, MountRequest, Target};
+use injector::serve::{self, ServeOptions};
+use serde_json::Value;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser, Debug)]
+#[command(name = "faultline-injector", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Mount the fault filesystem over a directory and serve until recovered.
+    Mount(MountArgs),
+    /// Unmount a fault mount left behind by a dead injector, so the application sees its
+    /// original directory again.
+    Cleanup(CleanupArgs),
+}
+
+#[derive(Args, Debug)]
+struct MountArgs {
+    /// The directory to cover: a path inside the target's mount namespace with --pid, else
+    /// in ours. It need not be a mount point.
+    #[arg(long)]
+    path: PathBuf,
+    /// Host PID of a process (a container's) whose mount namespace and root hold --path.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Initial fault rules: a JSON array of IOChaos actions.
+    #[arg(long, conflicts_with = "rules_file")]
+    rules: Option<String>,
+    /// Initial fault rules from a file.
+    #[arg(long)]
+    rules_file: Option<PathBuf>,
+    /// JSON-RPC control, one request per line, on this inherited socket descriptor.
+    #[arg(long, conflicts_with = "stdio")]
+    control_fd: Option<i32>,
+    /// JSON-RPC control on stdin/stdout.
+    #[arg(long)]
+    stdio: bool,
+    /// Also serve JSON-RPC over HTTP on this address (sidecar mode).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// FUSE worker threads.
+    #[arg(long, default_value_t = serve::default_threads())]
+    threads: usize,
+    /// Kernel entry/attribute cache timeout for paths no rule touches.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    cache_ttl: Duration,
+    /// Serve every read and write through the daemon (no kernel passthrough).
+    #[arg(long)]
+    no_passthrough: bool,
+    /// After a lazy unmount, how long to keep serving files still open before exiting.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+}
+
+#[derive(Args, Debug)]
+struct CleanupArgs {
+    /// Host PID of a process in the mount namespace (omit for ours).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The covered directory, as the process sees it.
+    #[arg(long)]
+    path: PathBuf,
+}
+
+fn target(pid: Option<u32>) -> Target {
+    pid.map_or(Target::Own, Target::Process)
+}
+
+/// `FsStatus` before the filesystem exists: not mounted, nothing open.
+#[derive(Default)]
+struct LateFs(OnceLock<FsHandle>);
+
+impl FsStatus for LateFs {
+    fn mounted(&self) -> bool {
+        self.0.get().is_some_and(FsHandle::is_ready)
+    }
+
+    fn open_passthrough_files(&self) -> Vec<String> {
+        self.0
+            .get()
+            .map(FsHandle::bypassing_open_files)
+            .unwrap_or_default()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Mount(args) => run_mount(args),
+        Command::Cleanup(args) => run_cleanup(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("faultline-injector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cleanup(args: CleanupArgs) -> anyhow::Result<()> {
+    let sys = LinuxMountSys::new().context("opening /proc/self/fdinfo")?;
+    let request = MountRequest {
+        target: target(args.pid),
+        path: args.path,
+    };
+    let outcome = mount::cleanup(&sys, &request)?;
+    println!(
+        "{}",
+        serde_json::json!({ "path": request.path, "outcome": outcome.describe() })
+    );
+    Ok(())
+}
+
+fn initial_rules(args: &MountArgs) -> anyhow::Result<Option<Value>> {
+    let text = match (&args.rules, &args.rules_file) {
+        (Some(text), _) => text.clone(),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .with_context(|| format!("reading rules from {}", file.display()))?,
+        (None, None) => return Ok(None),
+    };
+    let value = serde_json::from_str(&text).context("rules are not valid JSON")?;
+    Ok(Some(value))
+}
+
+fn run_mount(args: MountArgs) -> anyhow::Result<()> {
+    mount::validate_path(&args.path)?;
+    if let Err(e) = serve::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
+    let rules = Arc::new(RuleStore::new(&args.path));
+    let late_fs = Arc::new(LateFs::default());
+    let context = ControlContext::new(rules.clone(), late_fs.clone());
+    // Bad rules are refused before anything is mounted.
+    if let Some(actions) = initial_rules(&args)? {
+        context
+            .update(&actions)
+            .map_err(|e| anyhow::anyhow!("invalid rules: {e}"))?;
+    }
+    let plane = Arc::new(ControlPlane::new(context.clone())?);
+    let control_stream = args
+        .control_fd
+        .map(|fd| -> anyhow::Result<StdUnixStream> {
+            let fd = serve::inherited_fd(fd).with_context(|| format!("control fd {fd}"))?;
+            let stream = StdUnixStream::from(fd);
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        })
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("control")
+        .build()?;
+    runtime.block_on(serve_until_recovered(args, rules, plane, late_fs, control_stream))
+}
+
+async fn serve_until_recovered(
+    args: MountArgs,
+    rules: Arc<RuleStore>,
+    plane: Arc<ControlPlane>,
+    late_fs: Arc<LateFs>,
+    control_stream: Option<StdUnixStream>,
+) -> anyhow::Result<()> {
+    let context = plane.context().clone();
+    // Control first, so the agent gets "not ready yet" answers while we mount.
+    let lines = if let Some(stream) = control_stream {
+        let (reader, writer) = tokio::net::UnixStream::from_std(stream)?.into_split();
+        let plane = plane.clone();
+        Some(tokio::spawn(async move { plane.serve_lines(reader, writer).await }))
+    } else if args.stdio {
+        let plane = plane.clone();
+        Some(tokio::spawn(async move {
+            plane
+                .serve_lines(tokio::io::stdin(), tokio::io::stdout())
+                .await
+        }))
+    } else {
+        None
+    };
+    let _http = match args.listen {
+        Some(addr) => Some(plane.serve_http(addr).await?),
+        None => None,
+    };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let request = MountRequest {
+        target: target(args.pid),
+        path: args.path.clone(),
+    };
+    let opts = ServeOptions {
+        threads: args.threads,
+        fs: FsOptions {
+            cache_ttl: args.cache_ttl,
+            passthrough: !args.no_passthrough,
+        },
+    };
+    let running = tokio::task::spawn_blocking({
+        let request = request.clone();
+        move || serve::start(&request, rules, opts)
+    })
+    .await??;
+    let _ = late_fs.0.set(running.fs().clone());
+    tracing::info!(path = %request.path.display(), target = %request.target, "ready");
+    if !args.stdio {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "ready": true,
+                "path": request.path,
+                "pid": args.pid,
+                "passthrough": running.fs().passthrough_active(),
+            })
+        );
+        let _ = out.flush();
+    }
+
+    let mut lines = lines;
+    let mut session_check = tokio::time::interval(Duration::from_millis(200));
+    let outside_unmount = loop {
+        tokio::select! {
+            () = context.recovery().requested() => break false,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM"); context.recover(); }
+            _ = sigint.recv() => { tracing::info!("SIGINT"); context.recover(); }
+            ended = async { lines.as_mut().expect("guarded").await }, if lines.is_some() => {
+                lines = None;
+                match ended {
+                    Ok(Ok(LinesEnded::Recovered)) => {}
+                    Ok(Ok(LinesEnded::EndOfInput)) => {
+                        // Whoever controls us is gone: leave nothing behind.
+                        tracing::warn!("control channel closed: recovering");
+                        context.recover();
+                    }
+                    Ok(Err(e)) => { tracing::error!(error = %e, "control channel failed: recovering"); context.recover(); }
+                    Err(e) => { tracing::error!(error = %e, "control task failed: recovering"); context.recover(); }
+                }
+            }
+            _ = session_check.tick() => if running.session_finished() { break true; },
+        }
+    };
+    if outside_unmount {
+        context.recover();
+        bail!("the fault mount at {} was removed from outside", request.path.display());
+    }
+    let drain = args.drain_timeout;
+    let stopped = tokio::task::spawn_blocking(move || running.stop(drain)).await??;
+    tracing::info!(
+        outcome = stopped.unmounted.describe(),
+        drained = stopped.drained,
+        "recovered"
+    );
+    if !args.stdio {
+        println!(
+            "{}",
+            serde_json::json!({ "recovered": true, "unmount": stopped.unmounted.describe() })
+        );
+    }
+    Ok(())
+}

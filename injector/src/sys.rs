@@ -284,6 +284,16 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Take ownership of descriptor `fd`, inherited from the process that started us (the
+/// control socket). Fails if it is not open.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; it fails with EBADF if not open.
+    cvt_int(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open, was handed to us for this purpose, and nothing else in
+    // this process refers to it, so this is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A heap buffer whose start is aligned for `O_DIRECT` IO.
 pub struct AlignedBuf {
     storage: Vec<u8>,

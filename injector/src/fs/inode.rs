@@ -119,6 +119,7 @@ impl Inode {
         link.name = name.to_owned();
     }
 
+    #[cfg(test)]
     pub fn lookups(&self) -> u64 {
         self.nlookup.load(Ordering::Relaxed)
     }
@@ -135,7 +136,6 @@ struct Maps {
 #[derive(Debug)]
 pub struct InodeTable {
     maps: RwLock<Maps>,
-    root: Arc<Inode>,
 }
 
 impl InodeTable {
@@ -154,16 +154,16 @@ impl InodeTable {
             next_synthetic: SYNTHETIC_BASE,
             ..Default::default()
         };
-        maps.by_id.insert(ROOT_ID, root.clone());
+        maps.by_id.insert(ROOT_ID, root);
         maps.by_key.insert(root_key, ROOT_ID);
         Self {
             maps: RwLock::new(maps),
-            root,
         }
     }
 
-    pub fn root(&self) -> &Arc<Inode> {
-        &self.root
+    #[cfg(test)]
+    pub fn root(&self) -> Arc<Inode> {
+        self.get(ROOT_ID).expect("the root is never forgotten")
     }
 
     pub fn get(&self, nodeid: u64) -> Option<Arc<Inode>> {
@@ -258,12 +258,9 @@ impl InodeTable {
         self.maps.read().by_id.values().cloned().collect()
     }
 
-    pub fn len(&self) -> usize {
+    /// Inodes known, the root included.
+    pub fn count(&self) -> usize {
         self.maps.read().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

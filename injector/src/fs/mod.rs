@@ -91,6 +91,28 @@ pub struct FsHandle {
     shared: Arc<Shared>,
 }
 
+/// A [`FsHandle`] that does not keep the filesystem alive (for the rule store's update hook,
+/// which the filesystem itself holds).
+#[derive(Clone)]
+pub struct WeakFsHandle {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl WeakFsHandle {
+    pub fn upgrade(&self) -> Option<FsHandle> {
+        self.shared.upgrade().map(|shared| FsHandle { shared })
+    }
+}
+
+impl std::fmt::Debug for FsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsHandle")
+            .field("ready", &self.is_ready())
+            .field("inodes", &self.inode_count())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Clone for FsHandle {
     fn clone(&self) -> Self {
         Self {
@@ -144,6 +166,12 @@ impl PassthroughFs {
 }
 
 impl FsHandle {
+    pub fn downgrade(&self) -> WeakFsHandle {
+        WeakFsHandle {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// Give the filesystem the session's notifier (for cache invalidation).
     pub fn set_notifier(&self, notifier: Notifier) {
         let _ = self.shared.notifier.set(notifier);
@@ -165,7 +193,7 @@ impl FsHandle {
 
     /// Number of inodes the kernel holds (diagnostics).
     pub fn inode_count(&self) -> usize {
-        self.shared.inodes.len()
+        self.shared.inodes.count()
     }
 
     /// Call after the policy's rules were replaced and before reporting the change done:

@@ -1,0 +1,176 @@
+//! A fault filesystem from start to stop: mount it, serve it on OS threads, unmount it.
+//!
+//! Used by the binary and by the integration tests; the control plane stays outside (it only
+//! needs the [`RuleStore`] and the [`FsHandle`]).
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use fuser::{Config, Session, SessionACL};
+
+use crate::fault_rules::RuleStore;
+use crate::fs::{FsHandle, FsOptions, PassthroughFs};
+use crate::mount::{self, ActiveMount, LinuxMountSys, MountError, MountRequest, Unmounted};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// FUSE worker threads, each with its own `/dev/fuse` clone.
+    pub threads: usize,
+    pub fs: FsOptions,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            threads: default_threads(),
+            fs: FsOptions::default(),
+        }
+    }
+}
+
+/// Two workers per CPU (a worker blocked in a slow original operation should not stall the
+/// rest), at least 4, at most 16.
+pub fn default_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cpus * 2).clamp(4, 16)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("cannot serve the original directory: {0}")]
+    Original(#[source] io::Error),
+    #[error("FUSE handshake with the kernel failed: {0}")]
+    Handshake(#[source] io::Error),
+    #[error("cannot start the FUSE worker threads: {0}")]
+    Threads(#[source] io::Error),
+}
+
+/// A mounted, serving fault filesystem. Dropping it unmounts (lazily if busy).
+#[derive(Debug)]
+pub struct RunningFs {
+    fs: FsHandle,
+    mount: Option<ActiveMount>,
+    session: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// How stopping went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub unmounted: Unmounted,
+    /// The FUSE session ended (every user of a lazily detached mount closed it) within the
+    /// drain time.
+    pub drained: bool,
+}
+
+/// Raise the open-files limit: the filesystem holds a descriptor per inode the kernel knows.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    crate::sys::raise_nofile_limit()
+}
+
+/// Take ownership of an inherited descriptor (the control socket the agent passes).
+pub fn inherited_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    crate::sys::take_inherited_fd(fd)
+}
+
+/// Keep the kernel's caches in step with the rules: on every rule update, before `update`
+/// returns, the filesystem drops cached entries and attributes the new rules must see.
+fn install_update_hook(rules: &RuleStore, fs: &FsHandle) {
+    let weak = fs.downgrade();
+    rules.set_update_hook(Box::new(move |_, _| {
+        if let Some(fs) = weak.upgrade() {
+            let n = fs.rules_changed();
+            tracing::debug!(invalidated = n, "kernel caches invalidated for the new rules");
+        }
+    }));
+}
+
+/// Mount over `request.path` and serve until stopped. Returns once the mount is visible.
+pub fn start(
+    request: &MountRequest,
+    rules: Arc<RuleStore>,
+    opts: ServeOptions,
+) -> Result<RunningFs, ServeError> {
+    let sys = Arc::new(LinuxMountSys::new().map_err(ServeError::Original)?);
+    let prepared = mount::prepare(sys, request)?;
+    let fs = PassthroughFs::new(prepared.original, rules.clone(), opts.fs)
+        .map_err(ServeError::Original)?;
+    let handle = fs.handle();
+    install_update_hook(&rules, &handle);
+    let mut config = Config::default();
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = true;
+    config.acl = SessionACL::All;
+    // Reads FUSE_INIT (queued when the superblock was created) and answers it.
+    let session = Session::from_fd(fs, prepared.fuse, SessionACL::All, config)
+        .map_err(ServeError::Handshake)?;
+    handle.set_notifier(session.notifier());
+    let session = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || session.run())
+        .map_err(ServeError::Threads)?;
+    let mount = prepared.pending.attach()?;
+    handle.set_ready(true);
+    tracing::info!(
+        path = %request.path.display(),
+        target = %request.target,
+        passthrough = handle.passthrough_active(),
+        "serving"
+    );
+    Ok(RunningFs {
+        fs: handle,
+        mount: Some(mount),
+        session: Some(session),
+    })
+}
+
+impl RunningFs {
+    pub fn fs(&self) -> &FsHandle {
+        &self.fs
+    }
+
+    pub fn mount(&self) -> Option<&ActiveMount> {
+        self.mount.as_ref()
+    }
+
+    /// The FUSE session ended by itself: the mount was taken away from outside.
+    pub fn session_finished(&self) -> bool {
+        self.session.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Unmount (lazily if busy) and wait up to `drain` for the FUSE session to end.
+    pub fn stop(mut self, drain: Duration) -> Result<Stopped, MountError> {
+        self.fs.set_ready(false);
+        let unmounted = match self.mount.take() {
+            Some(m) => m.unmount()?,
+            None => Unmounted::NotMounted,
+        };
+        let deadline = Instant::now() + drain;
+        while !self.session_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let drained = self.session_finished();
+        if drained && let Some(session) = self.session.take() {
+            match session.join() {
+                Ok(Err(e)) => tracing::warn!(error = %e, "FUSE session ended with an error"),
+                Err(_) => tracing::warn!("a FUSE worker thread panicked"),
+                Ok(Ok(())) => {}
+            }
+        }
+        Ok(Stopped { unmounted, drained })
+    }
+}
+
+impl Drop for RunningFs {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take()
+            && let Err(e) = m.unmount()
+        {
+            tracing::warn!(error = %e, "unmount on drop failed");
+        }
+    }
+}
