@@ -67,7 +67,7 @@ enum Command {
 #[derive(Subcommand)]
 enum Attack {
     /// IO faults on a container's volume.
-    Io(IoAttack),
+    Io(Box<IoAttack>),
 }
 
 #[derive(Args)]
