@@ -1,0 +1,126 @@
+//! Shared fixture: a fault filesystem mounted over a fresh temporary directory in our own
+//! mount namespace, with a handle on the original directory underneath.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use injector::control::{ControlContext, StatusReport};
+use injector::fault_rules::RuleStore;
+use injector::mount::{MountRequest, Target};
+use injector::serve::{self, RunningFs, ServeOptions, Stopped};
+
+/// Root is needed to mount; without it, tests say so and pass.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        true
+    } else {
+        eprintln!("skipping {test}: needs root (mounts a FUSE filesystem)");
+        false
+    }
+}
+
+pub struct Fixture {
+    _dir: tempfile::TempDir,
+    /// Where the fault filesystem is mounted (over the original).
+    pub path: PathBuf,
+    /// The original directory, opened before mounting (the hidden copy).
+    original: File,
+    pub rules: Arc<RuleStore>,
+    pub control: ControlContext,
+    running: Option<RunningFs>,
+}
+
+impl Fixture {
+    /// Mount over a new temporary directory; `setup` fills the original first.
+    pub fn mount_with(setup: impl FnOnce(&Path)) -> Fixture {
+        Self::mount_opts(setup, ServeOptions::default())
+    }
+
+    pub fn mount() -> Fixture {
+        Self::mount_with(|_| {})
+    }
+
+    pub fn mount_opts(setup: impl FnOnce(&Path), opts: ServeOptions) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("faultline-test-")
+            .tempdir()
+            .expect("tempdir");
+        let path = dir.path().join("vol");
+        std::fs::create_dir(&path).expect("mkdir vol");
+        setup(&path);
+        let original = File::open(&path).expect("open original");
+        let rules = Arc::new(RuleStore::new(&path));
+        let request = MountRequest {
+            target: Target::Own,
+            path: path.clone(),
+        };
+        let running = serve::start(&request, rules.clone(), opts).expect("mount");
+        let control = ControlContext::new(rules.clone(), Arc::new(running.fs().clone()));
+        Fixture {
+            _dir: dir,
+            path,
+            original,
+            rules,
+            control,
+            running: Some(running),
+        }
+    }
+
+    /// A path through the mount.
+    pub fn at(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// The same path in the original directory, underneath the mount.
+    pub fn orig(&self, rel: &str) -> PathBuf {
+        // By PID, so that child processes (tools run by tests) can use it too.
+        PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            self.original.as_raw_fd()
+        ))
+        .join(rel)
+    }
+
+    /// Replace the rules (JSON array of IOChaos actions), as the `update` RPC does.
+    pub fn update(&self, actions: serde_json::Value) {
+        self.control.update(&actions).expect("valid rules");
+    }
+
+    pub fn status(&self) -> StatusReport {
+        self.control.status()
+    }
+
+    pub fn running(&self) -> &RunningFs {
+        self.running.as_ref().expect("running")
+    }
+
+    /// Unmount (the temporary directory stays until the fixture is dropped).
+    pub fn stop(&mut self) -> Stopped {
+        self.running
+            .take()
+            .expect("running")
+            .stop(Duration::from_secs(1))
+            .expect("unmount")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.stop(Duration::from_secs(1));
+        }
+    }
+}
+
+/// Is `path` (or a parent) covered by a fuse.faultline mount in our namespace?
+pub fn faultline_mounted_at(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    injector::mount::parse_mountinfo(&table)
+        .iter()
+        .any(|e| e.mount_point == path && e.fstype == injector::mount::FSTYPE)
+}

@@ -1,0 +1,439 @@
+//! The passthrough filesystem through real system calls: every operation applications use,
+//! with ownership, permissions and inode numbers as the original shows them.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::{Fixture, faultline_mounted_at, root_or_skip};
+use nix::errno::Errno;
+use nix::fcntl::{FallocateFlags, RenameFlags, fallocate, renameat2};
+use nix::unistd::{Whence, lseek};
+
+fn errno_of(e: &std::io::Error) -> Option<Errno> {
+    e.raw_os_error().map(Errno::from_raw)
+}
+
+#[test]
+fn create_exclusive_works_and_refuses_an_existing_file() {
+    // toda answered EIO here on kernels >= 6.9 (it copied O_EXCL into the FOPEN flags).
+    if !root_or_skip("create_exclusive") {
+        return;
+    }
+    let fx = Fixture::mount();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(fx.at("new"))
+        .expect("O_CREAT|O_EXCL");
+    f.write_all(b"first").expect("write");
+    drop(f);
+    let err = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(fx.at("new"))
+        .expect_err("exists");
+    assert_eq!(errno_of(&err), Some(Errno::EEXIST));
+    assert_eq!(fs::read(fx.orig("new")).expect("original"), b"first");
+}
+
+#[test]
+fn open_flags_append_trunc_direct_are_honoured() {
+    if !root_or_skip("open_flags") {
+        return;
+    }
+    let fx = Fixture::mount();
+    fs::write(fx.at("f"), b"hello").expect("write");
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(fx.at("f"))
+        .expect("append");
+    f.write_all(b" world").expect("append write");
+    drop(f);
+    assert_eq!(fs::read(fx.orig("f")).expect("read"), b"hello world");
+
+    let f = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(fx.at("f"))
+        .expect("trunc");
+    drop(f);
+    assert_eq!(fs::metadata(fx.at("f")).expect("stat").len(), 0);
+    assert_eq!(fs::metadata(fx.orig("f")).expect("stat").len(), 0);
+
+    // O_DIRECT with aligned buffers, both ways.
+    let block = vec![0x5au8; 8192];
+    let mut aligned = vec![0u8; 8192 + 4096];
+    let off = (4096 - aligned.as_ptr() as usize % 4096) % 4096;
+    aligned[off..off + 8192].copy_from_slice(&block);
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(fx.at("f"))
+        .expect("O_DIRECT");
+    f.write_all(&aligned[off..off + 8192]).expect("direct write");
+    f.seek(SeekFrom::Start(0)).expect("seek");
+    aligned[off..off + 8192].fill(0);
+    f.read_exact(&mut aligned[off..off + 8192]).expect("direct read");
+    assert_eq!(&aligned[off..off + 8192], &block[..]);
+    assert_eq!(fs::read(fx.orig("f")).expect("read"), block);
+}
+
+#[test]
+fn data_and_inode_numbers_are_the_originals() {
+    if !root_or_skip("inode_numbers") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        fs::create_dir(p.join("d")).expect("mkdir");
+        fs::write(p.join("d/f"), b"x").expect("write");
+    });
+    for rel in ["", "d", "d/f"] {
+        let through = fs::symlink_metadata(fx.at(rel)).expect("stat mount");
+        let original = fs::symlink_metadata(fx.orig(rel)).expect("stat original");
+        assert_eq!(through.ino(), original.ino(), "{rel:?}");
+        assert_eq!(through.mode(), original.mode(), "{rel:?}");
+        assert_eq!(through.nlink(), original.nlink(), "{rel:?}");
+        assert_eq!(through.uid(), original.uid(), "{rel:?}");
+    }
+    // readdir reports the same inode numbers too.
+    let mut from_readdir: Vec<_> = fs::read_dir(fx.at("d"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").ino())
+        .collect();
+    from_readdir.sort();
+    assert_eq!(from_readdir, [fs::metadata(fx.orig("d/f")).expect("stat").ino()]);
+    // Written data lands in the original.
+    fs::write(fx.at("d/g"), vec![7u8; 1 << 20]).expect("write 1 MiB");
+    assert_eq!(fs::read(fx.orig("d/g")).expect("read"), vec![7u8; 1 << 20]);
+}
+
+#[test]
+fn large_directories_list_completely() {
+    if !root_or_skip("large_directories") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        for i in 0..2000 {
+            fs::write(p.join(format!("entry-{i:05}-with-a-longer-name")), b"").expect("create");
+        }
+    });
+    let mut names: Vec<String> = fs::read_dir(&fx.path)
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2000);
+    assert_eq!(names[1999], "entry-01999-with-a-longer-name");
+    // `ls -l` (readdirplus + stat of each) agrees.
+    let out = Command::new("ls")
+        .arg("-l")
+        .arg(&fx.path)
+        .output()
+        .expect("ls");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2001);
+}
+
+#[test]
+fn rename_noreplace_and_exchange() {
+    if !root_or_skip("rename") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        fs::write(p.join("a"), b"A").expect("a");
+        fs::write(p.join("b"), b"B").expect("b");
+        fs::create_dir(p.join("dir")).expect("dir");
+    });
+    let dir = File::open(&fx.path).expect("open dir");
+    let err = renameat2(dir.as_fd(), "a", dir.as_fd(), "b", RenameFlags::RENAME_NOREPLACE)
+        .expect_err("noreplace");
+    assert_eq!(err, Errno::EEXIST);
+    renameat2(dir.as_fd(), "a", dir.as_fd(), "b", RenameFlags::RENAME_EXCHANGE).expect("exchange");
+    assert_eq!(fs::read(fx.at("a")).expect("a"), b"B");
+    assert_eq!(fs::read(fx.at("b")).expect("b"), b"A");
+    assert_eq!(fs::read(fx.orig("a")).expect("a"), b"B");
+    renameat2(dir.as_fd(), "a", dir.as_fd(), "c", RenameFlags::RENAME_NOREPLACE).expect("to new name");
+    fs::rename(fx.at("c"), fx.at("dir/c")).expect("across directories");
+    assert_eq!(fs::read(fx.orig("dir/c")).expect("moved"), b"B");
+    assert!(!fx.orig("a").exists());
+}
+
+#[test]
+fn hard_links_symlinks_and_special_files() {
+    if !root_or_skip("links") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("target"), b"data").expect("target"));
+    fs::hard_link(fx.at("target"), fx.at("hard")).expect("link");
+    assert_eq!(fs::metadata(fx.at("target")).expect("stat").nlink(), 2);
+    assert_eq!(
+        fs::metadata(fx.at("hard")).expect("stat").ino(),
+        fs::metadata(fx.orig("target")).expect("stat").ino()
+    );
+    symlink("target", fx.at("sym")).expect("symlink");
+    assert_eq!(fs::read_link(fx.at("sym")).expect("readlink"), std::path::Path::new("target"));
+    assert_eq!(fs::read(fx.at("sym")).expect("follow"), b"data");
+    assert_eq!(fs::read_link(fx.orig("sym")).expect("original link"), std::path::Path::new("target"));
+    nix::unistd::mkfifo(&fx.at("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::metadata(fx.orig("fifo")).expect("fifo").file_type()));
+    fs::create_dir(fx.at("d")).expect("mkdir");
+    fs::remove_dir(fx.at("d")).expect("rmdir");
+    fs::remove_file(fx.at("hard")).expect("unlink");
+    assert!(!fx.orig("hard").exists());
+    assert_eq!(fs::metadata(fx.at("target")).expect("stat").nlink(), 1);
+}
+
+#[test]
+fn xattrs_round_trip() {
+    if !root_or_skip("xattrs") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("f"), b"").expect("f"));
+    let f = fx.at("f");
+    xattr_set(&f, "user.color", b"blue");
+    assert_eq!(xattr_get(&fx.orig("f"), "user.color"), b"blue");
+    assert_eq!(xattr_get(&f, "user.color"), b"blue");
+    assert!(xattr_list(&f).contains("user.color"));
+    let out = Command::new("setfattr").args(["-x", "user.color"]).arg(&f).status();
+    if out.is_ok() {
+        assert!(!xattr_list(&fx.orig("f")).contains("user.color"));
+    }
+}
+
+fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
+    let ok = Command::new("python3")
+        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())"])
+        .arg(path)
+        .arg(name)
+        .arg(std::str::from_utf8(value).expect("utf8"))
+        .status()
+        .expect("python3");
+    assert!(ok.success());
+}
+
+fn xattr_get(path: &std::path::Path, name: &str) -> Vec<u8> {
+    let out = Command::new("python3")
+        .args(["-c", "import os,sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2]))"])
+        .arg(path)
+        .arg(name)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+fn xattr_list(path: &std::path::Path) -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import os,sys; print(' '.join(os.listxattr(sys.argv[1])))"])
+        .arg(path)
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn fallocate_punch_hole_and_seek_data_hole() {
+    if !root_or_skip("seek_data_hole") {
+        return;
+    }
+    let fx = Fixture::mount();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(fx.at("sparse"))
+        .expect("create");
+    fallocate(f.as_fd(), FallocateFlags::empty(), 0, 4 << 20).expect("fallocate");
+    assert_eq!(f.metadata().expect("stat").len(), 4 << 20);
+    (&f).write_all(&vec![1u8; 4 << 20]).expect("fill");
+    f.sync_all().expect("fsync");
+    fallocate(
+        f.as_fd(),
+        FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+        1 << 20,
+        1 << 20,
+    )
+    .expect("punch");
+    assert_eq!(lseek(f.as_fd(), 0, Whence::SeekData).expect("data"), 0);
+    assert_eq!(lseek(f.as_fd(), 0, Whence::SeekHole).expect("hole"), 1 << 20);
+    assert_eq!(lseek(f.as_fd(), 1 << 20, Whence::SeekData).expect("data"), 2 << 20);
+    f.sync_data().expect("fdatasync");
+    assert!(fs::metadata(fx.orig("sparse")).expect("stat").blocks() < (4 << 20) / 512);
+}
+
+#[test]
+fn flock_and_fcntl_locks_conflict_between_open_files() {
+    if !root_or_skip("locks") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("lock"), b"").expect("lock"));
+    let a = File::open(fx.at("lock")).expect("a");
+    let b = File::open(fx.at("lock")).expect("b");
+    let a = nix::fcntl::Flock::lock(a, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock a");
+    let b = match nix::fcntl::Flock::lock(b, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Err((b, e)) => {
+            assert_eq!(e, Errno::EWOULDBLOCK);
+            b
+        }
+        Ok(_) => panic!("second exclusive flock succeeded"),
+    };
+    drop(a);
+    let _b = nix::fcntl::Flock::lock(b, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("after unlock");
+
+    // POSIX record locks (open file description locks, so one process can test them).
+    let c = OpenOptions::new().read(true).write(true).open(fx.at("lock")).expect("c");
+    let d = OpenOptions::new().read(true).write(true).open(fx.at("lock")).expect("d");
+    let lock = |start: i64| libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: start,
+        l_len: 10,
+        l_pid: 0,
+    };
+    nix::fcntl::fcntl(c.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(0))).expect("lock c");
+    let err = nix::fcntl::fcntl(d.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(5)))
+        .expect_err("overlapping lock");
+    assert!(matches!(err, Errno::EAGAIN | Errno::EACCES), "{err}");
+    nix::fcntl::fcntl(d.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(10))).expect("disjoint lock");
+}
+
+#[test]
+fn mmap_reads_and_writes_reach_the_original() {
+    if !root_or_skip("mmap") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("m"), vec![b'a'; 8192]).expect("m"));
+    // python3's mmap keeps this test free of unsafe code.
+    let script = "import mmap,sys\n\
+        f=open(sys.argv[1],'r+b'); m=mmap.mmap(f.fileno(),0)\n\
+        assert m[:4]==b'aaaa', m[:4]\n\
+        m[4096:4101]=b'hello'; m.flush(); m.close(); f.close()";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(fx.at("m"))
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let data = fs::read(fx.orig("m")).expect("read original");
+    assert_eq!(&data[4096..4101], b"hello");
+}
+
+#[test]
+fn chmod_chown_truncate_utimens() {
+    if !root_or_skip("setattr") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("f"), b"0123456789").expect("f"));
+    let f = fx.at("f");
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
+    let m = fs::metadata(fx.orig("f")).expect("stat");
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 1234, 5678));
+    OpenOptions::new().write(true).open(&f).expect("open").set_len(3).expect("ftruncate");
+    assert_eq!(fs::read(fx.orig("f")).expect("read"), b"012");
+    nix::unistd::truncate(&f, 1).expect("truncate by path");
+    assert_eq!(fs::metadata(fx.orig("f")).expect("stat").len(), 1);
+    let when = UNIX_EPOCH + Duration::from_secs(1_000_000);
+    File::options()
+        .write(true)
+        .open(&f)
+        .expect("open")
+        .set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
+        .expect("futimens");
+    assert_eq!(fs::metadata(fx.orig("f")).expect("stat").modified().expect("mtime"), when);
+    let later = when + Duration::from_secs(5);
+    nix::sys::stat::utimes(&f, &nix::sys::time::TimeVal::new(1_000_005, 0), &nix::sys::time::TimeVal::new(1_000_005, 0))
+        .expect("utimes by path");
+    assert_eq!(fs::metadata(&f).expect("stat").modified().expect("mtime"), later);
+    assert!(fs::metadata(&f).expect("stat").modified().expect("mtime") < SystemTime::now());
+}
+
+#[test]
+fn files_are_created_as_the_caller_and_permissions_are_enforced() {
+    if !root_or_skip("ownership") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        fs::create_dir(p.join("shared")).expect("mkdir");
+        fs::set_permissions(p.join("shared"), fs::Permissions::from_mode(0o1777)).expect("chmod");
+        fs::write(p.join("secret"), b"root only").expect("secret");
+        fs::set_permissions(p.join("secret"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    });
+    let shared = fx.at("shared");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("echo hi > f && mkdir d && ln -s f l && mkfifo p")
+        .current_dir(&shared)
+        .uid(1000)
+        .gid(1000)
+        .status()
+        .expect("sh as 1000");
+    assert!(status.success());
+    for name in ["f", "d", "l", "p"] {
+        let m = fs::symlink_metadata(fx.orig(&format!("shared/{name}"))).expect("stat");
+        assert_eq!((m.uid(), m.gid()), (1000, 1000), "{name}");
+    }
+    let out = Command::new("cat")
+        .arg(fx.at("secret"))
+        .uid(1000)
+        .gid(1000)
+        .output()
+        .expect("cat as 1000");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
+}
+
+#[test]
+fn statfs_and_copy_file_range() {
+    if !root_or_skip("statfs") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| fs::write(p.join("src"), vec![3u8; 100_000]).expect("src"));
+    let a = nix::sys::statvfs::statvfs(&fx.path).expect("statvfs mount");
+    let b = nix::sys::statvfs::statvfs(&fx.orig("")).expect("statvfs original");
+    assert_eq!(a.blocks(), b.blocks());
+    assert_eq!(a.block_size(), b.block_size());
+    let src = File::open(fx.at("src")).expect("src");
+    let dst = File::create(fx.at("dst")).expect("dst");
+    let mut copied = 0;
+    while copied < 100_000 {
+        let n = nix::fcntl::copy_file_range(src.as_fd(), None, dst.as_fd(), None, 100_000 - copied)
+            .expect("copy_file_range");
+        assert!(n > 0);
+        copied += n;
+    }
+    drop(dst);
+    assert_eq!(fs::read(fx.orig("dst")).expect("dst"), vec![3u8; 100_000]);
+}
+
+#[test]
+fn stop_unmounts_and_busy_mounts_are_detached_lazily() {
+    if !root_or_skip("stop") {
+        return;
+    }
+    let mut fx = Fixture::mount();
+    let path = fx.path.clone();
+    fs::write(fx.at("kept"), b"kept").expect("write");
+    assert!(faultline_mounted_at(&path));
+    let busy = File::open(fx.at("kept")).expect("hold a file open");
+    let stopped = fx.stop();
+    assert_eq!(stopped.unmounted, injector::mount::Unmounted::Detached);
+    assert!(!faultline_mounted_at(&path));
+    // The original is visible again, with what was written through the mount.
+    assert_eq!(fs::read(path.join("kept")).expect("read"), b"kept");
+    drop(busy);
+
+    let mut fx = Fixture::mount();
+    let path = fx.path.clone();
+    assert_eq!(fx.stop().unmounted, injector::mount::Unmounted::Clean);
+    assert!(!faultline_mounted_at(&path));
+}
