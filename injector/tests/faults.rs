@@ -1,0 +1,217 @@
+//! Fault rules acting on a mounted filesystem, changed live through the control context
+//! (what the `update` RPC calls), and gone again after `update([])` without remounting.
+
+mod common;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, root_or_skip};
+use serde_json::json;
+
+fn data_file(p: &std::path::Path) {
+    fs::create_dir(p.join("data")).expect("mkdir");
+    fs::write(p.join("data/f"), vec![0xffu8; 64 * 1024]).expect("f");
+    fs::write(p.join("other"), b"untouched").expect("other");
+}
+
+fn eio(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EIO)
+}
+
+#[test]
+fn fault_rule_fails_reads_under_the_glob_until_removed() {
+    if !root_or_skip("fault_rule") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    let mount_id = fx.running().mount().expect("mounted").mount_id();
+    let glob = format!("{}/data/**", fx.path.display());
+    fx.update(json!([{
+        "type": "fault", "path": glob, "methods": ["READ"], "percent": 100,
+        "faults": [{"errno": 5, "weight": 1}]
+    }]));
+    let err = fs::read(fx.at("data/f")).expect_err("EIO");
+    assert!(eio(&err), "{err}");
+    assert_eq!(fs::read(fx.at("other")).expect("outside the glob"), b"untouched");
+    let status = fx.status();
+    assert!(status.ready);
+    assert!(status.rules[0].injected >= 1, "{:?}", status.rules);
+
+    fx.update(json!([]));
+    assert_eq!(fs::read(fx.at("data/f")).expect("normal again").len(), 64 * 1024);
+    assert_eq!(
+        fx.running().mount().expect("still mounted").mount_id(),
+        mount_id,
+        "no remount"
+    );
+}
+
+#[test]
+fn write_faults_hit_writes() {
+    if !root_or_skip("write_fault") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "fault", "path": format!("{}/data/*", fx.path.display()),
+        "methods": ["write"], "faults": [{"errno": 28}]
+    }]));
+    let mut f = OpenOptions::new().write(true).open(fx.at("data/f")).expect("open");
+    let err = f.write_all(b"x").expect_err("ENOSPC");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
+}
+
+#[test]
+fn latency_delays_reads_and_nothing_else() {
+    if !root_or_skip("latency") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "50ms"
+    }]));
+    let mut f = File::open(fx.at("data/f")).expect("open");
+    let mut buf = vec![0u8; 4096];
+    let t = Instant::now();
+    f.read_exact(&mut buf).expect("read");
+    assert!(t.elapsed() >= Duration::from_millis(50), "{:?}", t.elapsed());
+    let t = Instant::now();
+    fs::read(fx.at("other")).expect("other");
+    assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
+}
+
+#[test]
+fn removing_a_latency_rule_cuts_sleeps_short() {
+    if !root_or_skip("latency_cut_short") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "30s"
+    }]));
+    let path = fx.at("data/f");
+    let reader = std::thread::spawn(move || {
+        let t = Instant::now();
+        fs::read(path).expect("read");
+        t.elapsed()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    fx.update(json!([]));
+    let took = reader.join().expect("reader");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn delayed_operations_do_not_hold_up_other_files() {
+    if !root_or_skip("delay_isolation") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "2s"
+    }]));
+    // More slow readers than FUSE worker threads.
+    let slow: Vec<_> = (0..24)
+        .map(|_| {
+            let p = fx.at("data/f");
+            std::thread::spawn(move || fs::read(p).map(|d| d.len()))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert_eq!(fs::read(fx.at("other")).expect("other"), b"untouched");
+    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    for s in slow {
+        assert_eq!(s.join().expect("join").expect("read"), 64 * 1024);
+    }
+}
+
+#[test]
+fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
+    if !root_or_skip("attr_override") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    // Cached by the kernel with the long timeout while no rule exists.
+    let before = fs::metadata(fx.at("data/f")).expect("stat");
+    assert_eq!(before.mode() & 0o7777, 0o644);
+    fx.update(json!([{
+        "type": "attrOverride", "path": format!("{}/data/f", fx.path.display()),
+        "perm": 0o600, "uid": 4242
+    }]));
+    let after = fs::metadata(fx.at("data/f")).expect("stat");
+    assert_eq!(after.mode() & 0o7777, 0o600);
+    assert_eq!(after.uid(), 4242);
+    assert_eq!(fs::metadata(fx.orig("data/f")).expect("stat").mode() & 0o7777, 0o644);
+    fx.update(json!([]));
+    assert_eq!(fs::metadata(fx.at("data/f")).expect("stat").mode() & 0o7777, 0o644);
+}
+
+#[test]
+fn lookup_faults_reach_cached_entries() {
+    if !root_or_skip("lookup_fault") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    assert!(fx.at("data/f").exists());
+    fx.update(json!([{
+        "type": "fault", "path": format!("{}/data/f", fx.path.display()),
+        "methods": ["lookup"], "faults": [{"errno": 2}]
+    }]));
+    let err = fs::metadata(fx.at("data/f")).expect_err("ENOENT");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    fx.update(json!([]));
+    assert!(fx.at("data/f").exists());
+}
+
+#[test]
+fn mistakes_corrupt_read_data_only() {
+    if !root_or_skip("mistake") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "mistake", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"],
+        "mistake": {"filling": "zero", "maxOccurrences": 3, "maxLength": 100}
+    }]));
+    let data = fs::read(fx.at("data/f")).expect("read");
+    assert_eq!(data.len(), 64 * 1024);
+    assert!(data.contains(&0), "no byte corrupted");
+    assert!(fs::read(fx.orig("data/f")).expect("original").iter().all(|&b| b == 0xff));
+}
+
+#[test]
+fn files_open_in_passthrough_are_reported_unreachable() {
+    if !root_or_skip("unreachable") {
+        return;
+    }
+    let fx = Fixture::mount_with(data_file);
+    let passthrough = fx.running().fs().passthrough_active();
+    let mut held = File::open(fx.at("data/f")).expect("open before the rule");
+    fx.update(json!([{
+        "type": "fault", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "faults": [{"errno": 5}]
+    }]));
+    let status = fx.status();
+    if passthrough {
+        assert_eq!(
+            status.unreachable_open_files,
+            [fx.at("data/f")],
+            "{status:?}"
+        );
+        // The kernel serves it directly: the rule cannot reach it ...
+        let mut buf = [0u8; 16];
+        held.read_exact(&mut buf).expect("passthrough read");
+    }
+    drop(held);
+    // ... but a fresh open goes through the daemon.
+    let err = fs::read(fx.at("data/f")).expect_err("EIO after reopen");
+    assert!(eio(&err), "{err}");
+}
