@@ -40,6 +40,9 @@ const WORKLOAD: &str = "i=0; while true; do i=$((i+1)); \
     if cat /data/journal > /dev/null 2>/out/rerr; then r=ok; else r=\"FAIL $(cat /out/rerr)\"; fi; \
     echo \"$i write:$w read:$r\" >> /out/log; sleep 0.02; done";
 
+/// How busybox reports EIO.
+const EIO_TEXT: &str = "Input/output error";
+
 struct Workload {
     pod: Pod,
     data: std::path::PathBuf,
@@ -73,6 +76,11 @@ impl Workload {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    fn tail(&self, n: usize) -> Vec<String> {
+        let log = self.log();
+        log[log.len().saturating_sub(n)..].to_vec()
     }
 
     /// The first log line after the first `skip` that satisfies `pred`, within 10 s.
@@ -178,8 +186,8 @@ fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
         "response {response:?}"
     );
     let failed = w
-        .wait_for_line(mark, |l| l.contains("I/O error"))
-        .with_context(|| format!("the pod never saw EIO: {:?}", &w.log()[mark..]))?;
+        .wait_for_line(mark, |l| l.contains("write:FAIL") && l.contains(EIO_TEXT))
+        .with_context(|| format!("the pod never saw EIO: {:?}", w.tail(5)))?;
     ensure!(
         failed.contains("write:FAIL") && failed.contains("read:FAIL"),
         "{failed}"
@@ -284,8 +292,8 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
     let mark = w.log().len();
     rt.block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?;
-    w.wait_for_line(mark, |l| l.contains("I/O error"))
-        .context("the pod never saw EIO")?;
+    w.wait_for_line(mark, |l| l.contains(EIO_TEXT))
+        .with_context(|| format!("the pod never saw EIO: {:?}", w.tail(5)))?;
 
     agent.kill()?;
     ensure!(
