@@ -219,7 +219,11 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
         return Err(format!("experiments still listed after recovery: {listed}").into());
     }
     agent.stop()?;
-    step("agent stopped; every fault it injected is recovered");
+    step("agent stopped; every fault it injected is recovered. Its log:");
+    let log = std::fs::read_to_string(state_dir.with_extension("log"))?;
+    for line in log.lines() {
+        println!("      {line}");
+    }
     Ok(())
 }
 
@@ -250,6 +254,8 @@ struct Agent {
 
 impl Agent {
     fn start(socket: &Path, state_dir: &Path, containerd: &Path) -> Result<Self> {
+        let log_path = state_dir.with_extension("log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary("faultline-agent")?)
             .arg("--containerd-socket")
             .arg(containerd)
@@ -261,7 +267,7 @@ impl Agent {
             .arg("--state-dir")
             .arg(state_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(log))
             .spawn()?;
         let agent = Agent { child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(10);
