@@ -181,7 +181,16 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("control")
         .build()?;
-    runtime.block_on(serve_until_recovered(args, rules, plane, late_fs, control_stream))
+    let result = runtime.block_on(serve_until_recovered(
+        args,
+        rules,
+        plane,
+        late_fs,
+        control_stream,
+    ));
+    // A read of stdin may still be blocked on a runtime thread: do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 async fn serve_until_recovered(
