@@ -205,7 +205,9 @@ async fn serve_until_recovered(
     let lines = if let Some(stream) = control_stream {
         let (reader, writer) = tokio::net::UnixStream::from_std(stream)?.into_split();
         let plane = plane.clone();
-        Some(tokio::spawn(async move { plane.serve_lines(reader, writer).await }))
+        Some(tokio::spawn(async move {
+            plane.serve_lines(reader, writer).await
+        }))
     } else if args.stdio {
         let plane = plane.clone();
         Some(tokio::spawn(async move {
@@ -281,7 +283,10 @@ async fn serve_until_recovered(
     };
     if outside_unmount {
         context.recover();
-        bail!("the fault mount at {} was removed from outside", request.path.display());
+        bail!(
+            "the fault mount at {} was removed from outside",
+            request.path.display()
+        );
     }
     let drain = args.drain_timeout;
     let stopped = tokio::task::spawn_blocking(move || running.stop(drain)).await??;

@@ -84,7 +84,10 @@ fn install_update_hook(rules: &RuleStore, fs: &FsHandle) {
     rules.set_update_hook(Box::new(move |_, _| {
         if let Some(fs) = weak.upgrade() {
             let n = fs.rules_changed();
-            tracing::debug!(invalidated = n, "kernel caches invalidated for the new rules");
+            tracing::debug!(
+                invalidated = n,
+                "kernel caches invalidated for the new rules"
+            );
         }
     }));
 }

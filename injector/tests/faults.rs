@@ -35,13 +35,19 @@ fn fault_rule_fails_reads_under_the_glob_until_removed() {
     }]));
     let err = fs::read(fx.at("data/f")).expect_err("EIO");
     assert!(eio(&err), "{err}");
-    assert_eq!(fs::read(fx.at("other")).expect("outside the glob"), b"untouched");
+    assert_eq!(
+        fs::read(fx.at("other")).expect("outside the glob"),
+        b"untouched"
+    );
     let status = fx.status();
     assert!(status.ready);
     assert!(status.rules[0].injected >= 1, "{:?}", status.rules);
 
     fx.update(json!([]));
-    assert_eq!(fs::read(fx.at("data/f")).expect("normal again").len(), 64 * 1024);
+    assert_eq!(
+        fs::read(fx.at("data/f")).expect("normal again").len(),
+        64 * 1024
+    );
     assert_eq!(
         fx.running().mount().expect("still mounted").mount_id(),
         mount_id,
@@ -59,7 +65,10 @@ fn write_faults_hit_writes() {
         "type": "fault", "path": format!("{}/data/*", fx.path.display()),
         "methods": ["write"], "faults": [{"errno": 28}]
     }]));
-    let mut f = OpenOptions::new().write(true).open(fx.at("data/f")).expect("open");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(fx.at("data/f"))
+        .expect("open");
     let err = f.write_all(b"x").expect_err("ENOSPC");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
 }
@@ -78,7 +87,11 @@ fn latency_delays_reads_and_nothing_else() {
     let mut buf = vec![0u8; 4096];
     let t = Instant::now();
     f.read_exact(&mut buf).expect("read");
-    assert!(t.elapsed() >= Duration::from_millis(50), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
     fs::read(fx.at("other")).expect("other");
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
@@ -126,7 +139,11 @@ fn delayed_operations_do_not_hold_up_other_files() {
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     assert_eq!(fs::read(fx.at("other")).expect("other"), b"untouched");
-    assert!(t.elapsed() < Duration::from_millis(500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
     for s in slow {
         assert_eq!(s.join().expect("join").expect("read"), 64 * 1024);
     }
@@ -148,9 +165,15 @@ fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
     let after = fs::metadata(fx.at("data/f")).expect("stat");
     assert_eq!(after.mode() & 0o7777, 0o600);
     assert_eq!(after.uid(), 4242);
-    assert_eq!(fs::metadata(fx.orig("data/f")).expect("stat").mode() & 0o7777, 0o644);
+    assert_eq!(
+        fs::metadata(fx.orig("data/f")).expect("stat").mode() & 0o7777,
+        0o644
+    );
     fx.update(json!([]));
-    assert_eq!(fs::metadata(fx.at("data/f")).expect("stat").mode() & 0o7777, 0o644);
+    assert_eq!(
+        fs::metadata(fx.at("data/f")).expect("stat").mode() & 0o7777,
+        0o644
+    );
 }
 
 #[test]
@@ -184,7 +207,12 @@ fn mistakes_corrupt_read_data_only() {
     let data = fs::read(fx.at("data/f")).expect("read");
     assert_eq!(data.len(), 64 * 1024);
     assert!(data.contains(&0), "no byte corrupted");
-    assert!(fs::read(fx.orig("data/f")).expect("original").iter().all(|&b| b == 0xff));
+    assert!(
+        fs::read(fx.orig("data/f"))
+            .expect("original")
+            .iter()
+            .all(|&b| b == 0xff)
+    );
 }
 
 #[test]

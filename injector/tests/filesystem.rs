@@ -78,10 +78,12 @@ fn open_flags_append_trunc_direct_are_honoured() {
         .custom_flags(libc::O_DIRECT)
         .open(fx.at("f"))
         .expect("O_DIRECT");
-    f.write_all(&aligned[off..off + 8192]).expect("direct write");
+    f.write_all(&aligned[off..off + 8192])
+        .expect("direct write");
     f.seek(SeekFrom::Start(0)).expect("seek");
     aligned[off..off + 8192].fill(0);
-    f.read_exact(&mut aligned[off..off + 8192]).expect("direct read");
+    f.read_exact(&mut aligned[off..off + 8192])
+        .expect("direct read");
     assert_eq!(&aligned[off..off + 8192], &block[..]);
     assert_eq!(fs::read(fx.orig("f")).expect("read"), block);
 }
@@ -109,7 +111,10 @@ fn data_and_inode_numbers_are_the_originals() {
         .map(|e| e.expect("entry").ino())
         .collect();
     from_readdir.sort();
-    assert_eq!(from_readdir, [fs::metadata(fx.orig("d/f")).expect("stat").ino()]);
+    assert_eq!(
+        from_readdir,
+        [fs::metadata(fx.orig("d/f")).expect("stat").ino()]
+    );
     // Written data lands in the original.
     fs::write(fx.at("d/g"), vec![7u8; 1 << 20]).expect("write 1 MiB");
     assert_eq!(fs::read(fx.orig("d/g")).expect("read"), vec![7u8; 1 << 20]);
@@ -153,14 +158,34 @@ fn rename_noreplace_and_exchange() {
         fs::create_dir(p.join("dir")).expect("dir");
     });
     let dir = File::open(&fx.path).expect("open dir");
-    let err = renameat2(dir.as_fd(), "a", dir.as_fd(), "b", RenameFlags::RENAME_NOREPLACE)
-        .expect_err("noreplace");
+    let err = renameat2(
+        dir.as_fd(),
+        "a",
+        dir.as_fd(),
+        "b",
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .expect_err("noreplace");
     assert_eq!(err, Errno::EEXIST);
-    renameat2(dir.as_fd(), "a", dir.as_fd(), "b", RenameFlags::RENAME_EXCHANGE).expect("exchange");
+    renameat2(
+        dir.as_fd(),
+        "a",
+        dir.as_fd(),
+        "b",
+        RenameFlags::RENAME_EXCHANGE,
+    )
+    .expect("exchange");
     assert_eq!(fs::read(fx.at("a")).expect("a"), b"B");
     assert_eq!(fs::read(fx.at("b")).expect("b"), b"A");
     assert_eq!(fs::read(fx.orig("a")).expect("a"), b"B");
-    renameat2(dir.as_fd(), "a", dir.as_fd(), "c", RenameFlags::RENAME_NOREPLACE).expect("to new name");
+    renameat2(
+        dir.as_fd(),
+        "a",
+        dir.as_fd(),
+        "c",
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .expect("to new name");
     fs::rename(fx.at("c"), fx.at("dir/c")).expect("across directories");
     assert_eq!(fs::read(fx.orig("dir/c")).expect("moved"), b"B");
     assert!(!fx.orig("a").exists());
@@ -179,11 +204,23 @@ fn hard_links_symlinks_and_special_files() {
         fs::metadata(fx.orig("target")).expect("stat").ino()
     );
     symlink("target", fx.at("sym")).expect("symlink");
-    assert_eq!(fs::read_link(fx.at("sym")).expect("readlink"), std::path::Path::new("target"));
+    assert_eq!(
+        fs::read_link(fx.at("sym")).expect("readlink"),
+        std::path::Path::new("target")
+    );
     assert_eq!(fs::read(fx.at("sym")).expect("follow"), b"data");
-    assert_eq!(fs::read_link(fx.orig("sym")).expect("original link"), std::path::Path::new("target"));
-    nix::unistd::mkfifo(&fx.at("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::metadata(fx.orig("fifo")).expect("fifo").file_type()));
+    assert_eq!(
+        fs::read_link(fx.orig("sym")).expect("original link"),
+        std::path::Path::new("target")
+    );
+    nix::unistd::mkfifo(
+        &fx.at("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .expect("mkfifo");
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::metadata(fx.orig("fifo")).expect("fifo").file_type()
+    ));
     fs::create_dir(fx.at("d")).expect("mkdir");
     fs::remove_dir(fx.at("d")).expect("rmdir");
     fs::remove_file(fx.at("hard")).expect("unlink");
@@ -202,7 +239,10 @@ fn xattrs_round_trip() {
     assert_eq!(xattr_get(&fx.orig("f"), "user.color"), b"blue");
     assert_eq!(xattr_get(&f, "user.color"), b"blue");
     assert!(xattr_list(&f).contains("user.color"));
-    let out = Command::new("setfattr").args(["-x", "user.color"]).arg(&f).status();
+    let out = Command::new("setfattr")
+        .args(["-x", "user.color"])
+        .arg(&f)
+        .status();
     if out.is_ok() {
         assert!(!xattr_list(&fx.orig("f")).contains("user.color"));
     }
@@ -210,7 +250,10 @@ fn xattrs_round_trip() {
 
 fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
     let ok = Command::new("python3")
-        .args(["-c", "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())"])
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())",
+        ])
         .arg(path)
         .arg(name)
         .arg(std::str::from_utf8(value).expect("utf8"))
@@ -221,18 +264,28 @@ fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {
 
 fn xattr_get(path: &std::path::Path, name: &str) -> Vec<u8> {
     let out = Command::new("python3")
-        .args(["-c", "import os,sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2]))"])
+        .args([
+            "-c",
+            "import os,sys; sys.stdout.buffer.write(os.getxattr(sys.argv[1], sys.argv[2]))",
+        ])
         .arg(path)
         .arg(name)
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 fn xattr_list(path: &std::path::Path) -> String {
     let out = Command::new("python3")
-        .args(["-c", "import os,sys; print(' '.join(os.listxattr(sys.argv[1])))"])
+        .args([
+            "-c",
+            "import os,sys; print(' '.join(os.listxattr(sys.argv[1])))",
+        ])
         .arg(path)
         .output()
         .expect("python3");
@@ -264,8 +317,14 @@ fn fallocate_punch_hole_and_seek_data_hole() {
     )
     .expect("punch");
     assert_eq!(lseek(f.as_fd(), 0, Whence::SeekData).expect("data"), 0);
-    assert_eq!(lseek(f.as_fd(), 0, Whence::SeekHole).expect("hole"), 1 << 20);
-    assert_eq!(lseek(f.as_fd(), 1 << 20, Whence::SeekData).expect("data"), 2 << 20);
+    assert_eq!(
+        lseek(f.as_fd(), 0, Whence::SeekHole).expect("hole"),
+        1 << 20
+    );
+    assert_eq!(
+        lseek(f.as_fd(), 1 << 20, Whence::SeekData).expect("data"),
+        2 << 20
+    );
     f.sync_data().expect("fdatasync");
     assert!(fs::metadata(fx.orig("sparse")).expect("stat").blocks() < (4 << 20) / 512);
 }
@@ -278,7 +337,8 @@ fn flock_and_fcntl_locks_conflict_between_open_files() {
     let fx = Fixture::mount_with(|p| fs::write(p.join("lock"), b"").expect("lock"));
     let a = File::open(fx.at("lock")).expect("a");
     let b = File::open(fx.at("lock")).expect("b");
-    let a = nix::fcntl::Flock::lock(a, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock a");
+    let a =
+        nix::fcntl::Flock::lock(a, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("flock a");
     let b = match nix::fcntl::Flock::lock(b, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Err((b, e)) => {
             assert_eq!(e, Errno::EWOULDBLOCK);
@@ -287,11 +347,20 @@ fn flock_and_fcntl_locks_conflict_between_open_files() {
         Ok(_) => panic!("second exclusive flock succeeded"),
     };
     drop(a);
-    let _b = nix::fcntl::Flock::lock(b, nix::fcntl::FlockArg::LockExclusiveNonblock).expect("after unlock");
+    let _b = nix::fcntl::Flock::lock(b, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .expect("after unlock");
 
     // POSIX record locks (open file description locks, so one process can test them).
-    let c = OpenOptions::new().read(true).write(true).open(fx.at("lock")).expect("c");
-    let d = OpenOptions::new().read(true).write(true).open(fx.at("lock")).expect("d");
+    let c = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.at("lock"))
+        .expect("c");
+    let d = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.at("lock"))
+        .expect("d");
     let lock = |start: i64| libc::flock {
         l_type: libc::F_WRLCK as i16,
         l_whence: libc::SEEK_SET as i16,
@@ -303,7 +372,8 @@ fn flock_and_fcntl_locks_conflict_between_open_files() {
     let err = nix::fcntl::fcntl(d.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(5)))
         .expect_err("overlapping lock");
     assert!(matches!(err, Errno::EAGAIN | Errno::EACCES), "{err}");
-    nix::fcntl::fcntl(d.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(10))).expect("disjoint lock");
+    nix::fcntl::fcntl(d.as_fd(), nix::fcntl::FcntlArg::F_OFD_SETLK(&lock(10)))
+        .expect("disjoint lock");
 }
 
 #[test]
@@ -322,7 +392,11 @@ fn mmap_reads_and_writes_reach_the_original() {
         .arg(fx.at("m"))
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let data = fs::read(fx.orig("m")).expect("read original");
     assert_eq!(&data[4096..4101], b"hello");
 }
@@ -338,7 +412,12 @@ fn chmod_chown_truncate_utimens() {
     std::os::unix::fs::chown(&f, Some(1234), Some(5678)).expect("chown");
     let m = fs::metadata(fx.orig("f")).expect("stat");
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o640, 1234, 5678));
-    OpenOptions::new().write(true).open(&f).expect("open").set_len(3).expect("ftruncate");
+    OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .expect("open")
+        .set_len(3)
+        .expect("ftruncate");
     assert_eq!(fs::read(fx.orig("f")).expect("read"), b"012");
     nix::unistd::truncate(&f, 1).expect("truncate by path");
     assert_eq!(fs::metadata(fx.orig("f")).expect("stat").len(), 1);
@@ -349,11 +428,24 @@ fn chmod_chown_truncate_utimens() {
         .expect("open")
         .set_times(fs::FileTimes::new().set_modified(when).set_accessed(when))
         .expect("futimens");
-    assert_eq!(fs::metadata(fx.orig("f")).expect("stat").modified().expect("mtime"), when);
+    assert_eq!(
+        fs::metadata(fx.orig("f"))
+            .expect("stat")
+            .modified()
+            .expect("mtime"),
+        when
+    );
     let later = when + Duration::from_secs(5);
-    nix::sys::stat::utimes(&f, &nix::sys::time::TimeVal::new(1_000_005, 0), &nix::sys::time::TimeVal::new(1_000_005, 0))
-        .expect("utimes by path");
-    assert_eq!(fs::metadata(&f).expect("stat").modified().expect("mtime"), later);
+    nix::sys::stat::utimes(
+        &f,
+        &nix::sys::time::TimeVal::new(1_000_005, 0),
+        &nix::sys::time::TimeVal::new(1_000_005, 0),
+    )
+    .expect("utimes by path");
+    assert_eq!(
+        fs::metadata(&f).expect("stat").modified().expect("mtime"),
+        later
+    );
     assert!(fs::metadata(&f).expect("stat").modified().expect("mtime") < SystemTime::now());
 }
 

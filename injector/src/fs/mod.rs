@@ -227,10 +227,11 @@ impl FsHandle {
             if let Err(e) = notifier.inval_inode(ino, offset, 0) {
                 tracing::debug!(path = %path.display(), error = %e, "inval_inode");
             }
-            if attrs && let Some((parent, name)) = inode.parent_and_name() {
-                if let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name) {
-                    tracing::debug!(path = %path.display(), error = %e, "inval_entry");
-                }
+            if attrs
+                && let Some((parent, name)) = inode.parent_and_name()
+                && let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name)
+            {
+                tracing::debug!(path = %path.display(), error = %e, "inval_entry");
             }
         }
         count

@@ -50,12 +50,15 @@ macro_rules! run {
             $( let $cap = $cap.to_owned(); )*
             resume_with::<_, _>(reply_type, move |$sh: &Arc<Shared>, $inj: Injection, $r| {
                 let _ = (&$sh, &$inj);
-                $body
+                // The body is written once for borrowed and owned captures.
+                #[allow(clippy::needless_borrow, clippy::borrow_deref_ref)]
+                let () = $body;
             })
         };
         if let Some(($inj, $r)) = $sh.faults($op, $path.as_deref(), $reply, resume) {
             let _ = &$inj;
-            $body
+            #[allow(clippy::needless_borrow, clippy::borrow_deref_ref)]
+            let () = $body;
         }
     }};
 }
@@ -528,7 +531,7 @@ impl Shared {
             return reply.error(Errno::EBADF);
         };
         let offset = tri!(reply, i64::try_from(offset).map_err(|_| Errno::EINVAL));
-        let misaligned = f.o_direct && (data.as_ptr() as usize) % AlignedBuf::ALIGN != 0;
+        let misaligned = f.o_direct && !(data.as_ptr() as usize).is_multiple_of(AlignedBuf::ALIGN);
         if inj.mistake.is_none() && !misaligned {
             return self.write_all(f, data, offset, reply);
         }

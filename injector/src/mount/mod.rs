@@ -89,7 +89,9 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("{path:?} in {target} now shows another mount than ours (id {mount_id}); not unmounting it")]
+    #[error(
+        "{path:?} in {target} now shows another mount than ours (id {mount_id}); not unmounting it"
+    )]
     Replaced {
         path: PathBuf,
         target: Target,
@@ -153,13 +155,20 @@ pub fn validate_path(path: &Path) -> Result<(), MountError> {
 }
 
 fn open_root<S: MountSys>(sys: &S, target: Target) -> Result<OwnedFd, MountError> {
-    sys.open_root(target).map_err(|e| match (target, e.raw_os_error()) {
-        (Target::Process(pid), Some(libc::ENOENT | libc::ESRCH)) => MountError::NoProcess { pid },
-        _ => MountError::EnterNamespace { target, source: e },
-    })
+    sys.open_root(target)
+        .map_err(|e| match (target, e.raw_os_error()) {
+            (Target::Process(pid), Some(libc::ENOENT | libc::ESRCH)) => {
+                MountError::NoProcess { pid }
+            }
+            _ => MountError::EnterNamespace { target, source: e },
+        })
 }
 
-fn resolve<S: MountSys>(sys: &S, root: &OwnedFd, request: &MountRequest) -> Result<OwnedFd, MountError> {
+fn resolve<S: MountSys>(
+    sys: &S,
+    root: &OwnedFd,
+    request: &MountRequest,
+) -> Result<OwnedFd, MountError> {
     let path = request.path.clone();
     let target = request.target;
     sys.resolve_dir(root.as_fd(), &request.path)
@@ -238,7 +247,10 @@ pub struct PendingMount<S: MountSys = LinuxMountSys> {
 
 /// Resolve the volume, open the original and `/dev/fuse`, create the FUSE superblock.
 /// Nothing is visible in the target yet, and dropping the result leaves nothing behind.
-pub fn prepare<S: MountSys>(sys: Arc<S>, request: &MountRequest) -> Result<Prepared<S>, MountError> {
+pub fn prepare<S: MountSys>(
+    sys: Arc<S>,
+    request: &MountRequest,
+) -> Result<Prepared<S>, MountError> {
     validate_path(&request.path)?;
     let root = open_root(&*sys, request.target)?;
     let original = resolve(&*sys, &root, request)?;
@@ -333,7 +345,11 @@ impl<S: MountSys> ActiveMount<S> {
 
 /// Unmount the mount with `mount_id` in `target`, by its path in the target's mount table,
 /// after checking that the path still shows that very mount.
-fn unmount_by_id<S: MountSys>(sys: &S, target: Target, mount_id: u64) -> Result<Unmounted, MountError> {
+fn unmount_by_id<S: MountSys>(
+    sys: &S,
+    target: Target,
+    mount_id: u64,
+) -> Result<Unmounted, MountError> {
     let table = sys
         .mountinfo(target)
         .map_err(|source| MountError::MountTable { target, source })?;

@@ -247,7 +247,10 @@ mod tests {
         let id = sys.mount_id_of(root.as_fd()).expect("mnt_id");
         let table = sys.mountinfo(Target::Own).expect("mountinfo");
         let entries = super::super::mountinfo::parse(&table);
-        let root_mount = entries.iter().find(|e| e.id == id).expect("root mount listed");
+        let root_mount = entries
+            .iter()
+            .find(|e| e.id == id)
+            .expect("root mount listed");
         assert_eq!(root_mount.mount_point, Path::new("/"));
     }
 }

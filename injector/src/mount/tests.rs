@@ -52,7 +52,9 @@ impl Fake {
 
     fn fd(&self, what: &str) -> io::Result<OwnedFd> {
         let file: File = tempfile::tempfile()?;
-        self.fds.lock().insert(file.metadata()?.ino(), what.to_owned());
+        self.fds
+            .lock()
+            .insert(file.metadata()?.ino(), what.to_owned());
         Ok(file.into())
     }
 
@@ -124,7 +126,11 @@ impl MountSys for Fake {
         Ok(())
     }
     fn move_mount(&self, mnt: BorrowedFd<'_>, onto: BorrowedFd<'_>) -> io::Result<()> {
-        self.record(format!("move_mount {} onto {}", self.name(mnt), self.name(onto)));
+        self.record(format!(
+            "move_mount {} onto {}",
+            self.name(mnt),
+            self.name(onto)
+        ));
         self.check("move_mount")
     }
     fn open_path(&self, path: &Path) -> io::Result<OwnedFd> {
