@@ -68,6 +68,10 @@ struct MountArgs {
     /// Serve every read and write through the daemon (no kernel passthrough).
     #[arg(long)]
     no_passthrough: bool,
+    /// Inodes that may hold a descriptor on their original (default: from the open-files
+    /// limit); beyond it inodes are kept as file handles.
+    #[arg(long)]
+    max_held_fds: Option<usize>,
     /// After a lazy unmount, how long to keep serving files still open before exiting.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -234,6 +238,7 @@ async fn serve_until_recovered(
         fs: FsOptions {
             cache_ttl: args.cache_ttl,
             passthrough: !args.no_passthrough,
+            max_held_fds: args.max_held_fds,
         },
     };
     let running = tokio::task::spawn_blocking({

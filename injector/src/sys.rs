@@ -284,6 +284,85 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// A kernel file handle (`name_to_handle_at`): names a file without holding it open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHandle {
+    handle_type: i32,
+    bytes: Box<[u8]>,
+}
+
+/// `struct file_handle` with room for the largest handle (`MAX_HANDLE_SZ`).
+#[repr(C)]
+struct RawFileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; 128],
+}
+
+/// The file handle of the file `fd` is open on (an `O_PATH` descriptor is enough).
+pub fn name_to_handle(fd: BorrowedFd<'_>) -> io::Result<FileHandle> {
+    let mut raw = RawFileHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `raw` is a valid file_handle with handle_bytes set to the size of its buffer;
+    // the path is a static empty string (AT_EMPTY_PATH: the file of `fd` itself).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            &mut raw as *mut RawFileHandle,
+            &mut mount_id as *mut libc::c_int,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    cvt(ret)?;
+    let len = (raw.handle_bytes as usize).min(raw.f_handle.len());
+    Ok(FileHandle {
+        handle_type: raw.handle_type,
+        bytes: raw.f_handle[..len].into(),
+    })
+}
+
+/// Open the file named by `handle` on the filesystem of `mount` (needs
+/// CAP_DAC_READ_SEARCH); `O_CLOEXEC` is always added.
+pub fn open_by_handle(
+    mount: BorrowedFd<'_>,
+    handle: &FileHandle,
+    flags: i32,
+) -> io::Result<OwnedFd> {
+    let mut raw = RawFileHandle {
+        handle_bytes: handle.bytes.len() as u32,
+        handle_type: handle.handle_type,
+        f_handle: [0; 128],
+    };
+    raw.f_handle[..handle.bytes.len()].copy_from_slice(&handle.bytes);
+    // SAFETY: `raw` is a valid file_handle whose handle_bytes match the bytes copied in.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            mount.as_raw_fd(),
+            &mut raw as *mut RawFileHandle,
+            flags | libc::O_CLOEXEC,
+        )
+    };
+    owned_fd(ret)
+}
+
+/// The soft `RLIMIT_NOFILE`.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    cvt_int(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    Ok(lim.rlim_cur)
+}
+
 /// Take ownership of descriptor `fd`, inherited from the process that started us (the
 /// control socket). Fails if it is not open.
 pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
@@ -328,6 +407,7 @@ impl Default for AlignedBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn dirent_iter_parses_records_and_stops_on_garbage() {
@@ -349,6 +429,28 @@ mod tests {
         assert_eq!(entries[1].ino, 12);
         assert_eq!(entries[1].next_offset, 2);
         assert_eq!(entries[1].name, "long-name.txt");
+    }
+
+    #[test]
+    fn file_handles_reopen_the_same_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        let mount = std::fs::File::open(dir.path()).expect("open dir");
+        let handle = match name_to_handle(file.as_fd()) {
+            Ok(h) => h,
+            Err(e) => return eprintln!("no file handles here: {e}"),
+        };
+        match open_by_handle(mount.as_fd(), &handle, libc::O_RDONLY) {
+            Ok(fd) => {
+                let a = nix::sys::stat::fstat(fd.as_fd()).expect("fstat");
+                let b = nix::sys::stat::fstat(file.as_fd()).expect("fstat");
+                assert_eq!(a.st_ino, b.st_ino);
+            }
+            // Without CAP_DAC_READ_SEARCH.
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EPERM)),
+        }
     }
 
     #[test]

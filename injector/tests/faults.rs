@@ -5,7 +5,7 @@ mod common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, root_or_skip};
@@ -14,6 +14,8 @@ use serde_json::json;
 fn data_file(p: &std::path::Path) {
     fs::create_dir(p.join("data")).expect("mkdir");
     fs::write(p.join("data/f"), vec![0xffu8; 64 * 1024]).expect("f");
+    // Explicit: the filesystem sets this process's umask to 0.
+    fs::set_permissions(p.join("data/f"), fs::Permissions::from_mode(0o644)).expect("chmod");
     fs::write(p.join("other"), b"untouched").expect("other");
 }
 

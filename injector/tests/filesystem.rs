@@ -508,6 +508,57 @@ fn statfs_and_copy_file_range() {
 }
 
 #[test]
+fn inodes_beyond_the_descriptor_budget_are_served_by_file_handle() {
+    if !root_or_skip("fd_budget") {
+        return;
+    }
+    let opts = injector::serve::ServeOptions {
+        threads: 4,
+        fs: injector::fs::FsOptions {
+            max_held_fds: Some(4),
+            ..Default::default()
+        },
+    };
+    let fx = Fixture::mount_opts(|_| {}, opts);
+    for i in 0..200 {
+        let dir = fx.at(&format!("d{}", i % 10));
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(format!("f{i}")), format!("{i}")).expect("create");
+    }
+    assert!(fx.running().fs().held_fds() <= 4 + 1);
+    assert!(fx.running().fs().inode_count() > 200);
+    for i in 0..200 {
+        let p = fx.at(&format!("d{}/f{i}", i % 10));
+        assert_eq!(fs::read_to_string(&p).expect("read"), i.to_string());
+        assert_eq!(
+            fs::metadata(&p).expect("stat").ino(),
+            fs::metadata(fx.orig(&format!("d{}/f{i}", i % 10)))
+                .expect("stat")
+                .ino()
+        );
+    }
+    fs::rename(fx.at("d3/f3"), fx.at("d4/moved")).expect("rename");
+    fs::hard_link(fx.at("d4/moved"), fx.at("d5/link")).expect("link");
+    fs::set_permissions(fx.at("d5/link"), fs::Permissions::from_mode(0o600)).expect("chmod");
+    nix::unistd::truncate(&fx.at("d6/f6"), 0).expect("truncate");
+    symlink("f7", fx.at("d7/sym")).expect("symlink");
+    assert_eq!(
+        fs::read_link(fx.at("d7/sym")).expect("readlink"),
+        std::path::Path::new("f7")
+    );
+    assert_eq!(fs::read_dir(fx.at("d8")).expect("readdir").count(), 20);
+    xattr_set(&fx.at("d9/f9"), "user.k", b"v");
+    assert_eq!(xattr_get(&fx.at("d9/f9"), "user.k"), b"v");
+    fs::remove_dir_all(fx.at("d0")).expect("rm -r");
+    assert!(!fx.orig("d0").exists());
+    assert_eq!(
+        fs::metadata(fx.orig("d5/link")).expect("stat").mode() & 0o777,
+        0o600
+    );
+    assert_eq!(fs::metadata(fx.orig("d6/f6")).expect("stat").len(), 0);
+}
+
+#[test]
 fn stop_unmounts_and_busy_mounts_are_detached_lazily() {
     if !root_or_skip("stop") {
         return;

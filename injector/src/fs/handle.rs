@@ -200,6 +200,7 @@ mod tests {
         let root = Arc::new(super::super::inode::InodeTable::new(
             File::open(dir.path()).expect("open").into(),
             super::super::inode::InodeKey { dev: 1, ino: 2 },
+            100,
         ));
         let h = Handle::Dir(DirHandle {
             inode: root.root().clone(),

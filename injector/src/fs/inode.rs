@@ -1,5 +1,9 @@
-//! The inodes the kernel knows about: one `O_PATH` descriptor on the original file per
-//! inode, the kernel's lookup count, and the last name it was reached by (for rule paths).
+//! The inodes the kernel knows about: a handle on the original file per inode, the kernel's
+//! lookup count, and the last name it was reached by (for rule paths).
+//!
+//! The handle is an `O_PATH` descriptor while the descriptor budget lasts (the kernel may
+//! remember more inodes than we may open files); beyond it, a kernel file handle that is
+//! opened for each use (`open_by_handle_at`). Either way nothing is re-resolved by path.
 //!
 //! Node ids are the original's inode numbers, so `stat` through the mount shows the same
 //! numbers as the original. When two originals share an inode number (a submount inside the
@@ -7,15 +11,21 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 
 use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
 
+use super::FdName;
 use super::io_mode::IoState;
+use crate::sys::{self, FileHandle};
 
 /// The FUSE root node id.
 pub const ROOT_ID: u64 = 1;
@@ -41,12 +51,67 @@ pub struct Inode {
     pub nodeid: u64,
     pub key: InodeKey,
     pub kind: FileType,
-    /// `O_PATH` handle on the original; every access goes through it (never through a path).
-    pub fd: OwnedFd,
+    /// The original; every access goes through it (never through a path).
+    slot: Slot,
     nlookup: AtomicU64,
     link: Mutex<Link>,
     /// Open-file bookkeeping for kernel passthrough.
     pub io: Mutex<IoState>,
+}
+
+/// How an inode holds on to its original.
+#[derive(Debug)]
+enum Slot {
+    Held(HeldFd),
+    Handle {
+        handle: FileHandle,
+        /// Any descriptor on the same filesystem.
+        mount: Arc<OwnedFd>,
+    },
+}
+
+/// An `O_PATH` descriptor counted against the budget while it lives.
+#[derive(Debug)]
+struct HeldFd {
+    fd: OwnedFd,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for HeldFd {
+    fn drop(&mut self) {
+        self.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// A descriptor on an inode's original: borrowed from the inode, or opened for this use.
+#[derive(Debug)]
+pub enum InodeFd<'a> {
+    Borrowed(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for InodeFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            InodeFd::Borrowed(fd) => *fd,
+            InodeFd::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
+impl AsRawFd for InodeFd<'_> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
 }
 
 impl Inode {
@@ -54,7 +119,7 @@ impl Inode {
         nodeid: u64,
         key: InodeKey,
         kind: FileType,
-        fd: OwnedFd,
+        slot: Slot,
         parent: Option<Arc<Inode>>,
         name: OsString,
     ) -> Self {
@@ -62,11 +127,44 @@ impl Inode {
             nodeid,
             key,
             kind,
-            fd,
+            slot,
             nlookup: AtomicU64::new(0),
             link: Mutex::new(Link { parent, name }),
             io: Mutex::new(IoState::default()),
         }
+    }
+
+    /// An `O_PATH` descriptor on the original (for `*at` calls).
+    pub fn fd(&self) -> io::Result<InodeFd<'_>> {
+        match &self.slot {
+            Slot::Held(h) => Ok(InodeFd::Borrowed(h.fd.as_fd())),
+            Slot::Handle { handle, mount } => {
+                sys::open_by_handle(mount.as_fd(), handle, libc::O_PATH).map(InodeFd::Opened)
+            }
+        }
+    }
+
+    /// Open the original with real flags (`O_CLOEXEC` added): through `/proc/self/fd`
+    /// (`proc_fd`) for a held descriptor, by file handle otherwise.
+    pub fn open(&self, proc_fd: BorrowedFd<'_>, flags: OFlag) -> nix::Result<OwnedFd> {
+        match &self.slot {
+            Slot::Held(h) => openat(
+                proc_fd,
+                FdName::of(&h.fd).as_bytes(),
+                flags | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ),
+            Slot::Handle { handle, mount } => {
+                sys::open_by_handle(mount.as_fd(), handle, flags.bits())
+                    .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+            }
+        }
+    }
+
+    /// Held as a descriptor (not a file handle)?
+    #[cfg(test)]
+    pub fn is_held(&self) -> bool {
+        matches!(self.slot, Slot::Held(_))
     }
 
     /// The path relative to the mount root ("" for the root, "a/b" below it), built from the
@@ -136,15 +234,25 @@ struct Maps {
 #[derive(Debug)]
 pub struct InodeTable {
     maps: RwLock<Maps>,
+    /// Descriptors held by inodes now, and how many they may hold.
+    held: Arc<AtomicUsize>,
+    budget: usize,
+    /// A descriptor per filesystem (by device) for `open_by_handle_at`.
+    mounts: parking_lot::Mutex<HashMap<u64, Arc<OwnedFd>>>,
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root_key: InodeKey) -> Self {
+    /// `budget`: how many inodes may hold a descriptor; the rest use file handles.
+    pub fn new(root_fd: OwnedFd, root_key: InodeKey, budget: usize) -> Self {
+        let held = Arc::new(AtomicUsize::new(1));
         let root = Arc::new(Inode::new(
             ROOT_ID,
             root_key,
             FileType::Directory,
-            root_fd,
+            Slot::Held(HeldFd {
+                fd: root_fd,
+                held: held.clone(),
+            }),
             None,
             OsString::new(),
         ));
@@ -158,7 +266,52 @@ impl InodeTable {
         maps.by_key.insert(root_key, ROOT_ID);
         Self {
             maps: RwLock::new(maps),
+            held,
+            budget,
+            mounts: parking_lot::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keep `fd` while the budget lasts, else a file handle (if the filesystem has them).
+    fn slot_for(&self, fd: OwnedFd, dev: u64, kind: FileType, parent: &Inode) -> Slot {
+        let held = |fd| {
+            self.held.fetch_add(1, Ordering::Relaxed);
+            Slot::Held(HeldFd {
+                fd,
+                held: self.held.clone(),
+            })
+        };
+        if self.held.load(Ordering::Relaxed) < self.budget {
+            return held(fd);
+        }
+        let Ok(handle) = sys::name_to_handle(fd.as_fd()) else {
+            return held(fd);
+        };
+        let mut mounts = self.mounts.lock();
+        let mount = match mounts.get(&dev) {
+            Some(m) => m.clone(),
+            None => {
+                // open_by_handle_at wants a real (not O_PATH) descriptor on the filesystem:
+                // a directory of it, opened for reading (opening a file could have effects).
+                let dir = if kind == FileType::Directory {
+                    open_dir_at(fd.as_fd())
+                } else if parent.key.dev == dev {
+                    parent.fd().and_then(|p| open_dir_at(p.as_fd()))
+                } else {
+                    return held(fd);
+                };
+                match dir {
+                    Ok(d) => mounts.entry(dev).or_insert_with(|| Arc::new(d)).clone(),
+                    Err(_) => return held(fd),
+                }
+            }
+        };
+        Slot::Handle { handle, mount }
+    }
+
+    /// Descriptors held by inodes (diagnostics).
+    pub fn held_fds(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     #[cfg(test)]
@@ -171,7 +324,8 @@ impl InodeTable {
     }
 
     /// Count one kernel lookup of the file `key` reached as `parent/name`. If the inode is
-    /// new, `fd` (an `O_PATH` handle on it) becomes its handle; otherwise `fd` is dropped.
+    /// new, `fd` (an `O_PATH` descriptor on it) becomes its handle (or gives a file handle,
+    /// beyond the descriptor budget); otherwise `fd` is dropped.
     pub fn lookup(
         &self,
         parent: &Arc<Inode>,
@@ -210,11 +364,12 @@ impl InodeTable {
             maps.next_synthetic += 1;
             maps.next_synthetic
         };
+        let slot = self.slot_for(fd, key.dev, kind, parent);
         let inode = Arc::new(Inode::new(
             nodeid,
             key,
             kind,
-            fd,
+            slot,
             Some(parent.clone()),
             name.to_owned(),
         ));
@@ -279,7 +434,7 @@ mod tests {
 
     #[test]
     fn node_ids_follow_inode_numbers_and_counts_balance() {
-        let t = InodeTable::new(fd(), key(2));
+        let t = InodeTable::new(fd(), key(2), 1000);
         let root = t.root().clone();
         let a = t.lookup(
             &root,
@@ -307,7 +462,7 @@ mod tests {
 
     #[test]
     fn colliding_and_reserved_numbers_get_synthetic_ids() {
-        let t = InodeTable::new(fd(), key(2));
+        let t = InodeTable::new(fd(), key(2), 1000);
         let root = t.root().clone();
         let a = t.lookup(
             &root,
@@ -342,8 +497,56 @@ mod tests {
     }
 
     #[test]
+    fn beyond_the_budget_inodes_keep_file_handles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for n in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(n), n).expect("write");
+        }
+        let open = |n: &str| -> OwnedFd {
+            std::fs::File::open(dir.path().join(n))
+                .expect("open")
+                .into()
+        };
+        let proc_fd: OwnedFd = std::fs::File::open("/proc/self/fd").expect("proc").into();
+        // The root and one more inode may hold descriptors.
+        let t = InodeTable::new(open("."), key(2), 2);
+        let root = t.root();
+        let a = t.lookup(
+            &root,
+            OsStr::new("a"),
+            key(10),
+            FileType::RegularFile,
+            open("a"),
+        );
+        let b = t.lookup(
+            &root,
+            OsStr::new("b"),
+            key(11),
+            FileType::RegularFile,
+            open("b"),
+        );
+        assert!(a.is_held());
+        assert_eq!(t.held_fds(), 2);
+        if b.is_held() {
+            // This filesystem has no file handles: over budget, but still served.
+            return;
+        }
+        let Ok(f) = b.open(proc_fd.as_fd(), OFlag::O_RDONLY) else {
+            // No CAP_DAC_READ_SEARCH (not root): nothing more to check here.
+            return;
+        };
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(f), &mut s).expect("read");
+        assert_eq!(s, "b");
+        assert!(b.fd().is_ok());
+        t.forget(10, 1);
+        drop(a);
+        assert_eq!(t.held_fds(), 1);
+    }
+
+    #[test]
     fn paths_follow_renames() {
-        let t = InodeTable::new(fd(), key(2));
+        let t = InodeTable::new(fd(), key(2), 1000);
         let root = t.root().clone();
         assert_eq!(root.path(), PathBuf::new());
         let d = t.lookup(&root, OsStr::new("dir"), key(10), FileType::Directory, fd());

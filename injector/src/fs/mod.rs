@@ -46,6 +46,9 @@ pub struct FsOptions {
     pub cache_ttl: Duration,
     /// Use kernel FUSE passthrough for files no rule may touch (when the kernel allows it).
     pub passthrough: bool,
+    /// How many inodes may hold an `O_PATH` descriptor; the rest are kept as file handles.
+    /// `None`: derived from the open-files limit, keeping a reserve for open files.
+    pub max_held_fds: Option<usize>,
 }
 
 impl Default for FsOptions {
@@ -53,8 +56,17 @@ impl Default for FsOptions {
         Self {
             cache_ttl: Duration::from_secs(60),
             passthrough: true,
+            max_held_fds: None,
         }
     }
+}
+
+/// Inodes may hold descriptors up to the open-files limit minus a reserve for open files,
+/// sockets and `/dev/fuse` clones (a quarter of the limit, 256 to 16384).
+fn default_fd_budget() -> usize {
+    let limit = crate::sys::nofile_limit().unwrap_or(1024);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    limit.saturating_sub((limit / 4).clamp(256, 16384)).max(16)
 }
 
 /// The most delay threads alive at once; beyond this, delays are slept on the worker thread.
@@ -138,8 +150,9 @@ impl PassthroughFs {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
+        let budget = opts.max_held_fds.unwrap_or_else(default_fd_budget);
         let shared = Shared {
-            inodes: InodeTable::new(original, attr::key_of(&st)),
+            inodes: InodeTable::new(original, attr::key_of(&st), budget),
             handles: handle::HandleTable::default(),
             rules,
             passthrough: AtomicBool::new(false),
@@ -194,6 +207,11 @@ impl FsHandle {
     /// Number of inodes the kernel holds (diagnostics).
     pub fn inode_count(&self) -> usize {
         self.shared.inodes.count()
+    }
+
+    /// Descriptors held by inodes (the rest are file handles).
+    pub fn held_fds(&self) -> usize {
+        self.shared.inodes.held_fds()
     }
 
     /// Call after the policy's rules were replaced and before reporting the change done:
@@ -404,14 +422,19 @@ impl Shared {
 
     fn stat(&self, inode: &Inode) -> Result<FileStat, Errno> {
         fstatat(
-            inode.fd.as_fd(),
+            inode.fd()?.as_fd(),
             "",
             AtFlags::AT_EMPTY_PATH | AtFlags::AT_SYMLINK_NOFOLLOW,
         )
         .map_err(errno)
     }
 
-    /// Reopen an inode (or any descriptor) with real flags through `/proc/self/fd`.
+    /// Open an inode's original with real flags.
+    fn open_inode(&self, inode: &Inode, flags: OFlag) -> nix::Result<OwnedFd> {
+        inode.open(self.proc_fd.as_fd(), flags)
+    }
+
+    /// Reopen a descriptor with other flags through `/proc/self/fd`.
     fn reopen(&self, fd: &impl AsRawFd, flags: OFlag) -> nix::Result<OwnedFd> {
         let name = FdName::of(fd);
         openat(
@@ -429,7 +452,7 @@ impl Shared {
         name: &OsStr,
     ) -> Result<(Arc<Inode>, FileAttr), Errno> {
         let fd = openat(
-            parent.fd.as_fd(),
+            parent.fd()?.as_fd(),
             name,
             OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
             Mode::empty(),

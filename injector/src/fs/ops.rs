@@ -74,6 +74,16 @@ where
     Box::new(f)
 }
 
+/// A descriptor on an inode's original, or reply with the error.
+macro_rules! inode_fd {
+    ($reply:ident, $inode:expr) => {
+        match $inode.fd() {
+            Ok(fd) => fd,
+            Err(e) => return $reply.error(e.into()),
+        }
+    };
+}
+
 macro_rules! tri {
     ($reply:ident, $e:expr) => {
         match $e {
@@ -129,8 +139,8 @@ impl Shared {
     }
 
     /// `/proc/self/fd/N` of an inode, for the path-only xattr calls.
-    fn proc_path(&self, inode: &Inode) -> CString {
-        let name = FdName::of(&inode.fd);
+    fn proc_path(&self, fd: &impl std::os::fd::AsRawFd) -> CString {
+        let name = FdName::of(fd);
         let mut p = b"/proc/self/fd/".to_vec();
         p.extend_from_slice(name.as_bytes());
         // Digits only: no interior NUL.
@@ -155,7 +165,7 @@ impl Shared {
     fn chown_child(&self, uid: u32, gid: u32, parent: &Inode, name: &OsStr) -> Result<(), Errno> {
         if let Some((uid, gid)) = self.owner_for(uid, gid, parent) {
             fchownat(
-                parent.fd.as_fd(),
+                parent.fd()?.as_fd(),
                 name,
                 uid,
                 gid,
@@ -227,7 +237,8 @@ impl Shared {
             Handle::Dir(_) => None,
         });
         let symlink = inode.kind == FileType::Symlink;
-        let name = FdName::of(&inode.fd);
+        let ifd = tri!(reply, inode.fd());
+        let name = FdName::of(&ifd);
         if let Some(mode) = mode {
             let m = Mode::from_bits_truncate(mode & 0o7777);
             let r = match open_fd {
@@ -246,7 +257,7 @@ impl Shared {
             tri!(
                 reply,
                 fchownat(
-                    inode.fd.as_fd(),
+                    ifd.as_fd(),
                     "",
                     uid.map(Uid::from_raw),
                     gid.map(Gid::from_raw),
@@ -260,7 +271,7 @@ impl Shared {
             let r = match open_fd {
                 Some(fd) => ftruncate(fd.as_fd(), len),
                 None => self
-                    .reopen(&inode.fd, OFlag::O_WRONLY)
+                    .open_inode(inode, OFlag::O_WRONLY)
                     .and_then(|fd| ftruncate(fd.as_fd(), len)),
             };
             tri!(reply, r.map_err(errno));
@@ -270,13 +281,18 @@ impl Shared {
             let r = match open_fd {
                 Some(fd) => futimens(fd.as_fd(), &a, &m),
                 None if symlink => match inode.parent_link() {
-                    Some((parent, link_name)) => utimensat(
-                        parent.fd.as_fd(),
-                        link_name.as_os_str(),
-                        &a,
-                        &m,
-                        UtimensatFlags::NoFollowSymlink,
-                    ),
+                    Some((parent, link_name)) => parent
+                        .fd()
+                        .map_err(|e| NixErrno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                        .and_then(|pfd| {
+                            utimensat(
+                                pfd.as_fd(),
+                                link_name.as_os_str(),
+                                &a,
+                                &m,
+                                UtimensatFlags::NoFollowSymlink,
+                            )
+                        }),
                     None => Err(NixErrno::EOPNOTSUPP),
                 },
                 None => utimensat(
@@ -305,12 +321,12 @@ impl Shared {
         if flags & libc::O_ACCMODE == libc::O_RDWR && flags & PER_OPEN_IO_FLAGS == 0 {
             return Ok((open_backing(fd)?, true));
         }
-        let (bfd, writable) = match self.reopen(&inode.fd, OFlag::O_RDWR) {
+        let (bfd, writable) = match self.open_inode(inode, OFlag::O_RDWR) {
             Ok(fd) => (fd, true),
             Err(NixErrno::EROFS | NixErrno::EACCES | NixErrno::EPERM | NixErrno::ETXTBSY)
                 if !writes =>
             {
-                (self.reopen(&inode.fd, OFlag::O_RDONLY)?, false)
+                (self.open_inode(inode, OFlag::O_RDONLY)?, false)
             }
             Err(e) => return Err(e.into()),
         };
@@ -408,7 +424,7 @@ impl Shared {
         let flags = flags & !CREATE_ONLY;
         let fd = tri!(
             reply,
-            self.reopen(&inode.fd, OFlag::from_bits_retain(flags))
+            self.open_inode(inode, OFlag::from_bits_retain(flags))
                 .map_err(errno)
         );
         let opened = self.open_handle(inode, fd, flags, path, &|fd| reply.open_backing(fd));
@@ -432,10 +448,11 @@ impl Shared {
         reply: ReplyCreate,
     ) {
         let oflags = OFlag::from_bits_retain((flags | libc::O_CREAT) & !libc::O_NOCTTY);
+        let pfd = tri!(reply, parent.fd());
         let fd = tri!(
             reply,
             openat(
-                parent.fd.as_fd(),
+                pfd.as_fd(),
                 name,
                 oflags | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(mode & 0o7777),
@@ -633,7 +650,8 @@ impl Shared {
         if inode.kind == FileType::Symlink {
             return reply.error(Errno::NO_XATTR);
         }
-        let path = self.proc_path(inode);
+        let ifd = inode_fd!(reply, inode);
+        let path = self.proc_path(&ifd);
         let cname = tri!(
             reply,
             CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
@@ -655,7 +673,8 @@ impl Shared {
                 reply.data(&[])
             };
         }
-        let path = self.proc_path(inode);
+        let ifd = inode_fd!(reply, inode);
+        let path = self.proc_path(&ifd);
         if size == 0 {
             let n = tri!(reply, listxattr(&path, &mut []));
             return reply.size(u32::try_from(n).unwrap_or(u32::MAX));
@@ -788,7 +807,11 @@ impl Filesystem for PassthroughFs {
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(sh, Method::Readlink, path, reply, (inode), |_inj, reply| {
-            match nix::fcntl::readlinkat(inode.fd.as_fd(), "") {
+            let ifd = match inode.fd() {
+                Ok(fd) => fd,
+                Err(e) => return reply.error(e.into()),
+            };
+            match nix::fcntl::readlinkat(ifd.as_fd(), "") {
                 Ok(target) => reply.data(target.as_bytes()),
                 Err(e) => reply.error(errno(e)),
             }
@@ -818,13 +841,8 @@ impl Filesystem for PassthroughFs {
             |inj, reply| {
                 let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
                 let perm = Mode::from_bits_truncate(mode & 0o7777);
-                if let Err(e) = mknodat(
-                    parent.fd.as_fd(),
-                    &*name,
-                    kind,
-                    perm,
-                    libc::dev_t::from(rdev),
-                ) {
+                let pfd = inode_fd!(reply, parent);
+                if let Err(e) = mknodat(pfd.as_fd(), &*name, kind, perm, libc::dev_t::from(rdev)) {
                     return reply.error(errno(e));
                 }
                 if let Err(e) = sh.chown_child(uid, gid, &parent, &name) {
@@ -855,11 +873,10 @@ impl Filesystem for PassthroughFs {
             reply,
             (parent, name, path),
             |inj, reply| {
-                if let Err(e) = mkdirat(
-                    parent.fd.as_fd(),
-                    &*name,
-                    Mode::from_bits_truncate(mode & 0o7777),
-                ) {
+                let pfd = inode_fd!(reply, parent);
+                if let Err(e) =
+                    mkdirat(pfd.as_fd(), &*name, Mode::from_bits_truncate(mode & 0o7777))
+                {
                     return reply.error(errno(e));
                 }
                 if let Err(e) = sh.chown_child(uid, gid, &parent, &name) {
@@ -881,7 +898,8 @@ impl Filesystem for PassthroughFs {
             reply,
             (parent, name),
             |_inj, reply| {
-                match unlinkat(parent.fd.as_fd(), &*name, UnlinkatFlags::NoRemoveDir) {
+                let pfd = inode_fd!(reply, parent);
+                match unlinkat(pfd.as_fd(), &*name, UnlinkatFlags::NoRemoveDir) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno(e)),
                 }
@@ -900,7 +918,8 @@ impl Filesystem for PassthroughFs {
             reply,
             (parent, name),
             |_inj, reply| {
-                match unlinkat(parent.fd.as_fd(), &*name, UnlinkatFlags::RemoveDir) {
+                let pfd = inode_fd!(reply, parent);
+                match unlinkat(pfd.as_fd(), &*name, UnlinkatFlags::RemoveDir) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(errno(e)),
                 }
@@ -927,7 +946,8 @@ impl Filesystem for PassthroughFs {
             reply,
             (parent, link_name, target, path),
             |inj, reply| {
-                if let Err(e) = symlinkat(&*target, parent.fd.as_fd(), &*link_name) {
+                let pfd = inode_fd!(reply, parent);
+                if let Err(e) = symlinkat(&*target, pfd.as_fd(), &*link_name) {
                     return reply.error(errno(e));
                 }
                 if let Err(e) = sh.chown_child(uid, gid, &parent, &link_name) {
@@ -982,10 +1002,12 @@ impl Filesystem for PassthroughFs {
             reply,
             (inode, newparent, newname, path),
             |inj, reply| {
+                let ifd = inode_fd!(reply, inode);
+                let pfd = inode_fd!(reply, newparent);
                 if let Err(e) = linkat(
-                    inode.fd.as_fd(),
+                    ifd.as_fd(),
                     "",
-                    newparent.fd.as_fd(),
+                    pfd.as_fd(),
                     &*newname,
                     AtFlags::AT_EMPTY_PATH,
                 ) {
@@ -1130,7 +1152,7 @@ impl Filesystem for PassthroughFs {
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(sh, Method::Opendir, path, reply, (inode), |_inj, reply| {
-            match sh.reopen(&inode.fd, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+            match sh.open_inode(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
                 Ok(fd) => {
                     let fh = sh.handles.insert(Handle::Dir(DirHandle {
                         inode: inode.clone(),
@@ -1226,7 +1248,11 @@ impl Filesystem for PassthroughFs {
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(sh, Method::Statfs, path, reply, (inode), |_inj, reply| {
-            match nix::sys::statvfs::fstatvfs(inode.fd.as_fd()) {
+            let ifd = match inode.fd() {
+                Ok(fd) => fd,
+                Err(e) => return reply.error(e.into()),
+            };
+            match nix::sys::statvfs::fstatvfs(ifd.as_fd()) {
                 Ok(st) => reply.statfs(
                     st.blocks(),
                     st.blocks_free(),
@@ -1268,7 +1294,8 @@ impl Filesystem for PassthroughFs {
                 let Ok(cname) = CString::new(name.as_bytes()) else {
                     return reply.error(Errno::EINVAL);
                 };
-                match setxattr(&sh.proc_path(&inode), &cname, &value, flags) {
+                let ifd = inode_fd!(reply, inode);
+                match setxattr(&sh.proc_path(&ifd), &cname, &value, flags) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(e.into()),
                 }
@@ -1321,7 +1348,8 @@ impl Filesystem for PassthroughFs {
                 let Ok(cname) = CString::new(name.as_bytes()) else {
                     return reply.error(Errno::EINVAL);
                 };
-                match removexattr(&sh.proc_path(&inode), &cname) {
+                let ifd = inode_fd!(reply, inode);
+                match removexattr(&sh.proc_path(&ifd), &cname) {
                     Ok(()) => reply.ok(),
                     Err(e) => reply.error(e.into()),
                 }
@@ -1506,13 +1534,9 @@ impl Shared {
         reply: ReplyEmpty,
     ) {
         let flags = nix::fcntl::RenameFlags::from_bits_retain(flags);
-        if let Err(e) = nix::fcntl::renameat2(
-            parent.fd.as_fd(),
-            name,
-            newparent.fd.as_fd(),
-            newname,
-            flags,
-        ) {
+        let from = inode_fd!(reply, parent);
+        let to = inode_fd!(reply, newparent);
+        if let Err(e) = nix::fcntl::renameat2(from.as_fd(), name, to.as_fd(), newname, flags) {
             return reply.error(errno(e));
         }
         // Keep rule paths right: the moved inode (and, for an exchange, the other one).
@@ -1524,8 +1548,8 @@ impl Shared {
     }
 
     fn relink_at(&self, parent: &Arc<Inode>, name: &OsStr) {
-        if let Ok(st) =
-            nix::sys::stat::fstatat(parent.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
+        if let Ok(pfd) = parent.fd()
+            && let Ok(st) = nix::sys::stat::fstatat(pfd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)
             && let Some(inode) = self.find(key_of(&st))
         {
             inode.relink(parent, name);

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Benchmark faultline-injector against native and bindfs, in one run, with the same jobs:
+#   seqread  fio, 1 MiB buffered sequential reads of a cached 1 GiB file      (MB/s)
+#   seqwrite fio, 1 MiB buffered sequential writes                            (MB/s)
+#   randread fio, 4 KiB random reads of a cached 256 MiB file                 (IOPS)
+#   create / stat / unlink  bench/metaops.c, a single-threaded metadata loop  (ops/s)
+# and, through faultline with a read/write rule active on the file (every request through
+# the daemon, evaluated, never injected: percent 0), 4 KiB random reads and 1 MiB
+# sequential reads and writes.
+#
+# Usage: sudo bench/run.sh            (root: it mounts FUSE filesystems)
+# Env:   BENCH_DIR (default /var/tmp/faultline-bench), RUNTIME seconds per fio job (5),
+#        REPEAT runs per job, median kept (3), INJECTOR (default target/release/faultline-injector),
+#        META_FILES (20000), META_ROUNDS (10).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+BENCH_DIR=${BENCH_DIR:-/var/tmp/faultline-bench}
+RUNTIME=${RUNTIME:-5}
+REPEAT=${REPEAT:-3}
+INJECTOR=${INJECTOR:-$repo/target/release/faultline-injector}
+META_FILES=${META_FILES:-20000}
+META_ROUNDS=${META_ROUNDS:-10}
+
+for tool in fio bindfs gcc python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install fio bindfs gcc python3)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
+[ -x "$INJECTOR" ] || { echo "build first: cargo build --release -p faultline-injector" >&2; exit 1; }
+
+pids=()
+mounts=()
+cleanup() {
+  for m in "${mounts[@]}"; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$BENCH_DIR"
+}
+trap cleanup EXIT
+
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"/{native,faultline,bindfs-src,bindfs,rule}
+gcc -O2 -o "$BENCH_DIR/metaops" "$here/metaops.c"
+
+# Data files exist before the mounts (in the originals), so every setup reads the same bytes.
+for d in native faultline bindfs-src rule; do
+  head -c 1G /dev/urandom >"$BENCH_DIR/$d/seq.dat"
+  head -c 256M /dev/urandom >"$BENCH_DIR/$d/rand.dat"
+done
+sync
+
+start_injector() { # DIR [RULES]
+  local dir=$1 rules=${2:-} log=$BENCH_DIR/injector-$(basename "$1").log
+  if [ -n "$rules" ]; then
+    "$INJECTOR" mount --path "$dir" --rules "$rules" >"$log" 2>"$log.err" &
+  else
+    "$INJECTOR" mount --path "$dir" >"$log" 2>"$log.err" &
+  fi
+  pids+=($!)
+  for _ in $(seq 100); do grep -q '"ready":true' "$log" 2>/dev/null && return 0; sleep 0.1; done
+  echo "injector did not get ready: $(cat "$log.err")" >&2
+  exit 1
+}
+
+start_injector "$BENCH_DIR/faultline"
+bindfs --multithreaded "$BENCH_DIR/bindfs-src" "$BENCH_DIR/bindfs"
+mounts+=("$BENCH_DIR/bindfs")
+rule='[{"type":"fault","path":"'"$BENCH_DIR"'/rule/*.dat","methods":["read","write"],"percent":0,"faults":[{"errno":5}]}]'
+start_injector "$BENCH_DIR/rule" "$rule"
+
+# fio JOB DIR -> prints MB/s (bw jobs) or IOPS (randread); median of $REPEAT runs.
+fio_job() {
+  local job=$1 dir=$2 args
+  case $job in
+    seqread)  args=(--rw=read --bs=1M --filename="$dir/seq.dat" --size=1G) ;;
+    seqwrite) args=(--rw=write --bs=1M --filename="$dir/w.dat" --size=1G) ;;
+    randread) args=(--rw=randread --bs=4k --filename="$dir/rand.dat" --size=256M) ;;
+  esac
+  local common=(--name="$job" --ioengine=psync --invalidate=0 --time_based --output-format=json)
+  # Warm the page cache (and lay out the write file).
+  fio "${common[@]}" "${args[@]}" --runtime=1 >/dev/null
+  for _ in $(seq "$REPEAT"); do
+    fio "${common[@]}" "${args[@]}" --runtime="$RUNTIME"
+  done | python3 -c '
+import json, sys, statistics
+dec = json.JSONDecoder(); text = sys.stdin.read(); vals = []; i = 0
+while i < len(text):
+    if text[i] != "{": i += 1; continue
+    obj, i = dec.raw_decode(text, i)
+    j = obj["jobs"][0]
+    if sys.argv[1] == "randread": vals.append(j["read"]["iops"])
+    elif sys.argv[1] == "seqread": vals.append(j["read"]["bw_bytes"] / 1e6)
+    else: vals.append(j["write"]["bw_bytes"] / 1e6)
+print(round(statistics.median(vals)))
+' "$job"
+  rm -f "$dir/w.dat"
+}
+
+# metaops DIR -> "create stat unlink" ops/s, median of $REPEAT runs each.
+meta_job() {
+  local dir=$1
+  for _ in $(seq "$REPEAT"); do "$BENCH_DIR/metaops" "$dir" "$META_FILES" "$META_ROUNDS"; done |
+    python3 -c '
+import sys, statistics, collections
+v = collections.defaultdict(list)
+for line in sys.stdin:
+    k, n = line.split(); v[k].append(float(n))
+print(" ".join(str(round(statistics.median(v[k]))) for k in ("create", "stat", "unlink")))
+'
+}
+
+declare -A R
+for setup in native faultline bindfs; do
+  for job in seqread seqwrite randread; do
+    R[$setup.$job]=$(fio_job "$job" "$BENCH_DIR/$setup")
+  done
+  read -r R[$setup.create] R[$setup.stat] R[$setup.unlink] < <(meta_job "$BENCH_DIR/$setup")
+done
+for job in seqread seqwrite randread; do
+  R[rule.$job]=$(fio_job "$job" "$BENCH_DIR/rule")
+done
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+unit() { case $1 in seqread|seqwrite) echo "MB/s" ;; randread) echo "IOPS" ;; *) echo "ops/s" ;; esac; }
+
+echo
+echo "$(uname -r), $(nproc) CPUs, fio $(fio --version | tr -d 'fio-'), bindfs $(bindfs --version 2>&1 | head -1 | awk '{print $2}'), runtime ${RUNTIME}s x${REPEAT} (median)"
+echo
+echo "| job | unit | native | faultline (no rules) | bindfs -o multithreaded | faultline / native | bindfs / native | faultline / bindfs |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|"
+for job in seqread seqwrite randread create stat unlink; do
+  n=${R[native.$job]} f=${R[faultline.$job]} b=${R[bindfs.$job]}
+  echo "| $job | $(unit $job) | $n | $f | $b | $(ratio "$f" "$n") | $(ratio "$b" "$n") | $(ratio "$f" "$b") |"
+done
+echo
+echo "With a read/write rule active on the file (every request through the daemon):"
+echo
+echo "| job | unit | faultline with rule | faultline with rule / native |"
+echo "|---|---|---:|---:|"
+for job in seqread seqwrite randread; do
+  echo "| $job | $(unit $job) | ${R[rule.$job]} | $(ratio "${R[rule.$job]}" "${R[native.$job]}") |"
+done
