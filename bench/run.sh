@@ -5,7 +5,7 @@
 #   randread fio, 4 KiB random reads of a cached 256 MiB file                 (IOPS)
 #   create / stat / unlink  bench/metaops.c, a single-threaded metadata loop  (ops/s)
 # and, through faultline with a read/write rule active on the file (every request through
-# the daemon, evaluated, never injected: percent 0), 4 KiB random reads and 1 MiB
+# the daemon and evaluated; a 0 ms latency injects nothing), 4 KiB random reads and 1 MiB
 # sequential reads and writes.
 #
 # Usage: sudo bench/run.sh            (root: it mounts FUSE filesystems)
@@ -65,7 +65,7 @@ start_injector() { # DIR [RULES]
 start_injector "$BENCH_DIR/faultline"
 bindfs --multithreaded "$BENCH_DIR/bindfs-src" "$BENCH_DIR/bindfs"
 mounts+=("$BENCH_DIR/bindfs")
-rule='[{"type":"fault","path":"'"$BENCH_DIR"'/rule/*.dat","methods":["read","write"],"percent":0,"faults":[{"errno":5}]}]'
+rule='[{"type":"latency","path":"'"$BENCH_DIR"'/rule/*.dat","methods":["read","write"],"latency":"0ms"}]'
 start_injector "$BENCH_DIR/rule" "$rule"
 
 # fio JOB DIR -> prints MB/s (bw jobs) or IOPS (randread); median of $REPEAT runs.

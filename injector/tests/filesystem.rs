@@ -485,6 +485,46 @@ fn files_are_created_as_the_caller_and_permissions_are_enforced() {
 }
 
 #[test]
+fn writes_by_unprivileged_callers_clear_set_id_bits() {
+    if !root_or_skip("kill_setid") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        for name in ["by-user", "truncated-by-user", "by-root"] {
+            fs::write(p.join(name), b"#!/bin/sh\n").expect("write");
+            fs::set_permissions(p.join(name), fs::Permissions::from_mode(0o6777)).expect("chmod");
+        }
+    });
+    let as_user = |script: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&fx.path)
+            .uid(1000)
+            .gid(1000)
+            .status()
+            .expect("sh");
+        assert!(ok.success(), "{script}");
+    };
+    as_user("echo more >> by-user");
+    as_user("truncate -s 1 truncated-by-user");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(fx.at("by-root"))
+        .expect("open")
+        .write_all(b"root")
+        .expect("root write");
+    let mode = |n: &str| fs::metadata(fx.orig(n)).expect("stat").mode() & 0o7777;
+    assert_eq!(mode("by-user"), 0o777);
+    assert_eq!(mode("truncated-by-user"), 0o777);
+    assert_eq!(mode("by-root"), 0o6777, "root (CAP_FSETID) keeps them");
+    assert_eq!(
+        fs::read(fx.orig("by-user")).expect("read"),
+        b"#!/bin/sh\nmore\n"
+    );
+}
+
+#[test]
 fn statfs_and_copy_file_range() {
     if !root_or_skip("statfs") {
         return;

@@ -116,6 +116,28 @@ fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
     }
 }
 
+/// Set-user-ID, or set-group-ID with group execute: bits a write by an unprivileged
+/// caller must clear.
+fn setid_bits(mode: u32) -> u32 {
+    let mut bits = mode & libc::S_ISUID;
+    if mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
+        bits |= libc::S_ISGID;
+    }
+    bits
+}
+
+fn has_setid(fd: &OwnedFd) -> bool {
+    fstat(fd.as_fd()).is_ok_and(|st| setid_bits(st.st_mode) != 0)
+}
+
+/// Write-only opens of regular files are opened read-write underneath (the kernel still
+/// enforces the caller's mode on its own file): the descriptor can then serve as the
+/// passthrough backing file shared by later opens, saving an open per create.
+fn upgraded(flags: i32, regular: bool) -> Option<i32> {
+    (regular && flags & libc::O_ACCMODE == libc::O_WRONLY && flags & PER_OPEN_IO_FLAGS == 0)
+        .then_some((flags & !libc::O_ACCMODE) | libc::O_RDWR)
+}
+
 /// A file opened for the kernel.
 struct Opened {
     fh: u64,
@@ -145,6 +167,23 @@ impl Shared {
         p.extend_from_slice(name.as_bytes());
         // Digits only: no interior NUL.
         CString::new(p).unwrap_or_default()
+    }
+
+    /// Clear set-ID bits after a write or truncate by `caller` (root keeps them, as
+    /// CAP_FSETID would). `fd` must be a real (not `O_PATH`) descriptor.
+    fn kill_setid(&self, caller: u32, fd: &impl AsFd) -> nix::Result<()> {
+        if caller == 0 {
+            return Ok(());
+        }
+        let st = fstat(fd.as_fd())?;
+        let bits = setid_bits(st.st_mode);
+        if bits == 0 {
+            return Ok(());
+        }
+        fchmod(
+            fd.as_fd(),
+            Mode::from_bits_truncate((st.st_mode & 0o7777) & !bits),
+        )
     }
 
     /// Who should own a file the kernel asked us (root) to create for `req`: `None` when
@@ -219,6 +258,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     fn do_setattr(
         &self,
+        caller: u32,
         inode: &Inode,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -270,11 +310,15 @@ impl Shared {
             let len = tri!(reply, i64::try_from(size).map_err(|_| Errno::EFBIG));
             let r = match open_fd {
                 Some(fd) => ftruncate(fd.as_fd(), len),
-                None => self
-                    .open_inode(inode, OFlag::O_WRONLY)
-                    .and_then(|fd| ftruncate(fd.as_fd(), len)),
+                None => self.open_inode(inode, OFlag::O_WRONLY).and_then(|fd| {
+                    ftruncate(fd.as_fd(), len)?;
+                    self.kill_setid(caller, &fd)
+                }),
             };
             tri!(reply, r.map_err(errno));
+            if let Some(fd) = open_fd {
+                tri!(reply, self.kill_setid(caller, fd).map_err(errno));
+            }
         }
         if atime.is_some() || mtime.is_some() {
             let (a, m) = (time_spec(atime), time_spec(mtime));
@@ -341,13 +385,16 @@ impl Shared {
         fd: OwnedFd,
         flags: i32,
         path: Option<&Path>,
+        no_passthrough: bool,
         open_backing: &dyn Fn(&OwnedFd) -> io::Result<BackingId>,
     ) -> Result<Opened, Errno> {
         let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let faults_on_data =
             path.is_some_and(|p| self.rules.may_match(p, MethodSet::DATA_TRANSFER));
-        let want_passthrough =
-            !faults_on_data && inode.kind == FileType::RegularFile && self.passthrough_enabled();
+        let want_passthrough = !faults_on_data
+            && !no_passthrough
+            && inode.kind == FileType::RegularFile
+            && self.passthrough_enabled();
         let mut io = inode.io.lock();
         let daemon_mode = if faults_on_data {
             IoMode::Direct
@@ -415,19 +462,34 @@ impl Shared {
 
     fn do_open(
         &self,
+        caller: u32,
         inode: &Arc<Inode>,
         flags: i32,
         path: Option<&Path>,
         _inj: &Injection,
         reply: ReplyOpen,
     ) {
-        let flags = flags & !CREATE_ONLY;
-        let fd = tri!(
-            reply,
-            self.open_inode(inode, OFlag::from_bits_retain(flags))
-                .map_err(errno)
-        );
-        let opened = self.open_handle(inode, fd, flags, path, &|fd| reply.open_backing(fd));
+        let mut flags = flags & !CREATE_ONLY;
+        let regular = inode.kind == FileType::RegularFile;
+        let fd = match upgraded(flags, regular) {
+            Some(rw) => match self.open_inode(inode, OFlag::from_bits_retain(rw)) {
+                Ok(fd) => {
+                    flags = rw;
+                    Ok(fd)
+                }
+                Err(_) => self.open_inode(inode, OFlag::from_bits_retain(flags)),
+            },
+            None => self.open_inode(inode, OFlag::from_bits_retain(flags)),
+        };
+        let fd = tri!(reply, fd.map_err(errno));
+        // Writes by an unprivileged caller must clear set-ID bits; kernel passthrough would
+        // write as us (privileged), so such files go through the daemon, which clears them.
+        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let setid = writes && caller != 0 && has_setid(&fd);
+        if setid && flags & libc::O_TRUNC != 0 {
+            tri!(reply, self.kill_setid(caller, &fd).map_err(errno));
+        }
+        let opened = self.open_handle(inode, fd, flags, path, setid, &|fd| reply.open_backing(fd));
         let o = tri!(reply, opened);
         match &o.backing {
             Some(b) => reply.opened_passthrough(FileHandle(o.fh), o.flags, b),
@@ -447,18 +509,28 @@ impl Shared {
         inj: &Injection,
         reply: ReplyCreate,
     ) {
-        let oflags = OFlag::from_bits_retain((flags | libc::O_CREAT) & !libc::O_NOCTTY);
         let pfd = tri!(reply, parent.fd());
-        let fd = tri!(
-            reply,
+        let create = |flags: i32| {
             openat(
                 pfd.as_fd(),
                 name,
-                oflags | OFlag::O_CLOEXEC,
+                OFlag::from_bits_retain((flags | libc::O_CREAT) & !libc::O_NOCTTY)
+                    | OFlag::O_CLOEXEC,
                 Mode::from_bits_truncate(mode & 0o7777),
             )
-            .map_err(errno)
-        );
+        };
+        let mut flags = flags;
+        let fd = match upgraded(flags, true) {
+            Some(rw) => match create(rw) {
+                Ok(fd) => {
+                    flags = rw;
+                    Ok(fd)
+                }
+                Err(_) => create(flags),
+            },
+            None => create(flags),
+        };
+        let fd = tri!(reply, fd.map_err(errno));
         if let Some((uid, gid)) = self.owner_for(uid, gid, parent) {
             tri!(
                 reply,
@@ -481,7 +553,7 @@ impl Shared {
         if let Some(o) = &inj.attr {
             apply_override(o, &mut attr, true);
         }
-        let opened = self.open_handle(&inode, fd, flags & !CREATE_ONLY, path, &|fd| {
+        let opened = self.open_handle(&inode, fd, flags & !CREATE_ONLY, path, false, &|fd| {
             reply.open_backing(fd)
         });
         let o = match opened {
@@ -542,11 +614,23 @@ impl Shared {
         reply.written(u32::try_from(done).unwrap_or(u32::MAX));
     }
 
-    fn do_write(&self, fh: u64, offset: u64, data: &[u8], inj: &Injection, reply: ReplyWrite) {
+    fn do_write(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        kill_setid: bool,
+        inj: &Injection,
+        reply: ReplyWrite,
+    ) {
         let h = tri!(reply, self.file(fh));
         let Handle::File(f) = &*h else {
             return reply.error(Errno::EBADF);
         };
+        if kill_setid {
+            // The kernel says the writer may not keep set-ID bits (killpriv_v2).
+            tri!(reply, self.kill_setid(u32::MAX, &f.fd).map_err(errno));
+        }
         let offset = tri!(reply, i64::try_from(offset).map_err(|_| Errno::EINVAL));
         let misaligned = f.o_direct && !(data.as_ptr() as usize).is_multiple_of(AlignedBuf::ALIGN);
         if inj.mistake.is_none() && !misaligned {
@@ -699,6 +783,9 @@ impl Filesystem for PassthroughFs {
             F::FUSE_AUTO_INVAL_DATA,
             F::FUSE_DIRECT_IO_ALLOW_MMAP,
             F::FUSE_MAX_PAGES,
+            // We clear set-ID bits ourselves (see `kill_setid`); in exchange the kernel
+            // stops asking GETXATTR(security.capability) before every write.
+            F::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if let Err(missing) = config.add_capabilities(flag) {
                 tracing::debug!(?missing, "kernel lacks a FUSE capability");
@@ -758,7 +845,7 @@ impl Filesystem for PassthroughFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -778,6 +865,7 @@ impl Filesystem for PassthroughFs {
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         let fh = fh.map(|f| f.0);
+        let caller = req.uid();
         run!(
             sh,
             Method::Setattr,
@@ -786,6 +874,7 @@ impl Filesystem for PassthroughFs {
             (inode, path, mode, uid, gid, size, atime, mtime, fh),
             |inj, reply| {
                 sh.do_setattr(
+                    caller,
                     &inode,
                     mode,
                     uid,
@@ -1018,18 +1107,19 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         let flags = flags.0;
+        let caller = req.uid();
         run!(
             sh,
             Method::Open,
             path,
             reply,
             (inode, path),
-            |inj, reply| sh.do_open(&inode, flags, path.as_deref(), &inj, reply)
+            |inj, reply| sh.do_open(caller, &inode, flags, path.as_deref(), &inj, reply)
         );
     }
 
@@ -1059,7 +1149,7 @@ impl Filesystem for PassthroughFs {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
@@ -1067,8 +1157,9 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         run!(sh, Method::Write, path, reply, (data), |inj, reply| {
-            sh.do_write(fh, offset, &data, &inj, reply)
+            sh.do_write(fh, offset, &data, kill, &inj, reply)
         });
     }
 
