@@ -1,0 +1,173 @@
+//! Real programs through the mount must find nothing wrong: fio's checksummed verify, tar
+//! extraction compared byte for byte with a native extraction, SQLite's integrity check
+//! (WAL mode: shared mmap of the -shm file), git's object store through commit, gc and fsck.
+//! A missing tool skips its test with a message.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Fixture, root_or_skip};
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn fio_verify_crc32c() {
+    if !root_or_skip("fio_verify") || !have("fio") {
+        return;
+    }
+    let fx = Fixture::mount();
+    for (rw, bs) in [("randwrite", "4k"), ("write", "1M")] {
+        let out = run(Command::new("fio")
+            .arg(format!("--name=verify-{rw}"))
+            .arg(format!(
+                "--filename={}",
+                fx.at(&format!("{rw}.dat")).display()
+            ))
+            .args([
+                "--size=64M",
+                "--ioengine=psync",
+                "--verify=crc32c",
+                "--do_verify=1",
+            ])
+            .arg(format!("--rw={rw}"))
+            .arg(format!("--bs={bs}")));
+        assert!(!out.contains("verify:") || out.contains("err= 0"), "{out}");
+    }
+}
+
+#[test]
+fn tar_extract_matches_a_native_extraction() {
+    if !root_or_skip("tar_extract") || !have("tar") || !have("diff") {
+        return;
+    }
+    let source = ["/usr/include", "/usr/share/doc"]
+        .into_iter()
+        .find(|p| Path::new(p).is_dir());
+    let Some(source) = source else {
+        eprintln!("skipping: no source tree to archive");
+        return;
+    };
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let tarball = scratch.path().join("tree.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(Path::new(source).parent().expect("parent"))
+        .arg(Path::new(source).file_name().expect("name")));
+    let native = scratch.path().join("native");
+    std::fs::create_dir(&native).expect("mkdir");
+    run(Command::new("tar")
+        .arg("-xpf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&native));
+    let fx = Fixture::mount();
+    run(Command::new("tar")
+        .arg("-xpf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&fx.path));
+    run(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&native)
+        .arg(&fx.path));
+    // And what landed in the original is the same too.
+    run(Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&native)
+        .arg(fx.orig("")));
+}
+
+#[test]
+fn sqlite_integrity_check_after_a_workload() {
+    if !root_or_skip("sqlite") || !have("sqlite3") {
+        return;
+    }
+    let fx = Fixture::mount();
+    let db = fx.at("test.db");
+    let script = "\
+        PRAGMA journal_mode=WAL;\n\
+        CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n REAL);\n\
+        CREATE INDEX t_v ON t(v);\n\
+        WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 20000)\n\
+          INSERT INTO t(v, n) SELECT hex(randomblob(16)), random() FROM c;\n\
+        UPDATE t SET v = lower(v) WHERE id % 3 = 0;\n\
+        DELETE FROM t WHERE id % 7 = 0;\n\
+        PRAGMA wal_checkpoint(TRUNCATE);\n\
+        VACUUM;\n\
+        PRAGMA integrity_check;\n\
+        SELECT count(*) FROM t;";
+    let out = run(Command::new("sqlite3").arg(&db).arg(script));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.contains(&"ok"), "{out}");
+    assert!(lines.contains(&"17143"), "{out}");
+    // The original database (copied out from under the mount) is sound on its own.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let copy = scratch.path().join("copy.db");
+    std::fs::copy(fx.orig("test.db"), &copy).expect("copy");
+    let out = run(Command::new("sqlite3")
+        .arg(&copy)
+        .arg("PRAGMA integrity_check;"));
+    assert_eq!(out.trim(), "ok");
+}
+
+#[test]
+fn git_commit_gc_fsck() {
+    if !root_or_skip("git") || !have("git") {
+        return;
+    }
+    let fx = Fixture::mount();
+    let git = |args: &[&str]| {
+        run(Command::new("git")
+            .args([
+                "-c",
+                "user.name=faultline",
+                "-c",
+                "user.email=f@example.invalid",
+            ])
+            .args(["-c", "init.defaultBranch=main", "-c", "gc.auto=0"])
+            .args(args)
+            .current_dir(&fx.path))
+    };
+    git(&["init", "-q"]);
+    for round in 0..5 {
+        for i in 0..50 {
+            std::fs::write(
+                fx.at(&format!("file-{i}.txt")),
+                format!("round {round} file {i}\n").repeat(100),
+            )
+            .expect("write");
+        }
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "-m", &format!("round {round}")]);
+    }
+    git(&["gc", "-q", "--aggressive", "--prune=now"]);
+    git(&["fsck", "--full", "--strict"]);
+    assert_eq!(git(&["rev-list", "--count", "HEAD"]).trim(), "5");
+}
