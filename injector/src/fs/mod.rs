@@ -8,10 +8,17 @@
 //! Files already open in passthrough cannot be taken back by the kernel:
 //! [`FsHandle::bypassing_open_files`] names them.
 
+#[macro_use]
+mod macros;
 mod attr;
+mod data;
+mod dir;
 mod handle;
 mod inode;
 pub mod io_mode;
+mod meta;
+mod names;
+mod open;
 mod ops;
 
 use std::ffi::OsStr;
