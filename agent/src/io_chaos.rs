@@ -33,6 +33,9 @@ struct IoExperiment {
     key: MountKey,
     record: Mutex<Record>,
     injector: InjectorProcess,
+    /// Serializes journal writes of this experiment; `true` once it is recovered, after which
+    /// nothing may write its record again.
+    journal_state: tokio::sync::Mutex<bool>,
 }
 
 /// The public view of one experiment.
@@ -255,6 +258,7 @@ impl IoChaos {
             key: key.clone(),
             record: Mutex::new(record),
             injector,
+            journal_state: tokio::sync::Mutex::new(false),
         });
         self.active
             .lock()
@@ -289,8 +293,8 @@ impl IoChaos {
         if let Some(duration) = duration {
             record.deadline_ms = Some(now_ms() + duration.as_millis() as u64);
         }
-        // Journal first: after a crash the record must cover what may be in force.
-        self.journal.write(&record)?;
+        // The record on disk already covers the mount, which is all recovery undoes; the new
+        // rules are written after they are in force, off the caller's path.
         experiment.injector.update(&actions_text).await?;
         let applied = Applied::Updated {
             id: record.id.clone(),
@@ -302,7 +306,25 @@ impl IoChaos {
             self.recover_after(&record.id, duration);
         }
         *experiment.record.lock().map_err(|_| poisoned())? = record;
+        self.journal_in_background(Arc::clone(experiment));
         Ok(applied)
+    }
+
+    /// Writes the experiment's current record, unless it has been recovered meanwhile.
+    fn journal_in_background(&self, experiment: Arc<IoExperiment>) {
+        let journal = self.journal.clone();
+        tokio::spawn(async move {
+            let recovered = experiment.journal_state.lock().await;
+            if *recovered {
+                return;
+            }
+            let Ok(record) = experiment.record.lock().map(|r| r.clone()) else {
+                return;
+            };
+            if let Err(err) = journal.write(&record) {
+                tracing::error!(id = %record.id, %err, "could not journal the updated rules");
+            }
+        });
     }
 
     /// Recovers one experiment by id.
@@ -352,7 +374,10 @@ impl IoChaos {
             )
             .await?;
         }
+        let mut recovered = experiment.journal_state.lock().await;
+        *recovered = true;
         self.journal.remove(&record.id)?;
+        drop(recovered);
         self.metrics.recovered("io");
         tracing::info!(id = %record.id, "IO fault recovered");
         Ok(())
@@ -392,6 +417,8 @@ impl IoChaos {
             .await
             {
                 Ok(()) => {
+                    let mut recovered = experiment.journal_state.lock().await;
+                    *recovered = true;
                     let _ = this.journal.remove(&record.id);
                 }
                 Err(err) => {
@@ -477,7 +504,10 @@ impl IoChaos {
         for record in records {
             let Fault::Io {
                 volume, injector, ..
-            } = &record.fault;
+            } = &record.fault
+            else {
+                continue; // another kind's module recovers it
+            };
             if let Some(injector) = injector.filter(ProcessIdentity::is_alive) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(injector.pid as i32),

@@ -70,14 +70,35 @@ pub async fn serve(
             Ok(())
         });
     }
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(err)) = result {
-            shutdown.cancel();
-            return Err(err);
+    // Until shutdown, a failing listener stops everything; after it, connections get a grace
+    // period to finish their calls, then are dropped (an idle client must not hold up the
+    // recovery that follows a stop).
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => match joined {
+                None => return Ok(()),
+                Some(Ok(Err(err))) => {
+                    shutdown.cancel();
+                    return Err(err);
+                }
+                Some(_) => {}
+            },
+            () = shutdown.cancelled() => break,
         }
+    }
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(grace = ?SHUTDOWN_GRACE, "closing connections still open after the grace period");
+        tasks.abort_all();
     }
     Ok(())
 }
+
+/// How long open connections may take to finish once the agent is asked to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Accepted TLS connections; handshakes run concurrently so a slow or hostile client cannot hold
 /// up others, and failed ones are logged and counted.
