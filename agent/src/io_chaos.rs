@@ -492,6 +492,8 @@ impl IoChaos {
     /// After a restart: undoes every IO fault the journal holds (records of other kinds are left
     /// to their own modules) (a crashed agent's injectors
     /// died with it, leaving mounts behind). Returns what was done, per record.
+    // Irrefutable while IO is the only kind of fault the journal holds.
+    #[allow(irrefutable_let_patterns)]
     pub async fn recover_journal(&self) -> Vec<(String, Result<(), AgentError>)> {
         let (records, broken) = match self.journal.list() {
             Ok(listing) => listing,
