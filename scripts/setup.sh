@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   containerd runc containernetworking-plugins busybox-static   # the real container runtime
-  iptables ipset iproute2                                      # network faults
+  iptables ipset iproute2 strace                               # network faults (strace: golden tc bytes)
   fuse3                                                        # /dev/fuse, fusermount3
   protobuf-compiler                                            # gRPC code generation (build.rs)
   bindfs fio sqlite3 git                                       # benchmarks and real-tool checks

@@ -4,6 +4,7 @@ use crate::container_fs::PathError;
 use crate::container_runtime::RuntimeError;
 use crate::injector_process::InjectorError;
 use crate::journal::JournalError;
+use crate::network::NetworkError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -23,6 +24,8 @@ pub enum AgentError {
     Injector(#[from] InjectorError),
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Network(#[from] NetworkError),
     #[error("{0} is not implemented by this agent yet")]
     Unimplemented(&'static str),
 }
@@ -43,6 +46,7 @@ impl AgentError {
             AgentError::Injector(InjectorError::Refused { .. }) => Code::FailedPrecondition,
             AgentError::Injector(InjectorError::ExitedEarly { .. }) => Code::FailedPrecondition,
             AgentError::Injector(_) | AgentError::Journal(_) => Code::Internal,
+            AgentError::Network(err) => err.code(),
             AgentError::Unimplemented(_) => Code::Unimplemented,
         }
     }
@@ -59,6 +63,7 @@ impl AgentError {
             AgentError::UnknownExperiment(_) => "unknown_experiment",
             AgentError::Injector(_) => "injector",
             AgentError::Journal(_) => "journal",
+            AgentError::Network(err) => err.reason(),
             AgentError::Unimplemented(_) => "unimplemented",
         }
     }

@@ -73,12 +73,15 @@ pub enum Fault {
         /// The injector serving the mount, if it was started.
         injector: Option<ProcessIdentity>,
     },
+    /// Network faults of one pod (its sandbox's network namespace).
+    Network(Box<crate::network::NetworkRecord>),
 }
 
 impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Io { .. } => "io",
+            Fault::Network(_) => "network",
         }
     }
 }

@@ -12,4 +12,5 @@ pub mod injector_process;
 pub mod io_chaos;
 pub mod journal;
 pub mod metrics;
+pub mod network;
 pub mod tls;

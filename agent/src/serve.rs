@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// The injector binary (default: faultline-injector beside this binary).
     #[arg(long)]
     injector_bin: Option<PathBuf>,
+    /// Where netem runs: auto (the kernel's netem qdisc; the userspace NFQUEUE path when the
+    /// kernel refuses it), kernel, or userspace.
+    #[arg(long, default_value = "auto")]
+    netem_path: agent::network::NetemPath,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -93,12 +97,24 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     let io = IoChaos::new(
         IoChaosConfig { injector_binary },
         resolver.clone(),
-        journal,
+        journal.clone(),
         Arc::clone(&metrics),
     );
     for (id, outcome) in io.recover_journal().await {
         if let Err(err) = outcome {
             tracing::error!(%id, %err, "journal recovery left this experiment in place");
+        }
+    }
+    let network = agent::network::NetworkChaos::new(
+        resolver.clone(),
+        journal.clone(),
+        Arc::clone(&metrics),
+        Arc::new(agent::network::runner::NamespaceRunner),
+        args.netem_path,
+    );
+    for (id, outcome) in network.recover_journal().await {
+        if let Err(err) = outcome {
+            tracing::error!(%id, %err, "journal recovery left this network fault in place");
         }
     }
 
@@ -138,7 +154,9 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         on_signal.cancel();
     });
     let chaos = ChaosDaemonService::new(resolver.clone(), Arc::clone(&io));
+    let chaos = chaos.with_network(Arc::clone(&network));
     let agent = AgentService::new(resolver, Arc::clone(&io));
+    let agent = agent.with_network(Arc::clone(&network));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
 
@@ -146,6 +164,11 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     for id in io.ids() {
         if let Err(err) = io.recover(&id).await {
             tracing::error!(%id, %err, "recovery at shutdown failed; the journal keeps the record");
+        }
+    }
+    for id in network.ids() {
+        if let Err(err) = network.recover(&id).await {
+            tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
         }
     }
     if let Some(path) = &args.unix_socket {

@@ -26,7 +26,7 @@ pub const fn align(len: usize) -> usize {
 pub enum NetlinkError {
     #[error("truncated netlink message: {0}")]
     Truncated(&'static str),
-    #[error("the kernel answered {errno}: {message}")]
+    #[error("the kernel answered {}{}{message}", errno.desc(), if message.is_empty() { "" } else { ": " })]
     Kernel {
         errno: nix::errno::Errno,
         /// The extended ack message, when the kernel gave one.

@@ -375,6 +375,21 @@ pub fn add_qdisc(placement: Placement, qdisc: &Qdisc, psched: &Psched) -> Messag
     b
 }
 
+/// A qdisc of any kind with options as the kernel dumped them: how a qdisc that was there
+/// before is put back.
+pub fn add_raw_qdisc(placement: Placement, kind: &str, options: &[u8]) -> MessageBuilder {
+    let mut b = MessageBuilder::new(
+        RTM_NEWQDISC,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
+    );
+    b.header(&placement.tcmsg());
+    b.attr_str(TCA_KIND, kind);
+    if !options.is_empty() {
+        b.attr(TCA_OPTIONS, options);
+    }
+    b
+}
+
 /// `tc qdisc del dev DEV PLACEMENT`: RTM_DELQDISC.
 pub fn delete_qdisc(placement: Placement) -> MessageBuilder {
     let mut b = MessageBuilder::new(RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK);

@@ -11,10 +11,15 @@ pub mod pb {
     tonic::include_proto!("pb");
 }
 
-/// faultline's own agent API.
-pub mod agent {
-    pub mod v1 {
-        #![allow(clippy::all)]
-        tonic::include_proto!("faultline.agent.v1");
+/// faultline's own agent API (nested as its package is, so its references to `pb` messages
+/// resolve).
+pub mod faultline {
+    pub mod agent {
+        pub mod v1 {
+            #![allow(clippy::all)]
+            tonic::include_proto!("faultline.agent.v1");
+        }
     }
 }
+
+pub use faultline::agent;

@@ -12,6 +12,9 @@ use faultline_proto::agent::v1::agent_client::AgentClient;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+#[path = "faultline/network.rs"]
+mod network;
+
 #[derive(Parser)]
 #[command(
     name = "faultline",
@@ -68,6 +71,9 @@ enum Command {
 enum Attack {
     /// IO faults on a container's volume.
     Io(Box<IoAttack>),
+    /// Network faults on a pod's traffic: delay, loss, duplicate, corrupt, reorder, bandwidth,
+    /// partition.
+    Network(Box<network::NetworkAttack>),
 }
 
 #[derive(Args)]
@@ -242,6 +248,24 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("{}", response.id);
                 eprintln!("{}", response.plan);
+            }
+        }
+        Command::Attack {
+            kind: Attack::Network(attack),
+        } => {
+            let request = attack.request()?;
+            let dry_run = request.dry_run;
+            let response = client
+                .start_network_experiment(request)
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if dry_run {
+                println!("dry run: {}", response.plan);
+            } else if response.id.is_empty() {
+                println!("{}", response.plan);
+            } else {
+                println!("{}\n{}\n{}", response.id, response.plan, response.status);
             }
         }
         Command::List => {

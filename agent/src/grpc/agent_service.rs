@@ -16,11 +16,26 @@ use crate::journal::Fault;
 pub struct AgentService {
     resolver: Resolver,
     io: Arc<IoChaos>,
+    network: Option<Arc<crate::network::NetworkChaos>>,
 }
 
 impl AgentService {
     pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
-        Self { resolver, io }
+        Self {
+            resolver,
+            io,
+            network: None,
+        }
+    }
+
+    /// Serves network experiments (and includes them in listing and recovery).
+    pub fn with_network(mut self, network: Arc<crate::network::NetworkChaos>) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    fn network_ids(&self) -> Vec<String> {
+        self.network.as_ref().map(|n| n.ids()).unwrap_or_default()
     }
 }
 
@@ -89,7 +104,7 @@ impl Agent for AgentService {
         &self,
         _: Request<api::ListExperimentsRequest>,
     ) -> Result<Response<api::ListExperimentsResponse>, Status> {
-        let experiments = self
+        let mut experiments: Vec<api::Experiment> = self
             .io
             .list()
             .await
@@ -100,6 +115,7 @@ impl Agent for AgentService {
                     Fault::Io {
                         actions, volume, ..
                     } => (actions.clone(), volume.clone()),
+                    Fault::Network(_) => Default::default(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -114,6 +130,10 @@ impl Agent for AgentService {
                 }
             })
             .collect();
+        if let Some(network) = &self.network {
+            experiments.extend(super::network_rpc::experiments(network).await);
+            experiments.sort_by_key(|e| e.since_unix_ms);
+        }
         Ok(Response::new(api::ListExperimentsResponse { experiments }))
     }
 
@@ -123,7 +143,11 @@ impl Agent for AgentService {
     ) -> Result<Response<api::RecoverResponse>, Status> {
         let request = request.into_inner();
         let ids = match (request.all, request.id.is_empty()) {
-            (true, true) => self.io.ids(),
+            (true, true) => {
+                let mut ids = self.io.ids();
+                ids.extend(self.network_ids());
+                ids
+            }
             (false, false) => vec![request.id],
             _ => {
                 return Err(AgentError::InvalidArgument {
@@ -136,12 +160,32 @@ impl Agent for AgentService {
         let single = ids.len() == 1 && !request.all;
         let mut response = api::RecoverResponse::default();
         for id in ids {
-            match self.io.recover(&id).await {
+            let outcome = match self.io.recover(&id).await {
+                Err(AgentError::UnknownExperiment(_)) if self.network_ids().contains(&id) => {
+                    match &self.network {
+                        Some(network) => network.recover(&id).await,
+                        None => Err(AgentError::UnknownExperiment(id.clone())),
+                    }
+                }
+                other => other,
+            };
+            match outcome {
                 Ok(()) => response.recovered.push(id),
                 Err(err) if single => return Err(err.into()),
                 Err(err) => response.problems.push(format!("{id}: {err}")),
             }
         }
+        Ok(Response::new(response))
+    }
+
+    async fn start_network_experiment(
+        &self,
+        request: Request<api::StartNetworkExperimentRequest>,
+    ) -> Result<Response<api::StartNetworkExperimentResponse>, Status> {
+        let network = self.network.as_ref().ok_or(AgentError::Unimplemented(
+            "network experiments (not configured)",
+        ))?;
+        let response = super::network_rpc::start_experiment(network, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -158,7 +202,7 @@ impl Agent for AgentService {
             fuse_passthrough: kernel_at_least(&kernel, 6, 9),
             netem: netem_available(&kernel),
             kernel,
-            active_experiments: self.io.ids().len() as u32,
+            active_experiments: (self.io.ids().len() + self.network_ids().len()) as u32,
         }))
     }
 }

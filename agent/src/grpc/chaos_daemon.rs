@@ -13,11 +13,28 @@ use crate::io_chaos::{Applied, IoChaos};
 pub struct ChaosDaemonService {
     resolver: Resolver,
     io: Arc<IoChaos>,
+    network: Option<Arc<crate::network::NetworkChaos>>,
 }
 
 impl ChaosDaemonService {
     pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
-        Self { resolver, io }
+        Self {
+            resolver,
+            io,
+            network: None,
+        }
+    }
+
+    /// Serves SetTcs, FlushIPSets and SetIptablesChains.
+    pub fn with_network(mut self, network: Arc<crate::network::NetworkChaos>) -> Self {
+        self.network = Some(network);
+        self
+    }
+
+    fn network(&self) -> Result<&Arc<crate::network::NetworkChaos>, Status> {
+        self.network
+            .as_ref()
+            .ok_or_else(|| unimplemented("network chaos (not configured)"))
     }
 }
 
@@ -27,19 +44,25 @@ fn unimplemented(what: &'static str) -> Status {
 
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
-    async fn set_tcs(&self, _: Request<pb::TcsRequest>) -> Result<Response<()>, Status> {
-        Err(unimplemented("SetTcs (network chaos)"))
+    async fn set_tcs(&self, request: Request<pb::TcsRequest>) -> Result<Response<()>, Status> {
+        super::network_rpc::set_tcs(self.network()?, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
-    async fn flush_ip_sets(&self, _: Request<pb::IpSetsRequest>) -> Result<Response<()>, Status> {
-        Err(unimplemented("FlushIPSets (network chaos)"))
+    async fn flush_ip_sets(
+        &self,
+        request: Request<pb::IpSetsRequest>,
+    ) -> Result<Response<()>, Status> {
+        super::network_rpc::flush_ip_sets(self.network()?, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn set_iptables_chains(
         &self,
-        _: Request<pb::IptablesChainsRequest>,
+        request: Request<pb::IptablesChainsRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("SetIptablesChains (network chaos)"))
+        super::network_rpc::set_iptables_chains(self.network()?, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn set_time_offset(&self, _: Request<pb::TimeRequest>) -> Result<Response<()>, Status> {

@@ -4,6 +4,7 @@
 mod agent_service;
 mod chaos_daemon;
 mod metrics_layer;
+mod network_rpc;
 mod serve;
 
 pub use agent_service::AgentService;

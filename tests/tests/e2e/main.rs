@@ -8,6 +8,7 @@
 mod agent_support;
 mod binaries;
 mod io_chaos;
+mod network;
 mod nsexec_stories;
 mod resolution;
 mod testbed_pods;
@@ -27,6 +28,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(resolution::stories());
     all.extend(nsexec_stories::stories());
     all.extend(io_chaos::stories());
+    all.extend(network::stories());
     all
 }
 

@@ -1,0 +1,1025 @@
+//! Network chaos (SetTcs, FlushIPSets, SetIptablesChains): per pod, keyed by the pod's network
+//! namespace (its sandbox's), a declarative state: each request replaces its part of what
+//! faultline has in force in the pod, an empty request removes it, and recovery puts back
+//! exactly what was there (other qdiscs and iptables rules untouched), also from the journal
+//! after a crash.
+//!
+//! netem goes to the kernel when it has sch_netem; otherwise (selected automatically when the
+//! kernel refuses it, or forced) to the userspace NFQUEUE path. tbf and prio always go to the
+//! kernel, over netlink.
+
+pub mod error;
+pub mod ipset;
+pub mod iptables;
+pub mod netns;
+pub mod qdisc;
+pub mod runner;
+pub mod spec;
+pub mod userspace;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::NetworkError;
+use iptables::{Backend, CHAOS_NETEM, CHAOS_TC, OWN_PACKET_MARK, TableRules};
+use qdisc::{Baseline, BuildError, DeviceRecord, NetlinkTc, TrafficControl};
+use runner::Runner;
+use spec::{ChainSpec, IpSetSpec, NetemSpec, NetworkSpec, TcAction, TcFilter, TcRule};
+use userspace::{QueueServer, QueueSet};
+
+use crate::container_runtime::Resolver;
+use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::metrics::Metrics;
+
+/// The first NFQUEUE number we use (queues are per network namespace).
+const QUEUE_BASE: u16 = 31_700;
+
+/// Where netem runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetemPath {
+    /// The kernel's netem when it has it, else userspace (decided on the first refusal).
+    #[default]
+    Auto,
+    Kernel,
+    Userspace,
+}
+
+impl std::str::FromStr for NetemPath {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" | "" => Ok(NetemPath::Auto),
+            "kernel" => Ok(NetemPath::Kernel),
+            "userspace" | "nfqueue" => Ok(NetemPath::Userspace),
+            other => Err(format!("{other:?}: auto, kernel or userspace")),
+        }
+    }
+}
+
+/// What faultline has in force in one pod, as journaled.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub pod_uid: String,
+    pub spec: NetworkSpec,
+    pub backend: Option<Backend>,
+    /// netem runs in userspace (NFQUEUE) for this pod.
+    pub userspace_netem: bool,
+    /// Why, for the status.
+    pub netem_note: String,
+    /// Devices whose root we replaced, with what was there before.
+    pub devices: Vec<DeviceRecord>,
+    /// iptables tables holding chains of ours.
+    pub tables: BTreeSet<String>,
+    /// Our named chains (filter table).
+    pub chains: BTreeSet<String>,
+    /// Our ipsets (including ones still waiting to be destroyed).
+    pub ipsets: BTreeSet<String>,
+}
+
+/// The part of the state a request replaces.
+#[derive(Clone, Debug)]
+pub enum Part {
+    Tcs(Vec<TcRule>),
+    IpSets(Vec<IpSetSpec>),
+    Chains(Vec<ChainSpec>),
+    All(NetworkSpec),
+}
+
+/// Whom a request is for.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub container_id: String,
+    pub pod_uid: String,
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The experiment id, empty when nothing remains in force.
+    pub id: String,
+    pub target_pid: u32,
+    pub summary: String,
+    pub status: String,
+}
+
+#[derive(Debug, Default)]
+struct Pod {
+    record: Option<Record>,
+    server: Option<QueueServer>,
+}
+
+/// One experiment as listed.
+#[derive(Clone, Debug)]
+pub struct NetworkView {
+    pub record: Record,
+    pub status: String,
+}
+
+#[derive(Debug)]
+pub struct NetworkChaos {
+    resolver: Resolver,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    runner: Arc<dyn Runner>,
+    netem_path: NetemPath,
+    pods: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Pod>>>>,
+    /// Set once the kernel refused netem: the reason.
+    kernel_refused_netem: Mutex<Option<String>>,
+}
+
+fn net(record: &Record) -> Option<&NetworkRecord> {
+    #[allow(irrefutable_let_patterns)]
+    match &record.fault {
+        Fault::Network(n) => Some(n),
+        _ => None,
+    }
+}
+
+fn poisoned() -> NetworkError {
+    NetworkError::Internal("internal state lock poisoned".into())
+}
+
+impl NetworkChaos {
+    pub fn new(
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        runner: Arc<dyn Runner>,
+        netem_path: NetemPath,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            resolver,
+            journal,
+            metrics,
+            runner,
+            netem_path,
+            pods: Mutex::default(),
+            kernel_refused_netem: Mutex::default(),
+        })
+    }
+
+    fn pod(&self, inode: u64) -> Result<Arc<tokio::sync::Mutex<Pod>>, NetworkError> {
+        Ok(Arc::clone(
+            self.pods
+                .lock()
+                .map_err(|_| poisoned())?
+                .entry(inode)
+                .or_default(),
+        ))
+    }
+
+    /// Resolves the pod's namespace: the container's process, or the sandbox's when the
+    /// container is not running; refuses the node's own namespace.
+    async fn locate(&self, target: &Target) -> Result<(u32, u64), crate::error::AgentError> {
+        let pid = self
+            .resolver
+            .container_or_sandbox_pid(&target.container_id, &target.pod_uid)
+            .await?;
+        let inode = netns::inode_of(pid)?;
+        if netns::is_host(inode) {
+            return Err(NetworkError::HostNetwork {
+                target: format!("{} (process {pid})", target.container_id),
+            }
+            .into());
+        }
+        Ok((pid, inode))
+    }
+
+    /// Replaces one part of a pod's network state. `path` overrides the agent's netem path.
+    pub async fn apply(
+        self: &Arc<Self>,
+        target: &Target,
+        part: Part,
+        path: Option<NetemPath>,
+        duration: Option<Duration>,
+    ) -> Result<Applied, crate::error::AgentError> {
+        let (pid, inode) = self.locate(target).await?;
+        let pod = self.pod(inode)?;
+        let mut pod = pod.lock().await;
+        let mut desired = pod
+            .record
+            .as_ref()
+            .and_then(net)
+            .map(|n| n.spec.clone())
+            .unwrap_or_default();
+        match part {
+            Part::Tcs(t) => desired.tcs = t,
+            Part::IpSets(s) => desired.ipsets = s,
+            Part::Chains(c) => desired.chains = c,
+            Part::All(spec) => desired = spec,
+        }
+        let result = self
+            .reconcile(
+                &mut pod,
+                target,
+                pid,
+                inode,
+                desired,
+                path.unwrap_or(self.netem_path),
+                duration,
+            )
+            .await;
+        if let Err(err) = &result {
+            self.metrics.failure("network", err.reason());
+        }
+        let applied = result?;
+        if !applied.id.is_empty()
+            && let Some(duration) = duration
+        {
+            self.recover_after(inode, &applied.id, duration);
+        }
+        Ok(applied)
+    }
+
+    /// Validates and resolves without changing anything: the plan a request would carry out.
+    pub async fn plan(
+        &self,
+        target: &Target,
+        spec: &NetworkSpec,
+        path: Option<NetemPath>,
+    ) -> Result<Applied, crate::error::AgentError> {
+        let (pid, inode) = self.locate(target).await?;
+        let devices: Vec<String> = spec
+            .devices()
+            .into_iter()
+            .chain(spec.chains.iter().map(|c| c.device.clone()))
+            .collect();
+        netns::run_in(pid, inode, move || {
+            let tc = NetlinkTc::open()?;
+            for device in devices {
+                if tc.ifindex(&device).is_none() {
+                    return Err(NetworkError::UnknownDevice {
+                        device,
+                        available: tc.devices(),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let userspace = self.userspace(path.unwrap_or(self.netem_path))?;
+        Ok(Applied {
+            id: String::new(),
+            target_pid: pid,
+            summary: spec.summary(),
+            status: format!(
+                "would apply in the network namespace of process {pid}; netem path: {}",
+                if userspace {
+                    "userspace (NFQUEUE)"
+                } else {
+                    "kernel (netem qdisc, falling back to userspace if refused)"
+                }
+            ),
+        })
+    }
+
+    fn userspace(&self, path: NetemPath) -> Result<bool, NetworkError> {
+        Ok(match path {
+            NetemPath::Kernel => false,
+            NetemPath::Userspace => true,
+            NetemPath::Auto => self
+                .kernel_refused_netem
+                .lock()
+                .map_err(|_| poisoned())?
+                .is_some(),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn reconcile(
+        &self,
+        pod: &mut Pod,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        desired: NetworkSpec,
+        path: NetemPath,
+        duration: Option<Duration>,
+    ) -> Result<Applied, NetworkError> {
+        let old_record = pod.record.clone();
+        let old = old_record
+            .as_ref()
+            .and_then(net)
+            .cloned()
+            .unwrap_or_default();
+
+        // Pre-flight, changing nothing: devices exist, trees we would replace can be put back.
+        let known: BTreeSet<String> = old.devices.iter().map(|d| d.device.clone()).collect();
+        let tc_devices = desired.devices();
+        let chain_devices: Vec<String> = desired.chains.iter().map(|c| c.device.clone()).collect();
+        let new_devices: Vec<String> = tc_devices
+            .iter()
+            .filter(|d| !known.contains(*d))
+            .cloned()
+            .collect();
+        let baselines = netns::run_in(pid, inode, move || {
+            let mut tc = NetlinkTc::open()?;
+            for device in &chain_devices {
+                if tc.ifindex(device).is_none() {
+                    return Err(NetworkError::UnknownDevice {
+                        device: device.clone(),
+                        available: tc.devices(),
+                    });
+                }
+            }
+            new_devices
+                .iter()
+                .map(|d| {
+                    qdisc::baseline(&mut tc, d).map(|baseline| DeviceRecord {
+                        device: d.clone(),
+                        baseline,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+        let mut userspace = self.userspace(path)?;
+        let has_netem = desired
+            .tcs
+            .iter()
+            .any(|t| matches!(t.action, TcAction::Netem(_)));
+        if userspace {
+            check_userspace_can(&desired, self.refusal())?;
+        }
+        let needs_iptables = !desired.chains.is_empty()
+            || desired.tcs.iter().any(|t| !t.filter.is_global())
+            || (userspace && has_netem)
+            || !old.tables.is_empty();
+        let backend = match old.backend {
+            Some(b) => Some(b),
+            None if needs_iptables => Some(iptables::detect_backend(&*self.runner, pid).await?),
+            None => None,
+        };
+
+        // Journal first: the record covers everything that may be in force while we work.
+        let mut record = NetworkRecord {
+            pod_uid: target.pod_uid.clone(),
+            spec: desired.clone(),
+            backend,
+            userspace_netem: userspace && has_netem,
+            netem_note: old.netem_note.clone(),
+            devices: old.devices.clone(),
+            tables: old.tables.clone(),
+            chains: old.chains.clone(),
+            ipsets: old.ipsets.clone(),
+        };
+        record.devices.extend(baselines);
+        record
+            .chains
+            .extend(desired.chains.iter().map(|c| c.name.clone()));
+        record
+            .ipsets
+            .extend(desired.ipsets.iter().map(|s| s.name.clone()));
+        if needs_iptables {
+            record.tables.insert("filter".into());
+            record.tables.insert("mangle".into());
+        }
+        let now = crate::io_chaos::now_ms();
+        let mut journal_record = match &old_record {
+            Some(r) => r.clone(),
+            None => Record {
+                id: format!("net-{inode:x}-{now:x}"),
+                started_at_ms: now,
+                deadline_ms: None,
+                container_id: target.container_id.clone(),
+                target: ProcessIdentity::of(pid).map_err(|e| NetworkError::Namespace {
+                    pid,
+                    reason: e.to_string(),
+                })?,
+                namespace_inode: inode,
+                fault: Fault::Network(Box::default()),
+            },
+        };
+        if let Some(d) = duration {
+            journal_record.deadline_ms = Some(now + d.as_millis() as u64);
+        }
+        journal_record.fault = Fault::Network(Box::new(record.clone()));
+        self.journal
+            .write(&journal_record)
+            .map_err(|e| NetworkError::Internal(e.to_string()))?;
+        pod.record = Some(journal_record.clone());
+
+        let outcome = self
+            .apply_state(pod, pid, inode, &old, &mut record, &mut userspace, path)
+            .await;
+        if let Err(err) = outcome {
+            tracing::warn!(id = %journal_record.id, %err, "network fault not applied; rolling back");
+            journal_record.fault = Fault::Network(Box::new(record));
+            pod.record = Some(journal_record);
+            if let Err(undo) = self.undo(pod, pid, inode).await {
+                tracing::error!(%undo, "rollback incomplete; the journal keeps the record");
+                return Err(err);
+            }
+            if !old.spec.is_empty() {
+                // Put the previous state back (best effort; it was valid a moment ago).
+                let previous =
+                    Box::pin(self.reconcile(pod, target, pid, inode, old.spec.clone(), path, None))
+                        .await;
+                if let Err(again) = previous {
+                    tracing::error!(%again, "the previous network state could not be restored");
+                }
+            }
+            return Err(err);
+        }
+
+        // Trim the record to what is left in force.
+        let in_use: BTreeSet<String> = desired.devices().into_iter().collect();
+        record.devices.retain(|d| in_use.contains(&d.device));
+        record.chains = desired.chains.iter().map(|c| c.name.clone()).collect();
+        if desired.chains.is_empty() {
+            record.tables.remove("filter");
+        }
+        if !mangle_needed(&desired, record.userspace_netem) {
+            record.tables.remove("mangle");
+        }
+        if record.tables.is_empty() && record.ipsets.is_empty() {
+            record.backend = None;
+        }
+        let status = self.status_of(&record, pod.server.as_ref());
+        if desired.is_empty() && record.ipsets.is_empty() {
+            self.journal
+                .remove(&journal_record.id)
+                .map_err(|e| NetworkError::Internal(e.to_string()))?;
+            pod.record = None;
+            if old_record.is_some() {
+                self.metrics.recovered("network");
+                tracing::info!(id = %journal_record.id, "network fault recovered");
+            }
+            return Ok(Applied {
+                id: String::new(),
+                target_pid: pid,
+                summary: String::new(),
+                status: "nothing in force".into(),
+            });
+        }
+        let summary = desired.summary();
+        journal_record.fault = Fault::Network(Box::new(record));
+        self.journal
+            .write(&journal_record)
+            .map_err(|e| NetworkError::Internal(e.to_string()))?;
+        if old_record.is_none() {
+            self.metrics.injected("network");
+        }
+        tracing::info!(id = %journal_record.id, pid, %summary, %status, "network fault in force");
+        pod.record = Some(journal_record.clone());
+        Ok(Applied {
+            id: journal_record.id,
+            target_pid: pid,
+            summary,
+            status,
+        })
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.kernel_refused_netem
+            .lock()
+            .ok()
+            .and_then(|r| r.clone())
+    }
+
+    fn status_of(&self, record: &NetworkRecord, server: Option<&QueueServer>) -> String {
+        let mut parts = Vec::new();
+        let has_netem = record
+            .spec
+            .tcs
+            .iter()
+            .any(|t| matches!(t.action, TcAction::Netem(_)));
+        if has_netem {
+            if record.userspace_netem {
+                let why = if record.netem_note.is_empty() {
+                    "forced".to_owned()
+                } else {
+                    record.netem_note.clone()
+                };
+                parts.push(format!("netem: userspace NFQUEUE ({why})"));
+                if let Some(server) = server {
+                    parts.push(server.stats.describe());
+                }
+            } else {
+                parts.push("netem: kernel qdisc".into());
+            }
+        }
+        if let Some(b) = record.backend {
+            parts.push(format!("iptables: {}", b.name()));
+        }
+        parts.join("; ")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_state(
+        &self,
+        pod: &mut Pod,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        record: &mut NetworkRecord,
+        userspace: &mut bool,
+        path: NetemPath,
+    ) -> Result<(), NetworkError> {
+        let desired = record.spec.clone();
+        let runner = &*self.runner;
+        if !desired.ipsets.is_empty() {
+            ipset::apply(runner, pid, &desired.ipsets).await?;
+        }
+        if let Some(backend) = record.backend
+            && (!desired.chains.is_empty() || old.tables.contains("filter"))
+        {
+            let rules = iptables::filter_rules(&desired.chains);
+            let retired: Vec<String> = old.chains.iter().cloned().collect();
+            iptables::apply_table(runner, pid, backend, "filter", &rules, &retired).await?;
+        }
+
+        // Qdisc trees, falling back to userspace netem if the kernel refuses it.
+        let has_netem = desired
+            .tcs
+            .iter()
+            .any(|t| matches!(t.action, TcAction::Netem(_)));
+        loop {
+            let devices = record.devices.clone();
+            let rules = desired.tcs.clone();
+            let kernel_netem = !*userspace;
+            let built = netns::run_in(pid, inode, move || {
+                let mut tc = NetlinkTc::open()?;
+                Ok(build_trees(&mut tc, &devices, &rules, kernel_netem))
+            })
+            .await?;
+            match built {
+                Ok(()) => break,
+                Err(BuildError::NetemRefused(reason)) if path == NetemPath::Auto => {
+                    tracing::warn!(%reason, "the kernel refused netem; using the userspace NFQUEUE path");
+                    if let Ok(mut refused) = self.kernel_refused_netem.lock() {
+                        *refused = Some(reason.clone());
+                    }
+                    check_userspace_can(&desired, Some(reason.clone()))?;
+                    *userspace = true;
+                    record.userspace_netem = true;
+                    record.netem_note = format!("kernel refused netem: {reason}");
+                    if record.backend.is_none() {
+                        record.backend = Some(iptables::detect_backend(runner, pid).await?);
+                    }
+                    record.tables.insert("filter".into());
+                    record.tables.insert("mangle".into());
+                }
+                Err(BuildError::NetemRefused(reason)) => {
+                    return Err(NetworkError::NetemUnavailable { reason });
+                }
+                Err(BuildError::Other(e)) => return Err(e),
+            }
+        }
+        if *userspace && has_netem && record.netem_note.is_empty() {
+            record.netem_note = match self.refusal() {
+                Some(reason) => format!("kernel refused netem: {reason}"),
+                None => "forced".into(),
+            };
+        }
+        record.userspace_netem = *userspace && has_netem;
+
+        // Userspace netem: queues, then the rules that feed them.
+        let (queues, queue_rules) = if record.userspace_netem {
+            userspace_queues(&desired.tcs)
+        } else {
+            (QueueSet::new(), Vec::new())
+        };
+        if queues.is_empty() {
+            if let Some(server) = pod.server.take() {
+                server.stop();
+            }
+        } else if let Some(server) = pod.server.as_ref().filter(|s| s.is_running()) {
+            server.update(queues).await?;
+        } else {
+            pod.server = Some(QueueServer::start(pid, inode, queues).await?);
+        }
+        if let Some(backend) = record.backend
+            && (mangle_needed(&desired, record.userspace_netem)
+                || old.tables.contains("mangle")
+                || record.tables.contains("mangle"))
+        {
+            let rules = mangle_rules(&desired.tcs, !record.userspace_netem, &queue_rules);
+            iptables::apply_table(runner, pid, backend, "mangle", &rules, &[]).await?;
+        }
+
+        // Sets no longer wanted, once nothing refers to them.
+        let wanted: BTreeSet<String> = desired.ipsets.iter().map(|s| s.name.clone()).collect();
+        let stale: Vec<String> = record.ipsets.difference(&wanted).cloned().collect();
+        if !stale.is_empty() {
+            let kept = ipset::destroy(runner, pid, &stale).await?;
+            record.ipsets = wanted.into_iter().chain(kept).collect();
+        }
+        Ok(())
+    }
+
+    /// Removes everything the pod's record says may be in force.
+    async fn undo(&self, pod: &mut Pod, pid: u32, inode: u64) -> Result<(), NetworkError> {
+        if let Some(server) = pod.server.take() {
+            server.stop();
+        }
+        let Some(record) = pod.record.clone() else {
+            return Ok(());
+        };
+        let Some(state) = net(&record).cloned() else {
+            return Ok(());
+        };
+        undo_record(&*self.runner, pid, inode, &state).await?;
+        self.journal
+            .remove(&record.id)
+            .map_err(|e| NetworkError::Internal(e.to_string()))?;
+        pod.record = None;
+        Ok(())
+    }
+
+    /// Recovers one experiment by id.
+    pub async fn recover(&self, id: &str) -> Result<(), crate::error::AgentError> {
+        let pods: Vec<(u64, Arc<tokio::sync::Mutex<Pod>>)> = self
+            .pods
+            .lock()
+            .map_err(|_| poisoned())?
+            .iter()
+            .map(|(k, v)| (*k, Arc::clone(v)))
+            .collect();
+        for (inode, pod) in pods {
+            let mut pod = pod.lock().await;
+            let Some(record) = pod.record.clone().filter(|r| r.id == id) else {
+                continue;
+            };
+            let pid = netns::find_process(inode, Some(record.target.pid));
+            match pid {
+                Some(pid) => self.undo(&mut pod, pid, inode).await?,
+                None => {
+                    // The namespace is gone, and everything we put in it.
+                    if let Some(server) = pod.server.take() {
+                        server.stop();
+                    }
+                    self.journal
+                        .remove(id)
+                        .map_err(|e| NetworkError::Internal(e.to_string()))?;
+                    pod.record = None;
+                }
+            }
+            self.metrics.recovered("network");
+            tracing::info!(%id, "network fault recovered");
+            return Ok(());
+        }
+        Err(crate::error::AgentError::UnknownExperiment(id.to_owned()))
+    }
+
+    fn recover_after(self: &Arc<Self>, inode: u64, id: &str, duration: Duration) {
+        let this = Arc::clone(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let Ok(pod) = this.pod(inode) else { return };
+            let due = pod
+                .lock()
+                .await
+                .record
+                .as_ref()
+                .filter(|r| r.id == id)
+                .and_then(|r| r.deadline_ms)
+                .is_some_and(|d| d <= crate::io_chaos::now_ms() + 5);
+            if due && let Err(err) = this.recover(&id).await {
+                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+            }
+        });
+    }
+
+    /// Ids of every active experiment.
+    pub fn ids(&self) -> Vec<String> {
+        let pods: Vec<_> = self
+            .pods
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        pods.iter()
+            .filter_map(|p| {
+                p.try_lock()
+                    .ok()
+                    .and_then(|p| p.record.as_ref().map(|r| r.id.clone()))
+            })
+            .collect()
+    }
+
+    pub async fn list(&self) -> Vec<NetworkView> {
+        let pods: Vec<_> = self
+            .pods
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        let mut views = Vec::new();
+        for pod in pods {
+            let pod = pod.lock().await;
+            if let Some(record) = &pod.record
+                && let Some(state) = net(record)
+            {
+                views.push(NetworkView {
+                    record: record.clone(),
+                    status: self.status_of(state, pod.server.as_ref()),
+                });
+            }
+        }
+        views.sort_by_key(|v| v.record.started_at_ms);
+        views
+    }
+
+    /// After a restart: undoes every network fault the journal holds (the userspace path died
+    /// with the previous agent; its rules let packets through meanwhile).
+    pub async fn recover_journal(&self) -> Vec<(String, Result<(), crate::error::AgentError>)> {
+        let records = match self.journal.list() {
+            Ok((records, _)) => records,
+            Err(err) => return vec![("journal".into(), Err(err.into()))],
+        };
+        let mut outcomes = Vec::new();
+        for record in records {
+            let Some(state) = net(&record) else { continue };
+            let inode = record.namespace_inode;
+            let result = match netns::find_process(inode, Some(record.target.pid)) {
+                Some(pid) => undo_record(&*self.runner, pid, inode, state)
+                    .await
+                    .map_err(crate::error::AgentError::from),
+                None => Ok(()), // the pod's namespace is gone
+            };
+            let result = result.and_then(|()| self.journal.remove(&record.id).map_err(Into::into));
+            match &result {
+                Ok(()) => {
+                    self.metrics.recovered("network");
+                    tracing::info!(id = %record.id, container = %record.container_id, "recovered a network fault left by a previous run");
+                }
+                Err(err) => {
+                    tracing::error!(id = %record.id, %err, "could not recover a network fault left by a previous run")
+                }
+            }
+            outcomes.push((record.id.clone(), result));
+        }
+        outcomes
+    }
+}
+
+/// Refuses what the userspace path cannot do.
+fn check_userspace_can(spec: &NetworkSpec, reason: Option<String>) -> Result<(), NetworkError> {
+    if let Some(rule) = spec
+        .tcs
+        .iter()
+        .find(|t| matches!(&t.action, TcAction::Netem(n) if n.needs_kernel()))
+    {
+        return Err(NetworkError::NeedsKernelNetem {
+            what: format!(
+                "{} (netem rate; use a bandwidth fault instead)",
+                rule.describe()
+            ),
+            reason: reason.unwrap_or_else(|| "userspace path forced".into()),
+        });
+    }
+    Ok(())
+}
+
+/// Builds every device's tree (devices with no rules left go back to their baseline).
+fn build_trees(
+    tc: &mut dyn TrafficControl,
+    devices: &[DeviceRecord],
+    rules: &[TcRule],
+    kernel_netem: bool,
+) -> Result<(), BuildError> {
+    for device in devices {
+        let mine: Vec<&TcRule> = rules.iter().filter(|r| r.device == device.device).collect();
+        let plan = qdisc::plan_device(&device.device, &mine, |r| {
+            kernel_netem || matches!(r.action, TcAction::Bandwidth(_))
+        });
+        qdisc::build(tc, &device.device, &plan, &device.baseline)?;
+    }
+    Ok(())
+}
+
+/// The userspace queues: one per device for its global netem rules, one per filter; and the
+/// NFQUEUE rule of each (chain, arguments).
+fn userspace_queues(tcs: &[TcRule]) -> (QueueSet, Vec<(bool, String)>) {
+    let mut groups: BTreeMap<(String, TcFilter), Vec<NetemSpec>> = BTreeMap::new();
+    let mut order: Vec<(String, TcFilter)> = Vec::new();
+    for rule in tcs {
+        if let TcAction::Netem(n) = &rule.action {
+            let key = (rule.device.clone(), rule.filter.clone());
+            if !groups.contains_key(&key) {
+                order.push(key.clone());
+            }
+            groups.entry(key).or_default().push(n.clone());
+        }
+    }
+    let mut queues = QueueSet::new();
+    let mut rules = Vec::new();
+    for (i, key) in order.iter().enumerate() {
+        let queue = QUEUE_BASE + i as u16;
+        queues.insert(queue, groups.remove(key).unwrap_or_default());
+        let (device, filter) = key;
+        let matcher = filter.iptables_match().join(" ");
+        let spacer = if matcher.is_empty() { "" } else { " " };
+        rules.push((
+            filter.is_global(),
+            format!("-o {device}{spacer}{matcher} -j NFQUEUE --queue-num {queue} --queue-bypass"),
+        ));
+    }
+    (queues, rules)
+}
+
+fn mangle_needed(spec: &NetworkSpec, userspace_netem: bool) -> bool {
+    spec.tcs.iter().any(|t| !t.filter.is_global())
+        || (userspace_netem
+            && spec
+                .tcs
+                .iter()
+                .any(|t| matches!(t.action, TcAction::Netem(_))))
+}
+
+/// The mangle rules: CLASSIFY for the kernel trees' filtered bands, NFQUEUE for userspace netem
+/// (global rules after routing in CHAOS-TC, filtered ones in CHAOS-NETEM), and our own
+/// duplicates let through first.
+fn mangle_rules(tcs: &[TcRule], kernel_netem: bool, queue_rules: &[(bool, String)]) -> TableRules {
+    let skip_own = format!("-m mark --mark {OWN_PACKET_MARK:#x}/{OWN_PACKET_MARK:#x} -j RETURN");
+    let mut tc_rules = Vec::new();
+    let mut netem_rules = Vec::new();
+    for device in tcs
+        .iter()
+        .map(|t| t.device.clone())
+        .collect::<BTreeSet<_>>()
+    {
+        let mine: Vec<&TcRule> = tcs.iter().filter(|r| r.device == device).collect();
+        let plan = qdisc::plan_device(&device, &mine, |r| {
+            kernel_netem || matches!(r.action, TcAction::Bandwidth(_))
+        });
+        for c in plan.classify {
+            let matcher = c.filter.iptables_match().join(" ");
+            tc_rules.push(format!(
+                "-o {} {matcher} -j CLASSIFY --set-class {:x}:{:x}",
+                c.device,
+                c.class >> 16,
+                c.class & 0xffff
+            ));
+        }
+    }
+    for (global, rule) in queue_rules {
+        if *global {
+            tc_rules.push(rule.clone());
+        } else {
+            netem_rules.push(rule.clone());
+        }
+    }
+    if !queue_rules.is_empty() {
+        tc_rules.insert(0, skip_own.clone());
+        if !netem_rules.is_empty() {
+            netem_rules.insert(0, skip_own);
+        }
+    }
+    TableRules {
+        base: vec![(CHAOS_TC, tc_rules), (CHAOS_NETEM, netem_rules)],
+        named: Vec::new(),
+    }
+}
+
+/// Removes everything a record says may be in force, in the inverse order of applying.
+async fn undo_record(
+    runner: &dyn Runner,
+    pid: u32,
+    inode: u64,
+    state: &NetworkRecord,
+) -> Result<(), NetworkError> {
+    if let Some(backend) = state.backend
+        && state.tables.contains("mangle")
+    {
+        iptables::clear_table(runner, pid, backend, "mangle", &[]).await?;
+    }
+    let devices = state.devices.clone();
+    netns::run_in(pid, inode, move || {
+        let mut tc = NetlinkTc::open()?;
+        for d in &devices {
+            qdisc::restore(&mut tc, &d.device, &d.baseline)?;
+        }
+        Ok(())
+    })
+    .await?;
+    if let Some(backend) = state.backend
+        && state.tables.contains("filter")
+    {
+        let chains: Vec<String> = state.chains.iter().cloned().collect();
+        iptables::clear_table(runner, pid, backend, "filter", &chains).await?;
+    }
+    let sets: Vec<String> = state.ipsets.iter().cloned().collect();
+    let kept = ipset::destroy(runner, pid, &sets).await?;
+    if !kept.is_empty() {
+        return Err(NetworkError::Internal(format!(
+            "ipsets still in use by rules that are not ours: {}",
+            kept.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a baseline is the kernel's default (for reporting).
+pub fn is_default(baseline: &Baseline) -> bool {
+    matches!(baseline, Baseline::Default { .. })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spec::TbfSpec;
+
+    fn rule(device: &str, ipset: &str, action: TcAction) -> TcRule {
+        TcRule {
+            device: device.into(),
+            filter: TcFilter {
+                ipset: ipset.into(),
+                ..Default::default()
+            },
+            action,
+        }
+    }
+
+    fn delay() -> TcAction {
+        TcAction::Netem(NetemSpec {
+            latency_us: 100_000,
+            limit: 1000,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn userspace_netem_becomes_queues_and_rules() {
+        let tcs = [
+            rule("eth0", "", delay()),
+            rule("eth0", "peers", delay()),
+            rule(
+                "eth0",
+                "",
+                TcAction::Bandwidth(TbfSpec {
+                    rate: 125_000,
+                    burst: 10_000,
+                    limit: 10_000,
+                    ..Default::default()
+                }),
+            ),
+        ];
+        let (queues, queue_rules) = userspace_queues(&tcs);
+        assert_eq!(queues.keys().copied().collect::<Vec<_>>(), [31_700, 31_701]);
+        let mangle = mangle_rules(&tcs, false, &queue_rules);
+        let text = iptables::restore_input("mangle", &mangle, &[]);
+        assert_eq!(
+            text,
+            "*mangle\n:CHAOS-TC - [0:0]\n:CHAOS-NETEM - [0:0]\n\
+             -A CHAOS-TC -m mark --mark 0xfa17000/0xfa17000 -j RETURN\n\
+             -A CHAOS-TC -o eth0 -j NFQUEUE --queue-num 31700 --queue-bypass\n\
+             -A CHAOS-NETEM -m mark --mark 0xfa17000/0xfa17000 -j RETURN\n\
+             -A CHAOS-NETEM -o eth0 -m set --match-set peers dst -j NFQUEUE --queue-num 31701 --queue-bypass\n\
+             COMMIT\n"
+        );
+        // In the kernel, the filtered netem hangs under prio and is classified instead.
+        let mangle = mangle_rules(&tcs, true, &[]);
+        assert_eq!(
+            mangle.base[0].1,
+            ["-o eth0 -m set --match-set peers dst -j CLASSIFY --set-class 3:4"]
+        );
+    }
+
+    #[test]
+    fn netem_rates_need_the_kernel() {
+        let spec = NetworkSpec {
+            tcs: vec![rule(
+                "eth0",
+                "",
+                TcAction::Netem(NetemSpec {
+                    rate: Some(1000),
+                    ..Default::default()
+                }),
+            )],
+            ..Default::default()
+        };
+        let err = check_userspace_can(&spec, Some("unknown qdisc".into())).unwrap_err();
+        assert!(err.to_string().contains("netem rate"), "{err}");
+        assert!(check_userspace_can(&NetworkSpec::default(), None).is_ok());
+    }
+
+    #[test]
+    fn records_round_trip_through_the_journal_format() {
+        let record = NetworkRecord {
+            pod_uid: "uid".into(),
+            spec: NetworkSpec {
+                tcs: vec![rule("eth0", "", delay())],
+                ..Default::default()
+            },
+            backend: Some(Backend::Nft),
+            devices: vec![DeviceRecord {
+                device: "eth0".into(),
+                baseline: Baseline::Default {
+                    kind: "noqueue".into(),
+                },
+            }],
+            ..Default::default()
+        };
+        let fault = Fault::Network(Box::new(record));
+        let text = serde_json::to_string(&fault).unwrap();
+        assert!(text.starts_with(r#"{"kind":"network""#), "{text}");
+        assert_eq!(serde_json::from_str::<Fault>(&text).unwrap(), fault);
+        assert_eq!("userspace".parse::<NetemPath>(), Ok(NetemPath::Userspace));
+        assert!("sometimes".parse::<NetemPath>().is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Running iptables and ipset inside a pod's network namespace: the child joins the namespace
+//! between fork and exec (nsexec), dies with the agent, and is bounded in time. Behind a trait so
+//! the logic that builds the commands is tested without root.
+
+use std::fmt::Debug;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nsexec::{Namespace, NamespaceRequest, NamespaceTarget};
+use tokio::io::AsyncWriteExt;
+
+use super::error::NetworkError;
+
+/// How long one iptables/ipset command may take (the xtables lock wait is 5 s of it).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The output, or an error naming the command.
+    pub fn check(self, program: &str, args: &[String]) -> Result<Output, NetworkError> {
+        if self.success {
+            Ok(self)
+        } else {
+            Err(NetworkError::Command {
+                command: format!("{program} {}", args.join(" ")),
+                status: self.status,
+                stderr: self.stderr.trim().to_owned(),
+            })
+        }
+    }
+}
+
+/// Runs a program in the network namespace of a process.
+#[tonic::async_trait]
+pub trait Runner: Send + Sync + Debug {
+    async fn run(
+        &self,
+        pid: u32,
+        program: &str,
+        args: &[String],
+        stdin: Option<String>,
+    ) -> Result<Output, NetworkError>;
+}
+
+/// The real runner (nsexec's pre-exec setns).
+#[derive(Debug, Default)]
+pub struct NamespaceRunner;
+
+#[tonic::async_trait]
+impl Runner for NamespaceRunner {
+    async fn run(
+        &self,
+        pid: u32,
+        program: &str,
+        args: &[String],
+        stdin: Option<String>,
+    ) -> Result<Output, NetworkError> {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        nsexec::spawn::prepare(
+            &mut cmd,
+            nsexec::spawn::ChildSetup {
+                namespaces: vec![NamespaceRequest::new(
+                    Namespace::Net,
+                    NamespaceTarget::Pid(pid),
+                )],
+                die_with_parent: Some(nix::sys::signal::Signal::SIGKILL),
+                pass_fds: Vec::new(),
+            },
+        )
+        .map_err(|e| NetworkError::Namespace {
+            pid,
+            reason: e.to_string(),
+        })?;
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let describe = || format!("{program} {}", args.join(" "));
+        let mut child = cmd.spawn().map_err(|e| NetworkError::Command {
+            command: describe(),
+            status: "not started".into(),
+            stderr: e.to_string(),
+        })?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .await
+                .map_err(|e| NetworkError::Internal(format!("{}: stdin: {e}", describe())))?;
+            drop(pipe);
+        }
+        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| NetworkError::Command {
+                command: describe(),
+                status: "timed out".into(),
+                stderr: format!("no answer within {COMMAND_TIMEOUT:?}"),
+            })?
+            .map_err(|e| NetworkError::Internal(format!("{}: {e}", describe())))?;
+        Ok(Output {
+            success: output.status.success(),
+            status: output.status.to_string(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A runner that records commands and answers from a script.
+    use std::sync::Mutex;
+
+    use super::*;
+
+    type Answer = Box<dyn Fn(&str, &[String], Option<&str>) -> Output + Send + Sync>;
+
+    pub struct FakeRunner {
+        pub calls: Mutex<Vec<String>>,
+        answer: Answer,
+    }
+
+    impl Debug for FakeRunner {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("FakeRunner")
+        }
+    }
+
+    pub fn ok(stdout: &str) -> Output {
+        Output {
+            success: true,
+            status: "exit status: 0".into(),
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    pub fn fail(stderr: &str) -> Output {
+        Output {
+            success: false,
+            status: "exit status: 1".into(),
+            stdout: String::new(),
+            stderr: stderr.into(),
+        }
+    }
+
+    impl FakeRunner {
+        pub fn new(
+            answer: impl Fn(&str, &[String], Option<&str>) -> Output + Send + Sync + 'static,
+        ) -> Self {
+            Self {
+                calls: Mutex::default(),
+                answer: Box::new(answer),
+            }
+        }
+
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Runner for FakeRunner {
+        async fn run(
+            &self,
+            _pid: u32,
+            program: &str,
+            args: &[String],
+            stdin: Option<String>,
+        ) -> Result<Output, NetworkError> {
+            let mut line = format!("{program} {}", args.join(" "));
+            if let Some(input) = &stdin {
+                line.push_str(&format!("\n<<<\n{input}"));
+            }
+            self.calls.lock().unwrap().push(line);
+            Ok((self.answer)(program, args, stdin.as_deref()))
+        }
+    }
+}
