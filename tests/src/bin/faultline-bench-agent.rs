@@ -183,12 +183,16 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
     for _ in 0..rounds {
         probe.armed_for_failure.store(true, Ordering::Release);
         let t0 = Instant::now();
+        let sent = probe.epoch.elapsed().as_nanos() as u64;
         rt.block_on(client.apply_io_chaos(request(fault)))?;
         let returned = probe.epoch.elapsed().as_nanos() as u64;
         inject_rpc.push(t0.elapsed());
         let seen = wait_for(&probe.first_failure_ns, Duration::from_secs(5))
             .ok_or("the probe never saw the fault")?;
-        inject_seen.push(Duration::from_nanos(seen.saturating_sub(returned)));
+        inject_seen.push(Duration::from_nanos(seen.saturating_sub(sent)));
+        if seen <= returned {
+            in_force_on_return += 1;
+        }
         busy_rss = busy_rss.max(rss_kib(agent.0.id()));
 
         probe.armed_for_success.store(true, Ordering::Release);
@@ -224,7 +228,7 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
             &mut inject_rpc,
         ),
         (
-            "inject: ApplyIOChaos returned → first EIO seen by the pod",
+            "inject: ApplyIOChaos sent → first EIO seen by the pod",
             &mut inject_seen,
         ),
         (
@@ -250,6 +254,9 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
         );
     }
     println!();
+    println!(
+        "the fault was in force before ApplyIOChaos returned in {in_force_on_return} of {rounds} rounds"
+    );
     println!(
         "agent RSS: idle {:.1} MiB, serving one experiment {:.1} MiB, after {rounds} rounds {:.1} MiB",
         idle_rss as f64 / 1024.0,
