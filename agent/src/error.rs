@@ -5,6 +5,7 @@ use crate::container_runtime::RuntimeError;
 use crate::injector_process::InjectorError;
 use crate::journal::JournalError;
 use crate::network::NetworkError;
+use crate::stress::StressError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -28,6 +29,8 @@ pub enum AgentError {
     Network(#[from] NetworkError),
     #[error("{0} is not implemented by this agent yet")]
     Unimplemented(&'static str),
+    #[error(transparent)]
+    Stress(#[from] StressError),
 }
 
 impl AgentError {
@@ -48,6 +51,7 @@ impl AgentError {
             AgentError::Injector(_) | AgentError::Journal(_) => Code::Internal,
             AgentError::Network(err) => err.code(),
             AgentError::Unimplemented(_) => Code::Unimplemented,
+            AgentError::Stress(err) => err.code(),
         }
     }
 
@@ -65,6 +69,7 @@ impl AgentError {
             AgentError::Journal(_) => "journal",
             AgentError::Network(err) => err.reason(),
             AgentError::Unimplemented(_) => "unimplemented",
+            AgentError::Stress(err) => err.reason(),
         }
     }
 }

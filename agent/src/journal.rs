@@ -73,8 +73,35 @@ pub enum Fault {
         /// The injector serving the mount, if it was started.
         injector: Option<ProcessIdentity>,
     },
+    /// A CPU or memory stressor in the target's (or its pod's) cgroups.
+    Stress {
+        stressor: StressorKind,
+        scope: StressScope,
+        /// The option string as given (`--cpu 1 --cpu-load 50`).
+        options: String,
+        /// Every cgroup directory the stressor joins.
+        cgroups: Vec<PathBuf>,
+        /// The cgroups made for it (removed at recovery), recorded before they are made.
+        created_cgroups: Vec<PathBuf>,
+        /// The stressor process, once spawned.
+        process: Option<ProcessIdentity>,
+    },
     /// Network faults of one pod (its sandbox's network namespace).
     Network(Box<crate::network::NetworkRecord>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StressorKind {
+    Cpu,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StressScope {
+    Container,
+    Pod,
 }
 
 impl Fault {
@@ -82,6 +109,7 @@ impl Fault {
         match self {
             Fault::Io { .. } => "io",
             Fault::Network(_) => "network",
+            Fault::Stress { .. } => "stress",
         }
     }
 }

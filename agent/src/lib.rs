@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod container_fs;
+pub mod container_kill;
 pub mod container_runtime;
 pub mod error;
 pub mod grpc;
@@ -13,4 +14,5 @@ pub mod io_chaos;
 pub mod journal;
 pub mod metrics;
 pub mod network;
+pub mod stress;
 pub mod tls;

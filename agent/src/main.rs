@@ -63,13 +63,27 @@ enum Command {
     SandboxPid { pod_uid: String },
     /// List a pod's containers, by pod UID.
     Containers { pod_uid: String },
+    /// Run a stressor (spawned by `serve` for ExecStressors; waits for the agent on stdin).
+    #[command(subcommand, hide = true)]
+    Stressor(agent::stress::worker::StressorCommand),
 }
 
 mod serve;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
+    // A stressor is a plain process: no async runtime, no threads but its workers.
+    if let Command::Stressor(command) = &cli.command {
+        return Ok(agent::stress::worker::run(command));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(cli))?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolver = Resolver::new(cli.runtime.config());
     match cli.command {
         Command::Serve(args) => serve::run(*args, resolver).await?,
@@ -101,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Stressor(_) => unreachable!("handled before the runtime starts"),
     }
     Ok(())
 }

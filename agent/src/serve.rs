@@ -9,6 +9,7 @@ use agent::grpc::{AgentService, ChaosDaemonService, Listeners, serve};
 use agent::io_chaos::{IoChaos, IoChaosConfig};
 use agent::journal::Journal;
 use agent::metrics::Metrics;
+use agent::stress::{StressChaos, StressConfig};
 use agent::tls::{ClientIdentity, TlsSettings, server_config};
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -105,6 +106,20 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             tracing::error!(%id, %err, "journal recovery left this experiment in place");
         }
     }
+    // Stressors are the agent binary itself (its hidden `stressor` subcommand).
+    let stress = StressChaos::new(
+        StressConfig {
+            stressor_binary: std::env::current_exe()?,
+        },
+        resolver.clone(),
+        journal.clone(),
+        Arc::clone(&metrics),
+    );
+    for (id, outcome) in stress.recover_journal().await {
+        if let Err(err) = outcome {
+            tracing::error!(%id, %err, "journal recovery left this stressor in place");
+        }
+    }
     let network = agent::network::NetworkChaos::new(
         resolver.clone(),
         journal.clone(),
@@ -153,9 +168,10 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         wait_for_signal().await;
         on_signal.cancel();
     });
-    let chaos = ChaosDaemonService::new(resolver.clone(), Arc::clone(&io));
+    let chaos =
+        ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let chaos = chaos.with_network(Arc::clone(&network));
-    let agent = AgentService::new(resolver, Arc::clone(&io));
+    let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let agent = agent.with_network(Arc::clone(&network));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
@@ -169,6 +185,11 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     for id in network.ids() {
         if let Err(err) = network.recover(&id).await {
             tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
+        }
+    }
+    for id in stress.ids() {
+        if let Err(err) = stress.recover(&id).await {
+            tracing::error!(%id, %err, "stopping a stressor at shutdown failed; the journal keeps the record");
         }
     }
     if let Some(path) = &args.unix_socket {

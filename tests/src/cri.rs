@@ -119,6 +119,30 @@ impl Cri {
         pid_from_info(CALL, &response.info)
     }
 
+    /// The container's state (`CONTAINER_RUNNING`, `CONTAINER_EXITED`, …) and exit code.
+    pub async fn container_state(&self, container_id: &str) -> Result<(String, i32)> {
+        const CALL: &str = "CRI ContainerStatus";
+        let response = call(
+            CALL,
+            STATUS_LIMIT,
+            self.client
+                .clone()
+                .container_status(cri::ContainerStatusRequest {
+                    container_id: container_id.to_owned(),
+                    verbose: false,
+                }),
+        )
+        .await?;
+        let status = response.status.ok_or_else(|| Error::BadResponse {
+            call: CALL,
+            detail: format!("no status for container {container_id}"),
+        })?;
+        let state = cri::ContainerState::try_from(status.state)
+            .map(|s| s.as_str_name().to_owned())
+            .unwrap_or_else(|_| status.state.to_string());
+        Ok((state, status.exit_code))
+    }
+
     /// The sandbox (pause) PID and the pod IP (empty for host-network pods).
     pub async fn sandbox_pid_and_ip(&self, sandbox_id: &str) -> Result<(u32, Option<String>)> {
         const CALL: &str = "CRI PodSandboxStatus";

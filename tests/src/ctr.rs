@@ -135,6 +135,39 @@ impl Ctr {
 }
 
 /// The task's host PID through containerd's Tasks.Get, the way the agent resolves containers.
+/// A task as containerd reports it: its status name (`RUNNING`, `STOPPED`, …) and, once
+/// stopped, its exit status (128 + signal for a killed process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub status: String,
+    pub exit_status: u32,
+}
+
+pub(crate) async fn task_state(channel: Channel, id: &str) -> Result<TaskState> {
+    const CALL: &str = "containerd Tasks.Get";
+    let mut request = tonic::Request::new(GetRequest {
+        container_id: id.to_owned(),
+        exec_id: String::new(),
+    });
+    request.metadata_mut().insert(
+        "containerd-namespace",
+        MetadataValue::from_static(NAMESPACE),
+    );
+    let response =
+        crate::grpc::call(CALL, TASK_LIMIT, TasksClient::new(channel).get(request)).await?;
+    let process = response.process.ok_or_else(|| Error::BadResponse {
+        call: CALL,
+        detail: format!("no process for task {id}"),
+    })?;
+    let status = containerd_client::types::v1::Status::try_from(process.status)
+        .map(|s| s.as_str_name().to_owned())
+        .unwrap_or_else(|_| process.status.to_string());
+    Ok(TaskState {
+        status,
+        exit_status: process.exit_status,
+    })
+}
+
 pub(crate) async fn task_pid(channel: Channel, id: &str) -> Result<u32> {
     const CALL: &str = "containerd Tasks.Get";
     let mut request = tonic::Request::new(GetRequest {

@@ -32,6 +32,11 @@ impl Layout {
         (layout.base.file_name()?.to_str()? == dir_name).then_some(layout)
     }
 
+    /// The cgroup (in every hierarchy) that this testbed's pod cgroups live under.
+    pub fn cgroup_name(&self) -> String {
+        format!("{DIR_PREFIX}{}-{}", self.pid, self.seq)
+    }
+
     pub fn root(&self) -> PathBuf {
         self.base.join("root")
     }

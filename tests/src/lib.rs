@@ -30,6 +30,7 @@ mod layout;
 mod mounts;
 mod network;
 mod pod;
+mod pod_cgroup;
 mod process;
 mod session;
 mod stale;
@@ -43,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use containerd::{NAMESPACE, SANDBOX_IMAGE};
-pub use ctr::PlainContainer;
+pub use ctr::{PlainContainer, TaskState};
 pub use error::{Error, Result};
 pub use image::WORKLOAD_IMAGE;
 pub use network::Subnet;
@@ -51,6 +52,7 @@ pub use pod::{
     DEFAULT_COMMAND, DEFAULT_EXEC_TIMEOUT, ExecOutput, Pod, PodNetwork, PodSpec, Propagation,
     Volume,
 };
+pub use pod_cgroup::PodCgroup;
 
 use containerd::Containerd;
 use ctr::Ctr;
@@ -247,7 +249,18 @@ impl Testbed {
             .join("pods")
             .join(format!("{}_{name}_{uid}", spec.namespace));
         std::fs::create_dir_all(&log_dir).map_err(Error::io("creating", &log_dir))?;
-        let sandbox_config = spec.sandbox_config(&name, &uid, &log_dir.to_string_lossy());
+        let cgroup = spec.pod_cgroup.then(|| PodCgroup {
+            path: format!("/{}/pod{uid}", self.layout.cgroup_name()),
+        });
+        if let Some(cgroup) = &cgroup {
+            pod_cgroup::prepare(&cgroup.path, spec.memory_limit)?;
+        }
+        let sandbox_config = spec.sandbox_config(
+            &name,
+            &uid,
+            &log_dir.to_string_lossy(),
+            cgroup.as_ref().map(|c| c.path.as_str()),
+        );
         let cri = &self.session.cri;
 
         self.session.block_on(async {
@@ -284,6 +297,7 @@ impl Testbed {
                     sandbox_pid,
                     ip,
                     network: spec.network,
+                    cgroup,
                     session: Arc::clone(&self.session),
                 }),
                 Err(e) => {
@@ -409,6 +423,7 @@ impl Testbed {
             problems.push(e.to_string());
         }
         problems.extend(cgroups::remove_created(&self.cgroups_before));
+        problems.extend(pod_cgroup::remove_tree(&self.layout.cgroup_name()));
         teardown::remove_shared_runtime_dirs();
         problems.extend(forwarding::restore(&self.layout));
         problems.extend(teardown::remove_base_dir(&self.layout));

@@ -128,6 +128,8 @@ pub struct PodSpec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) volumes: Vec<Volume>,
     pub(crate) privileged: bool,
+    pub(crate) pod_cgroup: bool,
+    pub(crate) memory_limit: Option<u64>,
 }
 
 impl PodSpec {
@@ -146,6 +148,8 @@ impl PodSpec {
             env: Vec::new(),
             volumes: Vec::new(),
             privileged: false,
+            pod_cgroup: false,
+            memory_limit: None,
         }
     }
 
@@ -219,6 +223,21 @@ impl PodSpec {
         self
     }
 
+    /// A pod cgroup as kubelet makes one (`/<testbed>/pod<UID>`, the sandbox and container
+    /// below it), instead of containerd's flat `/k8s.io/<id>`.
+    pub fn pod_cgroup(mut self) -> PodSpec {
+        self.pod_cgroup = true;
+        self
+    }
+
+    /// A pod-level memory limit, set on the pod cgroup before the sandbox starts, as kubelet
+    /// does (implies [`PodSpec::pod_cgroup`]).
+    pub fn memory_limit(mut self, bytes: u64) -> PodSpec {
+        self.memory_limit = Some(bytes);
+        self.pod_cgroup = true;
+        self
+    }
+
     pub fn volumes(&self) -> &[Volume] {
         &self.volumes
     }
@@ -288,6 +307,7 @@ impl PodSpec {
         name: &str,
         uid: &str,
         log_dir: &str,
+        cgroup_parent: Option<&str>,
     ) -> cri::PodSandboxConfig {
         cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
@@ -306,6 +326,7 @@ impl PodSpec {
             labels: self.kubelet_labels(name, uid, None),
             annotations: self.annotations.clone().into_iter().collect(),
             linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: cgroup_parent.unwrap_or_default().to_owned(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(self.namespace_options(cri::NamespaceMode::Pod)),
                     privileged: self.privileged,
@@ -401,6 +422,8 @@ pub struct Pod {
     /// The pod IP from PodSandboxStatus; `None` for host-network pods.
     pub ip: Option<String>,
     pub network: PodNetwork,
+    /// The pod cgroup, if the spec asked for one.
+    pub cgroup: Option<crate::PodCgroup>,
     pub(crate) session: Arc<Session>,
 }
 
@@ -446,6 +469,21 @@ impl Pod {
             .block_on(self.session.cri.exec_sync(&self.container_id, cmd, timeout))
     }
 
+    /// The container's state as CRI reports it (`CONTAINER_RUNNING`, `CONTAINER_EXITED`, …) and
+    /// its exit code.
+    pub fn container_state(&self) -> Result<(String, i32)> {
+        self.session
+            .block_on(self.session.cri.container_state(&self.container_id))
+    }
+
+    /// The container's task as containerd's task API reports it.
+    pub fn task_state(&self) -> Result<crate::TaskState> {
+        self.session.block_on(crate::ctr::task_state(
+            self.session.channel.clone(),
+            &self.container_id,
+        ))
+    }
+
     /// Like [`Pod::exec_sync`], but a non-zero exit is an error; returns stdout.
     pub fn exec_ok(&self, cmd: &[&str]) -> Result<String> {
         let out = self.exec_sync(cmd)?;
@@ -469,7 +507,7 @@ mod tests {
     #[test]
     fn host_network_pods_send_no_hostname() {
         let spec = PodSpec::new("h").host_network();
-        let cfg = spec.sandbox_config("h-1", "u", "/l");
+        let cfg = spec.sandbox_config("h-1", "u", "/l", None);
         assert_eq!(cfg.hostname, "");
         let ns = cfg
             .linux

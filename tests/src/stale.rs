@@ -54,6 +54,7 @@ fn reap_one(layout: &Layout) -> String {
     done.extend(teardown::undo_shared_binds(
         &teardown::recorded_shared_binds(layout),
     ));
+    done.extend(crate::pod_cgroup::remove_tree(&layout.cgroup_name()));
     if let Err(e) = network::delete_bridge(&layout.bridge()) {
         done.push(e.to_string());
     }

@@ -152,6 +152,7 @@ pub(crate) fn leftovers(
     found.extend(
         crate::cgroups::leftover_container_cgroups(container_ids)
             .into_iter()
+            .chain(crate::pod_cgroup::leftover_tree(&layout.cgroup_name()))
             .map(|p| format!("cgroup {}", p.display())),
     );
     if Path::new(&layout.base).exists() {

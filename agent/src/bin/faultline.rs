@@ -74,6 +74,98 @@ enum Attack {
     /// Network faults on a pod's traffic: delay, loss, duplicate, corrupt, reorder, bandwidth,
     /// partition.
     Network(Box<network::NetworkAttack>),
+    /// CPU and/or memory stress charged to a container's (or its pod's) cgroups.
+    Stress(Box<StressAttack>),
+    /// SIGKILL every process of a container, through its runtime.
+    Kill(KillAttack),
+}
+
+#[derive(Args)]
+struct StressAttack {
+    /// The container: containerd://ID, cri-o://ID, docker://ID or a bare ID.
+    #[arg(long)]
+    container: String,
+    /// Charge the stressors to the container's pod cgroup instead of the container's.
+    #[arg(long)]
+    pod: bool,
+    /// CPU workers (0 = one per CPU).
+    #[arg(long)]
+    cpu_workers: Option<u32>,
+    /// Load of each CPU worker, in percent of one CPU (0-100).
+    #[arg(long)]
+    cpu_load: Option<u32>,
+    /// Memory to hold, in total: e.g. 256MiB, 1G, or 50% of the cgroup's limit.
+    #[arg(long)]
+    memory_size: Option<String>,
+    /// Memory workers (threads sharing the size).
+    #[arg(long, requires = "memory_size")]
+    memory_workers: Option<u32>,
+    /// Take this long to reach the memory size (e.g. 10s).
+    #[arg(long, requires = "memory_size")]
+    memory_growth: Option<humantime::Duration>,
+    /// Raw CPU options instead of the flags above (stress-ng style: "--cpu 2 --cpu-load 50").
+    #[arg(long, conflicts_with_all = ["cpu_workers", "cpu_load"])]
+    cpu_stressors: Option<String>,
+    /// Raw memory options instead of the flags above ("--size 256MiB" or "--vm 1 --vm-bytes 1G").
+    #[arg(long, conflicts_with_all = ["memory_size", "memory_workers", "memory_growth"])]
+    memory_stressors: Option<String>,
+    /// The stressors' oom_score_adj (-1000 to 1000).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    oom_score_adj: i32,
+    /// Recover by itself after this long (e.g. 30s, 5m).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    /// Validate and print the plan; start nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl StressAttack {
+    /// The option strings the agent parses (and validates: the CLI passes numbers through, so
+    /// a bad load is refused by the agent with the same words as for any client).
+    fn stressors(&self) -> anyhow::Result<(String, String)> {
+        let cpu = match (&self.cpu_stressors, self.cpu_workers, self.cpu_load) {
+            (Some(raw), _, _) => raw.clone(),
+            (None, None, None) => String::new(),
+            (None, workers, load) => {
+                let mut options = format!("--cpu {}", workers.unwrap_or(1));
+                if let Some(load) = load {
+                    options.push_str(&format!(" --cpu-load {load}"));
+                }
+                options
+            }
+        };
+        let memory = match (&self.memory_stressors, &self.memory_size) {
+            (Some(raw), _) => raw.clone(),
+            (None, None) => String::new(),
+            (None, Some(size)) => {
+                let mut options = format!("--size {size}");
+                if let Some(workers) = self.memory_workers {
+                    options.push_str(&format!(" --workers {workers}"));
+                }
+                if let Some(growth) = self.memory_growth {
+                    options.push_str(&format!(" --time {growth}"));
+                }
+                options
+            }
+        };
+        if cpu.trim().is_empty() && memory.trim().is_empty() {
+            bail!(
+                "no stressor given: use --cpu-workers/--cpu-load, --memory-size, --cpu-stressors or --memory-stressors"
+            );
+        }
+        Ok((cpu, memory))
+    }
+}
+
+#[derive(Args)]
+struct KillAttack {
+    /// The container: containerd://ID, cri-o://ID, docker://ID or a bare ID.
+    #[arg(long)]
+    container: String,
+    /// Resolve the container and print what would be done; kill nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -248,6 +340,58 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("{}", response.id);
                 eprintln!("{}", response.plan);
+            }
+        }
+        Command::Attack {
+            kind: Attack::Stress(attack),
+        } => {
+            let (cpu_stressors, memory_stressors) = attack.stressors()?;
+            let response = client
+                .start_stress_experiment(api::StartStressExperimentRequest {
+                    container_id: attack.container.clone(),
+                    pod_scope: attack.pod,
+                    cpu_stressors,
+                    memory_stressors,
+                    oom_score_adj: attack.oom_score_adj,
+                    duration_ms: attack
+                        .duration
+                        .map(|d| Duration::from(d).as_millis() as u64)
+                        .unwrap_or(0),
+                    dry_run: attack.dry_run,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if attack.dry_run {
+                println!("dry run: {}", response.plan);
+            } else {
+                for instance in &response.instances {
+                    println!("{}", instance.id);
+                    eprintln!(
+                        "{} stressor pid {}: {} in {}",
+                        instance.kind,
+                        instance.pid,
+                        instance.summary,
+                        instance.cgroups.join(", ")
+                    );
+                }
+            }
+        }
+        Command::Attack {
+            kind: Attack::Kill(attack),
+        } => {
+            let response = client
+                .kill_container(api::KillContainerRequest {
+                    container_id: attack.container.clone(),
+                    dry_run: attack.dry_run,
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            if attack.dry_run {
+                println!("dry run: {}", response.plan);
+            } else {
+                println!("{}", response.plan);
             }
         }
         Command::Attack {

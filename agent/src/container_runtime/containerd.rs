@@ -1,8 +1,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use containerd_client::services::v1::GetRequest;
 use containerd_client::services::v1::tasks_client::TasksClient;
+use containerd_client::services::v1::{GetRequest, KillRequest};
 use containerd_client::types::v1::Status as TaskStatus;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
@@ -78,5 +78,27 @@ impl ContainerdClient {
             });
         }
         Ok(process.pid)
+    }
+
+    /// Sends `signal` to the container's task (Tasks.Kill); with `all`, to every process of the
+    /// container, not only its init.
+    pub async fn kill_task(
+        &self,
+        container_id: &str,
+        signal: u32,
+        all: bool,
+    ) -> Result<(), RuntimeError> {
+        TasksClient::new(self.channel.clone())
+            .kill(self.request(KillRequest {
+                container_id: container_id.to_owned(),
+                exec_id: String::new(),
+                signal,
+                all,
+            }))
+            .await
+            .map_err(|status| {
+                from_status(status, RUNTIME, &self.socket, "Tasks.Kill", container_id)
+            })?;
+        Ok(())
     }
 }

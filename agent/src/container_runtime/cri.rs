@@ -6,7 +6,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerFilter, ContainerState, ContainerStatusRequest, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxFilter, PodSandboxState, PodSandboxStateValue,
-    PodSandboxStatusRequest,
+    PodSandboxStatusRequest, StopContainerRequest,
 };
 use tonic::transport::Channel;
 
@@ -149,6 +149,22 @@ impl CriClient {
                 id: c.id,
             })
             .collect())
+    }
+
+    /// StopContainer: SIGTERM, then SIGKILL after `timeout_seconds` (0: SIGKILL at once).
+    pub async fn stop_container(
+        &self,
+        container_id: &str,
+        timeout_seconds: i64,
+    ) -> Result<(), RuntimeError> {
+        self.client()
+            .stop_container(StopContainerRequest {
+                container_id: container_id.to_owned(),
+                timeout: timeout_seconds,
+            })
+            .await
+            .map_err(self.status_error("StopContainer", container_id))?;
+        Ok(())
     }
 
     fn pid_from_info(

@@ -9,13 +9,15 @@ use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
 use crate::io_chaos::{Applied, IoChaos, validate_actions};
-use crate::journal::Fault;
+use crate::journal::{Fault, StressScope};
+use crate::stress::{StressChaos, StressRequest};
 
 /// `faultline.agent.v1.Agent`: experiments with a duration, listing, recovery, health.
 #[derive(Clone, Debug)]
 pub struct AgentService {
     resolver: Resolver,
     io: Arc<IoChaos>,
+    stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
 }
 
@@ -24,6 +26,7 @@ impl AgentService {
         Self {
             resolver,
             io,
+            stress: None,
             network: None,
         }
     }
@@ -36,6 +39,22 @@ impl AgentService {
 
     fn network_ids(&self) -> Vec<String> {
         self.network.as_ref().map(|n| n.ids()).unwrap_or_default()
+    }
+
+    /// Serves stress experiments (and includes them in listing and recovery).
+    pub fn with_stress(mut self, stress: Arc<StressChaos>) -> Self {
+        self.stress = Some(stress);
+        self
+    }
+
+    fn stress(&self) -> Result<&Arc<StressChaos>, AgentError> {
+        self.stress.as_ref().ok_or(AgentError::Unimplemented(
+            "stress experiments (not configured)",
+        ))
+    }
+
+    fn stress_ids(&self) -> Vec<String> {
+        self.stress.as_ref().map(|s| s.ids()).unwrap_or_default()
     }
 }
 
@@ -115,7 +134,7 @@ impl Agent for AgentService {
                     Fault::Io {
                         actions, volume, ..
                     } => (actions.clone(), volume.clone()),
-                    Fault::Network(_) => Default::default(),
+                    Fault::Stress { .. } | Fault::Network(_) => Default::default(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -130,6 +149,35 @@ impl Agent for AgentService {
                 }
             })
             .collect();
+        if let Some(stress) = &self.stress {
+            experiments.extend(stress.list().into_iter().map(|view| {
+                let record = view.record;
+                let rules = match &record.fault {
+                    Fault::Stress {
+                        stressor,
+                        scope,
+                        options,
+                        ..
+                    } => format!(
+                        "{} ({stressor:?} stressor, {scope:?} scope: {options})",
+                        view.summary
+                    ),
+                    Fault::Io { .. } | Fault::Network(_) => String::new(),
+                };
+                api::Experiment {
+                    kind: record.fault.kind().into(),
+                    id: record.id,
+                    container_id: record.container_id,
+                    target_pid: record.target.pid,
+                    since_unix_ms: record.started_at_ms as i64,
+                    deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
+                    rules,
+                    volume: String::new(),
+                    injector_status: view.status,
+                }
+            }));
+            experiments.sort_by_key(|e| e.since_unix_ms);
+        }
         if let Some(network) = &self.network {
             experiments.extend(super::network_rpc::experiments(network).await);
             experiments.sort_by_key(|e| e.since_unix_ms);
@@ -145,6 +193,7 @@ impl Agent for AgentService {
         let ids = match (request.all, request.id.is_empty()) {
             (true, true) => {
                 let mut ids = self.io.ids();
+                ids.extend(self.stress_ids());
                 ids.extend(self.network_ids());
                 ids
             }
@@ -161,6 +210,9 @@ impl Agent for AgentService {
         let mut response = api::RecoverResponse::default();
         for id in ids {
             let outcome = match self.io.recover(&id).await {
+                Err(AgentError::UnknownExperiment(_)) if self.stress_ids().contains(&id) => {
+                    self.stress()?.recover(&id).await
+                }
                 Err(AgentError::UnknownExperiment(_)) if self.network_ids().contains(&id) => {
                     match &self.network {
                         Some(network) => network.recover(&id).await,
@@ -176,6 +228,94 @@ impl Agent for AgentService {
             }
         }
         Ok(Response::new(response))
+    }
+
+    async fn start_stress_experiment(
+        &self,
+        request: Request<api::StartStressExperimentRequest>,
+    ) -> Result<Response<api::StartStressExperimentResponse>, Status> {
+        let request = request.into_inner();
+        let stress = self.stress()?;
+        let spec = StressRequest {
+            container_id: &request.container_id,
+            scope: if request.pod_scope {
+                StressScope::Pod
+            } else {
+                StressScope::Container
+            },
+            cpu: &request.cpu_stressors,
+            memory: &request.memory_stressors,
+            oom_score_adj: request.oom_score_adj,
+            duration: (request.duration_ms > 0).then(|| Duration::from_millis(request.duration_ms)),
+        };
+        if request.dry_run {
+            let (target_pid, plan) = stress.plan(&spec).await?;
+            return Ok(Response::new(api::StartStressExperimentResponse {
+                instances: Vec::new(),
+                plan,
+                target_pid,
+            }));
+        }
+        let outcome = stress.exec(&spec).await?;
+        let instances: Vec<api::StressInstance> = [outcome.cpu, outcome.memory]
+            .into_iter()
+            .flatten()
+            .map(|started| api::StressInstance {
+                id: started.id,
+                kind: format!("{:?}", started.kind).to_lowercase(),
+                pid: started.pid,
+                cgroups: started
+                    .cgroups
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect(),
+                summary: started.summary,
+            })
+            .collect();
+        let plan = instances
+            .iter()
+            .map(|i| {
+                format!(
+                    "started {} (pid {}) in {}",
+                    i.summary,
+                    i.pid,
+                    i.cgroups.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Response::new(api::StartStressExperimentResponse {
+            instances,
+            plan,
+            target_pid: outcome.target_pid,
+        }))
+    }
+
+    async fn kill_container(
+        &self,
+        request: Request<api::KillContainerRequest>,
+    ) -> Result<Response<api::KillContainerResponse>, Status> {
+        let request = request.into_inner();
+        let (kill, verb) = if request.dry_run {
+            (
+                crate::container_kill::plan(&self.resolver, &request.container_id).await?,
+                "would send",
+            )
+        } else {
+            (
+                crate::container_kill::kill(&self.resolver, &request.container_id).await?,
+                "sent",
+            )
+        };
+        Ok(Response::new(api::KillContainerResponse {
+            plan: format!(
+                "{verb} {}: {} (init pid {})",
+                kill.method.describe(),
+                kill.container,
+                kill.pid
+            ),
+            pid: kill.pid,
+        }))
     }
 
     async fn start_network_experiment(
@@ -202,7 +342,9 @@ impl Agent for AgentService {
             fuse_passthrough: kernel_at_least(&kernel, 6, 9),
             netem: netem_available(&kernel),
             kernel,
-            active_experiments: (self.io.ids().len() + self.network_ids().len()) as u32,
+            active_experiments: (self.io.ids().len()
+                + self.stress_ids().len()
+                + self.network_ids().len()) as u32,
         }))
     }
 }

@@ -11,6 +11,7 @@ mod io_chaos;
 mod network;
 mod nsexec_stories;
 mod resolution;
+mod stress;
 mod testbed_pods;
 
 use std::process::ExitCode;
@@ -28,6 +29,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(resolution::stories());
     all.extend(nsexec_stories::stories());
     all.extend(io_chaos::stories());
+    all.extend(stress::stories());
     all.extend(network::stories());
     all
 }

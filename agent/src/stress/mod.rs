@@ -1,0 +1,951 @@
+//! Stress chaos: CPU and memory stressors charged to a container (or its pod), as Chaos Mesh's
+//! ExecStressors/CancelStressors do it, but with stressors built into the agent binary (no
+//! stress-ng in the image).
+//!
+//! Each stressor is one process (`faultline-agent stressor …`, threads for workers) and one
+//! experiment, identified by a uid. It is journaled before anything is made, spawned held,
+//! moved into the target's cgroups in every hierarchy ([`cgroup`]), given its oom_score_adj
+//! and only then released, so every cycle and byte it uses is charged to the target. Cancel
+//! kills and reaps it and removes any cgroup made for it; a stressor that exits on its own
+//! (the OOM killer, usually) is cleaned up after at once; the stressors die with the agent, and
+//! on start the agent kills whatever the journal says a crashed run left behind.
+//!
+//! `enterNS` is accepted and ignored: a stressor needs no namespace of the target, only its
+//! cgroups (it stays visible on the host, not in the container's `ps`).
+
+pub mod cgroup;
+pub mod options;
+pub mod process;
+pub mod worker;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
+use self::options::{CpuSpec, MemorySpec, OptionsError};
+use self::process::{ProcessError, StressorProcess};
+use self::worker::StressorCommand;
+use crate::container_runtime::{Resolver, RuntimeError};
+use crate::error::AgentError;
+use crate::journal::{Fault, Journal, ProcessIdentity, Record, StressScope, StressorKind};
+use crate::metrics::Metrics;
+
+/// How many ended instances are remembered, so that cancelling one that ended on its own (OOM
+/// killed) succeeds instead of failing as unknown.
+const REMEMBER_ENDED: usize = 1024;
+/// How long a stressor left by a previous run may take to die.
+const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
+/// The metrics and journal kind.
+const KIND: &str = "stress";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StressError {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error("oomScoreAdj {0}: must be between -1000 and 1000")]
+    OomScoreAdjRange(i32),
+    #[error("no stressor: cpuStressors and memoryStressors are both empty")]
+    NoStressor,
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    #[error("writing oom_score_adj {value} for stressor {pid}: {source}{hint}")]
+    OomScoreAdj {
+        value: i32,
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("the stressor exited ({status}) before it was released: {stderr}")]
+    ExitedEarly { status: String, stderr: String },
+    #[error("no stress instance {0}")]
+    UnknownInstance(String),
+    #[error("{field}: {value:?} is not a process id")]
+    BadInstance { field: &'static str, value: String },
+    #[error(
+        "nothing to cancel: give cpuInstanceUid or memoryInstanceUid (or cpuInstance/memoryInstance, the PIDs)"
+    )]
+    NothingToCancel,
+}
+
+impl StressError {
+    pub fn code(&self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            StressError::Options(_)
+            | StressError::OomScoreAdjRange(_)
+            | StressError::NoStressor
+            | StressError::BadInstance { .. }
+            | StressError::NothingToCancel => Code::InvalidArgument,
+            StressError::Cgroup(err) => err.code(),
+            StressError::OomScoreAdj { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Code::FailedPrecondition
+            }
+            StressError::UnknownInstance(_) => Code::NotFound,
+            StressError::Process(_) | StressError::OomScoreAdj { .. } => Code::Internal,
+            StressError::ExitedEarly { .. } => Code::Internal,
+        }
+    }
+
+    /// A short label for the failures metric.
+    pub fn reason(&self) -> &'static str {
+        match self.code() {
+            tonic::Code::InvalidArgument => "invalid_argument",
+            tonic::Code::NotFound => "unknown_instance",
+            _ => match self {
+                StressError::Cgroup(_) => "cgroup",
+                StressError::OomScoreAdj { .. } => "oom_score_adj",
+                _ => "stressor",
+            },
+        }
+    }
+}
+
+/// Settings of stress chaos.
+#[derive(Clone, Debug)]
+pub struct StressConfig {
+    /// The binary whose hidden `stressor` subcommand runs a stressor (the agent's own).
+    pub stressor_binary: PathBuf,
+}
+
+/// What ExecStressors asks for.
+#[derive(Clone, Debug)]
+pub struct StressRequest<'a> {
+    pub container_id: &'a str,
+    pub scope: StressScope,
+    pub cpu: &'a str,
+    pub memory: &'a str,
+    pub oom_score_adj: i32,
+    /// Recover by itself after this long.
+    pub duration: Option<Duration>,
+}
+
+/// One started stressor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub id: String,
+    pub kind: StressorKind,
+    pub pid: u32,
+    pub started_at_ms: u64,
+    pub cgroups: Vec<PathBuf>,
+    pub summary: String,
+}
+
+/// What ExecStressors did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub target_pid: u32,
+    pub cpu: Option<Started>,
+    pub memory: Option<Started>,
+}
+
+/// A stressor to cancel: by uid, or (Chaos Mesh's older way) by PID and start time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InstanceRef {
+    Uid(String),
+    Pid { pid: u32, started_at_ms: u64 },
+}
+
+impl InstanceRef {
+    /// From one (instance, start time, uid) triple of a CancelStressRequest; `None` when all
+    /// three are empty.
+    pub fn from_request(
+        field: &'static str,
+        instance: &str,
+        start_time: i64,
+        uid: &str,
+    ) -> Result<Option<InstanceRef>, StressError> {
+        if !uid.is_empty() {
+            return Ok(Some(InstanceRef::Uid(uid.to_owned())));
+        }
+        if instance.is_empty() {
+            return Ok(None);
+        }
+        let pid = instance
+            .parse::<u32>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| StressError::BadInstance {
+                field,
+                value: instance.to_owned(),
+            })?;
+        Ok(Some(InstanceRef::Pid {
+            pid,
+            started_at_ms: u64::try_from(start_time).unwrap_or(0),
+        }))
+    }
+}
+
+/// The public view of a running stressor.
+#[derive(Clone, Debug)]
+pub struct StressView {
+    pub record: Record,
+    pub summary: String,
+    pub status: String,
+}
+
+#[derive(Debug)]
+struct Instance {
+    record: Record,
+    process: StressorProcess,
+    placement: Placement,
+    summary: String,
+    oom_kills_before: Option<u64>,
+}
+
+impl Instance {
+    fn created(&self) -> Vec<PathBuf> {
+        self.placement.created()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Ended {
+    id: String,
+    pid: u32,
+    started_at_ms: u64,
+}
+
+/// A stressor ready to be started: what runs and where.
+struct Prepared {
+    kind: StressorKind,
+    options: String,
+    command: StressorCommand,
+    placement: Placement,
+    summary: String,
+}
+
+#[derive(Debug)]
+pub struct StressChaos {
+    config: StressConfig,
+    resolver: Resolver,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    fs: Arc<dyn HostFs>,
+    active: Mutex<HashMap<String, Arc<Instance>>>,
+    ended: Mutex<VecDeque<Ended>>,
+}
+
+impl StressChaos {
+    pub fn new(
+        config: StressConfig,
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            resolver,
+            journal,
+            metrics,
+            fs: Arc::new(RealFs),
+            active: Mutex::default(),
+            ended: Mutex::default(),
+        })
+    }
+
+    /// ExecStressors: starts the CPU and/or memory stressor; both or neither.
+    pub async fn exec(
+        self: &Arc<Self>,
+        request: &StressRequest<'_>,
+    ) -> Result<Outcome, AgentError> {
+        let result = self.exec_inner(request).await;
+        if let Err(err) = &result {
+            self.metrics.failure(KIND, err.reason());
+        }
+        result
+    }
+
+    async fn exec_inner(
+        self: &Arc<Self>,
+        request: &StressRequest<'_>,
+    ) -> Result<Outcome, AgentError> {
+        let (cpu, memory) = validate(request)?;
+        self.resolver.parse(request.container_id)?;
+        let target_pid = self.resolver.container_pid(request.container_id).await?;
+        let target = ProcessIdentity::of(target_pid).map_err(|_| RuntimeError::NotRunning {
+            id: request.container_id.to_owned(),
+            runtime: "host".into(),
+        })?;
+        let mut outcome = Outcome {
+            target_pid,
+            ..Outcome::default()
+        };
+        if let Some(spec) = cpu {
+            let id = new_instance_id("cpu");
+            let prepared = self.prepare_cpu(request, target_pid, &id, spec)?;
+            outcome.cpu = Some(self.start(request, target, id, prepared).await?);
+        }
+        if let Some(spec) = memory {
+            let id = new_instance_id("memory");
+            let started = match self.prepare_memory(request, target_pid, &id, spec) {
+                Ok(prepared) => self.start(request, target, id, prepared).await,
+                Err(err) => Err(err.into()),
+            };
+            match started {
+                Ok(started) => outcome.memory = Some(started),
+                Err(err) => {
+                    // Both or neither: undo the CPU stressor.
+                    if let Some(cpu) = &outcome.cpu {
+                        let _ = self.stop(&cpu.id).await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// What ExecStressors would do, without doing it.
+    pub async fn plan(&self, request: &StressRequest<'_>) -> Result<(u32, String), AgentError> {
+        let (cpu, memory) = validate(request)?;
+        let target_pid = self.resolver.container_pid(request.container_id).await?;
+        let mut parts = Vec::new();
+        if let Some(spec) = cpu {
+            let p = self.prepare_cpu(request, target_pid, "dry-run", spec)?;
+            parts.push(format!("{} in {}", p.summary, describe(&p.placement)));
+        }
+        if let Some(spec) = memory {
+            let p = self.prepare_memory(request, target_pid, "dry-run", spec)?;
+            parts.push(format!("{} in {}", p.summary, describe(&p.placement)));
+        }
+        Ok((
+            target_pid,
+            format!(
+                "would start {} (process {target_pid} of {}), oom_score_adj {}",
+                parts.join(", and "),
+                request.container_id,
+                request.oom_score_adj
+            ),
+        ))
+    }
+
+    fn placement(
+        &self,
+        request: &StressRequest<'_>,
+        target_pid: u32,
+        id: &str,
+    ) -> Result<Placement, StressError> {
+        let scope = match request.scope {
+            StressScope::Container => Scope::Container,
+            StressScope::Pod => Scope::Pod,
+        };
+        Ok(cgroup::plan(
+            self.fs.as_ref(),
+            target_pid,
+            scope,
+            &format!("faultline-{id}"),
+        )?)
+    }
+
+    fn prepare_cpu(
+        &self,
+        request: &StressRequest<'_>,
+        target_pid: u32,
+        id: &str,
+        spec: CpuSpec,
+    ) -> Result<Prepared, StressError> {
+        Ok(Prepared {
+            kind: StressorKind::Cpu,
+            options: request.cpu.trim().to_owned(),
+            command: StressorCommand::Cpu {
+                workers: spec.workers,
+                load: spec.load,
+            },
+            placement: self.placement(request, target_pid, id)?,
+            summary: format!(
+                "{} CPU worker{} at {}% load",
+                spec.workers,
+                plural(spec.workers),
+                spec.load
+            ),
+        })
+    }
+
+    fn prepare_memory(
+        &self,
+        request: &StressRequest<'_>,
+        target_pid: u32,
+        id: &str,
+        spec: MemorySpec,
+    ) -> Result<Prepared, StressError> {
+        let placement = self.placement(request, target_pid, id)?;
+        let limit = placement
+            .memory_limit(self.fs.as_ref())
+            .or_else(|| cgroup::node_memory(self.fs.as_ref()))
+            .unwrap_or(0);
+        let bytes = spec.bytes(limit);
+        if bytes == 0 {
+            return Err(OptionsError::Incomplete {
+                field: "memoryStressors",
+                reason: "the size comes to 0 bytes".into(),
+            }
+            .into());
+        }
+        Ok(Prepared {
+            kind: StressorKind::Memory,
+            options: request.memory.trim().to_owned(),
+            command: StressorCommand::Memory {
+                workers: spec.workers,
+                bytes,
+                growth_ms: spec.growth.as_millis().try_into().unwrap_or(u64::MAX),
+            },
+            placement,
+            summary: format!(
+                "memory stressor holding {} ({} worker{})",
+                human_bytes(bytes),
+                spec.workers,
+                plural(spec.workers)
+            ),
+        })
+    }
+
+    /// Journal, make cgroups, spawn held, join, oom_score_adj, release; undoes everything it
+    /// did on failure.
+    async fn start(
+        self: &Arc<Self>,
+        request: &StressRequest<'_>,
+        target: ProcessIdentity,
+        id: String,
+        prepared: Prepared,
+    ) -> Result<Started, AgentError> {
+        let started_at_ms = crate::io_chaos::now_ms();
+        let mut record = Record {
+            id: id.clone(),
+            started_at_ms,
+            deadline_ms: request
+                .duration
+                .map(|d| started_at_ms + d.as_millis() as u64),
+            container_id: request.container_id.to_owned(),
+            target,
+            namespace_inode: cgroup_namespace_inode(target.pid),
+            fault: Fault::Stress {
+                stressor: prepared.kind,
+                scope: request.scope,
+                options: prepared.options.clone(),
+                cgroups: prepared.placement.dirs(),
+                created_cgroups: prepared.placement.created(),
+                process: None,
+            },
+        };
+        self.journal.write(&record)?;
+        let fs = self.fs.as_ref();
+        if let Err(err) = prepared.placement.create(fs) {
+            let _ = self.journal.remove(&id);
+            return Err(StressError::from(err).into());
+        }
+        let process = match StressorProcess::spawn(&self.config.stressor_binary, &prepared.command)
+        {
+            Ok(process) => process,
+            Err(err) => {
+                self.abandon(&id, None, &prepared.placement).await;
+                return Err(StressError::from(err).into());
+            }
+        };
+        let pid = process.identity.pid;
+        if let Fault::Stress { process: slot, .. } = &mut record.fault {
+            *slot = Some(process.identity);
+        }
+        let released = async {
+            self.journal.write(&record)?;
+            prepared
+                .placement
+                .join(fs, pid)
+                .map_err(StressError::from)?;
+            set_oom_score_adj(fs, pid, request.oom_score_adj)?;
+            if let Some(status) = process.exited() {
+                return Err(StressError::ExitedEarly {
+                    status: status.to_string(),
+                    stderr: process.stderr_tail(),
+                }
+                .into());
+            }
+            process.release().map_err(StressError::from)?;
+            Ok::<_, AgentError>(())
+        }
+        .await;
+        if let Err(err) = released {
+            self.abandon(&id, Some(&process), &prepared.placement).await;
+            return Err(err);
+        }
+        let oom_kills_before = prepared.placement.oom_kills(fs);
+        let instance = Arc::new(Instance {
+            record,
+            process,
+            placement: prepared.placement,
+            summary: prepared.summary,
+            oom_kills_before,
+        });
+        self.active
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(id.clone(), Arc::clone(&instance));
+        self.metrics.injected(KIND);
+        self.watch(Arc::clone(&instance));
+        if let Some(duration) = request.duration {
+            self.recover_after(&id, duration);
+        }
+        tracing::info!(
+            %id,
+            container = %request.container_id,
+            target_pid = target.pid,
+            stressor_pid = pid,
+            cgroups = %describe(&instance.placement),
+            "{}",
+            instance.summary
+        );
+        Ok(Started {
+            id,
+            kind: prepared.kind,
+            pid,
+            started_at_ms,
+            cgroups: instance.placement.dirs(),
+            summary: instance.summary.clone(),
+        })
+    }
+
+    /// Undoes a start that failed part way.
+    async fn abandon(&self, id: &str, process: Option<&StressorProcess>, placement: &Placement) {
+        if let Some(process) = process {
+            process.kill().await;
+        }
+        match self.remove_cgroups(placement.created()).await {
+            Ok(()) => {
+                let _ = self.journal.remove(id);
+            }
+            Err(err) => {
+                tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
+            }
+        }
+    }
+
+    async fn remove_cgroups(&self, dirs: Vec<PathBuf>) -> Result<(), CgroupError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let fs = Arc::clone(&self.fs);
+        tokio::task::spawn_blocking(move || cgroup::remove_created(fs.as_ref(), &dirs))
+            .await
+            .unwrap_or(Ok(()))
+    }
+
+    /// CancelStressors: kills the stressor. Cancelling one that already ended is not an error.
+    pub async fn cancel(&self, instance: &InstanceRef) -> Result<(), AgentError> {
+        let found = self
+            .active
+            .lock()
+            .map_err(|_| poisoned())?
+            .values()
+            .find(|i| {
+                matches(
+                    instance,
+                    &i.record.id,
+                    i.process.identity.pid,
+                    i.record.started_at_ms,
+                )
+            })
+            .map(|i| i.record.id.clone());
+        if let Some(id) = found {
+            return self.stop(&id).await;
+        }
+        let ended = self
+            .ended
+            .lock()
+            .map_err(|_| poisoned())?
+            .iter()
+            .any(|e| matches(instance, &e.id, e.pid, e.started_at_ms));
+        if ended {
+            return Ok(());
+        }
+        let name = match instance {
+            InstanceRef::Uid(uid) => uid.clone(),
+            InstanceRef::Pid { pid, started_at_ms } => {
+                format!("with pid {pid} started at {started_at_ms}")
+            }
+        };
+        Err(StressError::UnknownInstance(name).into())
+    }
+
+    /// Recovers one experiment by id (the agent API's recover).
+    pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
+        if !self.ids().iter().any(|i| i == id) {
+            return Err(AgentError::UnknownExperiment(id.to_owned()));
+        }
+        self.stop(id).await
+    }
+
+    /// Kills, reaps and cleans up after one instance; a no-op if someone else already did.
+    async fn stop(&self, id: &str) -> Result<(), AgentError> {
+        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.remove(id) else {
+            return Ok(());
+        };
+        let status = instance.process.kill().await;
+        self.remove_cgroups(instance.created())
+            .await
+            .map_err(StressError::from)?;
+        self.journal.remove(id)?;
+        self.remember(&instance);
+        self.metrics.recovered(KIND);
+        tracing::info!(%id, %status, "stressor cancelled");
+        Ok(())
+    }
+
+    fn remember(&self, instance: &Instance) {
+        if let Ok(mut ended) = self.ended.lock() {
+            if ended.len() == REMEMBER_ENDED {
+                ended.pop_front();
+            }
+            ended.push_back(Ended {
+                id: instance.record.id.clone(),
+                pid: instance.process.identity.pid,
+                started_at_ms: instance.record.started_at_ms,
+            });
+        }
+    }
+
+    /// Cleans up at once after a stressor that exits while still active (OOM-killed, usually).
+    fn watch(self: &Arc<Self>, instance: Arc<Instance>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let status = instance.process.wait().await;
+            let id = instance.record.id.clone();
+            let still_active = this.active.lock().ok().is_some_and(|mut active| {
+                let same = active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance));
+                same && active.remove(&id).is_some()
+            });
+            if !still_active {
+                return;
+            }
+            use std::os::unix::process::ExitStatusExt;
+            let oom_killed = status.signal() == Some(nix::libc::SIGKILL)
+                && instance
+                    .placement
+                    .oom_kills(this.fs.as_ref())
+                    .zip(instance.oom_kills_before)
+                    .is_some_and(|(now, before)| now > before);
+            if oom_killed {
+                tracing::warn!(%id, memory_cgroup = %instance.placement.memory_dir.display(), "the stressor was OOM-killed in its cgroup");
+                this.metrics.failure(KIND, "oom_killed");
+            } else {
+                tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
+                this.metrics.failure(KIND, "stressor_exited");
+            }
+            this.remember(&instance);
+            this.metrics.recovered(KIND);
+            match this.remove_cgroups(instance.created()).await {
+                Ok(()) => {
+                    let _ = this.journal.remove(&id);
+                }
+                Err(err) => {
+                    tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
+                }
+            }
+        });
+    }
+
+    fn recover_after(self: &Arc<Self>, id: &str, duration: Duration) {
+        let this = Arc::clone(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            if let Err(err) = this.stop(&id).await {
+                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+            }
+        });
+    }
+
+    /// Ids of every running stressor.
+    pub fn ids(&self) -> Vec<String> {
+        self.active
+            .lock()
+            .map(|a| a.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every running stressor, oldest first.
+    pub fn list(&self) -> Vec<StressView> {
+        let mut views: Vec<StressView> = self
+            .active
+            .lock()
+            .map(|active| {
+                active
+                    .values()
+                    .map(|i| StressView {
+                        record: i.record.clone(),
+                        summary: i.summary.clone(),
+                        status: match i.process.exited() {
+                            Some(status) => format!("exited ({status})"),
+                            None => format!(
+                                "running (pid {}) in {}",
+                                i.process.identity.pid,
+                                describe(&i.placement)
+                            ),
+                        },
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        views.sort_by(|a, b| {
+            (a.record.started_at_ms, &a.record.id).cmp(&(b.record.started_at_ms, &b.record.id))
+        });
+        views
+    }
+
+    /// After a restart: kills every stressor the journal says a previous run left (if it is
+    /// still that very process) and removes the cgroups made for them. Records of other kinds
+    /// are left to their own modules.
+    pub async fn recover_journal(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let (records, _broken) = match self.journal.list() {
+            Ok(listing) => listing,
+            Err(err) => return vec![("journal".into(), Err(err.into()))],
+        };
+        let mut outcomes = Vec::new();
+        for record in records {
+            let Fault::Stress {
+                process,
+                created_cgroups,
+                stressor,
+                ..
+            } = &record.fault
+            else {
+                continue;
+            };
+            let result = async {
+                if let Some(process) = process
+                    && !process::kill_orphan(*process, ORPHAN_KILL_WITHIN).await
+                {
+                    return Err(AgentError::from(StressError::ExitedEarly {
+                        status: "still running after SIGKILL".into(),
+                        stderr: format!("stressor {} did not die", process.pid),
+                    }));
+                }
+                self.remove_cgroups(created_cgroups.clone())
+                    .await
+                    .map_err(StressError::from)?;
+                self.journal.remove(&record.id)?;
+                Ok(())
+            }
+            .await;
+            match &result {
+                Ok(()) => {
+                    self.metrics.recovered(KIND);
+                    tracing::info!(id = %record.id, container = %record.container_id, ?stressor, "recovered a stressor left by a previous run")
+                }
+                Err(err) => {
+                    tracing::error!(id = %record.id, %err, "could not recover a stressor left by a previous run")
+                }
+            }
+            outcomes.push((record.id.clone(), result));
+        }
+        outcomes
+    }
+}
+
+fn validate(
+    request: &StressRequest<'_>,
+) -> Result<(Option<CpuSpec>, Option<MemorySpec>), StressError> {
+    if !(-1000..=1000).contains(&request.oom_score_adj) {
+        return Err(StressError::OomScoreAdjRange(request.oom_score_adj));
+    }
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let cpu = CpuSpec::parse(request.cpu, cpus)?;
+    let memory = MemorySpec::parse(request.memory, cpus)?;
+    if cpu.is_none() && memory.is_none() {
+        return Err(StressError::NoStressor);
+    }
+    Ok((cpu, memory))
+}
+
+fn matches(instance: &InstanceRef, id: &str, pid: u32, started_at_ms: u64) -> bool {
+    match instance {
+        InstanceRef::Uid(uid) => uid == id,
+        InstanceRef::Pid {
+            pid: wanted,
+            started_at_ms: at,
+        } => *wanted == pid && (*at == 0 || *at == started_at_ms),
+    }
+}
+
+/// Without CAP_SYS_RESOURCE a process may raise its oom_score_adj but not lower it below what
+/// it inherited.
+fn set_oom_score_adj(fs: &dyn HostFs, pid: u32, value: i32) -> Result<(), StressError> {
+    fs.write(
+        std::path::Path::new(&format!("/proc/{pid}/oom_score_adj")),
+        &value.to_string(),
+    )
+    .map_err(|source| StressError::OomScoreAdj {
+        value,
+        pid,
+        hint: if source.kind() == std::io::ErrorKind::PermissionDenied {
+            " (lowering it below the agent's own needs CAP_SYS_RESOURCE)"
+        } else {
+            ""
+        },
+        source,
+    })
+}
+
+fn describe(placement: &Placement) -> String {
+    placement
+        .destinations
+        .iter()
+        .map(|d| {
+            format!(
+                "{}{}",
+                d.dir.display(),
+                if d.create { " (made for it)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn new_instance_id(kind: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "stress-{kind}-{:x}-{:x}-{n}",
+        crate::io_chaos::now_ms(),
+        std::process::id()
+    )
+}
+
+fn cgroup_namespace_inode(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/cgroup"))
+        .map(|m| m.ino())
+        .unwrap_or_default()
+}
+
+fn poisoned() -> AgentError {
+    AgentError::InvalidArgument {
+        field: "state",
+        reason: "internal state lock poisoned".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(cpu: &'a str, memory: &'a str, oom: i32) -> StressRequest<'a> {
+        StressRequest {
+            container_id: "containerd://abc",
+            scope: StressScope::Container,
+            cpu,
+            memory,
+            oom_score_adj: oom,
+            duration: None,
+        }
+    }
+
+    #[test]
+    fn validation_happens_before_anything_runs() {
+        assert!(matches!(
+            validate(&request("", " ", 0)),
+            Err(StressError::NoStressor)
+        ));
+        let err = validate(&request("--cpu 1", "", 1001)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("oomScoreAdj 1001"), "{err}");
+        let err = validate(&request("--cpu 1 --cpu-load 120", "", 0)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.reason(), "invalid_argument");
+        let (cpu, memory) = validate(&request("--cpu 2 --cpu-load 50", "--size 1M", -5)).unwrap();
+        assert_eq!(
+            cpu,
+            Some(CpuSpec {
+                workers: 2,
+                load: 50
+            })
+        );
+        assert!(memory.is_some());
+    }
+
+    #[test]
+    fn cancel_requests_name_an_instance() {
+        assert_eq!(
+            InstanceRef::from_request("cpuInstance", "123", 5, "uid-1").unwrap(),
+            Some(InstanceRef::Uid("uid-1".into()))
+        );
+        assert_eq!(
+            InstanceRef::from_request("cpuInstance", "123", 5, "").unwrap(),
+            Some(InstanceRef::Pid {
+                pid: 123,
+                started_at_ms: 5
+            })
+        );
+        assert_eq!(
+            InstanceRef::from_request("cpuInstance", "", 0, "").unwrap(),
+            None
+        );
+        let err = InstanceRef::from_request("memoryInstance", "12x", 0, "").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "memoryInstance: \"12x\" is not a process id"
+        );
+        assert!(matches(
+            &InstanceRef::Pid {
+                pid: 7,
+                started_at_ms: 0
+            },
+            "a",
+            7,
+            99
+        ));
+        assert!(!matches(
+            &InstanceRef::Pid {
+                pid: 7,
+                started_at_ms: 98
+            },
+            "a",
+            7,
+            99
+        ));
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(10), "10 B");
+    }
+
+    #[test]
+    fn ids_are_journal_safe_and_distinct() {
+        let (a, b) = (new_instance_id("cpu"), new_instance_id("cpu"));
+        assert_ne!(a, b);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+    }
+}

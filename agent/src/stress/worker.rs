@@ -1,0 +1,258 @@
+//! The stressor process itself (`faultline-agent stressor cpu|memory`, hidden): it waits until
+//! the agent has moved it into its target's cgroups and released it (one byte on stdin), then
+//! loads the CPU or holds memory until it is killed. It exits on its own if the agent goes away
+//! (besides the parent-death signal the agent arms) or if it is never released.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The byte the agent writes on the stressor's stdin to release it.
+pub const RELEASE: u8 = b'g';
+/// Exit status of a stressor that was never released (the agent closed its stdin).
+pub const NOT_RELEASED: u8 = 3;
+
+/// CPU time the scheduler withheld is made up for (so the load holds over any few seconds on a
+/// busy node), but debt beyond this is forgiven rather than paid back in a long burst (the
+/// worker was starved, e.g. throttled by the cgroup's CPU quota).
+const MAX_DEBT: Duration = Duration::from_secs(1);
+/// The longest uninterrupted busy stretch of a partially loading worker.
+const SLICE: Duration = Duration::from_millis(10);
+/// How often a memory worker touches its pages again (stress-ng's --vm-keep).
+const RETOUCH: Duration = Duration::from_secs(5);
+/// Memory is allocated and touched this much at a time.
+const CHUNK: usize = 1 << 20;
+
+#[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
+pub enum StressorCommand {
+    /// Load `workers` CPUs to `load` percent each.
+    Cpu {
+        #[arg(long)]
+        workers: u32,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        load: u8,
+    },
+    /// Allocate, touch and hold `bytes` between `workers` threads, reaching the size over
+    /// `growth_ms`.
+    Memory {
+        #[arg(long)]
+        workers: u32,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long, default_value_t = 0)]
+        growth_ms: u64,
+    },
+}
+
+impl StressorCommand {
+    /// The arguments that run this command (after the `stressor` subcommand).
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            StressorCommand::Cpu { workers, load } => vec![
+                "cpu".into(),
+                "--workers".into(),
+                workers.to_string(),
+                "--load".into(),
+                load.to_string(),
+            ],
+            StressorCommand::Memory {
+                workers,
+                bytes,
+                growth_ms,
+            } => vec![
+                "memory".into(),
+                "--workers".into(),
+                workers.to_string(),
+                "--bytes".into(),
+                bytes.to_string(),
+                "--growth-ms".into(),
+                growth_ms.to_string(),
+            ],
+        }
+    }
+}
+
+/// Runs the stressor; returns only on failure or when never released.
+pub fn run(command: &StressorCommand) -> ExitCode {
+    let parent = nix::unistd::getppid();
+    if !wait_for_release() {
+        return ExitCode::from(NOT_RELEASED);
+    }
+    std::thread::spawn(move || exit_when_orphaned(parent));
+    let workers: Vec<_> = match *command {
+        StressorCommand::Cpu { workers, load } => (0..workers.max(1))
+            .map(|_| std::thread::spawn(move || cpu_worker(load)))
+            .collect(),
+        StressorCommand::Memory {
+            workers,
+            bytes,
+            growth_ms,
+        } => {
+            let workers = u64::from(workers.max(1));
+            let growth = Duration::from_millis(growth_ms);
+            (0..workers)
+                .map(|i| {
+                    // The first worker takes the remainder.
+                    let share = bytes / workers + if i == 0 { bytes % workers } else { 0 };
+                    std::thread::spawn(move || memory_worker(share, growth))
+                })
+                .collect()
+        }
+    };
+    for worker in workers {
+        let _ = worker.join();
+    }
+    ExitCode::FAILURE
+}
+
+/// Blocks until the agent writes [`RELEASE`]; false if stdin closes first.
+fn wait_for_release() -> bool {
+    let mut byte = [0u8; 1];
+    matches!(std::io::stdin().read(&mut byte), Ok(1) if byte[0] == RELEASE)
+}
+
+/// The parent-death signal is bound to the agent thread that spawned us; this also covers the
+/// agent itself going away.
+fn exit_when_orphaned(parent: nix::unistd::Pid) {
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if nix::unistd::getppid() != parent {
+            eprintln!("the agent is gone: exiting");
+            std::process::exit(0);
+        }
+    }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let to_duration = |tv: nix::sys::time::TimeVal| {
+        Duration::new(
+            tv.tv_sec().max(0) as u64,
+            (tv.tv_usec().max(0) as u32) * 1000,
+        )
+    };
+    getrusage(UsageWho::RUSAGE_THREAD)
+        .map(|u| to_duration(u.user_time()) + to_duration(u.system_time()))
+        .unwrap_or_default()
+}
+
+fn spin(for_how_long: Duration) {
+    let until = Instant::now() + for_how_long;
+    let mut x = 0u64;
+    while Instant::now() < until {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+}
+
+/// Keeps this thread's CPU time at `load` percent of the wall-clock time, measured by the
+/// thread's own CPU clock so that time the scheduler gave to others is made up for.
+fn cpu_worker(load: u8) {
+    match load {
+        0 => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        100.. => loop {
+            spin(Duration::from_secs(1));
+        },
+        _ => {}
+    }
+    let share = f64::from(load) / 100.0;
+    let (mut wall_origin, mut cpu_origin) = (Instant::now(), thread_cpu());
+    loop {
+        let due = wall_origin.elapsed().mul_f64(share);
+        let used = thread_cpu().saturating_sub(cpu_origin);
+        if used < due {
+            let debt = due - used;
+            if debt > MAX_DEBT {
+                (wall_origin, cpu_origin) = (Instant::now(), thread_cpu());
+                continue;
+            }
+            spin(debt.clamp(Duration::from_millis(1), SLICE));
+        } else {
+            let ahead = (used - due).div_f64(share);
+            std::thread::sleep(ahead.clamp(Duration::from_millis(1), SLICE * 10));
+        }
+    }
+}
+
+/// Allocates and touches `bytes` (in chunks spread over `growth`), then holds them, touching
+/// every page again now and then so they stay resident.
+fn memory_worker(bytes: u64, growth: Duration) {
+    let Ok(total) = usize::try_from(bytes) else {
+        eprintln!("{bytes} bytes do not fit in this address space");
+        std::process::exit(1);
+    };
+    let mut buffer: Vec<u8> = Vec::new();
+    if let Err(e) = buffer.try_reserve_exact(total) {
+        eprintln!("cannot reserve {total} bytes: {e}");
+        std::process::exit(1);
+    }
+    let steps = total.div_ceil(CHUNK).max(1);
+    let pause = growth / u32::try_from(steps).unwrap_or(u32::MAX);
+    while buffer.len() < total {
+        let next = (buffer.len() + CHUNK).min(total);
+        buffer.resize(next, 0xA5);
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
+    loop {
+        std::thread::sleep(RETOUCH);
+        for i in (0..buffer.len()).step_by(page) {
+            buffer[i] = buffer[i].wrapping_add(1);
+        }
+        std::hint::black_box(&buffer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Harness {
+        #[command(subcommand)]
+        command: StressorCommand,
+    }
+
+    #[test]
+    fn arguments_round_trip() {
+        for command in [
+            StressorCommand::Cpu {
+                workers: 2,
+                load: 50,
+            },
+            StressorCommand::Memory {
+                workers: 1,
+                bytes: 64 << 20,
+                growth_ms: 1500,
+            },
+        ] {
+            let mut argv = vec!["stressor".to_owned()];
+            argv.extend(command.args());
+            assert_eq!(Harness::parse_from(argv).command, command);
+        }
+    }
+
+    #[test]
+    fn load_over_100_is_refused_by_the_worker_too() {
+        let argv = ["stressor", "cpu", "--workers", "1", "--load", "101"];
+        assert!(Harness::try_parse_from(argv).is_err());
+    }
+
+    #[test]
+    fn thread_cpu_time_advances_with_work() {
+        let before = thread_cpu();
+        spin(Duration::from_millis(30));
+        assert!(thread_cpu() > before);
+    }
+}
