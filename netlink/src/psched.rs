@@ -8,6 +8,9 @@ const TIME_UNITS_PER_SEC: f64 = 1_000_000.0;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Psched {
     tick_in_usec: f64,
+    /// iproute2's get_hz: the clock rate when the clock resolution is 1 µs (the third field
+    /// 1000000), else its compile-time HZ (100).
+    hz: u32,
 }
 
 impl Default for Psched {
@@ -16,6 +19,7 @@ impl Default for Psched {
     fn default() -> Self {
         Self::parse("000003e8 00000040 000f4240 3b9aca00").unwrap_or(Self {
             tick_in_usec: 15.625,
+            hz: 1_000_000_000,
         })
     }
 }
@@ -37,6 +41,11 @@ impl Psched {
         let t2us = fields.next()??;
         let us2t = fields.next()??;
         let clock_res = fields.next()??;
+        let fourth = fields.next().flatten();
+        let hz = match fourth {
+            Some(hz) if clock_res == 1_000_000 && hz > 0 => hz,
+            _ => 100,
+        };
         if us2t == 0 {
             return None;
         }
@@ -49,6 +58,7 @@ impl Psched {
         let clock_factor = f64::from(clock_res) / TIME_UNITS_PER_SEC;
         Some(Self {
             tick_in_usec: f64::from(t2us) / f64::from(us2t) * clock_factor,
+            hz,
         })
     }
 
@@ -67,6 +77,10 @@ impl Psched {
         let usec = TIME_UNITS_PER_SEC * (f64::from(size) / f64::from(rate));
         // tc_core_time2tick takes an unsigned int: the time is truncated first.
         self.time_to_ticks(usec as u32)
+    }
+
+    pub fn hz(&self) -> u32 {
+        self.hz
     }
 
     /// Ticks to microseconds (for reading dumps back).

@@ -12,6 +12,7 @@ use crate::units::Fraction;
 pub const RTM_NEWQDISC: u16 = 36;
 pub const RTM_DELQDISC: u16 = 37;
 pub const RTM_GETQDISC: u16 = 38;
+pub const RTM_NEWTCLASS: u16 = 40;
 
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
@@ -319,12 +320,64 @@ impl Prio {
     }
 }
 
+/// htb's qdisc parameters: where unclassified traffic goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Htb {
+    /// The minor number of the default class.
+    pub default_class: u32,
+}
+
+const TCA_HTB_PARMS: u16 = 1;
+const TCA_HTB_INIT: u16 = 2;
+const TCA_HTB_CTAB: u16 = 3;
+const TCA_HTB_RTAB: u16 = 4;
+const TCA_HTB_RATE64: u16 = 6;
+const TCA_HTB_CEIL64: u16 = 7;
+
+/// An htb class: a rate, and a ceiling it may borrow up to (tc's default: the rate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HtbClass {
+    pub rate: u64,
+    pub ceil: Option<u64>,
+}
+
+impl HtbClass {
+    /// The class options, as `htb_parse_class_opt` builds them (mtu 1600, default bursts).
+    fn options(&self, b: &mut MessageBuilder, psched: &Psched) {
+        const MTU: u32 = 1600;
+        let ceil = self.ceil.unwrap_or(self.rate);
+        let hz = u64::from(psched.hz().max(1));
+        let buffer = (self.rate / hz) as u32 + MTU;
+        let cbuffer = (ceil / hz) as u32 + MTU;
+        let rtab = rate_table(self.rate, MTU, psched);
+        let ctab = rate_table(ceil, MTU, psched);
+        let mut opt = Vec::with_capacity(44);
+        opt.extend_from_slice(&rtab.spec);
+        opt.extend_from_slice(&ctab.spec);
+        opt.extend_from_slice(&psched.xmit_ticks(rtab.rate32, buffer).to_ne_bytes());
+        opt.extend_from_slice(&psched.xmit_ticks(ctab.rate32, cbuffer).to_ne_bytes());
+        opt.extend_from_slice(&[0u8; 12]); // quantum, level, prio
+        let nest = b.begin_nest(TCA_OPTIONS);
+        if self.rate >= 1 << 32 {
+            b.attr(TCA_HTB_RATE64, &self.rate.to_ne_bytes());
+        }
+        if ceil >= 1 << 32 {
+            b.attr(TCA_HTB_CEIL64, &ceil.to_ne_bytes());
+        }
+        b.attr(TCA_HTB_PARMS, &opt);
+        b.attr(TCA_HTB_RTAB, &rtab.table);
+        b.attr(TCA_HTB_CTAB, &ctab.table);
+        b.end_nest(nest);
+    }
+}
+
 /// A qdisc to create.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Qdisc {
     Netem(Netem),
     Tbf(Tbf),
     Prio(Prio),
+    Htb(Htb),
 }
 
 impl Qdisc {
@@ -333,6 +386,7 @@ impl Qdisc {
             Qdisc::Netem(_) => "netem",
             Qdisc::Tbf(_) => "tbf",
             Qdisc::Prio(_) => "prio",
+            Qdisc::Htb(_) => "htb",
         }
     }
 
@@ -343,7 +397,7 @@ impl Qdisc {
             Qdisc::Prio(p) if !(2..=16).contains(&p.bands) => {
                 Err(NetlinkError::Invalid("prio takes 2 to 16 bands".into()))
             }
-            Qdisc::Prio(_) => Ok(()),
+            Qdisc::Prio(_) | Qdisc::Htb(_) => Ok(()),
         }
     }
 }
@@ -371,7 +425,25 @@ pub fn add_qdisc(placement: Placement, qdisc: &Qdisc, psched: &Psched) -> Messag
             let inner = inner.finish(0);
             b.attr(TCA_OPTIONS, &inner[crate::message::HEADER_LEN..]);
         }
+        Qdisc::Htb(htb) => {
+            // struct tc_htb_glob: version 3, rate2quantum 10, default class, debug, direct_pkts.
+            let nest = b.begin_nest(TCA_OPTIONS);
+            b.attr(TCA_HTB_INIT, &words(&[3, 10, htb.default_class, 0, 0]));
+            b.end_nest(nest);
+        }
     }
+    b
+}
+
+/// `tc class add dev DEV parent P: classid P:N htb rate R [ceil C]`: RTM_NEWTCLASS.
+pub fn add_htb_class(placement: Placement, class: &HtbClass, psched: &Psched) -> MessageBuilder {
+    let mut b = MessageBuilder::new(
+        RTM_NEWTCLASS,
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE,
+    );
+    b.header(&placement.tcmsg());
+    b.attr_str(TCA_KIND, "htb");
+    class.options(&mut b, psched);
     b
 }
 

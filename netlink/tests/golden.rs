@@ -12,34 +12,42 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use netlink::psched::Psched;
-use netlink::tc::{Netem, Placement, Prio, Qdisc, TC_H_ROOT, Tbf, add_qdisc, delete_qdisc, handle};
+use netlink::tc::{
+    Htb, HtbClass, Netem, Placement, Prio, Qdisc, TC_H_ROOT, Tbf, add_htb_class, add_qdisc,
+    delete_qdisc, handle,
+};
 use netlink::units::{Fraction, parse_rate_bytes, parse_size, parse_time_us};
 
-/// `tc` command lines (after `tc qdisc`) on `lo` of a fresh namespace (ifindex 1).
+/// `tc` command lines on `lo` of a fresh namespace (ifindex 1).
 const CASES: &[&str] = &[
-    "add dev lo root netem delay 100ms",
-    "add dev lo root netem delay 100ms 10ms",
-    "add dev lo root netem delay 100ms 10ms 25%",
-    "add dev lo root netem loss 50%",
-    "add dev lo root netem loss 5% 25%",
-    "add dev lo root netem duplicate 1%",
-    "add dev lo root netem corrupt 2%",
-    "add dev lo root netem corrupt 2% 30%",
-    "add dev lo root netem delay 10ms reorder 25% 50%",
-    "add dev lo root netem delay 10ms reorder 25% gap 5",
-    "add dev lo root netem limit 5000 delay 1.5ms",
-    "add dev lo root netem delay 20ms loss 5%",
-    "add dev lo root netem rate 1mbit",
-    "add dev lo root netem delay 100ms 10ms 25% loss 10% 25% duplicate 5% corrupt 1% reorder 10%",
-    "add dev lo root netem rate 100gbit",
-    "add dev lo parent 1:4 handle 5: netem delay 50ms",
-    "add dev lo root handle 1: netem delay 50ms loss 33.299999%",
-    "add dev lo root tbf rate 1mbit burst 32kbit limit 10000",
-    "add dev lo root tbf rate 10mbit burst 10000 limit 20000",
-    "add dev lo root tbf rate 1mbps burst 20000 limit 30000 peakrate 2mbps mtu 2000",
-    "add dev lo root tbf rate 100gbit burst 1000000 limit 1000000",
-    "add dev lo root handle 1: prio bands 5 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
-    "del dev lo root",
+    "qdisc add dev lo root netem delay 100ms",
+    "qdisc add dev lo root netem delay 100ms 10ms",
+    "qdisc add dev lo root netem delay 100ms 10ms 25%",
+    "qdisc add dev lo root netem loss 50%",
+    "qdisc add dev lo root netem loss 5% 25%",
+    "qdisc add dev lo root netem duplicate 1%",
+    "qdisc add dev lo root netem corrupt 2%",
+    "qdisc add dev lo root netem corrupt 2% 30%",
+    "qdisc add dev lo root netem delay 10ms reorder 25% 50%",
+    "qdisc add dev lo root netem delay 10ms reorder 25% gap 5",
+    "qdisc add dev lo root netem limit 5000 delay 1.5ms",
+    "qdisc add dev lo root netem delay 20ms loss 5%",
+    "qdisc add dev lo root netem rate 1mbit",
+    "qdisc add dev lo root netem delay 100ms 10ms 25% loss 10% 25% duplicate 5% corrupt 1% reorder 10%",
+    "qdisc add dev lo root netem rate 100gbit",
+    "qdisc add dev lo parent 1:4 handle 5: netem delay 50ms",
+    "qdisc add dev lo root handle 1: netem delay 50ms loss 33.299999%",
+    "qdisc add dev lo root tbf rate 1mbit burst 32kbit limit 10000",
+    "qdisc add dev lo root tbf rate 10mbit burst 10000 limit 20000",
+    "qdisc add dev lo root tbf rate 1mbps burst 20000 limit 30000 peakrate 2mbps mtu 2000",
+    "qdisc add dev lo root tbf rate 100gbit burst 1000000 limit 1000000",
+    "qdisc add dev lo root handle 1: prio bands 5 priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+    "qdisc add dev lo root handle 1: htb default 1",
+    "qdisc add dev lo parent 5:2 handle 7: htb default 1f",
+    "class add dev lo parent 1: classid 1:1 htb rate 32gbit",
+    "class add dev lo parent 1: classid 1:4 htb rate 1mbit",
+    "class add dev lo parent 1: classid 1:5 htb rate 10mbit ceil 100gbit",
+    "qdisc del dev lo root",
 ];
 
 fn golden_path() -> PathBuf {
@@ -82,6 +90,8 @@ fn ours(args: &str) -> Vec<u8> {
     let psched = Psched::default();
     let words: Vec<&str> = args.split_whitespace().collect();
     let mut placement = Placement::root(1);
+    let object = words[0];
+    let words = &words[1..];
     let mut i = 3; // after "add|del dev lo"
     while i < words.len() {
         match words[i] {
@@ -90,7 +100,7 @@ fn ours(args: &str) -> Vec<u8> {
                 i += 1;
                 placement.parent = parse_handle(words[i]);
             }
-            "handle" => {
+            "handle" | "classid" => {
                 i += 1;
                 placement.handle = parse_handle(words[i]);
             }
@@ -103,6 +113,22 @@ fn ours(args: &str) -> Vec<u8> {
     }
     let kind = words[i];
     let mut rest = words[i + 1..].iter().peekable();
+    if object == "class" {
+        assert_eq!(kind, "htb", "the test grammar has htb classes only");
+        let mut class = HtbClass {
+            rate: 0,
+            ceil: None,
+        };
+        while let Some(word) = rest.next() {
+            let value = parse_rate_bytes(rest.next().unwrap()).unwrap();
+            match *word {
+                "rate" => class.rate = value,
+                "ceil" => class.ceil = Some(value),
+                other => panic!("the test grammar lacks htb class {other}"),
+            }
+        }
+        return add_htb_class(placement, &class, &psched).finish(0);
+    }
     let pct = |s: &str| Fraction::parse(s).expect("percent");
     let qdisc = match kind {
         "netem" => {
@@ -176,6 +202,11 @@ fn ours(args: &str) -> Vec<u8> {
             }
             Qdisc::Prio(prio)
         }
+        "htb" => {
+            assert_eq!(rest.next(), Some(&"default"));
+            let default_class = u32::from_str_radix(rest.next().unwrap(), 16).unwrap();
+            Qdisc::Htb(Htb { default_class })
+        }
         other => panic!("the test grammar lacks qdisc {other}"),
     };
     qdisc.validate(&psched).expect("valid");
@@ -185,7 +216,7 @@ fn ours(args: &str) -> Vec<u8> {
 #[test]
 fn our_requests_equal_iproute2s_bytes() {
     let golden = read_golden();
-    let netem_cases = CASES.iter().filter(|c| c.contains("netem")).count();
+    let netem_cases = CASES.iter().filter(|c| c.contains(" netem")).count();
     assert!(
         netem_cases >= 10,
         "at least ten netem parameter sets are compared"
@@ -204,7 +235,7 @@ fn our_requests_equal_iproute2s_bytes() {
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
-/// Runs `tc qdisc ARGS` under strace in `netns` and returns the first netlink request it sent,
+/// Runs `tc ARGS` under strace in `netns` and returns the first netlink request it sent,
 /// with the sequence number zeroed.
 fn capture(netns: &str, args: &str) -> Vec<u8> {
     let out = Command::new("ip")
@@ -218,7 +249,7 @@ fn capture(netns: &str, args: &str) -> Vec<u8> {
             "trace=sendmsg",
         ])
         .args(["-e", "write=all", "-xx", "-s", "65536", "-o", "/dev/stderr"])
-        .args(["tc", "qdisc"])
+        .arg("tc")
         .args(args.split_whitespace())
         .output()
         .expect("strace tc");
@@ -286,7 +317,7 @@ fn captured_requests_still_match_the_file() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default();
         let mut text = format!(
-            "# Requests sent by `tc qdisc ARGS` ({version}), captured with strace in a scratch\n\
+            "# Requests sent by `tc ARGS` ({version}), captured with strace in a scratch\n\
              # network namespace; sequence number zeroed. Regenerate: FAULTLINE_BLESS_GOLDEN=1 cargo test -p faultline-netlink --test golden (as root)\n"
         );
         for (args, hex) in &captured {

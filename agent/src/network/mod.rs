@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::NetworkError;
 use iptables::{Backend, CHAOS_NETEM, CHAOS_TC, OWN_PACKET_MARK, TableRules};
-use qdisc::{Baseline, BuildError, DeviceRecord, NetlinkTc, TrafficControl};
+use qdisc::{Baseline, BuildError, Classful, DeviceRecord, NetlinkTc, TrafficControl};
 use runner::Runner;
 use spec::{ChainSpec, IpSetSpec, NetemSpec, NetworkSpec, TcAction, TcFilter, TcRule};
 use userspace::{QueueServer, QueueSet};
@@ -129,6 +129,8 @@ pub struct NetworkChaos {
     pods: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Pod>>>>,
     /// Set once the kernel refused netem: the reason.
     kernel_refused_netem: Mutex<Option<String>>,
+    /// Set once the kernel refused prio: filtered rules then hang under htb.
+    kernel_lacks_prio: std::sync::atomic::AtomicBool,
 }
 
 fn net(record: &Record) -> Option<&NetworkRecord> {
@@ -159,6 +161,7 @@ impl NetworkChaos {
             netem_path,
             pods: Mutex::default(),
             kernel_refused_netem: Mutex::default(),
+            kernel_lacks_prio: Default::default(),
         })
     }
 
@@ -474,6 +477,17 @@ impl NetworkChaos {
         })
     }
 
+    fn classful(&self) -> Classful {
+        if self
+            .kernel_lacks_prio
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            Classful::Htb
+        } else {
+            Classful::Prio
+        }
+    }
+
     fn refusal(&self) -> Option<String> {
         self.kernel_refused_netem
             .lock()
@@ -542,13 +556,32 @@ impl NetworkChaos {
             let devices = record.devices.clone();
             let rules = desired.tcs.clone();
             let kernel_netem = !*userspace;
+            let classful = self.classful();
             let built = netns::run_in(pid, inode, move || {
                 let mut tc = NetlinkTc::open()?;
-                Ok(build_trees(&mut tc, &devices, &rules, kernel_netem))
+                Ok(build_trees(
+                    &mut tc,
+                    &devices,
+                    &rules,
+                    kernel_netem,
+                    classful,
+                ))
             })
             .await?;
             match built {
                 Ok(()) => break,
+                Err(BuildError::PrioRefused) if classful == Classful::Prio => {
+                    tracing::info!(
+                        "the kernel has no prio qdisc; filtered rules hang under htb classes"
+                    );
+                    self.kernel_lacks_prio
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(BuildError::PrioRefused) => {
+                    return Err(NetworkError::Internal(
+                        "the kernel refused prio with htb planned".into(),
+                    ));
+                }
                 Err(BuildError::NetemRefused(reason)) if path == NetemPath::Auto => {
                     tracing::warn!(%reason, "the kernel refused netem; using the userspace NFQUEUE path");
                     if let Ok(mut refused) = self.kernel_refused_netem.lock() {
@@ -781,12 +814,16 @@ fn build_trees(
     devices: &[DeviceRecord],
     rules: &[TcRule],
     kernel_netem: bool,
+    classful: Classful,
 ) -> Result<(), BuildError> {
     for device in devices {
         let mine: Vec<&TcRule> = rules.iter().filter(|r| r.device == device.device).collect();
-        let plan = qdisc::plan_device(&device.device, &mine, |r| {
-            kernel_netem || matches!(r.action, TcAction::Bandwidth(_))
-        });
+        let plan = qdisc::plan_device(
+            &device.device,
+            &mine,
+            |r| kernel_netem || matches!(r.action, TcAction::Bandwidth(_)),
+            classful,
+        );
         qdisc::build(tc, &device.device, &plan, &device.baseline)?;
     }
     Ok(())
@@ -844,9 +881,13 @@ fn mangle_rules(tcs: &[TcRule], kernel_netem: bool, queue_rules: &[(bool, String
         .collect::<BTreeSet<_>>()
     {
         let mine: Vec<&TcRule> = tcs.iter().filter(|r| r.device == device).collect();
-        let plan = qdisc::plan_device(&device, &mine, |r| {
-            kernel_netem || matches!(r.action, TcAction::Bandwidth(_))
-        });
+        // The class numbers are the same under prio and htb.
+        let plan = qdisc::plan_device(
+            &device,
+            &mine,
+            |r| kernel_netem || matches!(r.action, TcAction::Bandwidth(_)),
+            Classful::Prio,
+        );
         for c in plan.classify {
             let matcher = c.filter.iptables_match().join(" ");
             tc_rules.push(format!(

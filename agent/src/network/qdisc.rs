@@ -13,8 +13,8 @@
 use netlink::NetlinkError;
 use netlink::psched::Psched;
 use netlink::tc::{
-    Placement, Prio, Qdisc, QdiscInfo, RTM_NEWQDISC, TC_H_ROOT, add_qdisc, add_raw_qdisc,
-    delete_qdisc, dump_qdiscs, handle,
+    Htb, HtbClass, Placement, Prio, Qdisc, QdiscInfo, RTM_NEWQDISC, TC_H_ROOT, add_htb_class,
+    add_qdisc, add_raw_qdisc, delete_qdisc, dump_qdiscs, handle,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,13 +43,26 @@ pub struct DeviceRecord {
     pub baseline: Baseline,
 }
 
-/// One qdisc to add.
+/// One qdisc to add, and the classes to add to it right after (htb's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedQdisc {
     pub parent: u32,
     pub handle: u32,
     pub qdisc: Qdisc,
+    pub classes: Vec<(u32, HtbClass)>,
 }
+
+/// The classful qdisc filtered rules hang under: prio (as Chaos Mesh builds it), or htb where the
+/// kernel has no sch_prio (classes as fast as the link, so only the rules under them shape).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classful {
+    Prio,
+    Htb,
+}
+
+/// The rate of the htb classes that only sort traffic: 32 Gbit/s, above any pod's veth here and
+/// still a 32-bit rate.
+const SORTING_RATE: u64 = 4_000_000_000;
 
 /// An iptables CLASSIFY rule: packets matching `filter` leaving `device` go to `class`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +84,7 @@ pub fn plan_device(
     device: &str,
     rules: &[&TcRule],
     in_kernel: impl Fn(&TcRule) -> bool,
+    classful: Classful,
 ) -> DevicePlan {
     let tree: Vec<&TcRule> = rules.iter().copied().filter(|r| in_kernel(r)).collect();
     let mut plan = DevicePlan::default();
@@ -85,6 +99,7 @@ pub fn plan_device(
             parent,
             handle: handle(next, 0),
             qdisc: qdisc_of(rule),
+            classes: Vec::new(),
         });
         parent = handle(next, 0);
         next += 1;
@@ -101,10 +116,27 @@ pub fn plan_device(
     }
     let prio = next;
     next += 1;
-    plan.qdiscs.push(PlannedQdisc {
-        parent,
-        handle: handle(prio, 0),
-        qdisc: Qdisc::Prio(Prio::with_bands(3 + groups.len() as u32)),
+    let sorting = HtbClass {
+        rate: SORTING_RATE,
+        ceil: None,
+    };
+    plan.qdiscs.push(match classful {
+        Classful::Prio => PlannedQdisc {
+            parent,
+            handle: handle(prio, 0),
+            qdisc: Qdisc::Prio(Prio::with_bands(3 + groups.len() as u32)),
+            classes: Vec::new(),
+        },
+        // Unclassified traffic goes to class 1; the filters' classes are 4, 5, … as prio's bands.
+        Classful::Htb => PlannedQdisc {
+            parent,
+            handle: handle(prio, 0),
+            qdisc: Qdisc::Htb(Htb { default_class: 1 }),
+            classes: std::iter::once(1)
+                .chain((0..groups.len()).map(|g| g as u16 + 4))
+                .map(|minor| (handle(prio, minor), sorting.clone()))
+                .collect(),
+        },
     });
     for (band, (filter, group)) in groups.into_iter().enumerate() {
         let class = handle(prio, band as u16 + 4);
@@ -114,6 +146,7 @@ pub fn plan_device(
                 parent,
                 handle: handle(next, 0),
                 qdisc: qdisc_of(rule),
+                classes: Vec::new(),
             });
             parent = handle(next, 0);
             next += 1;
@@ -134,6 +167,7 @@ pub trait TrafficControl {
     fn devices(&self) -> Vec<String>;
     fn dump(&mut self) -> Result<Vec<QdiscInfo>, NetlinkError>;
     fn add(&mut self, placement: Placement, qdisc: &Qdisc) -> Result<(), NetlinkError>;
+    fn add_class(&mut self, placement: Placement, class: &HtbClass) -> Result<(), NetlinkError>;
     fn add_raw(
         &mut self,
         placement: Placement,
@@ -180,6 +214,11 @@ impl TrafficControl for NetlinkTc {
     fn add(&mut self, placement: Placement, qdisc: &Qdisc) -> Result<(), NetlinkError> {
         self.socket
             .request(add_qdisc(placement, qdisc, &self.psched))
+    }
+
+    fn add_class(&mut self, placement: Placement, class: &HtbClass) -> Result<(), NetlinkError> {
+        self.socket
+            .request(add_htb_class(placement, class, &self.psched))
     }
 
     fn add_raw(
@@ -271,6 +310,8 @@ fn delete_root(
 #[derive(Debug)]
 pub enum BuildError {
     NetemRefused(String),
+    /// The kernel has no sch_prio: plan with htb instead.
+    PrioRefused,
     Other(NetworkError),
 }
 
@@ -297,10 +338,26 @@ pub fn build(
                     "no netem qdisc in this kernel (sch_netem missing): {err}"
                 )));
             }
+            if matches!(planned.qdisc, Qdisc::Prio(_)) && is_unknown_kind(&err) {
+                return Err(BuildError::PrioRefused);
+            }
             return Err(BuildError::Other(NetworkError::netlink(format!(
                 "adding {} to {device}",
                 planned.qdisc.kind()
             ))(err)));
+        }
+        for (classid, class) in &planned.classes {
+            let placement = Placement {
+                ifindex,
+                parent: planned.handle,
+                handle: *classid,
+            };
+            if let Err(err) = tc.add_class(placement, class) {
+                let _ = restore(tc, device, baseline);
+                return Err(BuildError::Other(NetworkError::netlink(format!(
+                    "adding an htb class to {device}"
+                ))(err)));
+            }
         }
     }
     if plan.qdiscs.is_empty() {
@@ -378,7 +435,7 @@ mod tests {
     fn trees_are_laid_out_like_chaos_mesh() {
         let rules = [netem(""), tbf(), netem("a"), netem("b"), netem("a")];
         let refs: Vec<&TcRule> = rules.iter().collect();
-        let plan = plan_device("eth0", &refs, |_| true);
+        let plan = plan_device("eth0", &refs, |_| true, Classful::Prio);
         let layout: Vec<(u32, u32, &str)> = plan
             .qdiscs
             .iter()
@@ -398,11 +455,47 @@ mod tests {
         assert_eq!(plan.classify.len(), 2);
         assert_eq!(plan.classify[1].class, handle(3, 5));
         // The userspace path keeps netem out of the tree.
-        let plan = plan_device("eth0", &refs, |r| {
-            matches!(r.action, TcAction::Bandwidth(_))
-        });
+        let plan = plan_device(
+            "eth0",
+            &refs,
+            |r| matches!(r.action, TcAction::Bandwidth(_)),
+            Classful::Prio,
+        );
         assert_eq!(plan.qdiscs.len(), 1);
         assert!(plan.classify.is_empty());
+    }
+
+    #[test]
+    fn without_prio_filters_hang_under_htb_classes() {
+        let rules = [tbf(), netem("a")];
+        let refs: Vec<&TcRule> = rules.iter().collect();
+        let plan = plan_device("eth0", &refs, |_| true, Classful::Htb);
+        assert_eq!(plan.qdiscs[1].qdisc, Qdisc::Htb(Htb { default_class: 1 }));
+        let classes: Vec<u32> = plan.qdiscs[1].classes.iter().map(|(c, _)| *c).collect();
+        assert_eq!(classes, [handle(2, 1), handle(2, 4)]);
+        assert_eq!(plan.qdiscs[2].parent, handle(2, 4));
+        assert_eq!(plan.classify[0].class, handle(2, 4));
+        let mut tc = FakeTc::default();
+        build(
+            &mut tc,
+            "eth0",
+            &plan,
+            &Baseline::Default {
+                kind: "noqueue".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            tc.log,
+            [
+                "delete root",
+                "add tbf 10000",
+                "add htb 20000",
+                "class 20001",
+                "class 20004",
+                "add netem 30000"
+            ]
+        );
     }
 
     /// A namespace's qdiscs in memory.
@@ -431,6 +524,10 @@ mod tests {
                 });
             }
             self.log.push(format!("add {} {:x}", q.kind(), p.handle));
+            Ok(())
+        }
+        fn add_class(&mut self, p: Placement, _: &HtbClass) -> Result<(), NetlinkError> {
+            self.log.push(format!("class {:x}", p.handle));
             Ok(())
         }
         fn add_raw(&mut self, p: Placement, kind: &str, _: &[u8]) -> Result<(), NetlinkError> {
@@ -498,7 +595,7 @@ mod tests {
         };
         let rules = [tbf(), netem("")];
         let refs: Vec<&TcRule> = rules.iter().collect();
-        let plan = plan_device("eth0", &refs, |_| true);
+        let plan = plan_device("eth0", &refs, |_| true, Classful::Prio);
         let custom = Baseline::Custom {
             kind: "fq".into(),
             handle: handle(8, 0),
