@@ -21,6 +21,8 @@ use crate::journal::ProcessIdentity;
 
 /// The descriptor number the control socket gets in the injector.
 const CONTROL_FD: i32 = 3;
+/// How long an injector that ignored `recover` gets after SIGTERM before SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(1);
 /// How many stderr lines are kept to explain a failure.
 const STDERR_TAIL: usize = 20;
 
@@ -61,7 +63,7 @@ pub struct MountRequest<'a> {
 pub struct InjectorProcess {
     pub identity: ProcessIdentity,
     exit: watch::Receiver<Option<ExitStatus>>,
-    kill_request: mpsc::Sender<()>,
+    signal_request: mpsc::Sender<Signal>,
     control: AsyncMutex<ControlChannel>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
@@ -111,7 +113,7 @@ impl InjectorProcess {
         let pid = child.id().unwrap_or_default();
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (exit, kill_request) = reap(child, pid, Arc::clone(&stderr_tail));
+        let (exit, signal_request) = reap(child, pid, Arc::clone(&stderr_tail));
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
@@ -120,7 +122,7 @@ impl InjectorProcess {
         let process = Self {
             identity,
             exit,
-            kill_request,
+            signal_request,
             control: AsyncMutex::new(ControlChannel {
                 reader: BufReader::new(reader),
                 writer,
@@ -185,7 +187,7 @@ impl InjectorProcess {
         match tokio::time::timeout(within, self.wait()).await {
             Ok(status) => Ok(status),
             Err(_) => {
-                self.kill().await;
+                self.terminate(TERM_GRACE).await;
                 Err(match asked {
                     Err(err) => err,
                     Ok(_) => InjectorError::Control(format!(
@@ -217,8 +219,16 @@ impl InjectorProcess {
 
     /// SIGKILL, and wait until reaped.
     pub async fn kill(&self) {
-        let _ = self.kill_request.try_send(());
+        let _ = self.signal_request.send(Signal::SIGKILL).await;
         self.wait().await;
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`; waits until reaped.
+    pub async fn terminate(&self, grace: Duration) {
+        let _ = self.signal_request.send(Signal::SIGTERM).await;
+        if self.try_exit_status(grace).await.is_none() {
+            self.kill().await;
+        }
     }
 
     pub fn stderr_tail(&self) -> String {
@@ -272,23 +282,33 @@ fn reap(
     mut child: Child,
     pid: u32,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-) -> (watch::Receiver<Option<ExitStatus>>, mpsc::Sender<()>) {
+) -> (watch::Receiver<Option<ExitStatus>>, mpsc::Sender<Signal>) {
     if let Some(stderr) = child.stderr.take() {
         tokio::spawn(forward_stderr(stderr, pid, stderr_tail));
     }
     let (exit_tx, exit_rx) = watch::channel(None);
-    let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
+    let (signal_tx, mut signal_rx) = mpsc::channel::<Signal>(4);
     tokio::spawn(async move {
         let status = loop {
             tokio::select! {
                 status = child.wait() => break status,
-                Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
+                Some(signal) = signal_rx.recv() => signal_child(&mut child, signal),
             }
         };
         let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9));
         let _ = exit_tx.send(Some(status));
     });
-    (exit_rx, kill_tx)
+    (exit_rx, signal_tx)
+}
+
+/// Signals the child; only the reaper calls this, so the child cannot have been reaped (and its
+/// PID reused) in between.
+fn signal_child(child: &mut Child, signal: Signal) {
+    if signal == Signal::SIGKILL {
+        let _ = child.start_kill();
+    } else if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+    }
 }
 
 async fn forward_stderr(
