@@ -283,7 +283,17 @@ async fn serve_until_recovered(
                     Err(e) => { tracing::error!(error = %e, "control task failed: recovering"); context.recover(); }
                 }
             }
-            _ = session_check.tick() => if running.session_finished() { break true; },
+            _ = session_check.tick() => {
+                let target_gone = matches!(request.target, Target::Process(pid)
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if target_gone {
+                    // Its mount namespace, and our mount in it, go with it.
+                    tracing::warn!("the target process exited: recovering");
+                    context.recover();
+                } else if running.session_finished() {
+                    break true;
+                }
+            }
         }
     };
     if outside_unmount {

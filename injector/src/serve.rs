@@ -146,10 +146,15 @@ impl RunningFs {
     }
 
     /// Unmount (lazily if busy) and wait up to `drain` for the FUSE session to end.
+    ///
+    /// If another mount covers ours (a second injector over the same path), ours cannot be
+    /// reached: it keeps serving (as a plain passthrough once the rules are cleared) and
+    /// this waits until it is uncovered. Exiting instead would leave a dead mount under the
+    /// other one.
     pub fn stop(mut self, drain: Duration) -> Result<Stopped, MountError> {
         self.fs.set_ready(false);
         let unmounted = match self.mount.take() {
-            Some(m) => m.unmount()?,
+            Some(m) => unmount_when_uncovered(&m)?,
             None => Unmounted::NotMounted,
         };
         let deadline = Instant::now() + drain;
@@ -165,6 +170,22 @@ impl RunningFs {
             }
         }
         Ok(Stopped { unmounted, drained })
+    }
+}
+
+fn unmount_when_uncovered(m: &ActiveMount) -> Result<Unmounted, MountError> {
+    let mut said = false;
+    loop {
+        match m.unmount() {
+            Err(e @ MountError::Replaced { .. }) => {
+                if !said {
+                    tracing::warn!(error = %e, "waiting for the covering mount to go");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -620,3 +620,44 @@ fn stop_unmounts_and_busy_mounts_are_detached_lazily() {
     assert_eq!(fx.stop().unmounted, injector::mount::Unmounted::Clean);
     assert!(!faultline_mounted_at(&path));
 }
+
+#[test]
+fn a_covered_fault_mount_waits_for_the_mount_above_it() {
+    if !root_or_skip("stacked") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("vol");
+    fs::create_dir(&path).expect("mkdir");
+    fs::write(path.join("f"), b"bottom").expect("write");
+    let start = || {
+        let rules = std::sync::Arc::new(injector::fault_rules::RuleStore::new(&path));
+        let request = injector::mount::MountRequest {
+            target: injector::mount::Target::Own,
+            path: path.clone(),
+        };
+        injector::serve::start(&request, rules, injector::serve::ServeOptions::default())
+            .expect("mount")
+    };
+    let count = || {
+        let table = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        injector::mount::parse_mountinfo(&table)
+            .iter()
+            .filter(|e| e.mount_point == path && e.fstype == injector::mount::FSTYPE)
+            .count()
+    };
+    let lower = start();
+    let upper = start();
+    assert_eq!(count(), 2);
+    // Stopping the covered one touches neither mount until the upper one is gone.
+    let stopping = std::thread::spawn(move || lower.stop(Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!stopping.is_finished());
+    assert_eq!(count(), 2);
+    assert_eq!(fs::read(path.join("f")).expect("through both"), b"bottom");
+    upper.stop(Duration::from_secs(2)).expect("stop upper");
+    let lower = stopping.join().expect("join").expect("stop lower");
+    assert_ne!(lower.unmounted, injector::mount::Unmounted::NotMounted);
+    assert_eq!(count(), 0);
+    assert_eq!(fs::read(path.join("f")).expect("original"), b"bottom");
+}

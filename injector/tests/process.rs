@@ -343,6 +343,37 @@ fn sigkill_then_cleanup_gives_the_original_back() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("no fault mount"));
 }
 
+#[test]
+fn cleanup_leaves_a_live_mount_alone_and_a_dead_container_ends_the_injector() {
+    if !root_or_skip("live_cleanup") {
+        return;
+    }
+    let Some(mut ctr) = Container::start() else {
+        return;
+    };
+    let pid = ctr.pid().to_string();
+    let mut inj = Injector::spawn(&["--pid", &pid, "--path", "/vol"]);
+    inj.wait_ready();
+    let out = Command::new(BIN)
+        .args(["cleanup", "--pid", &pid, "--path", "/vol"])
+        .output()
+        .expect("cleanup");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still served by a running injector"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(ctr.at("/vol/f")).expect("still served"),
+        b"volume data"
+    );
+    // The container goes away: the injector notices and exits cleanly.
+    ctr.child.kill().expect("kill container");
+    ctr.child.wait().expect("reap container");
+    assert!(inj.wait_exit(Duration::from_secs(10)).success());
+}
+
 fn refused(args: &[&str]) -> String {
     let out = Command::new(BIN)
         .arg("mount")

@@ -97,6 +97,10 @@ pub enum MountError {
         target: Target,
         mount_id: u64,
     },
+    #[error(
+        "the fault mount on {path:?} in {target} is still served by a running injector; recover it instead"
+    )]
+    Live { path: PathBuf, target: Target },
     #[error("cannot unmount {path:?} in {target}: {source}")]
     Unmount {
         path: PathBuf,
@@ -337,7 +341,9 @@ impl<S: MountSys> ActiveMount<S> {
         &self.request
     }
 
-    /// Unmount; if busy, detach lazily (reported as [`Unmounted::Detached`]).
+    /// Unmount; if busy, detach lazily (reported as [`Unmounted::Detached`]). If another
+    /// mount now covers ours, nothing is touched and [`MountError::Replaced`] says so: no
+    /// path reaches a covered mount, so it can only be removed once uncovered.
     pub fn unmount(&self) -> Result<Unmounted, MountError> {
         unmount_by_id(&*self.sys, self.request.target, self.mount_id)
     }
@@ -350,9 +356,14 @@ fn unmount_by_id<S: MountSys>(
     target: Target,
     mount_id: u64,
 ) -> Result<Unmounted, MountError> {
-    let table = sys
-        .mountinfo(target)
-        .map_err(|source| MountError::MountTable { target, source })?;
+    let table = match sys.mountinfo(target) {
+        Ok(table) => table,
+        // The process, and with it (unless shared) its namespace and our mount, is gone.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            return Ok(Unmounted::NotMounted);
+        }
+        Err(source) => return Err(MountError::MountTable { target, source }),
+    };
     let Some(entry) = mountinfo::parse(&table)
         .into_iter()
         .find(|e| e.id == mount_id)
@@ -372,6 +383,7 @@ fn unmount_by_id<S: MountSys>(
         let top_id = sys.mount_id_of(top.as_fd()).map_err(err)?;
         drop(top);
         if top_id != mount_id {
+            // umount2 acts on the topmost mount at a path, which is not ours: leave it.
             return Err(MountError::Replaced {
                 path: path.clone(),
                 target,
@@ -389,31 +401,43 @@ fn unmount_by_id<S: MountSys>(
     })
 }
 
-/// Unmount a fault mount left at `path` in `target` by an injector that died (SIGKILL):
-/// the application sees the original directory again instead of "Transport endpoint is
-/// not connected". Only a `fuse.faultline` mount on top of `path` is touched.
+/// Unmount fault mounts left at `path` in `target` by injectors that died (SIGKILL): the
+/// application sees the original directory again instead of "Transport endpoint is not
+/// connected". Only dead `fuse.faultline` mounts on top of `path` are touched (several, if
+/// dead injectors were stacked); a live one (its injector still serving) stops the cleanup.
 pub fn cleanup<S: MountSys>(sys: &S, request: &MountRequest) -> Result<Unmounted, MountError> {
     validate_path(&request.path)?;
-    let root = open_root(sys, request.target)?;
-    // Resolving lands on the topmost mount at the path; opening a mount root asks nothing
-    // of its (dead) server.
-    let top = resolve(sys, &root, request)?;
-    drop(root);
     let target = request.target;
-    let top_id = sys
-        .mount_id_of(top.as_fd())
-        .map_err(|source| MountError::MountTable { target, source })?;
-    drop(top);
-    let table = sys
-        .mountinfo(target)
-        .map_err(|source| MountError::MountTable { target, source })?;
-    let ours = mountinfo::parse(&table)
-        .into_iter()
-        .any(|e| e.id == top_id && e.fstype == FSTYPE);
-    if !ours {
-        return Ok(Unmounted::NotMounted);
+    let mut outcome = Unmounted::NotMounted;
+    // Bounded: each round removes one mount.
+    for _ in 0..64 {
+        let root = open_root(sys, target)?;
+        // Resolving lands on the topmost mount at the path; opening a mount root asks
+        // nothing of its (possibly dead) server.
+        let top = resolve(sys, &root, request)?;
+        drop(root);
+        let table_error = |source| MountError::MountTable { target, source };
+        let top_id = sys.mount_id_of(top.as_fd()).map_err(table_error)?;
+        let table = sys.mountinfo(target).map_err(table_error)?;
+        let ours = mountinfo::parse(&table)
+            .into_iter()
+            .any(|e| e.id == top_id && e.fstype == FSTYPE);
+        if !ours {
+            return Ok(outcome);
+        }
+        if sys.server_alive(top.as_fd()) {
+            return Err(MountError::Live {
+                path: request.path.clone(),
+                target,
+            });
+        }
+        drop(top);
+        match unmount_by_id(sys, target, top_id)? {
+            Unmounted::NotMounted => return Ok(outcome),
+            done => outcome = done,
+        }
     }
-    unmount_by_id(sys, target, top_id)
+    Ok(outcome)
 }
 
 #[cfg(test)]

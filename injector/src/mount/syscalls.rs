@@ -51,6 +51,8 @@ pub trait MountSys: Send + Sync {
     fn open_path(&self, path: &Path) -> io::Result<OwnedFd>;
     /// `umount2(path, UMOUNT_NOFOLLOW [| MNT_DETACH])`.
     fn umount(&self, path: &Path, detach: bool) -> io::Result<()>;
+    /// Is the FUSE server behind the mount of `fd` alive? (A dead one answers ENOTCONN.)
+    fn server_alive(&self, fd: BorrowedFd<'_>) -> bool;
 }
 
 /// The real thing.
@@ -217,6 +219,13 @@ impl MountSys for LinuxMountSys {
             flags |= MntFlags::MNT_DETACH;
         }
         Ok(nix::mount::umount2(path, flags)?)
+    }
+
+    fn server_alive(&self, fd: BorrowedFd<'_>) -> bool {
+        !matches!(
+            nix::sys::statfs::fstatfs(fd),
+            Err(nix::errno::Errno::ENOTCONN)
+        )
     }
 }
 

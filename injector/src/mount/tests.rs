@@ -21,6 +21,8 @@ struct Fake {
     /// Mount id reported by `mount_id_of` (for every descriptor).
     mount_id: Mutex<u64>,
     table: Mutex<String>,
+    /// What `server_alive` answers.
+    alive: Mutex<bool>,
     /// Inode of a descriptor's (unique, temporary) file → name of the call that made it;
     /// by inode so that duplicates keep the name.
     fds: Mutex<HashMap<u64, String>>,
@@ -140,7 +142,13 @@ impl MountSys for Fake {
     }
     fn umount(&self, path: &Path, detach: bool) -> io::Result<()> {
         self.record(format!("umount {} detach={detach}", path.display()));
-        self.check(if detach { "umount_detach" } else { "umount" })
+        self.check(if detach { "umount_detach" } else { "umount" })?;
+        self.table.lock().clear();
+        Ok(())
+    }
+    fn server_alive(&self, fd: BorrowedFd<'_>) -> bool {
+        self.record(format!("server_alive {}", self.name(fd)));
+        *self.alive.lock()
     }
 }
 
@@ -288,24 +296,36 @@ fn unmount_of_a_vanished_mount_is_not_an_error() {
 }
 
 #[test]
-fn unmount_refuses_when_another_mount_covers_ours() {
+fn a_covered_mount_is_left_alone() {
     let sys = Arc::new(Fake::new());
     let prepared = prepare(sys.clone(), &request(42, "/data")).expect("prepare");
     let mounted = prepared.pending.attach().expect("attach");
     *sys.mount_id.lock() = 999;
-    let err = mounted.unmount().expect_err("replaced");
+    let err = mounted.unmount().expect_err("covered");
     assert!(matches!(err, MountError::Replaced { .. }), "{err}");
-    assert!(!sys.calls().iter().any(|c| c.starts_with("umount")));
+    let calls = sys.calls();
+    assert!(!calls.iter().any(|c| c.starts_with("umount")), "{calls:?}");
+    assert_eq!(calls.last().map(String::as_str), Some("setns ns Own"));
+    // Uncovered again: now it goes.
+    *sys.mount_id.lock() = 812;
+    assert_eq!(mounted.unmount().expect("unmount"), Unmounted::Clean);
 }
 
 #[test]
-fn cleanup_only_touches_a_faultline_mount() {
+fn cleanup_only_touches_a_dead_faultline_mount() {
     let sys = Fake::new();
     assert_eq!(
         cleanup(&sys, &request(42, "/data")).expect("cleanup"),
         Unmounted::Clean
     );
     assert!(sys.calls().iter().any(|c| c == "umount /data detach=false"));
+    assert!(sys.calls().iter().any(|c| c == "server_alive dir"));
+
+    let sys = Fake::new();
+    *sys.alive.lock() = true;
+    let err = cleanup(&sys, &request(42, "/data")).expect_err("live");
+    assert!(matches!(err, MountError::Live { .. }), "{err}");
+    assert!(!sys.calls().iter().any(|c| c.starts_with("umount")));
 
     let sys = Fake::new();
     *sys.table.lock() = "812 36 0:77 / /data rw - ext4 /dev/sda rw\n".into();
