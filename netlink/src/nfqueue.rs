@@ -22,6 +22,8 @@ const NFQNL_COPY_PACKET: u8 = 2;
 
 /// Accept packets instead of dropping them when the queue is full.
 pub const NFQA_CFG_F_FAIL_OPEN: u32 = 0x1;
+/// Hand over GSO packets whole, checksums not filled in (no segmentation for userspace).
+pub const NFQA_CFG_F_GSO: u32 = 0x4;
 
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;

@@ -254,11 +254,37 @@ fn bench(tb: &Testbed) -> Result<()> {
         .collect::<Result<_>>()?;
     let listed = cli(&agent, &["list"])?;
     cli(&agent, &["recover", "--all"])?;
+    // A rule that may copy packets takes them segmented, checksums filled in (no GSO).
+    cli(
+        &agent,
+        &[
+            "attack",
+            "network",
+            "duplicate",
+            "--container",
+            &a.container_uri(),
+            "--pod-uid",
+            &a.uid,
+            "--percent",
+            "0.0001",
+            "--netem-path",
+            "userspace",
+        ],
+    )?;
+    let segmented: Vec<Sample> = (0..RUNS)
+        .map(|_| measure(&a, b_ip))
+        .collect::<Result<_>>()?;
+    cli(&agent, &["recover", "--all"])?;
     let after: Vec<Sample> = (0..RUNS)
         .map(|_| measure(&a, b_ip))
         .collect::<Result<_>>()?;
 
-    let (n, q, r) = (median(&native), median(&queued), median(&after));
+    let (n, q, g, r) = (
+        median(&native),
+        median(&queued),
+        median(&segmented),
+        median(&after),
+    );
     println!("agent: {}", status.trim().replace('\n', " | "));
     println!("list: {}", listed.trim().replace('\n', " | "));
     println!();
@@ -266,7 +292,8 @@ fn bench(tb: &Testbed) -> Result<()> {
     println!("|---|---|---|---|");
     for (name, s) in [
         ("native (no fault)", &n),
-        ("NFQUEUE, netem delay 0", &q),
+        ("NFQUEUE, netem delay 0 (GSO packets whole)", &q),
+        ("NFQUEUE, duplicate 0.0001% (segmented)", &g),
         ("native again (recovered)", &r),
     ] {
         println!(

@@ -98,6 +98,15 @@ impl Model {
         }
     }
 
+    /// Whether packets are changed or copied (corrupt, duplicate): those need whole, segmented
+    /// packets with their checksums filled in; the others can take GSO packets as they are, as
+    /// netem takes them.
+    pub fn alters_packets(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| s.spec.corrupt > 0 || s.spec.duplicate > 0)
+    }
+
     /// The most packets any stage may hold (netem's limit).
     pub fn limit(&self) -> u32 {
         self.stages

@@ -186,14 +186,19 @@ impl Server {
                     .map_err(|e| format!("binding queue {queue}: {e}"))?;
             }
             // The kernel holds our delayed packets too: its queue is netem's limit. Past it,
-            // packets are dropped, as netem drops past its limit.
+            // packets are dropped, as netem drops past its limit (no fail-open).
+            let gso = if model.alters_packets() {
+                0
+            } else {
+                nfqueue::NFQA_CFG_F_GSO
+            };
             self.socket
                 .request(nfqueue::configure(
                     queue,
                     0xffff,
                     model.limit().max(64),
-                    0,
-                    nfqueue::NFQA_CFG_F_FAIL_OPEN,
+                    gso,
+                    nfqueue::NFQA_CFG_F_FAIL_OPEN | nfqueue::NFQA_CFG_F_GSO,
                 ))
                 .map_err(|e| format!("configuring queue {queue}: {e}"))?;
             models.insert(queue, model);
