@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,25 +19,20 @@ pub enum ConnectError {
 
 /// A channel to the agent's plaintext unix socket.
 pub async fn connect_unix(socket: &Path) -> Result<Channel, ConnectError> {
-    let unreachable = |reason: String| ConnectError::Unreachable {
-        target: socket.display().to_string(),
-        reason,
-    };
-    if !socket.exists() {
-        return Err(unreachable(
-            "no such socket (is the agent running with --unix-socket?)".into(),
-        ));
-    }
-    let path = socket.to_owned();
-    Endpoint::from_static("http://[::]:31767")
-        .connect_timeout(Duration::from_secs(5))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    crate::unix_channel::connect(socket, CALL_TIMEOUT)
         .await
-        .map_err(|e| unreachable(e.to_string()))
+        .map_err(|reason| ConnectError::Unreachable {
+            target: socket.display().to_string(),
+            reason: if socket.exists() {
+                reason
+            } else {
+                format!("{reason} (is the agent running with --unix-socket?)")
+            },
+        })
 }
+
+/// Bound on connecting and on each call (an IO attack waits for the mount).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Client certificate material for mTLS.
 #[derive(Clone, Debug)]
@@ -74,16 +67,5 @@ pub async fn connect_tls(addr: &str, tls: &ClientTls) -> Result<Channel, Connect
         .map_err(|e| unreachable(e.to_string()))?
         .connect()
         .await
-        .map_err(|e| unreachable(error_chain(&e)))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+        .map_err(|e| unreachable(crate::unix_channel::error_chain(&e)))
 }

@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod network;
 pub mod stress;
 pub mod tls;
+mod unix_channel;

@@ -9,7 +9,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use super::error::from_status;
-use super::{HostPid, RuntimeError, unix_channel};
+use super::{HostPid, RuntimeError};
+use crate::unix_channel;
 
 const RUNTIME: &str = "containerd";
 
@@ -34,7 +35,12 @@ impl ContainerdClient {
                 reason: "not a valid containerd namespace".into(),
             })?;
         Ok(Self {
-            channel: unix_channel::connect(socket, timeout).await?,
+            channel: unix_channel::connect(socket, timeout)
+                .await
+                .map_err(|reason| RuntimeError::Unavailable {
+                    socket: socket.to_owned(),
+                    reason,
+                })?,
             socket: socket.to_owned(),
             namespace,
         })

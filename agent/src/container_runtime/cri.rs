@@ -11,7 +11,8 @@ use k8s_cri::v1::{
 use tonic::transport::Channel;
 
 use super::error::from_status;
-use super::{HostPid, RuntimeError, unix_channel};
+use super::{HostPid, RuntimeError};
+use crate::unix_channel;
 
 /// The label every CRI runtime puts on a pod's sandbox and containers (set by kubelet).
 const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
@@ -40,7 +41,12 @@ impl CriClient {
         timeout: Duration,
     ) -> Result<Self, RuntimeError> {
         Ok(Self {
-            channel: unix_channel::connect(socket, timeout).await?,
+            channel: unix_channel::connect(socket, timeout)
+                .await
+                .map_err(|reason| RuntimeError::Unavailable {
+                    socket: socket.to_owned(),
+                    reason,
+                })?,
             socket: socket.to_owned(),
             runtime: runtime.to_owned(),
         })

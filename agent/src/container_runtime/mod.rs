@@ -8,7 +8,6 @@ mod containerd;
 mod cri;
 mod error;
 mod resolver;
-mod unix_channel;
 
 pub use container_ref::{ContainerRef, RuntimeKind};
 pub use containerd::ContainerdClient;

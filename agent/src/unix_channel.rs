@@ -1,3 +1,6 @@
+//! A gRPC channel over a unix socket, shared by the runtime clients (containerd, CRI) and the
+//! CLI's connection to the local agent.
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -5,16 +8,14 @@ use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
-use super::RuntimeError;
+/// Why a unix socket could not be connected, in words for an error message.
+pub(crate) type Unreachable = String;
 
-/// Connects a gRPC channel over a unix socket (the URI is required by tonic and never used).
-pub(crate) async fn connect(socket: &Path, timeout: Duration) -> Result<Channel, RuntimeError> {
-    let unavailable = |reason: String| RuntimeError::Unavailable {
-        socket: socket.to_owned(),
-        reason,
-    };
+/// Connects a gRPC channel over a unix socket (the URI is required by tonic and never used),
+/// bounded by `timeout`.
+pub(crate) async fn connect(socket: &Path, timeout: Duration) -> Result<Channel, Unreachable> {
     if !socket.exists() {
-        return Err(unavailable("no such socket".into()));
+        return Err("no such socket".into());
     }
     let path: PathBuf = socket.to_owned();
     let endpoint = Endpoint::from_static("http://[::]:50051")
@@ -26,12 +27,13 @@ pub(crate) async fn connect(socket: &Path, timeout: Duration) -> Result<Channel,
     }));
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok(channel)) => Ok(channel),
-        Ok(Err(err)) => Err(unavailable(error_chain(&err))),
-        Err(_) => Err(unavailable(format!("no answer within {timeout:?}"))),
+        Ok(Err(err)) => Err(error_chain(&err)),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// An error and all its causes, on one line.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
