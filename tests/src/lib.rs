@@ -253,7 +253,7 @@ impl Testbed {
             path: format!("/{}/pod{uid}", self.layout.cgroup_name()),
         });
         if let Some(cgroup) = &cgroup {
-            pod_cgroup::prepare(&cgroup.path, spec.memory_limit)?;
+            pod_cgroup::prepare(&cgroup.path, spec.resources)?;
         }
         let sandbox_config = spec.sandbox_config(
             &name,

@@ -129,7 +129,7 @@ pub struct PodSpec {
     pub(crate) volumes: Vec<Volume>,
     pub(crate) privileged: bool,
     pub(crate) pod_cgroup: bool,
-    pub(crate) memory_limit: Option<u64>,
+    pub(crate) resources: crate::pod_cgroup::PodResources,
 }
 
 impl PodSpec {
@@ -149,7 +149,7 @@ impl PodSpec {
             volumes: Vec::new(),
             privileged: false,
             pod_cgroup: false,
-            memory_limit: None,
+            resources: Default::default(),
         }
     }
 
@@ -233,7 +233,16 @@ impl PodSpec {
     /// A pod-level memory limit, set on the pod cgroup before the sandbox starts, as kubelet
     /// does (implies [`PodSpec::pod_cgroup`]).
     pub fn memory_limit(mut self, bytes: u64) -> PodSpec {
-        self.memory_limit = Some(bytes);
+        self.resources.memory_limit = Some(bytes);
+        self.pod_cgroup = true;
+        self
+    }
+
+    /// A pod CPU request in millicores: CPU shares on the pod cgroup (weight on v2), as kubelet
+    /// sets them, so the pod keeps that much CPU on a busy host (implies
+    /// [`PodSpec::pod_cgroup`]).
+    pub fn cpu_request(mut self, millicores: u64) -> PodSpec {
+        self.resources.cpu_request = Some(millicores);
         self.pod_cgroup = true;
         self
     }

@@ -48,34 +48,83 @@ fn root_with(v1_file: &str) -> Option<PathBuf> {
         .cloned()
 }
 
-/// Makes the pod cgroup (`parent` like `/faultline-testbed-1-0/pod<uid>`) where the memory
-/// limit is set, and sets it, as kubelet does before RunPodSandbox.
-pub(crate) fn prepare(parent: &str, memory_limit: Option<u64>) -> Result<()> {
-    let Some(limit) = memory_limit else {
-        return Ok(());
-    };
-    let root = root_with("memory.limit_in_bytes").ok_or_else(|| Error::InvalidSpec {
-        field: "memory limit",
-        reason: "this host has no memory cgroup controller".into(),
-    })?;
+/// What kubelet sets on a pod cgroup before RunPodSandbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PodResources {
+    /// Bytes.
+    pub memory_limit: Option<u64>,
+    /// Millicores.
+    pub cpu_request: Option<u64>,
+}
+
+/// Makes the pod cgroup (`parent` like `/faultline-testbed-1-0/pod<uid>`) in the hierarchies
+/// where a limit or request is set, and sets them as kubelet does: the memory limit on the
+/// pod, CPU shares (v2: weight) from the request on the pod, and on the testbed's top cgroup
+/// the node's CPUs (kubelet gives `/kubepods` the node's allocatable CPU, so that pods keep
+/// their requests against whatever else runs on the node).
+pub(crate) fn prepare(parent: &str, resources: PodResources) -> Result<()> {
     let relative = parent.trim_start_matches('/');
-    let pod = root.join(relative);
-    let write = |path: PathBuf, value: String| {
-        std::fs::write(&path, value).map_err(Error::io("writing", &path))
-    };
-    if is_v2(&root) {
-        // Each level must hand the memory controller down to the next.
-        let mut dir = root.clone();
-        for part in Path::new(relative).components() {
-            write(dir.join("cgroup.subtree_control"), "+memory +cpu".into())?;
-            dir = dir.join(part);
-            std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
+    if let Some(limit) = resources.memory_limit {
+        let root = root_with("memory.limit_in_bytes").ok_or_else(|| Error::InvalidSpec {
+            field: "memory limit",
+            reason: "this host has no memory cgroup controller".into(),
+        })?;
+        make_path(&root, relative)?;
+        let pod = root.join(relative);
+        if is_v2(&root) {
+            write(pod.join("memory.max"), limit.to_string())?;
+            let _ = write(pod.join("memory.swap.max"), "0".into());
+        } else {
+            write(pod.join("memory.limit_in_bytes"), limit.to_string())?;
         }
-        write(pod.join("memory.max"), limit.to_string())?;
-        write(pod.join("memory.swap.max"), "0".into()).ok();
-    } else {
-        std::fs::create_dir_all(&pod).map_err(Error::io("creating", &pod))?;
-        write(pod.join("memory.limit_in_bytes"), limit.to_string())?;
+    }
+    if let Some(millicores) = resources.cpu_request {
+        let root = root_with("cpu.shares").ok_or_else(|| Error::InvalidSpec {
+            field: "cpu request",
+            reason: "this host has no cpu cgroup controller".into(),
+        })?;
+        make_path(&root, relative)?;
+        let node_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+        let top = Path::new(relative)
+            .components()
+            .next()
+            .map(|c| root.join(c))
+            .unwrap_or_else(|| root.clone());
+        let pod = root.join(relative);
+        // kubelet's MilliCPUToShares, and its shares-to-weight conversion on v2.
+        let shares = |millicores: u64| (millicores * 1024 / 1000).max(2);
+        let weight = |shares: u64| 1 + (shares - 2) * 9999 / 262142;
+        if is_v2(&root) {
+            write(
+                top.join("cpu.weight"),
+                weight(shares(node_cpus * 1000)).to_string(),
+            )?;
+            write(
+                pod.join("cpu.weight"),
+                weight(shares(millicores)).to_string(),
+            )?;
+        } else {
+            write(top.join("cpu.shares"), shares(node_cpus * 1000).to_string())?;
+            write(pod.join("cpu.shares"), shares(millicores).to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn write(path: PathBuf, value: String) -> Result<()> {
+    std::fs::write(&path, value).map_err(Error::io("writing", &path))
+}
+
+/// Makes `relative` under a hierarchy root; on v2 each level first hands the memory and cpu
+/// controllers down to the next.
+fn make_path(root: &Path, relative: &str) -> Result<()> {
+    let mut dir = root.to_owned();
+    for part in Path::new(relative).components() {
+        if is_v2(root) {
+            write(dir.join("cgroup.subtree_control"), "+memory +cpu".into())?;
+        }
+        dir = dir.join(part);
+        std::fs::create_dir_all(&dir).map_err(Error::io("creating", &dir))?;
     }
     Ok(())
 }

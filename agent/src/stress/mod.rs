@@ -14,8 +14,10 @@
 //! cgroups (it stays visible on the host, not in the container's `ps`).
 
 pub mod cgroup;
+mod error;
 pub mod options;
 pub mod process;
+mod request;
 pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -23,9 +25,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use self::error::StressError;
+pub use self::request::{InstanceRef, Outcome, Started, StressRequest};
+
 use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
 use self::options::{CpuSpec, MemorySpec, OptionsError};
-use self::process::{ProcessError, StressorProcess};
+use self::process::StressorProcess;
+use self::request::{matches, validate};
 use self::worker::StressorCommand;
 use crate::container_runtime::{Resolver, RuntimeError};
 use crate::error::AgentError;
@@ -40,146 +46,11 @@ const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
 /// The metrics and journal kind.
 const KIND: &str = "stress";
 
-#[derive(Debug, thiserror::Error)]
-pub enum StressError {
-    #[error(transparent)]
-    Options(#[from] OptionsError),
-    #[error("oomScoreAdj {0}: must be between -1000 and 1000")]
-    OomScoreAdjRange(i32),
-    #[error("no stressor: cpuStressors and memoryStressors are both empty")]
-    NoStressor,
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error(transparent)]
-    Process(#[from] ProcessError),
-    #[error("writing oom_score_adj {value} for stressor {pid}: {source}{hint}")]
-    OomScoreAdj {
-        value: i32,
-        pid: u32,
-        #[source]
-        source: std::io::Error,
-        hint: &'static str,
-    },
-    #[error("the stressor exited ({status}) before it was released: {stderr}")]
-    ExitedEarly { status: String, stderr: String },
-    #[error("no stress instance {0}")]
-    UnknownInstance(String),
-    #[error("{field}: {value:?} is not a process id")]
-    BadInstance { field: &'static str, value: String },
-    #[error(
-        "nothing to cancel: give cpuInstanceUid or memoryInstanceUid (or cpuInstance/memoryInstance, the PIDs)"
-    )]
-    NothingToCancel,
-}
-
-impl StressError {
-    pub fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            StressError::Options(_)
-            | StressError::OomScoreAdjRange(_)
-            | StressError::NoStressor
-            | StressError::BadInstance { .. }
-            | StressError::NothingToCancel => Code::InvalidArgument,
-            StressError::Cgroup(err) => err.code(),
-            StressError::OomScoreAdj { source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                Code::FailedPrecondition
-            }
-            StressError::UnknownInstance(_) => Code::NotFound,
-            StressError::Process(_) | StressError::OomScoreAdj { .. } => Code::Internal,
-            StressError::ExitedEarly { .. } => Code::Internal,
-        }
-    }
-
-    /// A short label for the failures metric.
-    pub fn reason(&self) -> &'static str {
-        match self.code() {
-            tonic::Code::InvalidArgument => "invalid_argument",
-            tonic::Code::NotFound => "unknown_instance",
-            _ => match self {
-                StressError::Cgroup(_) => "cgroup",
-                StressError::OomScoreAdj { .. } => "oom_score_adj",
-                _ => "stressor",
-            },
-        }
-    }
-}
-
 /// Settings of stress chaos.
 #[derive(Clone, Debug)]
 pub struct StressConfig {
     /// The binary whose hidden `stressor` subcommand runs a stressor (the agent's own).
     pub stressor_binary: PathBuf,
-}
-
-/// What ExecStressors asks for.
-#[derive(Clone, Debug)]
-pub struct StressRequest<'a> {
-    pub container_id: &'a str,
-    pub scope: StressScope,
-    pub cpu: &'a str,
-    pub memory: &'a str,
-    pub oom_score_adj: i32,
-    /// Recover by itself after this long.
-    pub duration: Option<Duration>,
-}
-
-/// One started stressor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Started {
-    pub id: String,
-    pub kind: StressorKind,
-    pub pid: u32,
-    pub started_at_ms: u64,
-    pub cgroups: Vec<PathBuf>,
-    pub summary: String,
-}
-
-/// What ExecStressors did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub target_pid: u32,
-    pub cpu: Option<Started>,
-    pub memory: Option<Started>,
-}
-
-/// A stressor to cancel: by uid, or (Chaos Mesh's older way) by PID and start time.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InstanceRef {
-    Uid(String),
-    Pid { pid: u32, started_at_ms: u64 },
-}
-
-impl InstanceRef {
-    /// From one (instance, start time, uid) triple of a CancelStressRequest; `None` when all
-    /// three are empty.
-    pub fn from_request(
-        field: &'static str,
-        instance: &str,
-        start_time: i64,
-        uid: &str,
-    ) -> Result<Option<InstanceRef>, StressError> {
-        if !uid.is_empty() {
-            return Ok(Some(InstanceRef::Uid(uid.to_owned())));
-        }
-        if instance.is_empty() {
-            return Ok(None);
-        }
-        let pid = instance
-            .parse::<u32>()
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| StressError::BadInstance {
-                field,
-                value: instance.to_owned(),
-            })?;
-        Ok(Some(InstanceRef::Pid {
-            pid,
-            started_at_ms: u64::try_from(start_time).unwrap_or(0),
-        }))
-    }
 }
 
 /// The public view of a running stressor.
@@ -747,33 +618,6 @@ impl StressChaos {
     }
 }
 
-fn validate(
-    request: &StressRequest<'_>,
-) -> Result<(Option<CpuSpec>, Option<MemorySpec>), StressError> {
-    if !(-1000..=1000).contains(&request.oom_score_adj) {
-        return Err(StressError::OomScoreAdjRange(request.oom_score_adj));
-    }
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
-    let cpu = CpuSpec::parse(request.cpu, cpus)?;
-    let memory = MemorySpec::parse(request.memory, cpus)?;
-    if cpu.is_none() && memory.is_none() {
-        return Err(StressError::NoStressor);
-    }
-    Ok((cpu, memory))
-}
-
-fn matches(instance: &InstanceRef, id: &str, pid: u32, started_at_ms: u64) -> bool {
-    match instance {
-        InstanceRef::Uid(uid) => uid == id,
-        InstanceRef::Pid {
-            pid: wanted,
-            started_at_ms: at,
-        } => *wanted == pid && (*at == 0 || *at == started_at_ms),
-    }
-}
-
 /// Without CAP_SYS_RESOURCE a process may raise its oom_score_adj but not lower it below what
 /// it inherited.
 fn set_oom_score_adj(fs: &dyn HostFs, pid: u32, value: i32) -> Result<(), StressError> {
@@ -855,82 +699,6 @@ fn poisoned() -> AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request<'a>(cpu: &'a str, memory: &'a str, oom: i32) -> StressRequest<'a> {
-        StressRequest {
-            container_id: "containerd://abc",
-            scope: StressScope::Container,
-            cpu,
-            memory,
-            oom_score_adj: oom,
-            duration: None,
-        }
-    }
-
-    #[test]
-    fn validation_happens_before_anything_runs() {
-        assert!(matches!(
-            validate(&request("", " ", 0)),
-            Err(StressError::NoStressor)
-        ));
-        let err = validate(&request("--cpu 1", "", 1001)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert!(err.to_string().contains("oomScoreAdj 1001"), "{err}");
-        let err = validate(&request("--cpu 1 --cpu-load 120", "", 0)).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        assert_eq!(err.reason(), "invalid_argument");
-        let (cpu, memory) = validate(&request("--cpu 2 --cpu-load 50", "--size 1M", -5)).unwrap();
-        assert_eq!(
-            cpu,
-            Some(CpuSpec {
-                workers: 2,
-                load: 50
-            })
-        );
-        assert!(memory.is_some());
-    }
-
-    #[test]
-    fn cancel_requests_name_an_instance() {
-        assert_eq!(
-            InstanceRef::from_request("cpuInstance", "123", 5, "uid-1").unwrap(),
-            Some(InstanceRef::Uid("uid-1".into()))
-        );
-        assert_eq!(
-            InstanceRef::from_request("cpuInstance", "123", 5, "").unwrap(),
-            Some(InstanceRef::Pid {
-                pid: 123,
-                started_at_ms: 5
-            })
-        );
-        assert_eq!(
-            InstanceRef::from_request("cpuInstance", "", 0, "").unwrap(),
-            None
-        );
-        let err = InstanceRef::from_request("memoryInstance", "12x", 0, "").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "memoryInstance: \"12x\" is not a process id"
-        );
-        assert!(matches(
-            &InstanceRef::Pid {
-                pid: 7,
-                started_at_ms: 0
-            },
-            "a",
-            7,
-            99
-        ));
-        assert!(!matches(
-            &InstanceRef::Pid {
-                pid: 7,
-                started_at_ms: 98
-            },
-            "a",
-            7,
-            99
-        ));
-    }
 
     #[test]
     fn sizes_read_like_a_person_writes_them() {

@@ -180,8 +180,8 @@ async fn forward_stderr(
 }
 
 /// SIGKILLs a stressor left by a previous run (no longer our child) if it is still that very
-/// process, and waits up to `within` for it to be gone (a zombie counts as gone: it holds no
-/// CPU, memory or cgroup).
+/// process, and waits up to `within` for it to be gone (a zombie counts as gone once every
+/// thread has exited: it then holds no CPU, memory or cgroup).
 pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration) -> bool {
     if !identity.is_alive() {
         return true;
@@ -192,7 +192,7 @@ pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration)
     );
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if !identity.is_alive() || is_zombie(identity.pid) {
+        if !identity.is_alive() || all_threads_dead(identity.pid) {
             return true;
         }
         if tokio::time::Instant::now() > deadline {
@@ -202,15 +202,22 @@ pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration)
     }
 }
 
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = &stat[stat.rfind(')')? + 1..];
-            after
-                .split_whitespace()
-                .next()
-                .map(|s| s == "Z" || s == "X")
-        })
-        .unwrap_or(true)
+/// True when no thread of the process is alive: a zombie leader whose worker threads are still
+/// exiting is not gone yet (the kernel still lists it in its cgroup).
+fn all_threads_dead(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    threads.flatten().all(|thread| {
+        std::fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let after = &stat[stat.rfind(')')? + 1..];
+                after
+                    .split_whitespace()
+                    .next()
+                    .map(|s| s == "Z" || s == "X")
+            })
+            .unwrap_or(true)
+    })
 }

@@ -94,12 +94,18 @@ fn pod_cgroup(pod: &Pod) -> anyhow::Result<&PodCgroup> {
     pod.cgroup.as_ref().context("the pod has no pod cgroup")
 }
 
-/// Whether a process with this PID exists (a zombie counts as gone).
+/// Whether any thread of the process with this PID is alive (a zombie leader whose threads are
+/// still exiting is running; a process whose every thread is a zombie is not).
 fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X")
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().any(|thread| {
+        std::fs::read_to_string(thread.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
     })
 }
 
@@ -174,7 +180,8 @@ fn listed(agent: &AgentProcess) -> anyhow::Result<String> {
 fn cpu_half_load(tb: &Testbed) -> anyhow::Result<()> {
     let pki = Pki::create(&tb.base_dir().join("pki-stress-cpu"))?;
     let agent = AgentProcess::start(tb, &pki, "agent-stress-cpu")?;
-    let pod = tb.run_pod(PodSpec::new("stress-cpu").pod_cgroup())?;
+    // A pod that requests the core it is measured against, as a real one would.
+    let pod = tb.run_pod(PodSpec::new("stress-cpu").cpu_request(1000))?;
     let cgroup = pod_cgroup(&pod)?;
     let rt = runtime()?;
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
@@ -608,7 +615,18 @@ fn cli_duration(tb: &Testbed) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let pids = pod_cgroup(&pod)?.pids();
+    // stderr: "cpu stressor pid N: 1 CPU worker at 30% load in <cgroups>".
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let pid: u32 = stderr
+        .split("stressor pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|pid| pid.parse().ok())
+        .with_context(|| format!("no stressor pid in {stderr:?}"))?;
+    ensure!(
+        pod_cgroup(&pod)?.pids().contains(&pid),
+        "the stressor {pid} is not in the pod cgroup"
+    );
     let list = listed(&agent)?;
     ensure!(
         list.contains(&id) && list.contains("stress") && list.contains("30% load"),
@@ -620,10 +638,11 @@ fn cli_duration(tb: &Testbed) -> anyhow::Result<()> {
         "the experiment did not end after its duration: {}",
         listed(&agent)?
     );
+    // Listing forgets the experiment first, then the stressor is killed and reaped.
     ensure!(
-        pod_cgroup(&pod)?.pids().len() < pids.len(),
-        "the stressor is still in the pod: {:?}",
-        pod_cgroup(&pod)?.pids()
+        eventually(Duration::from_secs(5), || !running(pid)
+            && !pod_cgroup(&pod).is_ok_and(|c| c.pids().contains(&pid))),
+        "the stressor {pid} outlived its duration"
     );
 
     let dry = agent.cli(&["attack", "kill", "--container", &container, "--dry-run"])?;

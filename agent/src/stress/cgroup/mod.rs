@@ -16,6 +16,12 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+mod fake_fs;
+mod proc_files;
+
+use self::proc_files::{Membership, find_mount, parse_mountinfo, parse_proc_cgroup, strip_root};
+
 /// The privileged filesystem calls of cgroup handling.
 pub trait HostFs: Send + Sync + fmt::Debug {
     fn read(&self, path: &Path) -> io::Result<String>;
@@ -122,108 +128,6 @@ impl CgroupError {
             | CgroupError::NoPodCgroup { .. } => tonic::Code::FailedPrecondition,
         }
     }
-}
-
-/// One line of `/proc/PID/cgroup`: `hierarchy-id:controllers:path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Membership {
-    /// Empty for the unified (v2) hierarchy; may hold `name=systemd`.
-    controllers: Vec<String>,
-    path: String,
-}
-
-impl Membership {
-    fn is_unified(&self) -> bool {
-        self.controllers.is_empty()
-    }
-
-    fn label(&self) -> String {
-        if self.is_unified() {
-            "unified (v2)".into()
-        } else {
-            self.controllers.join(",")
-        }
-    }
-}
-
-fn parse_proc_cgroup(text: &str) -> Vec<Membership> {
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let _id = parts.next()?;
-            let controllers = parts.next()?;
-            let path = parts.next()?;
-            Some(Membership {
-                controllers: controllers
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                path: path.to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// A cgroup filesystem mount from `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CgroupMount {
-    /// The cgroup the mount shows at its mount point (`/` unless a subtree is bind-mounted).
-    root: String,
-    mount_point: PathBuf,
-    /// `None` for cgroup2; the super options (controllers, `name=…`) for cgroup v1.
-    v1_options: Option<Vec<String>>,
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
-            .and_then(|d| {
-                let value = d.iter().fold(0u16, |v, b| v * 8 + u16::from(b - b'0'));
-                u8::try_from(value).ok()
-            });
-        match octal {
-            Some(byte) => {
-                out.push(byte);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    text.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fields: Vec<&str> = left.split(' ').collect();
-            let (root, mount_point) = (fields.get(3)?, fields.get(4)?);
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let _source = right.next()?;
-            let super_options = right.next().unwrap_or("");
-            let v1_options = match fstype {
-                "cgroup2" => None,
-                "cgroup" => Some(super_options.split(',').map(str::to_owned).collect()),
-                _ => return None,
-            };
-            Some(CgroupMount {
-                root: unescape(root),
-                mount_point: PathBuf::from(unescape(mount_point)),
-                v1_options,
-            })
-        })
-        .collect()
 }
 
 /// The host's cgroup layout, as far as one process's membership shows it.
@@ -392,37 +296,6 @@ pub fn plan(fs: &dyn HostFs, pid: u32, scope: Scope, leaf: &str) -> Result<Place
         memory_v2: layout == Layout::V2,
         memory_root,
     })
-}
-
-fn find_mount<'a>(mounts: &'a [CgroupMount], membership: &Membership) -> Option<&'a CgroupMount> {
-    let candidates = mounts.iter().filter(|m| match &m.v1_options {
-        None => membership.is_unified(),
-        Some(options) => {
-            !membership.is_unified() && membership.controllers.iter().all(|c| options.contains(c))
-        }
-    });
-    // Prefer a mount of the whole hierarchy over a bind mount of a subtree.
-    let mut best = None;
-    for mount in candidates {
-        if mount.root == "/" {
-            return Some(mount);
-        }
-        best.get_or_insert(mount);
-    }
-    best
-}
-
-/// The path below the mount's root, without a leading slash.
-fn strip_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
-    if root == "/" {
-        return Some(path.trim_start_matches('/'));
-    }
-    let rest = path.strip_prefix(root)?;
-    if rest.is_empty() || rest.starts_with('/') {
-        Some(rest.trim_start_matches('/'))
-    } else {
-        None
-    }
 }
 
 /// The pod cgroup: the parent of the container's, named after the pod (`pod<UID>` with the
@@ -610,66 +483,8 @@ pub fn node_memory(fs: &dyn HostFs) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::fake_fs::FakeFs;
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Mutex;
-
-    /// An in-memory filesystem that records what is written, made and removed.
-    #[derive(Debug, Default)]
-    pub(crate) struct FakeFs {
-        files: Mutex<BTreeMap<PathBuf, String>>,
-        dirs: Mutex<BTreeSet<PathBuf>>,
-        pub writes: Mutex<Vec<(PathBuf, String)>>,
-        pub removed: Mutex<Vec<PathBuf>>,
-        pub refuse_writes_to: Mutex<Option<PathBuf>>,
-    }
-
-    impl FakeFs {
-        fn file(&self, path: &str, text: &str) -> &Self {
-            self.files.lock().unwrap().insert(path.into(), text.into());
-            self
-        }
-        fn dir(&self, path: &str) -> &Self {
-            self.dirs.lock().unwrap().insert(path.into());
-            self
-        }
-    }
-
-    impl HostFs for FakeFs {
-        fn read(&self, path: &Path) -> io::Result<String> {
-            self.files
-                .lock()
-                .unwrap()
-                .get(path)
-                .cloned()
-                .ok_or_else(|| io::ErrorKind::NotFound.into())
-        }
-        fn write(&self, path: &Path, contents: &str) -> io::Result<()> {
-            if self.refuse_writes_to.lock().unwrap().as_deref() == Some(path) {
-                return Err(io::Error::from_raw_os_error(nix::libc::EBUSY));
-            }
-            self.writes
-                .lock()
-                .unwrap()
-                .push((path.to_owned(), contents.to_owned()));
-            Ok(())
-        }
-        fn create_dir(&self, path: &Path) -> io::Result<()> {
-            self.dirs.lock().unwrap().insert(path.to_owned());
-            Ok(())
-        }
-        fn remove_dir(&self, path: &Path) -> io::Result<()> {
-            self.removed.lock().unwrap().push(path.to_owned());
-            if self.dirs.lock().unwrap().remove(path) {
-                Ok(())
-            } else {
-                Err(io::ErrorKind::NotFound.into())
-            }
-        }
-        fn is_dir(&self, path: &Path) -> bool {
-            self.dirs.lock().unwrap().contains(path)
-        }
-    }
 
     const HYBRID_MOUNTINFO: &str = "\
 24 31 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -914,19 +729,6 @@ mod tests {
                 .contains(&format!("/sys/fs/cgroup/memory{CONTAINER}")),
             "{err}"
         );
-    }
-
-    #[test]
-    fn mountinfo_escapes_and_subtree_mounts() {
-        let mounts = parse_mountinfo(
-            "1 2 0:1 /kubepods /host\\040cg/memory rw - cgroup cgroup rw,memory\n3 4 0:5 / /x rw - ext4 /dev/sda rw\n",
-        );
-        assert_eq!(mounts.len(), 1);
-        assert_eq!(mounts[0].mount_point, Path::new("/host cg/memory"));
-        assert_eq!(mounts[0].root, "/kubepods");
-        assert_eq!(strip_root("/kubepods/pod1/c", "/kubepods"), Some("pod1/c"));
-        assert_eq!(strip_root("/kubepodsX/c", "/kubepods"), None);
-        assert_eq!(strip_root("/a/b", "/"), Some("a/b"));
     }
 
     #[test]
