@@ -727,6 +727,28 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
             "{what}: {err:?}"
         );
     }
+    // The kernel path forced on a kernel without sch_netem: refused, nothing left.
+    let forced = rt
+        .block_on(
+            api.start_network_experiment(api::StartNetworkExperimentRequest {
+                container_id: a.container_uri(),
+                pod_uid: a.uid.clone(),
+                tcs: vec![netem(|n| n.time = "10ms".into())],
+                netem_path: "kernel".into(),
+                ..Default::default()
+            }),
+        )
+        .err()
+        .context("netem in the kernel was accepted by a kernel without it")?;
+    eprintln!(
+        "network: the kernel path forced: {:?} {}",
+        forced.code(),
+        forced.message()
+    );
+    ensure!(
+        forced.code() == tonic::Code::FailedPrecondition && forced.message().contains("netem"),
+        "{forced:?}"
+    );
     let host = tb.run_pod(
         PodSpec::new("net-bad-host")
             .host_network()
@@ -797,6 +819,23 @@ fn cli(tb: &Testbed) -> anyhow::Result<()> {
     ensure!(
         before == network_state(a)?,
         "the pod's network differs after the duration"
+    );
+    // A dry run validates and resolves, and changes nothing.
+    let out = bed.agent.cli(&[
+        "attack",
+        "network",
+        "delay",
+        "--container",
+        &a.container_uri(),
+        "--latency",
+        "50ms",
+        "--dry-run",
+    ])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success() && text.contains("dry run"), "{text}");
+    ensure!(
+        bed.journal_is_empty() && before == network_state(a)?,
+        "a dry run changed something"
     );
     // Bad input through the CLI: a clear message, a failing exit.
     let out = bed.agent.cli(&[
