@@ -30,6 +30,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
         ("network::filtered_faults_hit_only_their_targets", filtered),
         ("network::partition_spares_a_third_pod", partition),
         ("network::agent_crash_is_recovered_from_the_journal", crash),
+        (
+            "network::a_dead_container_is_recovered_through_its_sandbox",
+            dead_container,
+        ),
         ("network::bad_input_leaves_no_partial_state", bad_input),
         ("network::cli_attack_with_duration_recovers_by_itself", cli),
     ]
@@ -243,9 +247,10 @@ fn udp_checksum_errors(pod: &Pod) -> anyhow::Result<u64> {
 
 /// Runs a host tool inside the pod's network namespace.
 fn in_pod(pod: &Pod, tool: &[&str]) -> anyhow::Result<String> {
+    // The sandbox's process: it holds the namespace even while the container is down.
     let out = Command::new("nsenter")
         .arg("-t")
-        .arg(pod.pid.to_string())
+        .arg(pod.sandbox_pid.to_string())
         .arg("-n")
         .args(tool)
         .output()?;
@@ -662,6 +667,57 @@ fn crash(tb: &Testbed) -> anyhow::Result<()> {
         log.contains("recovered a network fault left by a previous run"),
         "{log}"
     );
+    bed.remove(tb)
+}
+
+/// The fault belongs to the pod (its sandbox's namespace): when the container dies, the same
+/// experiment is still found and recovered through the sandbox by the pod's UID.
+fn dead_container(tb: &Testbed) -> anyhow::Result<()> {
+    let bed = Bed::new(tb, "net-dead")?;
+    let a = &bed.a;
+    let rt = runtime()?;
+    let (mut daemon, mut api) = rt.block_on(bed.agent.controller(&bed.pki))?;
+    let before = network_state(a)?;
+    let tbf = pb::Tc {
+        r#type: pb::tc::Type::Bandwidth as i32,
+        tbf: Some(pb::Tbf {
+            rate: "1mbit".into(),
+            limit: 20_000,
+            buffer: 10_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    rt.block_on(daemon.set_tcs(tcs(a, vec![tbf.clone(), netem(|n| n.time = "10ms".into())])))?;
+    let first = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}", a.pid)).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An update while the container is down reaches the same experiment.
+    rt.block_on(daemon.set_tcs(tcs(a, vec![tbf])))?;
+    let second = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    ensure!(
+        first.experiments.len() == 1
+            && second.experiments.len() == 1
+            && first.experiments[0].id == second.experiments[0].id,
+        "{first:?} then {second:?}"
+    );
+    rt.block_on(daemon.set_tcs(tcs(a, vec![])))?;
+    let after = network_state(a)?;
+    ensure!(
+        before == after,
+        "the pod's network differs:\nbefore:\n{before}\nafter:\n{after}"
+    );
+    ensure!(bed.journal_is_empty(), "the journal keeps a record");
     bed.remove(tb)
 }
 
