@@ -98,18 +98,31 @@ impl NetlinkSocket {
 
     /// Sends a request that asks for an acknowledgement and waits for it.
     pub fn request(&mut self, message: MessageBuilder) -> Result<(), NetlinkError> {
+        self.request_keeping(message, &mut Vec::new())
+    }
+
+    /// As [`Self::request`], keeping the other messages that arrive meanwhile (type, payload):
+    /// on a busy NFQUEUE socket those are packets that still need a verdict.
+    pub fn request_keeping(
+        &mut self,
+        message: MessageBuilder,
+        others: &mut Vec<(u16, Vec<u8>)>,
+    ) -> Result<(), NetlinkError> {
         let seq = self.next_seq();
         let bytes = message.finish(seq);
         self.send_raw(&bytes)?;
         loop {
             let datagram = self.recv_raw(MsgFlags::empty())?;
+            let mut outcome = None;
             for (header, payload) in split_messages(datagram)? {
-                if header.seq != seq {
-                    continue;
+                if header.seq == seq && header.message_type == NLMSG_ERROR {
+                    outcome = Some(parse_error(header.flags, payload));
+                } else if header.message_type != NLMSG_ERROR {
+                    others.push((header.message_type, payload.to_vec()));
                 }
-                if header.message_type == NLMSG_ERROR {
-                    return parse_error(header.flags, payload);
-                }
+            }
+            if let Some(outcome) = outcome {
+                return outcome;
             }
         }
     }

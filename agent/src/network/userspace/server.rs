@@ -173,16 +173,37 @@ fn seed() -> u64 {
 
 impl Server {
     fn configure(&mut self, queues: QueueSet) -> Result<(), String> {
+        // Packets that arrive while we wait for acknowledgements are decided afterwards, with
+        // the new rules: none may be left without a verdict.
+        let mut arrived = Vec::new();
+        let result = self.configure_queues(queues, &mut arrived);
+        for (kind, body) in arrived {
+            if kind == PACKET_MESSAGE_TYPE
+                && let Ok(packet) = Packet::parse(&body)
+            {
+                self.handle(packet);
+            }
+        }
+        result
+    }
+
+    fn configure_queues(
+        &mut self,
+        queues: QueueSet,
+        arrived: &mut Vec<(u16, Vec<u8>)>,
+    ) -> Result<(), String> {
         let old: Vec<u16> = self.models.keys().copied().collect();
         for queue in old.iter().filter(|q| !queues.contains_key(q)) {
-            let _ = self.socket.request(nfqueue::unbind(*queue));
+            let _ = self
+                .socket
+                .request_keeping(nfqueue::unbind(*queue), arrived);
         }
         let mut models = BTreeMap::new();
         for (queue, specs) in queues {
             let model = Model::new(&specs, seed() ^ u64::from(queue));
             if !old.contains(&queue) {
                 self.socket
-                    .request(nfqueue::bind(queue))
+                    .request_keeping(nfqueue::bind(queue), arrived)
                     .map_err(|e| format!("binding queue {queue}: {e}"))?;
             }
             // The kernel holds our delayed packets too: its queue is netem's limit. Past it,
@@ -193,13 +214,16 @@ impl Server {
                 nfqueue::NFQA_CFG_F_GSO
             };
             self.socket
-                .request(nfqueue::configure(
-                    queue,
-                    0xffff,
-                    model.limit().max(64),
-                    gso,
-                    nfqueue::NFQA_CFG_F_FAIL_OPEN | nfqueue::NFQA_CFG_F_GSO,
-                ))
+                .request_keeping(
+                    nfqueue::configure(
+                        queue,
+                        0xffff,
+                        model.limit().max(64),
+                        gso,
+                        nfqueue::NFQA_CFG_F_FAIL_OPEN | nfqueue::NFQA_CFG_F_GSO,
+                    ),
+                    arrived,
+                )
                 .map_err(|e| format!("configuring queue {queue}: {e}"))?;
             models.insert(queue, model);
         }
