@@ -385,73 +385,100 @@ fn memory_oom(tb: &Testbed) -> anyhow::Result<()> {
 fn container_kill(tb: &Testbed) -> anyhow::Result<()> {
     let pki = Pki::create(&tb.base_dir().join("pki-kill-container"))?;
     let agent = AgentProcess::start(tb, &pki, "agent-kill-container")?;
-    // PID 1 of the default container ignores SIGTERM: only a real SIGKILL ends it.
-    let pod = tb.run_pod(PodSpec::new("kill-me"))?;
     let rt = runtime()?;
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
-    ensure!(
-        pod.task_state()?.status == "RUNNING",
-        "{:?}",
-        pod.task_state()?
-    );
-
-    rt.block_on(daemon.container_kill(pb::ContainerRequest {
-        action: Some(pb::ContainerAction {
-            action: pb::container_action::Action::Kill as i32,
+    // PID 1 of the default container ignores SIGTERM: only a real SIGKILL ends it.
+    // containerd:// goes through containerd's Tasks.Kill; cri-o:// through CRI StopContainer
+    // with timeout 0, which this containerd serves too.
+    for (name, reference) in [
+        (
+            "kill-me",
+            (|pod: &Pod| pod.container_uri()) as fn(&Pod) -> String,
+        ),
+        ("kill-me-cri", |pod: &Pod| {
+            format!("cri-o://{}", pod.container_id)
         }),
-        container_id: pod.container_uri(),
-    }))?;
-    let mut cri = None;
-    ensure!(
-        eventually(Duration::from_secs(5), || {
-            cri = pod.container_state().ok();
-            cri.as_ref()
-                .is_some_and(|(state, _)| state == "CONTAINER_EXITED")
-        }),
-        "CRI does not report the container exited: {cri:?}"
-    );
-    let (state, exit_code) = cri.context("no CRI state")?;
-    // CRI's exit code is the task's exit status: 128 + 9 for a SIGKILL.
-    ensure!(
-        exit_code == 128 + 9,
-        "the container exited with {exit_code}, not by SIGKILL (137)"
-    );
-    // containerd's CRI deletes an exited task soon after; until then it shows the same status.
-    let task = match pod.task_state() {
-        Ok(task) => {
-            ensure!(
-                task.status == "STOPPED" && task.exit_status == 137,
-                "containerd: {task:?}"
-            );
-            format!("{} exit {}", task.status, task.exit_status)
-        }
-        Err(e) if e.to_string().contains("not found") => "deleted after exit".into(),
-        Err(e) => return Err(e.into()),
-    };
-    eprintln!("stress::kill: CRI {state} exit code {exit_code}; containerd task {task}");
-    ensure!(
-        !running(pod.pid),
-        "the container's process {} lives on",
-        pod.pid
-    );
-
-    // Killing it again: nothing runs (containerd's CRI may already have deleted the task).
-    let status = rt
-        .block_on(daemon.container_kill(pb::ContainerRequest {
+    ] {
+        let pod = tb.run_pod(PodSpec::new(name))?;
+        let container = reference(&pod);
+        ensure!(
+            pod.task_state()?.status == "RUNNING",
+            "{:?}",
+            pod.task_state()?
+        );
+        let kill = pb::ContainerRequest {
             action: Some(pb::ContainerAction {
                 action: pb::container_action::Action::Kill as i32,
             }),
-            container_id: pod.container_uri(),
-        }))
-        .unwrap_err();
-    ensure!(
-        matches!(
-            status.code(),
-            tonic::Code::FailedPrecondition | tonic::Code::NotFound
-        ) && status.message().contains(&pod.container_id),
-        "{status:?}"
-    );
-    tb.remove_pod(&pod)?;
+            container_id: container.clone(),
+        };
+        rt.block_on(daemon.container_kill(kill.clone()))?;
+        let mut cri = None;
+        ensure!(
+            eventually(Duration::from_secs(5), || {
+                cri = pod.container_state().ok();
+                cri.as_ref()
+                    .is_some_and(|(state, _)| state == "CONTAINER_EXITED")
+            }),
+            "{container}: CRI does not report the container exited: {cri:?}"
+        );
+        let (state, exit_code) = cri.context("no CRI state")?;
+        // CRI's exit code is the task's exit status: 128 + 9 for a SIGKILL.
+        ensure!(
+            exit_code == 128 + 9,
+            "{container}: exited with {exit_code}, not by SIGKILL (137)"
+        );
+        // containerd's CRI deletes an exited task soon after; until then it shows the same.
+        let task = match pod.task_state() {
+            Ok(task) => {
+                ensure!(
+                    task.status == "STOPPED" && task.exit_status == 137,
+                    "containerd: {task:?}"
+                );
+                format!("{} exit {}", task.status, task.exit_status)
+            }
+            Err(e) if e.to_string().contains("not found") => "deleted after exit".into(),
+            Err(e) => return Err(e.into()),
+        };
+        eprintln!(
+            "stress::kill: {}: CRI {state} exit code {exit_code}; containerd task {task}",
+            container.split("://").next().unwrap_or_default()
+        );
+        ensure!(
+            !running(pod.pid),
+            "the container's process {} lives on",
+            pod.pid
+        );
+
+        let method = if container.starts_with("cri-o://") {
+            "CRI StopContainer, timeout 0"
+        } else {
+            "containerd Tasks.Kill"
+        };
+        ensure!(
+            agent
+                .log_text()
+                .lines()
+                .any(|l| l.contains("container killed")
+                    && l.contains(method)
+                    && l.contains(&pod.container_id)),
+            "the agent did not kill {container} through {method}: {}",
+            agent.log_text()
+        );
+
+        // Killing it again: nothing runs (containerd's CRI may already have deleted the task).
+        if container.starts_with("containerd://") {
+            let status = rt.block_on(daemon.container_kill(kill)).unwrap_err();
+            ensure!(
+                matches!(
+                    status.code(),
+                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
+                ) && status.message().contains(&pod.container_id),
+                "{status:?}"
+            );
+        }
+        tb.remove_pod(&pod)?;
+    }
     Ok(())
 }
 
