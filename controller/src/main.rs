@@ -1,16 +1,47 @@
-//! faultline controller: watches chaos resources, selects pods and drives the node agents.
-//!
-//! The reconciler lands with the controller issue; this binary only reports its version so the
-//! workspace, packaging and CI already carry it.
+//! faultline-controller: `run` watches the chaos resources and drives the node agents;
+//! `crdgen` writes the CRD manifests.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "faultline-controller", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes the CRD manifests (one YAML file per kind) into a directory, or prints them.
+    Crdgen {
+        /// Where to write them; "-" prints them to stdout.
+        #[arg(long, default_value = "deploy/crds")]
+        out: PathBuf,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    anyhow::bail!("the controller is not implemented yet (see the controller issue)")
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crdgen { out } => crdgen(out),
+    }
+}
+
+fn crdgen(out: PathBuf) -> anyhow::Result<()> {
+    if out.as_os_str() == "-" {
+        for (_, yaml) in controller::crdgen::render_all()? {
+            print!("---\n{yaml}");
+        }
+        return Ok(());
+    }
+    let written = controller::crdgen::write_all(&out)
+        .with_context(|| format!("writing the CRDs to {}", out.display()))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }

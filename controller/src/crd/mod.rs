@@ -1,0 +1,45 @@
+//! The chaos custom resources, group `chaos.faultline.dev`, version `v1alpha1`. Field names and
+//! meanings follow Chaos Mesh's `api/v1alpha1`, so a Chaos Mesh manifest of a supported kind
+//! works after its apiVersion is changed.
+
+mod io_chaos;
+mod network_chaos;
+mod pod_chaos;
+mod selector;
+mod status;
+mod stress_chaos;
+
+pub use io_chaos::{
+    AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
+    Timespec,
+};
+pub use network_chaos::{
+    BandwidthSpec, CorruptSpec, DelaySpec, Direction, DuplicateSpec, LossSpec, NetworkAction,
+    NetworkChaos, NetworkChaosSpec, RateSpec, ReorderSpec,
+};
+pub use pod_chaos::{PodAction, PodChaos, PodChaosSpec};
+pub use selector::{
+    ContainerSelector, LabelOperator, LabelSelectorRequirement, PodPhase, PodSelector,
+    PodSelectorSpec, SelectorMode,
+};
+pub use status::{
+    ChaosCondition, ChaosStatus, ConditionStatus, ConditionType, DesiredPhase, ExperimentStatus,
+    TargetPhase, TargetRecord,
+};
+pub use stress_chaos::{CpuStressor, MemoryStressor, StressChaos, StressChaosSpec, Stressors};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub const GROUP: &str = "chaos.faultline.dev";
+pub const VERSION: &str = "v1alpha1";
+
+/// Every CRD, with the file name `crdgen` writes it to.
+pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("iochaos.yaml", IOChaos::crd()),
+        ("networkchaos.yaml", NetworkChaos::crd()),
+        ("podchaos.yaml", PodChaos::crd()),
+        ("stresschaos.yaml", StressChaos::crd()),
+    ]
+}

@@ -1,0 +1,11 @@
+//! faultline controller: the chaos custom resources (Chaos Mesh's field names), pod selection,
+//! and the reconciler that drives the node agents over mTLS gRPC and guarantees recovery through
+//! a finalizer.
+//!
+//! Boundaries: this crate talks to the Kubernetes API and to agents; it never touches a node
+//! itself. What a fault does on a node is the agent's job.
+#![forbid(unsafe_code)]
+
+pub mod crd;
+pub mod crdgen;
+pub mod plan;

@@ -1,0 +1,110 @@
+//! The CRDs in deploy/crds are what the types generate, every example in docs/examples is
+//! accepted by the controller, and every invalid example is refused where it says it is: by the
+//! schema (checked with kubernetes-validate and jsonschema, schema/validate.sh) or by the
+//! controller, with the message it names.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use controller::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use controller::plan::{InvalidSpec, Plan, Plannable};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Parses a manifest as its kind and plans it.
+fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
+    let text = std::fs::read_to_string(path).expect("readable manifest");
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let kind = value["kind"].as_str().expect("a kind").to_owned();
+    fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: serde_yaml::Value) -> K {
+        serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+    match kind.as_str() {
+        "IOChaos" => parsed::<IOChaos>(path, value).plan(),
+        "NetworkChaos" => parsed::<NetworkChaos>(path, value).plan(),
+        "PodChaos" => parsed::<PodChaos>(path, value).plan(),
+        "StressChaos" => parsed::<StressChaos>(path, value).plan(),
+        other => panic!("{}: unknown kind {other}", path.display()),
+    }
+}
+
+fn expectation(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("# expect-{key}:")))
+        .map(|v| v.trim().to_owned())
+}
+
+#[test]
+fn crds_in_deploy_are_generated_from_the_types() {
+    for (file, yaml) in controller::crdgen::render_all().expect("render") {
+        let path = root().join("deploy/crds").join(file);
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == yaml,
+            "{} is stale: run `cargo run -p faultline-controller -- crdgen`",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn every_example_is_accepted() {
+    let files = yaml_files(&root().join("docs/examples"));
+    assert!(files.len() >= 16, "one example per kind and action");
+    for path in files {
+        if let Err(e) = plan(&path) {
+            panic!("{}: refused: {e}", path.display());
+        }
+    }
+}
+
+#[test]
+fn invalid_examples_are_refused_by_the_controller_with_a_clear_message() {
+    let mut controller_refused = 0;
+    for path in yaml_files(&root().join("docs/examples/invalid")) {
+        let text = std::fs::read_to_string(&path).expect("readable");
+        if expectation(&text, "rejected-by").as_deref() != Some("controller") {
+            continue;
+        }
+        let message = expectation(&text, "message").expect("an expect-message line");
+        match plan(&path) {
+            Ok(_) => panic!("{}: accepted", path.display()),
+            Err(e) => assert!(
+                e.to_string().contains(&message),
+                "{}: {e:?} does not say {message:?}",
+                path.display()
+            ),
+        }
+        controller_refused += 1;
+    }
+    assert!(controller_refused >= 5);
+}
+
+/// kubernetes-validate (PyPI) on the CRDs, jsonschema on the examples; installs them into a
+/// virtualenv on first use.
+#[test]
+fn crds_and_examples_pass_the_kubernetes_schema_checks() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schema/validate.sh");
+    let out = Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("all manifests checked: 0 failure(s)"),
+        "{stdout}"
+    );
+}
