@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::NetworkError;
 use iptables::{Backend, CHAOS_NETEM, CHAOS_TC, OWN_PACKET_MARK, TableRules};
-use qdisc::{Baseline, BuildError, Classful, DeviceRecord, NetlinkTc, TrafficControl};
+use qdisc::{BuildError, Classful, DeviceRecord, NetlinkTc, TrafficControl};
 use runner::Runner;
 use spec::{ChainSpec, IpSetSpec, NetemSpec, NetworkSpec, TcAction, TcFilter, TcRule};
 use userspace::{QueueServer, QueueSet};
@@ -134,7 +134,6 @@ pub struct NetworkChaos {
 }
 
 fn net(record: &Record) -> Option<&NetworkRecord> {
-    #[allow(irrefutable_let_patterns)]
     match &record.fault {
         Fault::Network(n) => Some(n),
         _ => None,
@@ -955,14 +954,10 @@ async fn undo_record(
     Ok(())
 }
 
-/// Whether a baseline is the kernel's default (for reporting).
-pub fn is_default(baseline: &Baseline) -> bool {
-    matches!(baseline, Baseline::Default { .. })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qdisc::Baseline;
     use spec::TbfSpec;
 
     fn rule(device: &str, ipset: &str, action: TcAction) -> TcRule {
