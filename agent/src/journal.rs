@@ -97,11 +97,29 @@ pub enum StressorKind {
     Memory,
 }
 
+impl StressorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StressorKind::Cpu => "cpu",
+            StressorKind::Memory => "memory",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StressScope {
     Container,
     Pod,
+}
+
+impl StressScope {
+    pub fn name(self) -> &'static str {
+        match self {
+            StressScope::Container => "container",
+            StressScope::Pod => "pod",
+        }
+    }
 }
 
 impl Fault {

@@ -159,8 +159,10 @@ impl Agent for AgentService {
                         options,
                         ..
                     } => format!(
-                        "{} ({stressor:?} stressor, {scope:?} scope: {options})",
-                        view.summary
+                        "{} ({} stressor, {} scope: {options})",
+                        view.summary,
+                        stressor.name(),
+                        scope.name()
                     ),
                     Fault::Io { .. } | Fault::Network(_) => String::new(),
                 };
@@ -262,7 +264,7 @@ impl Agent for AgentService {
             .flatten()
             .map(|started| api::StressInstance {
                 id: started.id,
-                kind: format!("{:?}", started.kind).to_lowercase(),
+                kind: started.kind.name().into(),
                 pid: started.pid,
                 cgroups: started
                     .cgroups
