@@ -128,7 +128,9 @@ impl Drop for Server {
     }
 }
 
-/// Median of 10 one-byte echoes over an established TCP connection, from `from` to `to`.
+/// The fastest of 10 one-byte echoes over an established TCP connection, from `from` to `to`:
+/// a delay fault sets a floor under every round trip, and the minimum is what other stories
+/// running on the same two cores disturb least.
 fn echo_rtt(from: &Pod, to: Ipv4Addr) -> anyhow::Result<Duration> {
     join(in_netns(from.pid, move || {
         let mut conn =
@@ -144,7 +146,7 @@ fn echo_rtt(from: &Pod, to: Ipv4Addr) -> anyhow::Result<Duration> {
             samples.push(start.elapsed());
         }
         samples.sort();
-        Ok(samples[samples.len() / 2])
+        Ok(samples[0])
     }))
 }
 
