@@ -434,7 +434,7 @@ async fn main() -> anyhow::Result<()> {
                     "until recovered".into()
                 };
                 println!(
-                    "{}\t{}\t{}\t{}\tpid {}\tsince {}\t{}\n\trules: {}\n\tinjector: {}",
+                    "{}\t{}\t{}\t{}\tpid {}\tsince {}\t{}\n\trules: {}\n\thelper: {}",
                     e.id,
                     e.kind,
                     e.container_id,
