@@ -10,8 +10,8 @@
 #
 # Usage: sudo bench/run.sh            (root: it mounts FUSE filesystems)
 # Env:   BENCH_DIR (default /var/tmp/faultline-bench), RUNTIME seconds per fio job (5),
-#        REPEAT runs per job, median kept (3), INJECTOR (default target/release/faultline-injector),
-#        META_FILES (20000), META_ROUNDS (10).
+#        REPEAT runs per fio job, median kept (3), INJECTOR (default target/release/faultline-injector),
+#        META_FILES (20000), META_ROUNDS (10), META_REPEAT (5).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$BENCH_DIR"
 mkdir -p "$BENCH_DIR"/{native,faultline,bindfs-src,bindfs,rule}
 gcc -O2 -o "$BENCH_DIR/metaops" "$here/metaops.c"
@@ -96,15 +97,26 @@ print(round(statistics.median(vals)))
   rm -f "$dir/w.dat"
 }
 
-# metaops DIR -> "create stat unlink" ops/s, median of $REPEAT runs each.
-meta_job() {
-  local dir=$1
-  for _ in $(seq "$REPEAT"); do "$BENCH_DIR/metaops" "$dir" "$META_FILES" "$META_ROUNDS"; done |
-    python3 -c '
+# The metadata loop is sensitive to the filesystem's state (ext4 allocates around inodes it
+# freed a moment ago), so every run gets a fresh directory and the setups take turns:
+# native, faultline, bindfs, native, ... ; the median of META_REPEAT runs is kept.
+META_REPEAT=${META_REPEAT:-5}
+declare -A META
+for round in $(seq "$META_REPEAT"); do
+  for setup in native faultline bindfs; do
+    dir="$BENCH_DIR/$setup/meta-$round"
+    mkdir "$dir"
+    META[$setup]+="$("$BENCH_DIR/metaops" "$dir" "$META_FILES" "$META_ROUNDS" | tr '\n' ' ')"$'\n'
+    rmdir "$dir"
+  done
+done
+meta_median() { # SETUP -> "create stat unlink"
+  printf '%s' "${META[$1]}" | python3 -c '
 import sys, statistics, collections
 v = collections.defaultdict(list)
 for line in sys.stdin:
-    k, n = line.split(); v[k].append(float(n))
+    f = line.split()
+    for k, n in zip(f[0::2], f[1::2]): v[k].append(float(n))
 print(" ".join(str(round(statistics.median(v[k]))) for k in ("create", "stat", "unlink")))
 '
 }
@@ -114,7 +126,7 @@ for setup in native faultline bindfs; do
   for job in seqread seqwrite randread; do
     R[$setup.$job]=$(fio_job "$job" "$BENCH_DIR/$setup")
   done
-  read -r R[$setup.create] R[$setup.stat] R[$setup.unlink] < <(meta_job "$BENCH_DIR/$setup")
+  read -r R[$setup.create] R[$setup.stat] R[$setup.unlink] < <(meta_median "$setup")
 done
 for job in seqread seqwrite randread; do
   R[rule.$job]=$(fio_job "$job" "$BENCH_DIR/rule")
@@ -124,7 +136,8 @@ ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 unit() { case $1 in seqread|seqwrite) echo "MB/s" ;; randread) echo "IOPS" ;; *) echo "ops/s" ;; esac; }
 
 echo
-echo "$(uname -r), $(nproc) CPUs, fio $(fio --version | tr -d 'fio-'), bindfs $(bindfs --version 2>&1 | head -1 | awk '{print $2}'), runtime ${RUNTIME}s x${REPEAT} (median)"
+echo "$(uname -r), $(nproc) CPUs, $(df --output=fstype "$BENCH_DIR" | tail -1) at $BENCH_DIR, fio $(fio --version | tr -d 'fio-'), bindfs $(bindfs --version 2>&1 | head -1 | awk '{print $2}')"
+echo "fio: ${RUNTIME}s per run, median of $REPEAT; metadata: $META_FILES files, stat x$META_ROUNDS, median of $META_REPEAT; load average before: $LOAD_BEFORE"
 echo
 echo "| job | unit | native | faultline (no rules) | bindfs -o multithreaded | faultline / native | bindfs / native | faultline / bindfs |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
