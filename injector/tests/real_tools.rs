@@ -51,6 +51,8 @@ fn fio_verify_crc32c() {
                 "--ioengine=psync",
                 "--verify=crc32c",
                 "--do_verify=1",
+                // fio would save its verify state into the working directory (the crate's).
+                "--verify_state_save=0",
             ])
             .arg(format!("--rw={rw}"))
             .arg(format!("--bs={bs}")));
