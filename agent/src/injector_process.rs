@@ -2,11 +2,9 @@
 //! socketpair as its control channel (JSON-RPC 2.0, one message per line), dying with the agent
 //! (parent-death signal), its stderr forwarded to our logs.
 
-use std::collections::VecDeque;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -14,17 +12,16 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::process::{Child, Command};
-use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
+use tokio::process::Command;
+use tokio::sync::Mutex as AsyncMutex;
 
 use crate::journal::ProcessIdentity;
+use crate::supervised_child::SupervisedChild;
 
 /// The descriptor number the control socket gets in the injector.
 const CONTROL_FD: i32 = 3;
 /// How long an injector that ignored `recover` gets after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
-/// How many stderr lines are kept to explain a failure.
-const STDERR_TAIL: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InjectorError {
@@ -62,10 +59,8 @@ pub struct MountRequest<'a> {
 #[derive(Debug)]
 pub struct InjectorProcess {
     pub identity: ProcessIdentity,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    signal_request: mpsc::Sender<Signal>,
+    process: SupervisedChild,
     control: AsyncMutex<ControlChannel>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 #[derive(Debug)]
@@ -112,8 +107,7 @@ impl InjectorProcess {
             })?;
         let pid = child.id().unwrap_or_default();
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (exit, signal_request) = reap(child, pid, Arc::clone(&stderr_tail));
+        let process = SupervisedChild::adopt(child, "injector");
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
@@ -121,14 +115,12 @@ impl InjectorProcess {
         let (reader, writer) = stream.into_split();
         let process = Self {
             identity,
-            exit,
-            signal_request,
+            process,
             control: AsyncMutex::new(ControlChannel {
                 reader: BufReader::new(reader),
                 writer,
                 next_id: 1,
             }),
-            stderr_tail,
         };
         match tokio::time::timeout(ready_within, process.wait_ready()).await {
             Ok(Ok(())) => Ok(process),
@@ -200,42 +192,26 @@ impl InjectorProcess {
 
     /// Waits until the process has exited (and been reaped).
     pub async fn wait(&self) -> ExitStatus {
-        let mut exit = self.exit.clone();
-        loop {
-            if let Some(status) = *exit.borrow_and_update() {
-                return status;
-            }
-            if exit.changed().await.is_err() {
-                // The reaper is gone without a status: treat as killed.
-                return std::os::unix::process::ExitStatusExt::from_raw(9);
-            }
-        }
+        self.process.wait().await
     }
 
     /// The exit status, if the process has exited within `within`.
     async fn try_exit_status(&self, within: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(within, self.wait()).await.ok()
+        self.process.wait_for(within).await
     }
 
     /// SIGKILL, and wait until reaped.
     pub async fn kill(&self) {
-        let _ = self.signal_request.send(Signal::SIGKILL).await;
-        self.wait().await;
+        self.process.kill().await;
     }
 
     /// SIGTERM, then SIGKILL if it has not exited after `grace`; waits until reaped.
     pub async fn terminate(&self, grace: Duration) {
-        let _ = self.signal_request.send(Signal::SIGTERM).await;
-        if self.try_exit_status(grace).await.is_none() {
-            self.kill().await;
-        }
+        self.process.terminate(grace).await;
     }
 
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail
-            .lock()
-            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default()
+        self.process.stderr_tail()
     }
 
     async fn call(&self, method: &'static str, params: Value) -> Result<Value, InjectorError> {
@@ -272,58 +248,6 @@ impl InjectorProcess {
                 });
             }
             return Ok(reply.get("result").cloned().unwrap_or(Value::Null));
-        }
-    }
-}
-
-/// Owns the child: reaps it (publishing its exit status) and kills it on request, so a kill
-/// can never reach a reaped, reused PID.
-fn reap(
-    mut child: Child,
-    pid: u32,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
-) -> (watch::Receiver<Option<ExitStatus>>, mpsc::Sender<Signal>) {
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_stderr(stderr, pid, stderr_tail));
-    }
-    let (exit_tx, exit_rx) = watch::channel(None);
-    let (signal_tx, mut signal_rx) = mpsc::channel::<Signal>(4);
-    tokio::spawn(async move {
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                Some(signal) = signal_rx.recv() => signal_child(&mut child, signal),
-            }
-        };
-        let status = status.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(9));
-        let _ = exit_tx.send(Some(status));
-    });
-    (exit_rx, signal_tx)
-}
-
-/// Signals the child; only the reaper calls this, so the child cannot have been reaped (and its
-/// PID reused) in between.
-fn signal_child(child: &mut Child, signal: Signal) {
-    if signal == Signal::SIGKILL {
-        let _ = child.start_kill();
-    } else if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-    }
-}
-
-async fn forward_stderr(
-    stderr: tokio::process::ChildStderr,
-    pid: u32,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(injector_pid = pid, "{line}");
-        if let Ok(mut tail) = tail.lock() {
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line);
         }
     }
 }

@@ -15,5 +15,6 @@ pub mod journal;
 pub mod metrics;
 pub mod network;
 pub mod stress;
+pub mod supervised_child;
 pub mod tls;
 mod unix_channel;

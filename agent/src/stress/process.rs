@@ -3,22 +3,18 @@
 //! agent (parent-death signal), killed and reaped on cancel. The agent is its parent; one task
 //! owns the child, so a kill can never reach a reaped and reused PID.
 
-use std::collections::VecDeque;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::process::Command;
 
 use super::worker::{RELEASE, StressorCommand};
 use crate::journal::ProcessIdentity;
-
-const STDERR_TAIL: usize = 10;
+use crate::supervised_child::SupervisedChild;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -42,11 +38,9 @@ pub enum ProcessError {
 #[derive(Debug)]
 pub struct StressorProcess {
     pub identity: ProcessIdentity,
-    exit: watch::Receiver<Option<ExitStatus>>,
-    kill_request: mpsc::Sender<()>,
+    process: SupervisedChild,
     /// The write end of the stressor's stdin until it is released.
     hold: Mutex<Option<std::fs::File>>,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl StressorProcess {
@@ -80,14 +74,10 @@ impl StressorProcess {
             })?;
         let pid = child.id().unwrap_or_default();
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let (exit, kill_request) = reap(child, pid, Arc::clone(&stderr_tail));
         Ok(Self {
             identity,
-            exit,
-            kill_request,
+            process: SupervisedChild::adopt(child, "stressor"),
             hold: Mutex::new(Some(std::fs::File::from(write_end))),
-            stderr_tail,
         })
     }
 
@@ -107,75 +97,21 @@ impl StressorProcess {
 
     /// Waits until the process has exited (and been reaped).
     pub async fn wait(&self) -> ExitStatus {
-        let mut exit = self.exit.clone();
-        loop {
-            if let Some(status) = *exit.borrow_and_update() {
-                return status;
-            }
-            if exit.changed().await.is_err() {
-                return std::os::unix::process::ExitStatusExt::from_raw(Signal::SIGKILL as i32);
-            }
-        }
+        self.process.wait().await
     }
 
     /// The exit status, if it has exited.
     pub fn exited(&self) -> Option<ExitStatus> {
-        *self.exit.borrow()
+        self.process.exited()
     }
 
     /// SIGKILL, and wait until reaped.
     pub async fn kill(&self) -> ExitStatus {
-        let _ = self.kill_request.try_send(());
-        self.wait().await
+        self.process.kill().await
     }
 
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail
-            .lock()
-            .map(|lines| lines.iter().cloned().collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default()
-    }
-}
-
-fn reap(
-    mut child: Child,
-    pid: u32,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
-) -> (watch::Receiver<Option<ExitStatus>>, mpsc::Sender<()>) {
-    if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(forward_stderr(stderr, pid, stderr_tail));
-    }
-    let (exit_tx, exit_rx) = watch::channel(None);
-    let (kill_tx, mut kill_rx) = mpsc::channel::<()>(1);
-    tokio::spawn(async move {
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => break status,
-                Some(()) = kill_rx.recv() => { let _ = child.start_kill(); }
-            }
-        };
-        let status = status.unwrap_or_else(|_| {
-            std::os::unix::process::ExitStatusExt::from_raw(Signal::SIGKILL as i32)
-        });
-        let _ = exit_tx.send(Some(status));
-    });
-    (exit_rx, kill_tx)
-}
-
-async fn forward_stderr(
-    stderr: tokio::process::ChildStderr,
-    pid: u32,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(stressor_pid = pid, "{line}");
-        if let Ok(mut tail) = tail.lock() {
-            if tail.len() == STDERR_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
+        self.process.stderr_tail()
     }
 }
 
