@@ -9,8 +9,8 @@
 # sequential reads and writes.
 #
 # Usage: sudo bench/run.sh            (root: it mounts FUSE filesystems)
-# Env:   BENCH_DIR (default /var/tmp/faultline-bench), RUNTIME seconds per fio job (5),
-#        REPEAT runs per fio job, median kept (3), INJECTOR (default target/release/faultline-injector),
+# Env:   BENCH_DIR (default /var/tmp/faultline-bench), RUNTIME seconds per fio run (5),
+#        REPEAT rounds of fio runs, median kept (5), INJECTOR (default target/release/faultline-injector),
 #        META_FILES (20000), META_ROUNDS (10), META_REPEAT (5).
 set -euo pipefail
 
@@ -18,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 BENCH_DIR=${BENCH_DIR:-/var/tmp/faultline-bench}
 RUNTIME=${RUNTIME:-5}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 INJECTOR=${INJECTOR:-$repo/target/release/faultline-injector}
 META_FILES=${META_FILES:-20000}
 META_ROUNDS=${META_ROUNDS:-10}
@@ -69,33 +69,45 @@ mounts+=("$BENCH_DIR/bindfs")
 rule='[{"type":"latency","path":"'"$BENCH_DIR"'/rule/*.dat","methods":["read","write"],"latency":"0ms"}]'
 start_injector "$BENCH_DIR/rule" "$rule"
 
-# fio JOB DIR -> prints MB/s (bw jobs) or IOPS (randread); median of $REPEAT runs.
-fio_job() {
+# fio JOB DIR -> one result: MB/s (seqread, seqwrite) or IOPS (randread).
+fio_once() {
   local job=$1 dir=$2 args
   case $job in
     seqread)  args=(--rw=read --bs=1M --filename="$dir/seq.dat" --size=1G) ;;
     seqwrite) args=(--rw=write --bs=1M --filename="$dir/w.dat" --size=1G) ;;
     randread) args=(--rw=randread --bs=4k --filename="$dir/rand.dat" --size=256M) ;;
   esac
-  local common=(--name="$job" --ioengine=psync --invalidate=0 --time_based --output-format=json)
-  # Warm the page cache (and lay out the write file).
-  fio "${common[@]}" "${args[@]}" --runtime=1 >/dev/null
-  for _ in $(seq "$REPEAT"); do
-    fio "${common[@]}" "${args[@]}" --runtime="$RUNTIME"
-  done | python3 -c '
-import json, sys, statistics
-dec = json.JSONDecoder(); text = sys.stdin.read(); vals = []; i = 0
-while i < len(text):
-    if text[i] != "{": i += 1; continue
-    obj, i = dec.raw_decode(text, i)
-    j = obj["jobs"][0]
-    if sys.argv[1] == "randread": vals.append(j["read"]["iops"])
-    elif sys.argv[1] == "seqread": vals.append(j["read"]["bw_bytes"] / 1e6)
-    else: vals.append(j["write"]["bw_bytes"] / 1e6)
-print(round(statistics.median(vals)))
+  fio --name="$job" --ioengine=psync --invalidate=0 --time_based --output-format=json \
+    "${args[@]}" --runtime="$RUNTIME" | python3 -c '
+import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+job = sys.argv[1]
+print(round(j["read"]["iops"]) if job == "randread" else
+      round(j["read" if job == "seqread" else "write"]["bw_bytes"] / 1e6))
 ' "$job"
-  rm -f "$dir/w.dat"
 }
+
+median() { python3 -c 'import sys, statistics; print(round(statistics.median(float(x) for x in sys.stdin.read().split())))'; }
+
+# Background load on a shared machine drifts: the setups take turns within each round, so a
+# drift hits them alike; the median of $REPEAT rounds is kept. Files are read once through
+# each setup first ("cached" means cached), and each job has an untimed first pass.
+FIO_SETUPS=(native faultline bindfs rule)
+for setup in "${FIO_SETUPS[@]}"; do
+  cat "$BENCH_DIR/$setup/seq.dat" "$BENCH_DIR/$setup/rand.dat" >/dev/null
+done
+declare -A FIO
+for job in seqread seqwrite randread; do
+  for setup in "${FIO_SETUPS[@]}"; do
+    RUNTIME=1 fio_once "$job" "$BENCH_DIR/$setup" >/dev/null
+  done
+  for _ in $(seq "$REPEAT"); do
+    for setup in "${FIO_SETUPS[@]}"; do
+      FIO[$setup.$job]+="$(fio_once "$job" "$BENCH_DIR/$setup") "
+    done
+  done
+done
+for setup in "${FIO_SETUPS[@]}"; do rm -f "$BENCH_DIR/$setup/w.dat"; done
 
 # The metadata loop is sensitive to the filesystem's state (ext4 allocates around inodes it
 # freed a moment ago), so every run gets a fresh directory and the setups take turns:
@@ -122,14 +134,13 @@ print(" ".join(str(round(statistics.median(v[k]))) for k in ("create", "stat", "
 }
 
 declare -A R
-for setup in native faultline bindfs; do
+for setup in "${FIO_SETUPS[@]}"; do
   for job in seqread seqwrite randread; do
-    R[$setup.$job]=$(fio_job "$job" "$BENCH_DIR/$setup")
+    R[$setup.$job]=$(echo "${FIO[$setup.$job]}" | median)
   done
-  read -r R[$setup.create] R[$setup.stat] R[$setup.unlink] < <(meta_median "$setup")
 done
-for job in seqread seqwrite randread; do
-  R[rule.$job]=$(fio_job "$job" "$BENCH_DIR/rule")
+for setup in native faultline bindfs; do
+  read -r R[$setup.create] R[$setup.stat] R[$setup.unlink] < <(meta_median "$setup")
 done
 
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
@@ -137,7 +148,7 @@ unit() { case $1 in seqread|seqwrite) echo "MB/s" ;; randread) echo "IOPS" ;; *)
 
 echo
 echo "$(uname -r), $(nproc) CPUs, $(df --output=fstype "$BENCH_DIR" | tail -1) at $BENCH_DIR, fio $(fio --version | tr -d 'fio-'), bindfs $(bindfs --version 2>&1 | head -1 | awk '{print $2}')"
-echo "fio: ${RUNTIME}s per run, median of $REPEAT; metadata: $META_FILES files, stat x$META_ROUNDS, median of $META_REPEAT; load average before: $LOAD_BEFORE"
+echo "fio: ${RUNTIME}s per run, median of $REPEAT rounds; metadata: $META_FILES files, stat x$META_ROUNDS, median of $META_REPEAT; load average before: $LOAD_BEFORE"
 echo
 echo "| job | unit | native | faultline (no rules) | bindfs -o multithreaded | faultline / native | bindfs / native | faultline / bindfs |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
