@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod binaries;
+mod injector_in_pod;
 mod io_chaos;
 mod network;
 mod nsexec_stories;
@@ -28,6 +29,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(testbed_pods::stories());
     all.extend(resolution::stories());
     all.extend(nsexec_stories::stories());
+    all.extend(injector_in_pod::stories());
     all.extend(io_chaos::stories());
     all.extend(stress::stories());
     all.extend(network::stories());
