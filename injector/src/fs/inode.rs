@@ -401,10 +401,14 @@ impl InodeTable {
         inode.nlookup.store(left, Ordering::Relaxed);
         if left == 0 {
             let key = inode.key;
-            maps.by_id.remove(&nodeid);
+            let removed = maps.by_id.remove(&nodeid);
             if maps.by_key.get(&key) == Some(&nodeid) {
                 maps.by_key.remove(&key);
             }
+            drop(maps);
+            // Closing the last descriptor on an unlinked original deletes it (the
+            // filesystem's work of an unlink happens here): not under the table lock.
+            drop(removed);
         }
     }
 
