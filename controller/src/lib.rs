@@ -6,6 +6,11 @@
 //! itself. What a fault does on a node is the agent's job.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod crd;
 pub mod crdgen;
+pub mod error;
+pub mod metrics;
 pub mod plan;
+pub mod reconcile;
+pub mod selection;

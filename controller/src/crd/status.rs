@@ -128,6 +128,16 @@ pub struct TargetRecord {
     /// The agent's experiment ids, recovered by id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub experiment_ids: Vec<String>,
+    /// A failed call may have reached the agent (a timeout): recovery must try this target.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub uncertain: bool,
+    /// The pod is gone (deleted, or replaced by one of the same name): it counts as recovered.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub gone: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -155,6 +165,8 @@ impl TargetRecord {
             attempts: 0,
             next_retry_at: None,
             experiment_ids: Vec::new(),
+            uncertain: false,
+            gone: false,
         }
     }
 }

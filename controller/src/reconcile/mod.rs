@@ -1,0 +1,634 @@
+//! The reconciler, in kube-rs controller-rs's shape: `reconcile(obj, ctx) -> Result<Action>`
+//! behind the finalizer helper (added before anything is injected, removed only once every
+//! target is recovered), and `error_policy`.
+//!
+//! One pass of `apply`: validate the spec (a refused spec gets `Accepted=False` and nothing
+//! else); select the targets once and record them in the status before touching any; then
+//! drive every record towards the desired phase (Run, or Stop when paused or past the
+//! deadline) through the agents; write the status only if it changed; come back at the
+//! deadline, at the next retry, or after the resync period.
+
+mod conditions;
+mod context;
+mod kind;
+mod targets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+pub use conditions::in_force;
+pub use context::{Clock, Context, Settings, SystemClock};
+pub use kind::{Chaos, Recovery};
+pub use targets::{POD_FAILURE_ANNOTATION, pod_failure_patch, pod_failure_restore_patch};
+
+use crate::crd::{
+    ChaosStatus, ConditionStatus, ConditionType, DesiredPhase, TargetPhase, TargetRecord,
+};
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::selection;
+use targets::Outcome;
+
+pub const FINALIZER: &str = "chaos.faultline.dev/recover";
+/// `true` pauses an experiment: every target is recovered until the annotation goes.
+pub const PAUSE_ANNOTATION: &str = "experiment.chaos.faultline.dev/pause";
+/// Chaos Mesh's pause annotation, honoured too.
+pub const CHAOS_MESH_PAUSE_ANNOTATION: &str = "experiment.chaos-mesh.org/pause";
+/// `true` lets a deleted experiment go although some targets could not be recovered (their
+/// agent is gone for good).
+pub const FORCE_CLEANUP_ANNOTATION: &str = "experiment.chaos.faultline.dev/force-cleanup";
+
+fn annotation_true<K: Resource>(obj: &K, key: &str) -> bool {
+    obj.meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .is_some_and(|v| v == "true")
+}
+
+pub fn is_paused<K: Resource>(obj: &K) -> bool {
+    annotation_true(obj, PAUSE_ANNOTATION) || annotation_true(obj, CHAOS_MESH_PAUSE_ANNOTATION)
+}
+
+/// RFC 3339, whole seconds.
+pub fn rfc3339(t: Timestamp) -> String {
+    Timestamp::from_second(t.as_second())
+        .unwrap_or(t)
+        .to_string()
+}
+
+fn parse_time(text: Option<&str>) -> Option<Timestamp> {
+    text.and_then(|t| t.parse().ok())
+}
+
+fn after(t: Timestamp, d: Duration) -> Timestamp {
+    let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2);
+    Timestamp::from_millisecond(t.as_millisecond().saturating_add(ms)).unwrap_or(Timestamp::MAX)
+}
+
+fn until(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::from_millis(u64::try_from(t.as_millisecond() - now.as_millisecond()).unwrap_or(0))
+}
+
+pub async fn reconcile<K: Chaos>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled(K::KIND);
+    let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(&api, obj.as_ref(), &ctx).await,
+            Finalizer::Cleanup(obj) => cleanup(&api, obj.as_ref(), &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+pub fn error_policy<K: Chaos>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(kind = K::KIND, name = %obj.name_any(), error = %error, "reconcile failed");
+    ctx.metrics.failed(K::KIND, error.metric_label());
+    Action::requeue(ctx.settings.backoff_base.max(Duration::from_secs(1)))
+}
+
+fn key<K: Chaos>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+async fn publish<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+    pod: Option<&TargetRecord>,
+) {
+    let secondary = pod.map(|r| ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(r.pod.clone()),
+        namespace: Some(r.namespace.clone()),
+        uid: r.pod_uid.clone(),
+        ..ObjectReference::default()
+    });
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(reason, error = %e, "cannot publish an event");
+    }
+}
+
+async fn write_status<K: Chaos>(
+    api: &Api<K>,
+    obj: &K,
+    before: &ChaosStatus,
+    status: &ChaosStatus,
+) -> Result<()> {
+    if before == status {
+        return Ok(());
+    }
+    let patch = json!({ "status": status });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action> {
+    let now = ctx.clock.now();
+    let now_text = rfc3339(now);
+    let mut before = obj.status().cloned().unwrap_or_default();
+    let mut status = before.clone();
+    status.observed_generation = obj.meta().generation;
+
+    let plan = match obj.plan() {
+        Ok(plan) => plan,
+        Err(invalid) => {
+            let message = invalid.to_string();
+            let changed = status
+                .condition(ConditionType::Accepted)
+                .is_none_or(|c| c.status != ConditionStatus::False || c.message != message);
+            status.set_condition(
+                ConditionType::Accepted,
+                ConditionStatus::False,
+                invalid.reason(),
+                message.clone(),
+                &now_text,
+            );
+            if changed {
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    invalid.reason(),
+                    "Validate",
+                    message,
+                    None,
+                )
+                .await;
+            }
+            write_status(api, obj, &before, &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    status.set_condition(
+        ConditionType::Accepted,
+        ConditionStatus::True,
+        "Valid",
+        "",
+        &now_text,
+    );
+
+    if status.experiment.container_records.is_empty() {
+        match select(ctx, obj, &plan, &mut status, now).await? {
+            Some(()) => {
+                // Recorded before anything is injected: recovery is computed from the record.
+                write_status(api, obj, &before, &status).await?;
+                before = status.clone();
+            }
+            None => {
+                write_status(api, obj, &before, &status).await?;
+                return Ok(Action::requeue(ctx.settings.no_match_retry));
+            }
+        }
+    }
+
+    let paused = is_paused(obj);
+    let deadline = parse_time(status.experiment.deadline.as_deref());
+    let expired = deadline.is_some_and(|d| now >= d);
+    let desired = if paused || expired {
+        DesiredPhase::Stop
+    } else {
+        DesiredPhase::Run
+    };
+    let was_paused = before.is_true(ConditionType::Paused);
+    status.experiment.desired_phase = Some(desired);
+
+    let remaining_ms = deadline
+        .map(|d| {
+            u64::try_from(until(now, d).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        })
+        .unwrap_or(0);
+    let recovery = obj.recovery();
+    let one_shot = plan.action.is_one_shot();
+    let peers = status.experiment.peers.clone();
+    for i in 0..status.experiment.container_records.len() {
+        let rec = status.experiment.container_records[i].clone();
+        let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
+        let updated = match desired {
+            DesiredPhase::Run if due && needs_injection(&rec, one_shot) => {
+                let outcome = targets::inject(ctx, &plan, &peers, &rec, remaining_ms).await?;
+                Some(injected(ctx, obj, rec, outcome, now).await)
+            }
+            DesiredPhase::Stop if due && in_force(&rec) => {
+                let outcome = targets::recover(ctx, &recovery, &rec).await?;
+                Some(recovered(ctx, obj, rec, outcome, now).await)
+            }
+            _ => None,
+        };
+        if let Some(updated) = updated {
+            status.experiment.container_records[i] = updated;
+        }
+    }
+
+    conditions::update(&mut status, paused, expired, &now_text);
+    if paused != was_paused {
+        let (reason, note) = if paused {
+            ("Paused", "pause annotation set: targets recovered")
+        } else {
+            (
+                "Resumed",
+                "pause annotation removed: targets injected again",
+            )
+        };
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            reason,
+            "Pause",
+            note.into(),
+            None,
+        )
+        .await;
+    }
+    if expired
+        && status.is_true(ConditionType::AllRecovered)
+        && !before.is_true(ConditionType::AllRecovered)
+    {
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "Finished",
+            "Recover",
+            "duration over: every target recovered".into(),
+            None,
+        )
+        .await;
+    }
+    ctx.set_active(
+        K::KIND,
+        key(obj),
+        Some(status.experiment.container_records.iter().any(in_force)),
+    );
+    write_status(api, obj, &before, &status).await?;
+
+    // Come back at the deadline, at the earliest retry, or after the resync period.
+    let mut wake = after(now, ctx.settings.resync);
+    if let Some(d) = deadline.filter(|_| !expired) {
+        wake = wake.min(d);
+    }
+    for rec in &status.experiment.container_records {
+        if let Some(t) = parse_time(rec.next_retry_at.as_deref()) {
+            wake = wake.min(t);
+        }
+    }
+    if desired == DesiredPhase::Stop && status.is_true(ConditionType::AllRecovered) && !paused {
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(
+        until(now, wake).max(Duration::from_secs(1)),
+    ))
+}
+
+fn needs_injection(rec: &TargetRecord, one_shot: bool) -> bool {
+    match rec.phase {
+        TargetPhase::Pending => true,
+        TargetPhase::Failed => rec.next_retry_at.is_some(),
+        TargetPhase::Recovered => !rec.gone && !one_shot,
+        TargetPhase::Injected => false,
+    }
+}
+
+/// Chooses the targets and records them (and, for NetworkChaos, the peers); None when the
+/// selector matches nothing.
+async fn select<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    plan: &Plan,
+    status: &mut ChaosStatus,
+    now: Timestamp,
+) -> Result<Option<()>> {
+    let now_text = rfc3339(now);
+    let selection = &plan.selection;
+    let pods = selection::matching_pods(&ctx.client, &selection.selector).await?;
+    let pods = selection::with_containers(pods, &selection.scope);
+    let chosen = selection::choose(pods, selection.mode, &mut *ctx.rng.lock());
+    if chosen.is_empty() {
+        let message = format!(
+            "no pod matches the selector (namespaces {}) with mode {:?}; trying again in {}s",
+            selection.selector.namespaces.join(", "),
+            selection.mode,
+            ctx.settings.no_match_retry.as_secs()
+        );
+        let first = status.condition(ConditionType::Selected).is_none();
+        status.set_condition(
+            ConditionType::Selected,
+            ConditionStatus::False,
+            "NoMatch",
+            message.clone(),
+            &now_text,
+        );
+        if first {
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "NoMatch",
+                "Select",
+                message,
+                None,
+            )
+            .await;
+        }
+        return Ok(None);
+    }
+    if let crate::plan::Action::Network(network) = &plan.action {
+        let mut peers = Vec::new();
+        if let Some((selector, mode)) = &network.target {
+            let targets = selection::matching_pods(&ctx.client, selector).await?;
+            let targets = selection::choose(targets, *mode, &mut *ctx.rng.lock());
+            peers.extend(selection::pod_cidrs(&targets));
+        }
+        peers.extend(network.external.iter().cloned());
+        status.experiment.peers = peers;
+    }
+    let records = selection::records(&chosen, &selection.scope);
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let message = format!("{} target(s): {}", records.len(), ids.join(", "));
+    status.set_condition(
+        ConditionType::Selected,
+        ConditionStatus::True,
+        "Selected",
+        message.clone(),
+        &now_text,
+    );
+    status.experiment.start_time = Some(now_text.clone());
+    status.experiment.deadline = plan.duration.map(|d| rfc3339(after(now, d)));
+    status.experiment.container_records = records;
+    publish(
+        ctx,
+        obj,
+        EventType::Normal,
+        "Selected",
+        "Select",
+        message,
+        None,
+    )
+    .await;
+    Ok(Some(()))
+}
+
+async fn injected<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    mut rec: TargetRecord,
+    outcome: Outcome,
+    now: Timestamp,
+) -> TargetRecord {
+    match outcome {
+        Outcome::Done {
+            detail,
+            ids,
+            container_id,
+            node,
+        } => {
+            rec.phase = TargetPhase::Injected;
+            rec.injected_at = Some(rfc3339(now));
+            rec.recovered_at = None;
+            rec.experiment_ids = ids;
+            rec.container_id = container_id.or(rec.container_id);
+            rec.node = node.or(rec.node);
+            rec.attempts = 0;
+            rec.next_retry_at = None;
+            rec.uncertain = false;
+            rec.message = (!detail.is_empty()).then(|| detail.clone());
+            let on = rec
+                .node
+                .as_deref()
+                .map(|n| format!(" on {n}"))
+                .unwrap_or_default();
+            let note = format!(
+                "{}{on}: {}",
+                rec.id,
+                if detail.is_empty() {
+                    "injected"
+                } else {
+                    &detail
+                }
+            );
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Injected",
+                "Inject",
+                note,
+                Some(&rec),
+            )
+            .await;
+        }
+        Outcome::Gone => {
+            gone(&mut rec, now);
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "TargetGone",
+                "Inject",
+                format!("{}: the pod is gone", rec.id),
+                Some(&rec),
+            )
+            .await;
+        }
+        Outcome::Failed {
+            message,
+            transient,
+            uncertain,
+        } => {
+            rec.phase = TargetPhase::Failed;
+            rec.attempts += 1;
+            rec.uncertain = rec.uncertain || uncertain;
+            rec.next_retry_at =
+                transient.then(|| rfc3339(after(now, ctx.settings.backoff(rec.attempts))));
+            let retry = match &rec.next_retry_at {
+                Some(t) => format!(" (attempt {}, retrying at {t})", rec.attempts),
+                None => String::new(),
+            };
+            rec.message = Some(format!("{message}{retry}"));
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "InjectFailed",
+                "Inject",
+                format!("{}: {message}{retry}", rec.id),
+                Some(&rec),
+            )
+            .await;
+        }
+    }
+    rec
+}
+
+fn gone(rec: &mut TargetRecord, now: Timestamp) {
+    rec.phase = TargetPhase::Recovered;
+    rec.gone = true;
+    rec.uncertain = false;
+    rec.next_retry_at = None;
+    rec.recovered_at = Some(rfc3339(now));
+    rec.message = Some("the pod is gone: counted as recovered".into());
+}
+
+async fn recovered<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    mut rec: TargetRecord,
+    outcome: Outcome,
+    now: Timestamp,
+) -> TargetRecord {
+    match outcome {
+        Outcome::Done { detail, .. } => {
+            rec.phase = TargetPhase::Recovered;
+            rec.recovered_at = Some(rfc3339(now));
+            rec.attempts = 0;
+            rec.next_retry_at = None;
+            rec.uncertain = false;
+            rec.experiment_ids.clear();
+            rec.message = (!detail.is_empty()).then(|| detail.clone());
+            let note = format!(
+                "{}: {}",
+                rec.id,
+                if detail.is_empty() {
+                    "recovered"
+                } else {
+                    &detail
+                }
+            );
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "Recovered",
+                "Recover",
+                note,
+                Some(&rec),
+            )
+            .await;
+        }
+        Outcome::Gone => {
+            gone(&mut rec, now);
+            publish(
+                ctx,
+                obj,
+                EventType::Normal,
+                "TargetGone",
+                "Recover",
+                format!("{}: the pod is gone: counted as recovered", rec.id),
+                Some(&rec),
+            )
+            .await;
+        }
+        Outcome::Failed { message, .. } => {
+            // Still in force: retried with backoff whatever the error.
+            rec.attempts += 1;
+            let at = rfc3339(after(now, ctx.settings.backoff(rec.attempts)));
+            let text = format!(
+                "recovery failed: {message} (attempt {}, retrying at {at})",
+                rec.attempts
+            );
+            rec.next_retry_at = Some(at);
+            rec.message = Some(text.clone());
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "RecoverFailed",
+                "Recover",
+                format!("{}: {text}", rec.id),
+                Some(&rec),
+            )
+            .await;
+        }
+    }
+    rec
+}
+
+/// Deletion: recover every target that may have a fault in force; the finalizer is removed
+/// only when none is left (or the force-cleanup annotation says to give up on them).
+async fn cleanup<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action> {
+    let now = ctx.clock.now();
+    let now_text = rfc3339(now);
+    let before = obj.status().cloned().unwrap_or_default();
+    let mut status = before.clone();
+    status.experiment.desired_phase = Some(DesiredPhase::Stop);
+    let recovery = obj.recovery();
+    for i in 0..status.experiment.container_records.len() {
+        let rec = status.experiment.container_records[i].clone();
+        let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
+        if in_force(&rec) && due {
+            let outcome = targets::recover(ctx, &recovery, &rec).await?;
+            status.experiment.container_records[i] = recovered(ctx, obj, rec, outcome, now).await;
+        }
+    }
+    let left: Vec<String> = status
+        .experiment
+        .container_records
+        .iter()
+        .filter(|r| in_force(r))
+        .map(|r| format!("{}: {}", r.id, r.message.as_deref().unwrap_or("in force")))
+        .collect();
+    conditions::update(&mut status, is_paused(obj), false, &now_text);
+    write_status(api, obj, &before, &status).await?;
+    if !left.is_empty() {
+        if annotation_true(obj, FORCE_CLEANUP_ANNOTATION) {
+            let note = format!(
+                "{FORCE_CLEANUP_ANNOTATION}: removing the finalizer with {} target(s) not recovered: {}",
+                left.len(),
+                left.join("; ")
+            );
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "ForcedCleanup",
+                "Recover",
+                note,
+                None,
+            )
+            .await;
+        } else {
+            return Err(Error::RecoveryIncomplete {
+                remaining: left.len(),
+                detail: left.join("; "),
+            });
+        }
+    }
+    ctx.set_active(K::KIND, key(obj), None);
+    Ok(Action::await_change())
+}
