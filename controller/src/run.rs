@@ -1,0 +1,115 @@
+//! `faultline-controller run`: the HTTP endpoints, leader election, and one kube-runtime
+//! Controller per chaos kind sharing one Context (client, recorder, metrics, agent pool).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::Controller;
+use kube::runtime::events::Reporter;
+use kube::runtime::watcher;
+
+use crate::agent::discovery::AgentService;
+use crate::agent::pool::{AgentPool, PoolSettings};
+use crate::agent::tls::ClientTls;
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use crate::leader::{LeaderElector, LeaseSettings};
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Chaos, Context, Settings};
+
+pub struct RunConfig {
+    pub tls: ClientTls,
+    pub agent_service: AgentService,
+    pub pool: PoolSettings,
+    pub settings: Settings,
+    pub http_listen: SocketAddr,
+    /// None: no leader election (a single replica).
+    pub lease: Option<LeaseSettings>,
+    pub instance: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Client(#[source] kube::Error),
+    #[error("the HTTP endpoint on {addr} failed: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("leadership lost ({0}): stopping so that only the leader acts")]
+    LeadershipLost(String),
+}
+
+async fn controller<K: Chaos>(client: kube::Client, ctx: Arc<Context>) {
+    let api: Api<K> = Api::all(client);
+    Controller::new(api, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => {
+                    tracing::debug!(kind = K::KIND, object = %object.name, "reconciled")
+                }
+                Err(e) => tracing::debug!(kind = K::KIND, error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::new());
+    let addr = config.http_listen;
+    let http = tokio::spawn(crate::http::serve(addr, metrics.clone()));
+
+    let elector = config
+        .lease
+        .map(|lease| LeaderElector::new(client.clone(), lease));
+    if let Some(elector) = &elector {
+        elector.acquire().await;
+    }
+    let agents = Arc::new(AgentPool::new(
+        client.clone(),
+        config.agent_service,
+        config.tls,
+        config.pool,
+        Some(metrics.clone()),
+    ));
+    let reporter = Reporter {
+        controller: "faultline-controller".into(),
+        instance: config.instance,
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        reporter,
+        metrics,
+        agents,
+        config.settings,
+    ));
+    let controllers = futures::future::join4(
+        controller::<IOChaos>(client.clone(), ctx.clone()),
+        controller::<NetworkChaos>(client.clone(), ctx.clone()),
+        controller::<PodChaos>(client.clone(), ctx.clone()),
+        controller::<StressChaos>(client, ctx),
+    );
+    let lost = async {
+        match &elector {
+            Some(elector) => elector.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => Ok(()),
+        reason = lost => Err(RunError::LeadershipLost(reason)),
+        served = http => match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(RunError::Http { addr, source }),
+            Err(join) => Err(RunError::Http { addr, source: std::io::Error::other(join) }),
+        },
+    }
+}
