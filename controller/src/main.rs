@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Watches the chaos resources and drives the node agents over mTLS.
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// Writes the CRD manifests (one YAML file per kind) into a directory, or prints them.
     Crdgen {
         /// Where to write them; "-" prints them to stdout.
@@ -31,7 +31,7 @@ mod run_cmd;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run_cmd::run(args),
+        Command::Run(args) => run_cmd::run(*args),
         Command::Crdgen { out } => crdgen(out),
     }
 }
