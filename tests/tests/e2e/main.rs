@@ -11,6 +11,7 @@ mod injector_in_pod;
 mod io_chaos;
 mod network;
 mod nsexec_stories;
+mod reconciler;
 mod resolution;
 mod stress;
 mod testbed_pods;
@@ -33,6 +34,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(io_chaos::stories());
     all.extend(stress::stories());
     all.extend(network::stories());
+    all.extend(reconciler::stories());
     all
 }
 
