@@ -1,0 +1,329 @@
+//! What each chaos kind asks of the API server and the agents, scripted like
+//! reconcile_scenarios.rs: PodChaos pod-kill and pod-failure go through the API server,
+//! NetworkChaos records its target pods' addresses and filters through an ipset of them,
+//! StressChaos starts stressors and recovers them by id.
+
+mod support;
+
+use std::sync::Arc;
+
+use controller::agent::{AgentCall, AgentReply};
+use controller::crd::{NetworkChaos, PodChaos, StressChaos};
+use controller::reconcile::{self, FINALIZER};
+use faultline_proto::pb;
+use http::Method;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use support::*;
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/demo/events?";
+
+fn chaos<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value, meta: Value) -> K {
+    let mut metadata = json!({"name": name, "namespace": "demo", "uid": "u", "generation": 1, "finalizers": [FINALIZER]});
+    if let (Some(m), Some(extra)) = (metadata.as_object_mut(), meta.as_object()) {
+        m.extend(extra.clone());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "chaos.faultline.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec
+    }))
+    .expect("a chaos resource")
+}
+
+fn pod(name: &str, app: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "demo", "uid": format!("uid-{name}"), "labels": {"app": app}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "app", "image": "nginx:1"}]},
+        "status": {"phase": "Running", "podIP": ip,
+                   "containerStatuses": [{"name": "app", "containerID": format!("containerd://{name}"), "image": "nginx:1",
+                                          "imageID": "", "ready": true, "restartCount": 0}]}
+    })
+}
+
+fn list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+}
+
+fn event(reason: &'static str) -> Expect {
+    expect(Method::POST, EVENTS, Value::Null).body(move |b| assert_eq!(b["reason"], reason, "{b}"))
+}
+
+#[tokio::test]
+async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset() {
+    let tb = testbed();
+    let spec = json!({
+        "action": "delay", "mode": "all",
+        "selector": {"labelSelectors": {"app": "web"}},
+        "delay": {"latency": "100ms", "jitter": "10ms", "correlation": "25"},
+        "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}},
+        "externalTargets": ["192.0.2.0/24"]
+    });
+    let nc: NetworkChaos = chaos("NetworkChaos", "net", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/networkchaos/net";
+    let answer = serde_json::to_value(&nc).expect("json");
+    tb.agents.answer(Ok(AgentReply {
+        ids: vec!["net-1".into()],
+        ..Default::default()
+    }));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Ddb",
+            list(vec![pod("db-0", "db", "10.1.0.9")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()).body(|b| {
+            assert_eq!(
+                b["status"]["experiment"]["peers"],
+                json!(["10.1.0.9/32", "192.0.2.0/24"])
+            );
+            assert_eq!(
+                b["status"]["experiment"]["containerRecords"][0]["id"],
+                "demo/web-0"
+            );
+        }),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartNetwork(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.container_id, "containerd://web-0");
+    assert_eq!(request.pod_uid, "uid-web-0");
+    assert_eq!(request.ipsets.len(), 1);
+    let set = &request.ipsets[0];
+    assert!(
+        set.name.starts_with("fl-") && set.name.len() <= 31,
+        "{}",
+        set.name
+    );
+    assert_eq!(set.cidrs, ["10.1.0.9/32", "192.0.2.0/24"]);
+    assert_eq!(request.tcs.len(), 1);
+    let tc = &request.tcs[0];
+    assert_eq!(tc.r#type, pb::tc::Type::Netem as i32);
+    assert_eq!(tc.ipset, set.name);
+    let netem = tc.netem.as_ref().expect("netem");
+    assert_eq!(
+        (netem.time.as_str(), netem.jitter.as_str(), netem.delay_corr),
+        ("100000us", "10000us", 25.0)
+    );
+}
+
+#[tokio::test]
+async fn pod_kill_deletes_the_pod_with_its_grace_period_once() {
+    let tb = testbed();
+    let spec = json!({"action": "pod-kill", "mode": "one", "gracePeriod": 7, "selector": {"labelSelectors": {"app": "web"}}});
+    let pc: PodChaos = chaos("PodChaos", "kill", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/podchaos/kill";
+    let answer = serde_json::to_value(&pc).expect("json");
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        expect(
+            Method::DELETE,
+            "/api/v1/namespaces/demo/pods/web-0?",
+            pod("web-0", "web", "10.1.0.7"),
+        )
+        .body(|b| assert_eq!(b["gracePeriodSeconds"], 7)),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    let action = within(reconcile::reconcile(Arc::new(pc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    // Nothing to wait for but the resync.
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    assert!(tb.agents.take_calls().is_empty(), "pod-kill needs no agent");
+}
+
+#[tokio::test]
+async fn pod_failure_swaps_the_images_and_puts_them_back() {
+    let tb = testbed();
+    let spec = json!({"action": "pod-failure", "mode": "all", "duration": "30s", "selector": {"labelSelectors": {"app": "web"}}});
+    let pc: PodChaos = chaos("PodChaos", "fail", spec.clone(), json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/podchaos/fail";
+    let answer = serde_json::to_value(&pc).expect("json");
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/demo/pods/web-0?",
+            pod("web-0", "web", "10.1.0.7"),
+        )
+        .body(|b| {
+            assert_eq!(
+                b["spec"]["containers"][0]["image"],
+                "registry.k8s.io/pause:3.10"
+            );
+            assert_eq!(
+                b["metadata"]["annotations"]["pod-failure.chaos.faultline.dev/app"],
+                "nginx:1"
+            );
+        }),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+    ]);
+    within(reconcile::reconcile(Arc::new(pc), tb.ctx.clone()))
+        .await
+        .expect("inject");
+    let seen = finished(server).await;
+    let status = seen.last().expect("status").1["status"].clone();
+
+    // Deleted: the images come back from the annotations.
+    let mut failed_pod = pod("web-0", "web", "10.1.0.7");
+    failed_pod["metadata"]["annotations"] =
+        json!({"pod-failure.chaos.faultline.dev/app": "nginx:1"});
+    failed_pod["spec"]["containers"][0]["image"] = json!("registry.k8s.io/pause:3.10");
+    let mut deleting: PodChaos = chaos(
+        "PodChaos",
+        "fail",
+        spec,
+        json!({"deletionTimestamp": "2026-11-24T12:00:10Z"}),
+    );
+    deleting.status = Some(serde_json::from_value(status).expect("status"));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            failed_pod.clone(),
+        ),
+        expect(
+            Method::PATCH,
+            "/api/v1/namespaces/demo/pods/web-0?",
+            failed_pod,
+        )
+        .body(|b| {
+            assert_eq!(
+                b["spec"]["containers"][0],
+                json!({"name": "app", "image": "nginx:1"})
+            );
+            assert_eq!(
+                b["metadata"]["annotations"]["pod-failure.chaos.faultline.dev/app"],
+                Value::Null
+            );
+        }),
+        event("Recovered"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(Method::PATCH, format!("{path}?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(deleting), tb.ctx.clone()))
+        .await
+        .expect("cleanup");
+    finished(server).await;
+}
+
+#[tokio::test]
+async fn stress_chaos_starts_stressors_and_recovers_them_by_id() {
+    let tb = testbed();
+    let spec = json!({
+        "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+        "stressors": {"cpu": {"workers": 1, "load": 50}, "memory": {"workers": 1, "size": "64MiB", "oomScoreAdj": 500}},
+        "duration": "10s"
+    });
+    let sc: StressChaos = chaos("StressChaos", "stress", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/stresschaos/stress";
+    let answer = serde_json::to_value(&sc).expect("json");
+    tb.agents.answer(Ok(AgentReply {
+        ids: vec!["cpu-1".into(), "mem-1".into()],
+        ..Default::default()
+    }));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+    ]);
+    within(reconcile::reconcile(Arc::new(sc.clone()), tb.ctx.clone()))
+        .await
+        .expect("inject");
+    let seen = finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartStress(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.cpu_stressors, "--cpu 1 --cpu-load 50");
+    assert_eq!(request.memory_stressors, "--workers 1 --size 64MiB");
+    assert_eq!(request.oom_score_adj, 500);
+    assert_eq!(request.duration_ms, 10_000);
+
+    // At the deadline both stressors are recovered by id.
+    let mut done = sc;
+    done.status = Some(
+        serde_json::from_value(seen.last().expect("status").1["status"].clone()).expect("status"),
+    );
+    tb.clock.set("2026-11-24T12:00:10Z");
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Recovered"),
+        event("Finished"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(done), tb.ctx.clone()))
+        .await
+        .expect("recover");
+    finished(server).await;
+    assert_eq!(
+        tb.agents.take_calls(),
+        vec![
+            (
+                "node-a".to_string(),
+                AgentCall::Recover { id: "cpu-1".into() }
+            ),
+            (
+                "node-a".to_string(),
+                AgentCall::Recover { id: "mem-1".into() }
+            ),
+        ]
+    );
+}
