@@ -12,6 +12,9 @@ packages=(
   python3 python3-venv                                         # schema checks (kubernetes-validate from PyPI)
   ca-certificates pkg-config gcc
 )
+# kubectl renders deploy/ (kubectl kustomize) in tests/tests/deploy: Debian's kubernetes-client,
+# unless some kubectl is installed already (another package's /usr/bin/kubectl would conflict).
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup: run as root (it installs packages, and the tests start containerd and mount FUSE)" >&2

@@ -24,7 +24,12 @@ enum Command {
         #[arg(long, default_value = "deploy/crds")]
         out: PathBuf,
     },
+    /// Makes the mTLS certificates of the controller and the agents (a CA, the agents' server
+    /// certificate, the controller's client certificate) as Secrets or PEM files.
+    Certs(certs::CertsArgs),
 }
+
+mod certs;
 
 mod run_cmd;
 
@@ -33,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_cmd::run(*args),
         Command::Crdgen { out } => crdgen(out),
+        Command::Certs(args) => certs::run(&args),
     }
 }
 

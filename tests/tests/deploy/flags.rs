@@ -1,0 +1,385 @@
+//! No drift between the manifests and the binaries: in every overlay, the agent DaemonSet and
+//! the controller Deployment pass only flags the binaries print in `--help`, in the form they
+//! take, and their ports, probes, mounts and paths agree with those flags' values (or defaults).
+
+use std::collections::BTreeMap;
+
+use serde_yaml::Value;
+
+use crate::help::{self, Flag};
+use crate::{list, object, overlays, render, run, text};
+
+/// What the issue asks the agent to hold when it is not privileged.
+const AGENT_CAPABILITIES: [&str; 8] = [
+    "SYS_ADMIN",
+    "NET_ADMIN",
+    "NET_RAW",
+    "SYS_PTRACE",
+    "KILL",
+    "MKNOD",
+    "SYS_CHROOT",
+    "IPC_LOCK",
+];
+
+/// The Secret keys `faultline-controller certs` and cert-manager write, per flag.
+const TLS_FILES: [(&str, &str); 3] = [("cert", "tls.crt"), ("key", "tls.key"), ("ca", "ca.crt")];
+
+/// One container of a workload, its arguments read against a binary's flags.
+struct Invocation<'a> {
+    pod: &'a Value,
+    container: &'a Value,
+    positional: Vec<String>,
+    given: Vec<(String, Option<String>)>,
+    flags: BTreeMap<String, Flag>,
+    errors: Vec<String>,
+}
+
+impl<'a> Invocation<'a> {
+    fn new(workload: &'a Value, flags: BTreeMap<String, Flag>) -> Invocation<'a> {
+        let pod = &workload["spec"]["template"]["spec"];
+        let container = &list(&pod["containers"])[0];
+        let words: Vec<String> = list(&container["args"])
+            .iter()
+            .map(|a| text(a).to_owned())
+            .collect();
+        let (positional, given) = help::args(&words);
+        let mut inv = Invocation {
+            pod,
+            container,
+            positional,
+            given,
+            flags,
+            errors: Vec::new(),
+        };
+        inv.check_flags_exist();
+        inv
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors.push(message);
+    }
+
+    fn check_flags_exist(&mut self) {
+        let mut seen = BTreeMap::new();
+        for (name, value) in self.given.clone() {
+            match self.flags.get(&name) {
+                None => self.error(format!("--{name}: the binary has no such flag")),
+                Some(flag) if flag.takes_value != value.is_some() => self.error(format!(
+                    "--{name}: the binary {} a value, the manifest {}",
+                    if flag.takes_value {
+                        "takes"
+                    } else {
+                        "takes no"
+                    },
+                    if value.is_some() {
+                        "gives one"
+                    } else {
+                        "gives none"
+                    }
+                )),
+                Some(_) => {}
+            }
+            *seen.entry(name).or_insert(0) += 1;
+        }
+        for (name, count) in seen {
+            if count > 1 && name != "allowed-client" {
+                self.error(format!("--{name} is given {count} times"));
+            }
+        }
+    }
+
+    fn given(&self, name: &str) -> bool {
+        self.given.iter().any(|(n, _)| n == name)
+    }
+
+    /// The value the binary runs with: the manifest's, or the binary's default.
+    fn value(&self, name: &str) -> Option<String> {
+        self.given
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, v)| v.clone())
+            .or_else(|| self.flags.get(name).and_then(|f| f.default.clone()))
+    }
+
+    fn volume(&self, name: &str) -> Option<&'a Value> {
+        list(&self.pod["volumes"])
+            .iter()
+            .find(|v| v["name"] == name)
+    }
+
+    /// The mount that holds `path` (the longest mountPath it is in), and its volume.
+    fn mount_of(&self, path: &str) -> Option<(&'a Value, &'a Value)> {
+        list(&self.container["volumeMounts"])
+            .iter()
+            .filter(|m| {
+                let mount = text(&m["mountPath"]).trim_end_matches('/');
+                path == mount || path.starts_with(&format!("{mount}/"))
+            })
+            .max_by_key(|m| text(&m["mountPath"]).len())
+            .and_then(|m| Some((m, self.volume(text(&m["name"]))?)))
+    }
+
+    fn port(&self, name: &str) -> Option<u16> {
+        list(&self.container["ports"])
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+    }
+
+    /// The TLS files are in a read-only Secret mount, under the names the Secret has.
+    fn check_tls_files(&mut self) {
+        if !TLS_FILES.iter().all(|(flag, _)| self.given(flag)) {
+            self.error("--cert, --key and --ca must all be given".into());
+            return;
+        }
+        for (flag, key) in TLS_FILES {
+            let path = self.value(flag).unwrap_or_default();
+            match self.mount_of(&path) {
+                Some((mount, volume)) if volume["secret"].is_mapping() => {
+                    let expected = format!("{}/{key}", text(&mount["mountPath"]));
+                    if path != expected {
+                        self.error(format!("--{flag}={path}: the Secret's key is {expected}"));
+                    }
+                    if mount["readOnly"] != true {
+                        self.error(format!("--{flag}: the Secret mount is not readOnly"));
+                    }
+                }
+                _ => self.error(format!("--{flag}={path} is not in a Secret mount")),
+            }
+        }
+    }
+
+    /// `path` is a hostPath volume of `kind` mounted at the same path.
+    fn check_host_path(&mut self, what: &str, path: &str, kinds: &[&str]) {
+        match self.mount_of(path) {
+            Some((mount, volume))
+                if text(&mount["mountPath"]) == path && volume["hostPath"].is_mapping() =>
+            {
+                let host = &volume["hostPath"];
+                if host["path"] != path {
+                    self.error(format!(
+                        "{what} {path} is mounted from the host's {:?}",
+                        host["path"]
+                    ));
+                }
+                let kind = host["type"].as_str().unwrap_or_default();
+                if !kinds.contains(&kind) {
+                    self.error(format!(
+                        "{what} {path}: hostPath type {kind:?}, not {kinds:?}"
+                    ));
+                }
+            }
+            _ => self.error(format!(
+                "{what} {path} is not a hostPath mount at that path"
+            )),
+        }
+    }
+
+    /// A named container port serves `addr`'s port, and the probes use it.
+    fn check_listen(&mut self, flag: &str, port_name: &str) -> Option<u16> {
+        let addr = self.value(flag).unwrap_or_default();
+        let Some(port) = addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+        else {
+            self.error(format!("--{flag}={addr}: no port"));
+            return None;
+        };
+        if self.port(port_name) != Some(port) {
+            self.error(format!(
+                "--{flag}={addr}, but container port {port_name} is {:?}",
+                self.port(port_name)
+            ));
+        }
+        Some(port)
+    }
+
+    fn check_probes(&mut self, http_port: Option<u16>) {
+        for probe in ["readinessProbe", "livenessProbe"] {
+            let get = &self.container[probe]["httpGet"];
+            if get["path"] != "/healthz" {
+                self.error(format!("{probe}: path {:?}, not /healthz", get["path"]));
+            }
+            let port = match &get["port"] {
+                Value::String(name) => self.port(name),
+                Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                _ => None,
+            };
+            if port.is_none() || port != http_port {
+                self.error(format!(
+                    "{probe}: port {:?} is not the HTTP port {http_port:?}",
+                    get["port"]
+                ));
+            }
+        }
+    }
+
+    fn finish(self, what: &str) -> Vec<String> {
+        self.errors
+            .into_iter()
+            .map(|e| format!("{what}: {e}"))
+            .collect()
+    }
+}
+
+fn overlay_name(path: &std::path::Path) -> String {
+    path.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_agent_daemonset_agrees_with_the_agents_flags() {
+    let flags = help::parse(&run("faultline-agent", &["serve", "--help"]));
+    assert!(
+        flags.contains_key("state-dir") && flags.contains_key("listen"),
+        "{flags:?}"
+    );
+    let cli_socket = help::parse(&run("faultline", &["--help"]))
+        .get("socket")
+        .and_then(|f| f.default.clone())
+        .expect("the CLI's --socket default");
+    let mut errors = Vec::new();
+    for overlay in overlays() {
+        let objects = render(&overlay);
+        let ds = object(&objects, "DaemonSet", "faultline-agent");
+        let mut agent = Invocation::new(ds, flags.clone());
+        let pod = agent.pod;
+        if pod["hostPID"] != true {
+            agent.error("hostPID is not true".into());
+        }
+        if !list(&pod["tolerations"])
+            .iter()
+            .any(|t| t["operator"] == "Exists" && t["key"].is_null())
+        {
+            agent.error("no toleration of every taint: the agent must run on every node".into());
+        }
+        if agent.container["command"] != Value::from(vec!["/usr/local/bin/faultline-agent"]) {
+            agent.error("command is not /usr/local/bin/faultline-agent".into());
+        }
+        if agent.positional != ["serve"] {
+            agent.error(format!("subcommand {:?}, not serve", agent.positional));
+        }
+        agent.check_tls_files();
+
+        let grpc = agent.check_listen("listen", "grpc");
+        let http = agent.check_listen("http-listen", "http");
+        agent.check_probes(http);
+        let service = object(&objects, "Service", "faultline-agent");
+        if service["spec"]["clusterIP"] != "None" {
+            agent.error("the agents' Service is not headless".into());
+        }
+        let grpc_port = list(&service["spec"]["ports"])
+            .iter()
+            .find(|p| p["name"] == "grpc");
+        match grpc_port {
+            Some(p) if p["port"].as_u64() == grpc.map(u64::from) => {}
+            _ => agent.error(format!(
+                "the Service's grpc port is not the agent's {grpc:?}"
+            )),
+        }
+
+        let state_dir = agent.value("state-dir").unwrap_or_default();
+        agent.check_host_path(
+            "--state-dir",
+            &state_dir,
+            &["DirectoryOrCreate", "Directory"],
+        );
+        let runtime = agent.value("runtime").unwrap_or_default();
+        let socket_flag = match runtime.as_str() {
+            "containerd" => "containerd-socket",
+            "cri-o" | "docker" => "cri-socket",
+            other => {
+                agent.error(format!("--runtime={other}"));
+                "cri-socket"
+            }
+        };
+        match agent.value(socket_flag) {
+            Some(socket) => agent.check_host_path(
+                &format!("--{socket_flag} (runtime {runtime})"),
+                &socket,
+                &["Socket"],
+            ),
+            None => agent.error(format!("runtime {runtime} without --{socket_flag}")),
+        }
+        agent.check_host_path("the FUSE device", "/dev/fuse", &["CharDevice"]);
+
+        match agent.value("unix-socket") {
+            Some(socket) => {
+                if !agent.given("insecure-unix-plaintext") {
+                    agent.error("--unix-socket without --insecure-unix-plaintext".into());
+                }
+                if socket != cli_socket {
+                    agent.error(format!(
+                        "--unix-socket={socket}, the faultline CLI's default is {cli_socket}"
+                    ));
+                }
+                let dir = socket.rsplit_once('/').map(|(d, _)| d).unwrap_or_default();
+                match agent.mount_of(&socket) {
+                    Some((m, v)) if text(&m["mountPath"]) == dir && v["emptyDir"].is_mapping() => {}
+                    _ => agent.error(format!(
+                        "--unix-socket={socket}: {dir} is not a pod-local emptyDir mount"
+                    )),
+                }
+            }
+            None => agent.error("no --unix-socket for the CLI".into()),
+        }
+
+        let security = &agent.container["securityContext"];
+        let added: Vec<&str> = list(&security["capabilities"]["add"])
+            .iter()
+            .map(text)
+            .collect();
+        if security["privileged"] != true && !AGENT_CAPABILITIES.iter().all(|c| added.contains(c)) {
+            agent.error(format!(
+                "neither privileged nor the capabilities {AGENT_CAPABILITIES:?} (has {added:?})"
+            ));
+        }
+        if agent.container["resources"]["requests"]["memory"].is_null() {
+            agent.error("no memory request".into());
+        }
+        errors.extend(agent.finish(&format!("{} agent", overlay_name(&overlay))));
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+}
+
+#[test]
+fn the_controller_deployment_agrees_with_the_controllers_flags() {
+    let flags = help::parse(&run("faultline-controller", &["run", "--help"]));
+    assert!(flags.contains_key("agent-server-name"), "{flags:?}");
+    let mut errors = Vec::new();
+    for overlay in overlays() {
+        let objects = render(&overlay);
+        let deployment = object(&objects, "Deployment", "faultline-controller");
+        let mut controller = Invocation::new(deployment, flags.clone());
+        if deployment["spec"]["replicas"] != 2 {
+            controller.error("not 2 replicas".into());
+        }
+        if controller.container["command"]
+            != Value::from(vec!["/usr/local/bin/faultline-controller"])
+        {
+            controller.error("command is not /usr/local/bin/faultline-controller".into());
+        }
+        if controller.positional != ["run"] {
+            controller.error(format!("subcommand {:?}, not run", controller.positional));
+        }
+        controller.check_tls_files();
+        // Every address it listens on is a declared container port, and the probes use one.
+        let listens: Vec<u16> = controller
+            .given
+            .iter()
+            .filter_map(|(_, v)| v.as_deref()?.rsplit_once(':')?.1.parse().ok())
+            .collect();
+        let declared: Vec<u16> = list(&controller.container["ports"])
+            .iter()
+            .filter_map(|p| p["containerPort"].as_u64()?.try_into().ok())
+            .collect();
+        for port in &listens {
+            if !declared.contains(port) {
+                controller.error(format!("listens on {port}, which is no container port"));
+            }
+        }
+        controller.check_probes(controller.port("http"));
+        errors.extend(controller.finish(&format!("{} controller", overlay_name(&overlay))));
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+}
