@@ -379,7 +379,96 @@ fn the_controller_deployment_agrees_with_the_controllers_flags() {
             }
         }
         controller.check_probes(controller.port("http"));
+        check_controller_finds_agents(&mut controller, &objects);
         errors.extend(controller.finish(&format!("{} controller", overlay_name(&overlay))));
     }
     assert!(errors.is_empty(), "\n{}", errors.join("\n"));
+}
+
+/// What the controller is told about the agents and its Lease is what the manifests have: the
+/// agents' headless Service with the named gRPC port, the Role's namespace for the Lease, and,
+/// where cert-manager makes the certificates, names that match both ends.
+fn check_controller_finds_agents(controller: &mut Invocation<'_>, objects: &[Value]) {
+    let value = |name: &str| controller.value(name).unwrap_or_default();
+    let (namespace, service, port_name) = (
+        value("agent-namespace"),
+        value("agent-service"),
+        value("agent-port-name"),
+    );
+    let (lease, server_name) = (value("lease"), value("agent-server-name"));
+    let agents = object(objects, "DaemonSet", "faultline-agent");
+    if agents["metadata"]["namespace"] != namespace.as_str() {
+        controller.error(format!(
+            "--agent-namespace={namespace}, the agents run in {:?}",
+            agents["metadata"]["namespace"]
+        ));
+    }
+    match objects.iter().find(|o| {
+        o["kind"] == "Service"
+            && o["metadata"]["name"] == service.as_str()
+            && o["metadata"]["namespace"] == namespace.as_str()
+    }) {
+        Some(svc) => {
+            let pod_labels = &agents["spec"]["template"]["metadata"]["labels"];
+            let selects = svc["spec"]["selector"]
+                .as_mapping()
+                .is_some_and(|sel| sel.iter().all(|(k, v)| &pod_labels[k] == v));
+            let has_port = list(&svc["spec"]["ports"])
+                .iter()
+                .any(|p| p["name"] == port_name.as_str());
+            if !selects || !has_port || svc["spec"]["clusterIP"] != "None" {
+                controller.error(format!(
+                    "Service {namespace}/{service}: headless {}, selects the agents {selects}, port {port_name} {has_port}",
+                    svc["spec"]["clusterIP"] == "None"
+                ));
+            }
+        }
+        None => controller.error(format!(
+            "--agent-service={service} (namespace {namespace}) is not in the manifests"
+        )),
+    }
+    let lease_namespace = lease.split_once('/').map(|(ns, _)| ns.to_owned());
+    let granted = objects.iter().any(|o| {
+        o["kind"] == "Role"
+            && lease_namespace.as_deref() == o["metadata"]["namespace"].as_str()
+            && list(&o["rules"]).iter().any(|r| {
+                list(&r["resources"]).iter().any(|x| x == "leases")
+                    && ["get", "create", "update"]
+                        .iter()
+                        .all(|verb| list(&r["verbs"]).iter().any(|v| v == *verb))
+            })
+    });
+    if lease != "off" && !granted {
+        controller.error(format!(
+            "--lease={lease}: no Role grants get, create and update on leases there"
+        ));
+    }
+    // cert-manager: the agents' certificate carries the name the controller checks, the
+    // controller's carries the identity the agents admit.
+    let allowed: Vec<String> =
+        list(&list(&agents["spec"]["template"]["spec"]["containers"])[0]["args"])
+            .iter()
+            .filter_map(|a| text(a).strip_prefix("--allowed-client="))
+            .map(str::to_owned)
+            .collect();
+    for certificate in objects.iter().filter(|o| o["kind"] == "Certificate") {
+        let names: Vec<&str> = list(&certificate["spec"]["dnsNames"])
+            .iter()
+            .map(text)
+            .collect();
+        match certificate["spec"]["secretName"].as_str() {
+            Some("faultline-agent-tls") if !names.contains(&server_name.as_str()) => controller
+                .error(format!(
+                    "the agents' Certificate has {names:?}, not --agent-server-name={server_name}"
+                )),
+            Some("faultline-controller-tls")
+                if !names.iter().any(|n| allowed.iter().any(|a| a == n)) =>
+            {
+                controller.error(format!(
+                    "the controller's Certificate has {names:?}, the agents admit {allowed:?}"
+                ))
+            }
+            _ => {}
+        }
+    }
 }

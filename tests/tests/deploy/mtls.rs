@@ -1,7 +1,8 @@
 //! The story of a first install's certificates: `faultline-controller certs` writes the
 //! Secrets, the agent runs with exactly the arguments and Secret files of the DaemonSet (only
-//! addresses and host directories moved into a temporary directory), and the controller's
-//! Secret gets it in over mTLS, as does a certificate renewed under the same CA. A client of
+//! addresses and host directories moved into a temporary directory), and the controller's own
+//! mTLS client, with its Secret's files and the server name of its Deployment, gets in, as does
+//! a certificate renewed under the same CA. A client of
 //! another CA, a client with another identity, a client without a certificate, a client that
 //! trusts another CA and a client that expects another server name all fail.
 
@@ -16,6 +17,8 @@ use faultline_proto::agent::v1::agent_client::AgentClient;
 use serde::Deserialize;
 use serde_yaml::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use controller::agent::tls::ClientTls;
 
 use crate::{list, object, render, root, text};
 
@@ -176,6 +179,10 @@ impl Agent {
         if let Some((cert, key)) = client {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
+        self.health_with(tls).await
+    }
+
+    async fn health_with(&self, tls: ClientTlsConfig) -> Result<bool, String> {
         let chain = |e: &dyn std::error::Error| {
             let mut text = e.to_string();
             let mut source = e.source();
@@ -270,6 +277,26 @@ fn certs_from_the_controller_are_what_the_agent_accepts_and_nothing_else() {
     let health = |ca: &str, client: Option<(&str, &str)>, name: &str| {
         runtime.block_on(agent.health(ca, client, name))
     };
+    // The controller's own client, reading the files its Secret mount holds.
+    let controller_tls = dir.join("controller-tls");
+    std::fs::create_dir_all(&controller_tls).unwrap();
+    for (key, contents) in controller {
+        std::fs::write(controller_tls.join(key), contents).unwrap();
+    }
+    let client = ClientTls::from_files(
+        &controller_tls.join("ca.crt"),
+        &controller_tls.join("tls.crt"),
+        &controller_tls.join("tls.key"),
+        &server_name,
+    )
+    .expect("the controller reads its Secret's files");
+    assert_eq!(
+        runtime.block_on(agent.health_with(client.config())),
+        Ok(true),
+        "the controller, with its Secret, gets in: {}",
+        agent.log_text()
+    );
+
     let ca = controller["ca.crt"].as_str();
     let as_controller = Some((
         controller["tls.crt"].as_str(),
