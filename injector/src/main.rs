@@ -270,7 +270,12 @@ async fn serve_until_recovered(
             () = context.recovery().requested() => break false,
             _ = sigterm.recv() => { tracing::info!("SIGTERM"); context.recover(); }
             _ = sigint.recv() => { tracing::info!("SIGINT"); context.recover(); }
-            ended = async { lines.as_mut().expect("guarded").await }, if lines.is_some() => {
+            ended = async {
+                match lines.as_mut() {
+                    Some(task) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if lines.is_some() => {
                 lines = None;
                 match ended {
                     Ok(Ok(LinesEnded::Recovered)) => {}
