@@ -1,7 +1,10 @@
 //! Real programs through the mount must find nothing wrong: fio's checksummed verify, tar
 //! extraction compared byte for byte with a native extraction, SQLite's integrity check
 //! (WAL mode: shared mmap of the -shm file), git's object store through commit, gc and fsck.
-//! A missing tool skips its test with a message.
+//! A missing tool skips its test with a message. Each tool runs three ways: kernel
+//! passthrough (no rules), every request through the daemon (a rule that matches everything
+//! and injects nothing: `FOPEN_DIRECT_IO`, mmap through the daemon), and through the daemon
+//! with the page cache (passthrough off).
 
 mod common;
 
@@ -9,6 +12,34 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Fixture, root_or_skip};
+use injector::fs::FsOptions;
+use injector::serve::ServeOptions;
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Passthrough,
+    ThroughTheDaemon,
+    PageCache,
+}
+
+const MODES: [Mode; 3] = [Mode::Passthrough, Mode::ThroughTheDaemon, Mode::PageCache];
+
+fn mount(mode: Mode) -> Fixture {
+    let opts = ServeOptions {
+        fs: FsOptions {
+            passthrough: !matches!(mode, Mode::PageCache),
+            ..FsOptions::default()
+        },
+        ..ServeOptions::default()
+    };
+    let fx = Fixture::mount_opts(|_| {}, opts);
+    if let Mode::ThroughTheDaemon = mode {
+        fx.update(serde_json::json!([{
+            "type": "latency", "path": format!("{}/**", fx.path.display()), "latency": "0ms"
+        }]));
+    }
+    fx
+}
 
 fn have(tool: &str) -> bool {
     let found = Command::new("sh")
@@ -38,7 +69,13 @@ fn fio_verify_crc32c() {
     if !root_or_skip("fio_verify") || !have("fio") {
         return;
     }
-    let fx = Fixture::mount();
+    for mode in MODES {
+        fio_verify(mode);
+    }
+}
+
+fn fio_verify(mode: Mode) {
+    let fx = mount(mode);
     for (rw, bs) in [("randwrite", "4k"), ("write", "1M")] {
         let out = run(Command::new("fio")
             .arg(format!("--name=verify-{rw}"))
@@ -56,7 +93,10 @@ fn fio_verify_crc32c() {
             ])
             .arg(format!("--rw={rw}"))
             .arg(format!("--bs={bs}")));
-        assert!(!out.contains("verify:") || out.contains("err= 0"), "{out}");
+        assert!(
+            !out.contains("verify:") || out.contains("err= 0"),
+            "{mode:?}: {out}"
+        );
     }
 }
 
@@ -87,22 +127,28 @@ fn tar_extract_matches_a_native_extraction() {
         .arg(&tarball)
         .arg("-C")
         .arg(&native));
-    let fx = Fixture::mount();
+    for mode in MODES {
+        tar_extract(mode, &tarball, &native);
+    }
+}
+
+fn tar_extract(mode: Mode, tarball: &Path, native: &Path) {
+    let fx = mount(mode);
     run(Command::new("tar")
         .arg("-xpf")
-        .arg(&tarball)
+        .arg(tarball)
         .arg("-C")
         .arg(&fx.path));
     run(Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
-        .arg(&native)
+        .arg(native)
         .arg(&fx.path));
     // And what landed in the original is the same too.
     run(Command::new("diff")
         .arg("-r")
         .arg("--no-dereference")
-        .arg(&native)
+        .arg(native)
         .arg(fx.orig("")));
 }
 
@@ -111,7 +157,13 @@ fn sqlite_integrity_check_after_a_workload() {
     if !root_or_skip("sqlite") || !have("sqlite3") {
         return;
     }
-    let fx = Fixture::mount();
+    for mode in MODES {
+        sqlite_workload(mode);
+    }
+}
+
+fn sqlite_workload(mode: Mode) {
+    let fx = mount(mode);
     let db = fx.at("test.db");
     let script = "\
         PRAGMA journal_mode=WAL;\n\
@@ -127,8 +179,8 @@ fn sqlite_integrity_check_after_a_workload() {
         SELECT count(*) FROM t;";
     let out = run(Command::new("sqlite3").arg(&db).arg(script));
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.contains(&"ok"), "{out}");
-    assert!(lines.contains(&"17143"), "{out}");
+    assert!(lines.contains(&"ok"), "{mode:?}: {out}");
+    assert!(lines.contains(&"17143"), "{mode:?}: {out}");
     // The original database (copied out from under the mount) is sound on its own.
     let scratch = tempfile::tempdir().expect("tempdir");
     let copy = scratch.path().join("copy.db");
@@ -136,7 +188,7 @@ fn sqlite_integrity_check_after_a_workload() {
     let out = run(Command::new("sqlite3")
         .arg(&copy)
         .arg("PRAGMA integrity_check;"));
-    assert_eq!(out.trim(), "ok");
+    assert_eq!(out.trim(), "ok", "{mode:?}");
 }
 
 #[test]
@@ -144,7 +196,13 @@ fn git_commit_gc_fsck() {
     if !root_or_skip("git") || !have("git") {
         return;
     }
-    let fx = Fixture::mount();
+    for mode in MODES {
+        git_workload(mode);
+    }
+}
+
+fn git_workload(mode: Mode) {
+    let fx = mount(mode);
     let git = |args: &[&str]| {
         run(Command::new("git")
             .args([
@@ -171,5 +229,9 @@ fn git_commit_gc_fsck() {
     }
     git(&["gc", "-q", "--aggressive", "--prune=now"]);
     git(&["fsck", "--full", "--strict"]);
-    assert_eq!(git(&["rev-list", "--count", "HEAD"]).trim(), "5");
+    assert_eq!(
+        git(&["rev-list", "--count", "HEAD"]).trim(),
+        "5",
+        "{mode:?}"
+    );
 }
