@@ -27,12 +27,12 @@ fn tls() -> ClientTls {
             .expect("params")
             .signed_by(&key, &ca)
             .expect("cert");
-    ClientTls {
-        ca_pem: ca.pem().into_bytes(),
-        cert_pem: cert.pem().into_bytes(),
-        key_pem: key.serialize_pem().into_bytes(),
-        server_name: "faultline-agent.faultline.svc".into(),
-    }
+    ClientTls::from_pem(
+        ca.pem().as_bytes(),
+        cert.pem().as_bytes(),
+        key.serialize_pem().as_bytes(),
+        "faultline-agent.faultline.svc",
+    )
 }
 
 fn slices(node: &str, port: u16) -> serde_json::Value {

@@ -369,4 +369,36 @@ fn certs_from_the_controller_are_what_the_agent_accepts_and_nothing_else() {
         "the refusal names the identity presented: {}",
         agent.log_text()
     );
+
+    // A CA rotation: a whole new set written over both Secrets' files, as the kubelet does when
+    // the Secrets change. Neither side restarts; both follow their files.
+    certs(&["--out", &path("rotated.yaml")]);
+    let rotated = self::secrets(&read(dir, "rotated.yaml"));
+    for (secret, files) in [
+        (&agent_secret, dir.join("agent-tls")),
+        (&controller_secret, controller_tls.clone()),
+    ] {
+        for (key, contents) in &rotated[secret] {
+            std::fs::write(files.join(key), contents).unwrap();
+        }
+    }
+    // The agent checks its files at most once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let outcome = loop {
+        let outcome = runtime.block_on(agent.health_with(client.config()));
+        if outcome == Ok(true) || Instant::now() > deadline {
+            break outcome;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        outcome,
+        Ok(true),
+        "after a CA rotation the controller's client, unrestarted, gets in: {}",
+        agent.log_text()
+    );
+    assert!(
+        health(ca, as_controller, &server_name).is_err(),
+        "after a CA rotation the old CA's client is refused"
+    );
 }
