@@ -17,3 +17,4 @@ pub mod plan;
 pub mod reconcile;
 pub mod run;
 pub mod selection;
+pub mod webhook;

@@ -1,5 +1,6 @@
 //! faultline-controller: `run` watches the chaos resources and drives the node agents;
-//! `crdgen` writes the CRD manifests.
+//! `crdgen` writes the CRD manifests; `certs` makes the certificates; `webhook` serves the
+//! sidecar mode's mutating admission webhook.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -27,11 +28,15 @@ enum Command {
     /// Makes the mTLS certificates of the controller and the agents (a CA, the agents' server
     /// certificate, the controller's client certificate) as Secrets or PEM files.
     Certs(certs::CertsArgs),
+    /// The mutating admission webhook of the template sidecar mode (POST /inject over HTTPS):
+    /// watches the template and config ConfigMaps, or reads them from --manifests DIR.
+    Webhook(Box<webhook_cmd::WebhookArgs>),
 }
 
 mod certs;
 
 mod run_cmd;
+mod webhook_cmd;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -39,6 +44,22 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run_cmd::run(*args),
         Command::Crdgen { out } => crdgen(out),
         Command::Certs(args) => certs::run(&args),
+        Command::Webhook(args) => webhook_cmd::run(*args),
+    }
+}
+
+/// Logs to stderr, as JSON or text, filtered by RUST_LOG (default info).
+pub(crate) fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        subscriber.json().init();
+    } else {
+        subscriber.init();
     }
 }
 
