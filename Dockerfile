@@ -36,4 +36,7 @@ COPY --from=build /src/target/release/faultline-agent /usr/local/bin/faultline-a
 COPY --from=build /src/target/release/faultline-injector /usr/local/bin/faultline-injector
 COPY --from=build /src/target/release/faultline /usr/local/bin/faultline
 COPY --from=build /src/target/release/nsexec /usr/local/bin/nsexec
+# The template sidecar mode runs this image too: init.sh in the init container, then
+# `faultline-injector -addr=... -mountpoint=...` as chaosfs (docs/sidecar.md).
+COPY injector/scripts/init.sh injector/scripts/wait-fuse.sh /scripts/
 ENTRYPOINT ["/usr/local/bin/faultline-agent"]

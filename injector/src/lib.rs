@@ -11,4 +11,5 @@ pub use io_rules as fault_rules;
 pub mod fs;
 pub mod mount;
 pub mod serve;
+pub mod sidecar;
 mod sys;

@@ -1,5 +1,6 @@
 //! `faultline-injector`: mount the fault filesystem over a directory (ours, or a volume in a
-//! container's mount namespace) and take JSON-RPC control; or clean up after a dead one.
+//! container's mount namespace) and take JSON-RPC control; or clean up after a dead one. As
+//! the chaosfs sidecar of a pod it also takes chaosfs's Go-style command line.
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use injector::fault_rules::RuleStore;
 use injector::fs::{FsHandle, FsOptions};
 use injector::mount::{self, LinuxMountSys, MountRequest, Target};
 use injector::serve::{self, ServeOptions};
+use injector::sidecar::PidFile;
 use serde_json::Value;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -33,6 +35,57 @@ enum Command {
     /// Unmount a fault mount left behind by a dead injector, so the application sees its
     /// original directory again.
     Cleanup(CleanupArgs),
+    /// The chaosfs sidecar of a pod (also started as `faultline-injector -addr=:65534
+    /// -pidfile=/tmp/fuse/pid -original=DIR -mountpoint=DIR`, Go-style flags): serve
+    /// --original over --mountpoint in our own mount namespace, write the pidfile once
+    /// mounted, take JSON-RPC over HTTP on --addr; unmount and exit on SIGTERM.
+    Sidecar(SidecarArgs),
+}
+
+#[derive(Args, Debug)]
+struct SidecarArgs {
+    /// JSON-RPC over HTTP (the methods of --control-fd): Go's `:PORT` is every IPv4 address.
+    #[arg(long, default_value = ":65534", value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// Written with our PID once the mount is in place (wait-fuse.sh waits for it); removed
+    /// when we stop.
+    #[arg(long, default_value = "/tmp/fuse/pid")]
+    pidfile: PathBuf,
+    /// The directory holding the data (init.sh moved it there).
+    #[arg(long)]
+    original: PathBuf,
+    /// The application's data directory, covered by the fault filesystem.
+    #[arg(long)]
+    mountpoint: PathBuf,
+    /// Initial fault rules: a JSON array of IOChaos actions.
+    #[arg(long, conflicts_with = "rules_file")]
+    rules: Option<String>,
+    /// Initial fault rules from a file.
+    #[arg(long)]
+    rules_file: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+fn parse_addr(value: &str) -> Result<SocketAddr, String> {
+    injector::sidecar::parse_listen_addr(value).map_err(|e| e.to_string())
+}
+
+impl SidecarArgs {
+    fn into_mount(self) -> MountArgs {
+        MountArgs {
+            path: self.mountpoint,
+            pid: None,
+            original: Some(self.original),
+            rules: self.rules,
+            rules_file: self.rules_file,
+            control_fd: None,
+            stdio: false,
+            listen: Some(self.addr),
+            pidfile: Some(self.pidfile),
+            tuning: self.tuning,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +97,10 @@ struct MountArgs {
     /// Host PID of a process (a container's) whose mount namespace and root hold --path.
     #[arg(long)]
     pid: Option<u32>,
+    /// Serve this directory (in the same namespace and root as --path) instead of the one
+    /// under --path.
+    #[arg(long)]
+    original: Option<PathBuf>,
     /// Initial fault rules: a JSON array of IOChaos actions.
     #[arg(long, conflicts_with = "rules_file")]
     rules: Option<String>,
@@ -59,6 +116,16 @@ struct MountArgs {
     /// Also serve JSON-RPC over HTTP on this address (sidecar mode).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// Write our PID to this file once the mount is in place (removed when we stop).
+    #[arg(long)]
+    pidfile: Option<PathBuf>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// How the filesystem is served.
+#[derive(Args, Debug)]
+struct Tuning {
     /// FUSE worker threads.
     #[arg(long, default_value_t = serve::default_threads())]
     threads: usize,
@@ -109,7 +176,9 @@ impl FsStatus for LateFs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(injector::sidecar::go_flags::translate(
+        std::env::args_os().collect(),
+    ));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -121,6 +190,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount(args) => run_mount(args),
         Command::Cleanup(args) => run_cleanup(args),
+        Command::Sidecar(args) => run_mount(args.into_mount()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,7 +292,7 @@ async fn serve_until_recovered(
     } else {
         None
     };
-    let _http = match args.listen {
+    let http = match args.listen {
         Some(addr) => Some(plane.serve_http(addr).await?),
         None => None,
     };
@@ -234,20 +304,27 @@ async fn serve_until_recovered(
         path: args.path.clone(),
     };
     let opts = ServeOptions {
-        threads: args.threads,
+        threads: args.tuning.threads,
         fs: FsOptions {
-            cache_ttl: args.cache_ttl,
-            passthrough: !args.no_passthrough,
-            max_held_fds: args.max_held_fds,
+            cache_ttl: args.tuning.cache_ttl,
+            passthrough: !args.tuning.no_passthrough,
+            max_held_fds: args.tuning.max_held_fds,
         },
     };
     let running = tokio::task::spawn_blocking({
         let request = request.clone();
-        move || serve::start(&request, rules, opts)
+        let original = args.original.clone();
+        move || serve::start_serving(&request, original.as_deref(), rules, opts)
     })
     .await??;
     let _ = late_fs.0.set(running.fs().clone());
     tracing::info!(path = %request.path.display(), target = %request.target, "ready");
+    // Only now: whoever waits for it may use the mount at once.
+    let pidfile = args
+        .pidfile
+        .as_deref()
+        .map(|path| PidFile::write(path, std::process::id()))
+        .transpose()?;
     if !args.stdio {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
@@ -258,6 +335,7 @@ async fn serve_until_recovered(
                 "path": request.path,
                 "pid": args.pid,
                 "passthrough": running.fs().passthrough_active(),
+                "listen": http.as_ref().map(|h| h.local_addr()),
             })
         );
         let _ = out.flush();
@@ -308,7 +386,9 @@ async fn serve_until_recovered(
             request.path.display()
         );
     }
-    let drain = args.drain_timeout;
+    // From here on the mount goes: a restarted application must wait for the next one.
+    drop(pidfile);
+    let drain = args.tuning.drain_timeout;
     let stopped = tokio::task::spawn_blocking(move || running.stop(drain)).await??;
     tracing::info!(
         outcome = stopped.unmounted.describe(),

@@ -100,8 +100,19 @@ pub fn start(
     rules: Arc<RuleStore>,
     opts: ServeOptions,
 ) -> Result<RunningFs, ServeError> {
+    start_serving(request, None, rules, opts)
+}
+
+/// Like [`start`], but serving the directory `original` (in the same target) over
+/// `request.path` (see [`mount::prepare_serving`]).
+pub fn start_serving(
+    request: &MountRequest,
+    original: Option<&std::path::Path>,
+    rules: Arc<RuleStore>,
+    opts: ServeOptions,
+) -> Result<RunningFs, ServeError> {
     let sys = Arc::new(LinuxMountSys::new().map_err(ServeError::Original)?);
-    let prepared = mount::prepare(sys, request)?;
+    let prepared = mount::prepare_serving(sys, request, original)?;
     let fs = PassthroughFs::new(prepared.original, rules.clone(), opts.fs)
         .map_err(ServeError::Original)?;
     let handle = fs.handle();

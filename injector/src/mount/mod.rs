@@ -255,15 +255,40 @@ pub fn prepare<S: MountSys>(
     sys: Arc<S>,
     request: &MountRequest,
 ) -> Result<Prepared<S>, MountError> {
+    prepare_serving(sys, request, None)
+}
+
+/// Like [`prepare`], but the filesystem serves `original` (another directory in the same
+/// target, resolved the same way) instead of what lies under the mount point: the chaosfs
+/// sidecar's `-original` and `-mountpoint`.
+pub fn prepare_serving<S: MountSys>(
+    sys: Arc<S>,
+    request: &MountRequest,
+    original: Option<&Path>,
+) -> Result<Prepared<S>, MountError> {
     validate_path(&request.path)?;
+    if let Some(path) = original {
+        validate_path(path)?;
+    }
     let root = open_root(&*sys, request.target)?;
-    let original = resolve(&*sys, &root, request)?;
+    let mountpoint = resolve(&*sys, &root, request)?;
+    let original = match original {
+        Some(path) => {
+            let source = MountRequest {
+                target: request.target,
+                path: path.to_owned(),
+            };
+            resolve(&*sys, &root, &source)?
+        }
+        None => mountpoint
+            .try_clone()
+            .map_err(|source| MountError::Resolve {
+                path: request.path.clone(),
+                target: request.target,
+                source,
+            })?,
+    };
     drop(root);
-    let mountpoint = original.try_clone().map_err(|source| MountError::Resolve {
-        path: request.path.clone(),
-        target: request.target,
-        source,
-    })?;
     let attrs = sys
         .mount_attrs_of(original.as_fd())
         .map_err(|source| MountError::Resolve {

@@ -348,3 +348,28 @@ fn entering_a_dead_process_namespace_is_a_clear_error() {
     let err = pending.attach().expect_err("dead");
     assert!(matches!(err, MountError::EnterNamespace { .. }), "{err}");
 }
+
+#[test]
+fn a_separate_original_is_resolved_in_the_same_root_and_checked_like_the_mount_point() {
+    let sys = Arc::new(Fake::new());
+    let prepared = prepare_serving(sys.clone(), &request(42, "/data"), Some(Path::new("/orig")))
+        .expect("prepare");
+    assert_eq!(
+        sys.calls(),
+        [
+            "open_root Process(42)",
+            "resolve /data in root Process(42)",
+            "resolve /orig in root Process(42)",
+            "open /dev/fuse",
+            "create_fuse_fs fuse",
+        ]
+    );
+    drop(prepared);
+
+    // The original is validated before anything is opened, and a missing one is named.
+    let sys = Arc::new(Fake::new());
+    let err = prepare_serving(sys.clone(), &request(42, "/data"), Some(Path::new("orig")))
+        .expect_err("relative original");
+    assert!(matches!(err, MountError::InvalidPath { .. }), "{err}");
+    assert!(sys.calls().is_empty(), "{:?}", sys.calls());
+}
