@@ -152,40 +152,65 @@ pub enum Filling {
     Random,
 }
 
-/// The FUSE operations Chaos Mesh names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum IoMethod {
-    Lookup,
-    Forget,
-    Getattr,
-    Setattr,
-    Readlink,
-    Mknod,
-    Mkdir,
-    Unlink,
-    Rmdir,
-    Symlink,
-    Rename,
-    Link,
-    Open,
-    Read,
-    Write,
-    Flush,
-    Release,
-    Fsync,
-    Opendir,
-    Readdir,
-    Releasedir,
-    Fsyncdir,
-    Statfs,
-    Setxattr,
-    Getxattr,
-    Listxattr,
-    Removexattr,
-    Access,
-    Create,
-    Getlk,
-    Setlk,
-    Bmap,
+/// A filesystem operation a fault acts on, by the name Chaos Mesh uses (`read`, `getattr`, ...).
+/// The list is the injector's own ([`io_rules::Method`]): Chaos Mesh's 32 names plus the
+/// operations it cannot name (`fallocate`, `lseek`, `copy_file_range`, `ioctl`, `poll`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoMethod(pub io_rules::Method);
+
+impl Serialize for IoMethod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for IoMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        io_rules::Method::parse(&name).map(IoMethod).ok_or_else(|| {
+            let known: Vec<&str> = io_rules::Method::ALL.iter().map(|m| m.name()).collect();
+            serde::de::Error::custom(format!(
+                "unknown method {name:?}; expected one of {}",
+                known.join(", ")
+            ))
+        })
+    }
+}
+
+impl JsonSchema for IoMethod {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IoMethod".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = io_rules::Method::ALL.iter().map(|m| m.name()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_are_the_injectors_names() {
+        let methods: Vec<IoMethod> =
+            serde_json::from_str(r#"["read", "WRITE", "copy_file_range"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&methods).unwrap(),
+            r#"["read","write","copy_file_range"]"#
+        );
+        let error = serde_json::from_str::<Vec<IoMethod>>(r#"["reed"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(r#"unknown method "reed""#), "{error}");
+        assert!(
+            error.contains("getattr"),
+            "the error lists the names: {error}"
+        );
+    }
 }
