@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use base64::Engine as _;
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::Serialize;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::catalog::Catalog;
@@ -65,26 +67,36 @@ impl Webhook {
 
     /// The AdmissionReview answering `body`, serialized.
     pub fn review(&self, body: &[u8]) -> Result<Vec<u8>, BadReview> {
-        let response = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
+        let (api_version, response) = match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
             Ok(review) => {
+                let api_version = review.types.api_version.clone();
                 let request: AdmissionRequest<Pod> = review
                     .try_into()
                     .map_err(|_| BadReview("no request".into()))?;
-                self.respond(&request)
+                (api_version, self.respond(&request))
             }
-            Err(e) => unreadable(body, &e)?,
+            Err(e) => unreadable(body, e)?,
         };
-        serde_json::to_vec(&response.into_review()).map_err(|e| BadReview(e.to_string()))
+        let review = ReviewOut {
+            api_version: if api_version.is_empty() {
+                ADMISSION_V1
+            } else {
+                &api_version
+            },
+            kind: "AdmissionReview",
+            response,
+        };
+        serde_json::to_vec(&review).map_err(|e| BadReview(e.to_string()))
     }
 
     /// The response to a request.
-    pub fn respond(&self, request: &AdmissionRequest<Pod>) -> AdmissionResponse {
-        let response = AdmissionResponse::from(request);
+    pub fn respond(&self, request: &AdmissionRequest<Pod>) -> Response {
+        let response = Response::allow(&request.uid);
         if request.kind.kind != "Pod" || request.operation != Operation::Create {
             return response;
         }
         let Some(pod) = &request.object else {
-            return warned(response, "faultline webhook: the request has no pod".into());
+            return response.warn("faultline webhook: the request has no pod".into());
         };
         let namespace = request
             .namespace
@@ -112,7 +124,7 @@ impl Webhook {
             Decision::Skip { reason, warn } => {
                 if warn {
                     tracing::warn!(namespace, pod = pod_name, %reason, "not injected");
-                    warned(response, reason)
+                    response.warn(reason)
                 } else {
                     tracing::debug!(namespace, pod = pod_name, %reason, "not injected");
                     response
@@ -121,19 +133,17 @@ impl Webhook {
             Decision::Inject { config, prefix } => {
                 let injection = match &config.injection {
                     Ok(injection) => injection,
-                    Err(reason) => return warned(response, reason.clone()),
+                    Err(reason) => return response.warn(reason.clone()),
                 };
                 match mutate::patch(pod, injection, prefix) {
-                    Ok(patch) => {
-                        tracing::info!(namespace, pod = pod_name, config = %config.name, "injected");
-                        match response.with_patch(patch) {
-                            Ok(r) => r,
-                            Err(e) => warned(
-                                AdmissionResponse::from(request),
-                                format!("faultline webhook: cannot serialize the patch: {e}"),
-                            ),
+                    Ok(patch) => match serde_json::to_vec(&patch) {
+                        Ok(bytes) => {
+                            tracing::info!(namespace, pod = pod_name, config = %config.name, "injected");
+                            response.with_patch(&bytes)
                         }
-                    }
+                        Err(e) => response
+                            .warn(format!("faultline webhook: cannot serialize the patch: {e}")),
+                    },
                     Err(e) => {
                         let reason = format!(
                             "faultline webhook: config {:?} cannot be injected into this pod: {e}",
@@ -148,28 +158,90 @@ impl Webhook {
     }
 }
 
-fn warned(mut response: AdmissionResponse, warning: String) -> AdmissionResponse {
-    response.warnings.get_or_insert_with(Vec::new).push(warning);
-    response
+const ADMISSION_V1: &str = "admission.k8s.io/v1";
+
+/// The AdmissionReview sent back.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: Response,
+}
+
+/// `AdmissionResponse` (admission.k8s.io/v1), with the patch base64-encoded as the API server
+/// reads a Go `[]byte`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Base64 of the JSON Patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The `status` of a denial (a metav1.Status).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+}
+
+impl Response {
+    pub fn allow(uid: &str) -> Response {
+        Response {
+            uid: uid.to_owned(),
+            allowed: true,
+            status: None,
+            patch: None,
+            patch_type: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    pub fn warn(mut self, warning: String) -> Response {
+        self.warnings.push(warning);
+        self
+    }
+
+    pub fn deny(mut self, message: String) -> Response {
+        self.allowed = false;
+        self.status = Some(Status { code: 403, message });
+        self
+    }
+
+    pub fn with_patch(mut self, json: &[u8]) -> Response {
+        self.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+        self.patch_type = Some("JSONPatch");
+        self
+    }
 }
 
 /// A review whose pod does not parse: answered (allowed, with the reason) when it has a uid.
-fn unreadable(body: &[u8], error: &serde_json::Error) -> Result<AdmissionResponse, BadReview> {
+fn unreadable(body: &[u8], error: serde_json::Error) -> Result<(String, Response), BadReview> {
+    // Parsed again on this rare path only, to name the field that is wrong.
+    let error = match serde_path_to_error::deserialize::<_, AdmissionReview<Pod>>(
+        &mut serde_json::Deserializer::from_slice(body),
+    ) {
+        Err(e) => format!("{}: {}", e.path(), e.inner()),
+        Ok(_) => error.to_string(),
+    };
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| BadReview(e.to_string()))?;
     let request = &value["request"];
     let uid = request["uid"]
         .as_str()
         .ok_or_else(|| BadReview(format!("{error} (and no request.uid)")))?;
-    let mut response = AdmissionResponse::invalid("");
-    response.uid = uid.to_owned();
-    response.allowed = true;
-    response.result = Default::default();
-    if let Some(api_version) = value["apiVersion"].as_str() {
-        response.types.api_version = api_version.to_owned();
-    }
-    Ok(warned(
-        response,
-        format!("faultline webhook: cannot read the request ({error}); the pod is not injected"),
-    ))
+    let api_version = value["apiVersion"].as_str().unwrap_or(ADMISSION_V1).to_owned();
+    let response = Response::allow(uid).warn(format!(
+        "faultline webhook: cannot read the request ({error}); the pod is not injected"
+    ));
+    Ok((api_version, response))
 }
