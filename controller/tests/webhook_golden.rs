@@ -8,10 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use controller::webhook::Webhook;
 use controller::webhook::config::Settings;
 use controller::webhook::sources;
 use controller::webhook::template::GoTemplates;
-use controller::webhook::Webhook;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
@@ -68,7 +68,11 @@ fn unchanged(outcome: &Outcome) {
 fn warnings(outcome: &Outcome) -> Vec<String> {
     outcome.response["warnings"]
         .as_array()
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -135,7 +139,10 @@ fn the_older_full_form_config_injects_the_same_way_under_the_legacy_prefix() {
         "injected"
     );
     assert_eq!(container(pod, "chaosfs")["image"], "pingcap/chaos-fs");
-    assert_eq!(container(pod, "tikv")["command"][2], "'/tmp/scripts/wait-fuse.sh' && exec \"$@\"");
+    assert_eq!(
+        container(pod, "tikv")["command"][2],
+        "'/tmp/scripts/wait-fuse.sh' && exec \"$@\""
+    );
     insta::assert_yaml_snapshot!("tikv-full-form-response", outcome.response);
     insta::assert_yaml_snapshot!("tikv-full-form-pod", outcome.patched);
 }
@@ -145,7 +152,10 @@ fn a_namespace_annotation_for_one_pod_name_picks_that_pods_config() {
     let outcome = run("request-by-pod-name");
     let pod = outcome.patched.as_ref().expect("a patch");
     // chaosfs-tikv-full's sidecar (port 65534), not the namespace-wide chaosfs-tikv's.
-    assert_eq!(container(pod, "chaosfs")["ports"][0]["containerPort"], 65534);
+    assert_eq!(
+        container(pod, "chaosfs")["ports"][0]["containerPort"],
+        65534
+    );
     insta::assert_yaml_snapshot!("request-by-pod-name-response", outcome.response);
 }
 
@@ -180,7 +190,10 @@ fn an_unknown_config_is_allowed_unchanged_with_a_warning() {
     let w = warnings(&outcome);
     assert_eq!(w.len(), 1);
     assert!(w[0].contains("config \"chaosfs-nosuch\""), "{w:?}");
-    assert!(w[0].contains("admission-webhook.chaos-mesh.org/request"), "{w:?}");
+    assert!(
+        w[0].contains("admission-webhook.chaos-mesh.org/request"),
+        "{w:?}"
+    );
     insta::assert_yaml_snapshot!("unknown-config-response", outcome.response);
 }
 
@@ -202,8 +215,13 @@ fn post_start_without_a_command_to_wrap_is_denied_with_the_reason() {
     let outcome = run("no-command-to-wrap");
     assert_eq!(outcome.response["allowed"], false);
     assert!(outcome.patched.is_none());
-    let message = outcome.response["status"]["message"].as_str().expect("a message");
-    assert!(message.contains("postStart of container \"tikv\""), "{message}");
+    let message = outcome.response["status"]["message"]
+        .as_str()
+        .expect("a message");
+    assert!(
+        message.contains("postStart of container \"tikv\""),
+        "{message}"
+    );
     insta::assert_yaml_snapshot!("no-command-to-wrap-response", outcome.response);
 }
 
@@ -231,8 +249,10 @@ fn a_new_catalog_takes_effect_for_the_next_request() {
     webhook.set_catalog(controller::webhook::catalog::Catalog::default());
     let after: Value = serde_json::from_slice(&webhook.review(&body).unwrap()).unwrap();
     assert!(after["response"]["patch"].is_null());
-    assert!(after["response"]["warnings"][0]
-        .as_str()
-        .unwrap()
-        .contains("is not defined (configs: none)"));
+    assert!(
+        after["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("is not defined (configs: none)")
+    );
 }
