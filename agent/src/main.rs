@@ -63,12 +63,48 @@ enum Command {
     SandboxPid { pod_uid: String },
     /// List a pod's containers, by pod UID.
     Containers { pod_uid: String },
+    /// The per-pod latency agent: a sidecar with NET_ADMIN in the pod's network namespace;
+    /// `GET /latency/20ms` delays what the pod sends on --device, `GET /latency/0` or
+    /// `DELETE /latency` removes it, `GET /status` tells; SIGTERM removes it too.
+    Sidecar(SidecarArgs),
     /// Run a stressor (spawned by `serve` for ExecStressors; waits for the agent on stdin).
     #[command(subcommand, hide = true)]
     Stressor(agent::stress::worker::StressorCommand),
 }
 
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// HTTP address: ADDR:PORT, or Go's :PORT for every IPv4 address.
+    #[arg(long, default_value = ":2332", value_parser = sidecar::parse_listen)]
+    listen: std::net::SocketAddr,
+    /// The device whose egress is delayed.
+    #[arg(long, default_value = "eth0")]
+    device: String,
+    /// Where netem runs: auto (the kernel's, else userspace NFQUEUE), kernel or userspace.
+    #[arg(long, default_value = "auto")]
+    netem_path: agent::network::NetemPath,
+}
+
+async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
+    use sidecar::{Latency, LocalRunner, NetlinkBackend};
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let backend = NetlinkBackend::new(std::sync::Arc::new(LocalRunner), std::process::id())
+        .context("reading our network namespace")?;
+    let latency = std::sync::Arc::new(Latency::new(args.device, args.netem_path, backend));
+    sidecar::serve(args.listen, latency).await?;
+    Ok(())
+}
+
 mod serve;
+mod sidecar;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
@@ -87,6 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolver = Resolver::new(cli.runtime.config());
     match cli.command {
         Command::Serve(args) => serve::run(*args, resolver).await?,
+        Command::Sidecar(args) => run_sidecar(args).await?,
         Command::Pid { container_id } => {
             let pid = resolver
                 .container_pid(&container_id)

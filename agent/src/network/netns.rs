@@ -42,6 +42,11 @@ pub fn find_process(inode: u64, hint: Option<u32>) -> Option<u32> {
 /// `inode` (the PID may have been reused). Only for threads that end with their work.
 pub fn enter(pid: u32, inode: u64) -> Result<(), NetworkError> {
     let ns_err = |reason: String| NetworkError::Namespace { pid, reason };
+    // Already there (the sidecar agent, inside the pod): setns would ask for CAP_SYS_ADMIN,
+    // which a container with NET_ADMIN alone does not have, and would change nothing.
+    if std::fs::metadata("/proc/thread-self/ns/net").is_ok_and(|m| m.ino() == inode) {
+        return Ok(());
+    }
     let file =
         std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| ns_err(e.to_string()))?;
     if file.metadata().map(|m| m.ino()).ok() != Some(inode) {
