@@ -87,6 +87,14 @@ pub enum Error {
         stderr: String,
     },
 
+    #[error("init container {name} ended with {state} (exit code {exit_code}); its log:\n{log}")]
+    InitContainerFailed {
+        name: String,
+        state: String,
+        exit_code: i32,
+        log: String,
+    },
+
     #[error("the testbed has been shut down")]
     ShutDown,
 

@@ -49,8 +49,8 @@ pub use error::{Error, Result};
 pub use image::WORKLOAD_IMAGE;
 pub use network::Subnet;
 pub use pod::{
-    DEFAULT_COMMAND, DEFAULT_EXEC_TIMEOUT, ExecOutput, Pod, PodNetwork, PodSpec, Propagation,
-    Volume,
+    ContainerSpec, DEFAULT_COMMAND, DEFAULT_EXEC_TIMEOUT, ExecOutput, Pod, PodContainer,
+    PodNetwork, PodSpec, Propagation, Volume,
 };
 pub use pod_cgroup::PodCgroup;
 
@@ -232,8 +232,7 @@ impl Testbed {
         self.check_running()?;
         spec.validate()?;
         for volume in spec
-            .volumes()
-            .iter()
+            .all_volumes()
             .filter(|v| v.propagation.needs_shared_host_mount())
         {
             self.ensure_shared_bind(&volume.host_path)?;
@@ -271,22 +270,63 @@ impl Testbed {
                 state.ids.push(sandbox_id.clone());
             }
             let started = async {
+                for init in &spec.init_containers {
+                    let id = cri
+                        .create_container(
+                            &sandbox_id,
+                            spec.config_of(init, &name, &uid),
+                            sandbox_config.clone(),
+                        )
+                        .await?;
+                    self.state().ids.push(id.clone());
+                    cri.start_container(&id).await?;
+                    let (state, exit_code) = wait_exited(cri, &id).await?;
+                    if state != "CONTAINER_EXITED" || exit_code != 0 {
+                        let log =
+                            std::fs::read_to_string(log_dir.join(format!("{}_0.log", init.name)))
+                                .unwrap_or_default();
+                        return Err(Error::InitContainerFailed {
+                            name: init.name.clone(),
+                            state,
+                            exit_code,
+                            log,
+                        });
+                    }
+                }
                 let container_id = cri
                     .create_container(
                         &sandbox_id,
                         spec.container_config(&name, &uid),
-                        sandbox_config,
+                        sandbox_config.clone(),
                     )
                     .await?;
                 self.state().ids.push(container_id.clone());
                 cri.start_container(&container_id).await?;
                 let pid = cri.container_pid(&container_id).await?;
+                let mut sidecars = Vec::new();
+                for sidecar in &spec.sidecars {
+                    let id = cri
+                        .create_container(
+                            &sandbox_id,
+                            spec.config_of(sidecar, &name, &uid),
+                            sandbox_config.clone(),
+                        )
+                        .await?;
+                    self.state().ids.push(id.clone());
+                    cri.start_container(&id).await?;
+                    let pid = cri.container_pid(&id).await?;
+                    sidecars.push(PodContainer {
+                        name: sidecar.name.clone(),
+                        id,
+                        pid,
+                    });
+                }
                 let (sandbox_pid, ip) = cri.sandbox_pid_and_ip(&sandbox_id).await?;
-                Ok::<_, Error>((container_id, pid, sandbox_pid, ip))
+                Ok::<_, Error>((container_id, pid, sandbox_pid, ip, sidecars))
             }
             .await;
             match started {
-                Ok((container_id, pid, sandbox_pid, ip)) => Ok(Pod {
+                Ok((container_id, pid, sandbox_pid, ip, sidecars)) => Ok(Pod {
                     name,
                     namespace: spec.namespace.clone(),
                     uid,
@@ -298,6 +338,8 @@ impl Testbed {
                     ip,
                     network: spec.network,
                     cgroup,
+                    sidecars,
+                    log_dir: log_dir.clone(),
                     session: Arc::clone(&self.session),
                 }),
                 Err(e) => {
@@ -547,4 +589,25 @@ fn random_uuid() -> Result<String> {
     std::fs::read_to_string(SOURCE)
         .map(|s| s.trim().to_owned())
         .map_err(Error::io("reading", SOURCE))
+}
+
+/// How long an init container may run.
+const INIT_CONTAINER_LIMIT: Duration = Duration::from_secs(120);
+
+/// Polls CRI until the container is no longer created or running.
+async fn wait_exited(cri: &cri::Cri, id: &str) -> Result<(String, i32)> {
+    let deadline = Instant::now() + INIT_CONTAINER_LIMIT;
+    loop {
+        let (state, exit_code) = cri.container_state(id).await?;
+        if state != "CONTAINER_RUNNING" && state != "CONTAINER_CREATED" {
+            return Ok((state, exit_code));
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout {
+                call: "waiting for an init container to exit",
+                after: INIT_CONTAINER_LIMIT,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -111,6 +111,88 @@ pub enum PodNetwork {
     Host,
 }
 
+/// Another container of the pod: an init container (run to completion, in order, before the
+/// others start) or a sidecar (started after the pod's main container, as a webhook appends
+/// it). Same defaults as the main container.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub(crate) name: String,
+    pub(crate) image: String,
+    pub(crate) command: Vec<String>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) volumes: Vec<Volume>,
+    pub(crate) privileged: bool,
+    pub(crate) capabilities: Vec<String>,
+}
+
+impl ContainerSpec {
+    pub fn new(name: impl Into<String>) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: WORKLOAD_IMAGE.into(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            volumes: Vec::new(),
+            privileged: false,
+            capabilities: Vec::new(),
+        }
+    }
+
+    pub fn image(mut self, image: impl Into<String>) -> ContainerSpec {
+        self.image = image.into();
+        self
+    }
+
+    /// The container's `command`. Default: [`DEFAULT_COMMAND`].
+    pub fn command<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        command: I,
+    ) -> ContainerSpec {
+        self.command = command.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> ContainerSpec {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Shorthand for `command(["sh", "-c"]).args([script])`.
+    pub fn shell(self, script: impl Into<String>) -> ContainerSpec {
+        self.command(["sh", "-c"]).args([script.into()])
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> ContainerSpec {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn volume(mut self, volume: Volume) -> ContainerSpec {
+        self.volumes.push(volume);
+        self
+    }
+
+    /// `securityContext.privileged: true` (every device, every capability; the pod sandbox
+    /// is made privileged too, as CRI requires).
+    pub fn privileged(mut self) -> ContainerSpec {
+        self.privileged = true;
+        self
+    }
+
+    /// `securityContext.capabilities.add` (e.g. `NET_ADMIN`), on top of the runtime's
+    /// default set.
+    pub fn capability(mut self, capability: impl Into<String>) -> ContainerSpec {
+        self.capabilities.push(capability.into());
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// A one-container pod. The name is a prefix: the testbed appends a sequence number so that
 /// tests can reuse names freely.
 #[derive(Debug, Clone)]
@@ -128,6 +210,9 @@ pub struct PodSpec {
     pub(crate) env: Vec<(String, String)>,
     pub(crate) volumes: Vec<Volume>,
     pub(crate) privileged: bool,
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) init_containers: Vec<ContainerSpec>,
+    pub(crate) sidecars: Vec<ContainerSpec>,
     pub(crate) pod_cgroup: bool,
     pub(crate) resources: crate::pod_cgroup::PodResources,
 }
@@ -148,6 +233,9 @@ impl PodSpec {
             env: Vec::new(),
             volumes: Vec::new(),
             privileged: false,
+            capabilities: Vec::new(),
+            init_containers: Vec::new(),
+            sidecars: Vec::new(),
             pod_cgroup: false,
             resources: Default::default(),
         }
@@ -223,6 +311,48 @@ impl PodSpec {
         self
     }
 
+    /// `securityContext.capabilities.add` of the main container (e.g. `NET_ADMIN`).
+    pub fn capability(mut self, capability: impl Into<String>) -> PodSpec {
+        self.capabilities.push(capability.into());
+        self
+    }
+
+    /// An init container: run to completion, in the order added, before any other
+    /// container starts; a non-zero exit fails [`crate::Testbed::run_pod`] with its log.
+    pub fn init_container(mut self, container: ContainerSpec) -> PodSpec {
+        self.init_containers.push(container);
+        self
+    }
+
+    /// Another container, started after the main one (in the order added).
+    pub fn sidecar(mut self, container: ContainerSpec) -> PodSpec {
+        self.sidecars.push(container);
+        self
+    }
+
+    /// The main container as a [`ContainerSpec`].
+    fn main_container(&self) -> ContainerSpec {
+        ContainerSpec {
+            name: self.container_name.clone(),
+            image: self.image.clone(),
+            command: self.command.clone(),
+            args: self.args.clone(),
+            env: self.env.clone(),
+            volumes: self.volumes.clone(),
+            privileged: self.privileged,
+            capabilities: self.capabilities.clone(),
+        }
+    }
+
+    fn any_privileged(&self) -> bool {
+        self.privileged
+            || self
+                .init_containers
+                .iter()
+                .chain(&self.sidecars)
+                .any(|c| c.privileged)
+    }
+
     /// A pod cgroup as kubelet makes one (`/<testbed>/pod<UID>`, the sandbox and container
     /// below it), instead of containerd's flat `/k8s.io/<id>`.
     pub fn pod_cgroup(mut self) -> PodSpec {
@@ -251,6 +381,16 @@ impl PodSpec {
         &self.volumes
     }
 
+    /// The volumes of every container of the pod.
+    pub fn all_volumes(&self) -> impl Iterator<Item = &Volume> {
+        self.volumes.iter().chain(
+            self.init_containers
+                .iter()
+                .chain(&self.sidecars)
+                .flat_map(|c| &c.volumes),
+        )
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         // The pod name becomes the hostname and part of the sandbox name: a DNS label.
         let dns_label = |s: &str| {
@@ -275,7 +415,17 @@ impl PodSpec {
                 reason: format!("{:?} is not a DNS label", self.container_name),
             });
         }
-        self.volumes.iter().try_for_each(Volume::validate)
+        let mut names = vec![self.container_name.as_str()];
+        for c in self.init_containers.iter().chain(&self.sidecars) {
+            if !dns_label(&c.name) || names.contains(&c.name.as_str()) {
+                return Err(Error::InvalidSpec {
+                    field: "container name",
+                    reason: format!("{:?} is not a DNS label, or not unique in the pod", c.name),
+                });
+            }
+            names.push(&c.name);
+        }
+        self.all_volumes().try_for_each(Volume::validate)
     }
 
     fn namespace_options(&self, pid: cri::NamespaceMode) -> cri::NamespaceOption {
@@ -338,7 +488,7 @@ impl PodSpec {
                 cgroup_parent: cgroup_parent.unwrap_or_default().to_owned(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {
                     namespace_options: Some(self.namespace_options(cri::NamespaceMode::Pod)),
-                    privileged: self.privileged,
+                    privileged: self.any_privileged(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -350,23 +500,33 @@ impl PodSpec {
     /// The container config, with kubelet's `pid: CONTAINER` (CRI's default, POD, would share
     /// the pause process's PID namespace).
     pub(crate) fn container_config(&self, pod_name: &str, uid: &str) -> cri::ContainerConfig {
-        let command = if self.command.is_empty() && self.args.is_empty() {
+        self.config_of(&self.main_container(), pod_name, uid)
+    }
+
+    /// The config of any container of the pod.
+    pub(crate) fn config_of(
+        &self,
+        c: &ContainerSpec,
+        pod_name: &str,
+        uid: &str,
+    ) -> cri::ContainerConfig {
+        let command = if c.command.is_empty() && c.args.is_empty() {
             DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect()
         } else {
-            self.command.clone()
+            c.command.clone()
         };
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
-                name: self.container_name.clone(),
+                name: c.name.clone(),
                 attempt: 0,
             }),
             image: Some(cri::ImageSpec {
-                image: self.image.clone(),
+                image: c.image.clone(),
                 ..Default::default()
             }),
             command,
-            args: self.args.clone(),
-            envs: self
+            args: c.args.clone(),
+            envs: c
                 .env
                 .iter()
                 .map(|(key, value)| cri::KeyValue {
@@ -374,7 +534,7 @@ impl PodSpec {
                     value: value.clone(),
                 })
                 .collect(),
-            mounts: self
+            mounts: c
                 .volumes
                 .iter()
                 .map(|v| cri::Mount {
@@ -385,12 +545,16 @@ impl PodSpec {
                     ..Default::default()
                 })
                 .collect(),
-            labels: self.kubelet_labels(pod_name, uid, Some(&self.container_name)),
-            log_path: format!("{}_0.log", self.container_name),
+            labels: self.kubelet_labels(pod_name, uid, Some(&c.name)),
+            log_path: format!("{}_0.log", c.name),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(self.namespace_options(cri::NamespaceMode::Container)),
-                    privileged: self.privileged,
+                    privileged: c.privileged,
+                    capabilities: (!c.capabilities.is_empty()).then(|| cri::Capability {
+                        add_capabilities: c.capabilities.clone(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -433,7 +597,20 @@ pub struct Pod {
     pub network: PodNetwork,
     /// The pod cgroup, if the spec asked for one.
     pub cgroup: Option<crate::PodCgroup>,
+    /// The pod's other running containers (sidecars), in the order they were started.
+    pub sidecars: Vec<PodContainer>,
+    /// Where CRI writes the containers' logs (`<name>_0.log`).
+    pub log_dir: PathBuf,
     pub(crate) session: Arc<Session>,
+}
+
+/// One more container of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodContainer {
+    pub name: String,
+    pub id: String,
+    /// Host PID of its init process.
+    pub pid: u32,
 }
 
 impl fmt::Debug for Pod {
@@ -491,6 +668,37 @@ impl Pod {
             self.session.channel.clone(),
             &self.container_id,
         ))
+    }
+
+    /// A sidecar by name.
+    pub fn sidecar(&self, name: &str) -> Result<&PodContainer> {
+        self.sidecars
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Error::InvalidSpec {
+                field: "container name",
+                reason: format!("pod {} has no sidecar {name:?}", self.name),
+            })
+    }
+
+    /// Runs `cmd` in the named sidecar through CRI ExecSync.
+    pub fn exec_in(&self, container: &str, cmd: &[&str], timeout: Duration) -> Result<ExecOutput> {
+        let id = self.sidecar(container)?.id.clone();
+        let cmd: Vec<String> = cmd.iter().map(|s| (*s).to_owned()).collect();
+        self.session
+            .block_on(self.session.cri.exec_sync(&id, cmd, timeout))
+    }
+
+    /// A sidecar's state as CRI reports it, and its exit code.
+    pub fn sidecar_state(&self, container: &str) -> Result<(String, i32)> {
+        let id = self.sidecar(container)?.id.clone();
+        self.session.block_on(self.session.cri.container_state(&id))
+    }
+
+    /// What a container of the pod wrote to stdout/stderr so far (CRI's log file, one
+    /// `TIME STREAM TAG text` line per line written), empty if nothing yet.
+    pub fn log(&self, container: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{container}_0.log"))).unwrap_or_default()
     }
 
     /// Like [`Pod::exec_sync`], but a non-zero exit is an error; returns stdout.

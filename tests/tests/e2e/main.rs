@@ -13,6 +13,7 @@ mod network;
 mod nsexec_stories;
 mod reconciler;
 mod resolution;
+mod sidecar;
 mod stress;
 mod testbed_pods;
 
@@ -35,6 +36,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(stress::stories());
     all.extend(network::stories());
     all.extend(reconciler::stories());
+    all.extend(sidecar::stories());
     all
 }
 
