@@ -765,6 +765,43 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_carry_their_privileges_and_make_the_sandbox_privileged() {
+        let spec = PodSpec::new("p")
+            .capability("NET_ADMIN")
+            .sidecar(ContainerSpec::new("fs").privileged())
+            .init_container(ContainerSpec::new("init").shell("true"));
+        let security = |cfg: cri::ContainerConfig| {
+            cfg.linux
+                .and_then(|l| l.security_context)
+                .expect("security context")
+        };
+        let main = security(spec.container_config("p", "u"));
+        assert!(!main.privileged);
+        assert_eq!(
+            main.capabilities.expect("capabilities").add_capabilities,
+            ["NET_ADMIN"]
+        );
+        let fs = security(spec.config_of(&spec.sidecars[0], "p", "u"));
+        assert!(fs.privileged && fs.capabilities.is_none());
+        let init = spec.config_of(&spec.init_containers[0], "p", "u");
+        assert_eq!(init.command, ["sh", "-c"]);
+        assert_eq!(init.log_path, "init_0.log");
+        let sandbox = spec.sandbox_config("p", "u", "/l", None);
+        assert!(
+            sandbox
+                .linux
+                .and_then(|l| l.security_context)
+                .expect("sandbox")
+                .privileged
+        );
+        let err = PodSpec::new("p")
+            .sidecar(ContainerSpec::new("main"))
+            .validate()
+            .expect_err("duplicate name");
+        assert!(err.to_string().contains("not unique"), "{err}");
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let err = PodSpec::new("Bad_Name").validate().expect_err("invalid");
         assert!(err.to_string().contains("pod name"), "{err}");
