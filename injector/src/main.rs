@@ -35,10 +35,12 @@ enum Command {
     /// Unmount a fault mount left behind by a dead injector, so the application sees its
     /// original directory again.
     Cleanup(CleanupArgs),
-    /// The chaosfs sidecar of a pod (also started as `faultline-injector -addr=:65534
-    /// -pidfile=/tmp/fuse/pid -original=DIR -mountpoint=DIR`, Go-style flags): serve
-    /// --original over --mountpoint in our own mount namespace, write the pidfile once
-    /// mounted, take JSON-RPC over HTTP on --addr; unmount and exit on SIGTERM.
+    /// The chaosfs sidecar of a pod; also `faultline-injector -addr=:65534 -mountpoint=DIR ...`.
+    ///
+    /// Takes chaosfs's Go-style command line (`-addr=:65534 -pidfile=/tmp/fuse/pid
+    /// -original=DIR -mountpoint=DIR`): serves --original over --mountpoint in our own mount
+    /// namespace, writes the pidfile once mounted, takes JSON-RPC over HTTP on --addr;
+    /// unmounts, removes the pidfile and exits on SIGTERM.
     Sidecar(SidecarArgs),
 }
 
