@@ -175,7 +175,19 @@ impl InjectorProcess {
     /// Asks the injector to stop injecting, unmount and exit; waits for it to exit (and kills it
     /// if it does not within `within`).
     pub async fn recover(&self, within: Duration) -> Result<ExitStatus, InjectorError> {
+        self.recover_then(within, async {}).await
+    }
+
+    /// [`Self::recover`], running `meanwhile` once the injector has been asked: it detaches its
+    /// mount (lazily while files on it are open) and serves those files until they are closed,
+    /// which is when the handover moves them back.
+    pub async fn recover_then(
+        &self,
+        within: Duration,
+        meanwhile: impl std::future::Future<Output = ()>,
+    ) -> Result<ExitStatus, InjectorError> {
         let asked = self.call("recover", json!({})).await;
+        meanwhile.await;
         match tokio::time::timeout(within, self.wait()).await {
             Ok(status) => Ok(status),
             Err(_) => {

@@ -12,6 +12,7 @@ use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
 use crate::injector_process::{InjectorProcess, MountRequest, cleanup_mount};
+use crate::io_handover::{self, HandedOver};
 use crate::journal::{Fault, Journal, ProcessIdentity, Record};
 use crate::metrics::Metrics;
 
@@ -33,6 +34,8 @@ struct IoExperiment {
     key: MountKey,
     record: Mutex<Record>,
     injector: InjectorProcess,
+    /// What was handed over to the fault mount at the start (`None`: handover was off).
+    handover: Option<HandedOver>,
     /// Serializes journal writes of this experiment; `true` once it is recovered, after which
     /// nothing may write its record again.
     journal_state: tokio::sync::Mutex<bool>,
@@ -43,6 +46,8 @@ struct IoExperiment {
 pub struct ExperimentView {
     pub record: Record,
     pub injector_status: String,
+    /// What was handed over at the start (`None`: handover was off).
+    pub handover: Option<handover::Report>,
 }
 
 /// What an apply did.
@@ -53,6 +58,8 @@ pub enum Applied {
         target_pid: u32,
         injector_pid: u32,
         started_at_ms: u64,
+        /// What the handover did, in words (`None`: it was off).
+        handover: Option<String>,
     },
     Updated {
         id: String,
@@ -158,13 +165,16 @@ impl IoChaos {
     }
 
     /// ApplyIOChaos: start, update or (with no actions) recover the fault mount of a container's
-    /// volume. `duration` makes the experiment recover by itself.
+    /// volume. `duration` makes the experiment recover by itself. `handover`: when starting,
+    /// move what the container's processes already hold under the volume onto the fault mount
+    /// (and back at recovery).
     pub async fn apply(
         self: &Arc<Self>,
         container_id: &str,
         volume: &str,
         actions: &str,
         duration: Option<Duration>,
+        handover: bool,
     ) -> Result<Applied, AgentError> {
         let container = self.resolver.parse(container_id)?;
         container_fs::validate_volume_path(volume)?;
@@ -188,7 +198,7 @@ impl IoChaos {
         let Some(actions) = actions else {
             return Ok(Applied::NothingToRecover);
         };
-        self.start(key, &actions, duration).await
+        self.start(key, &actions, duration, handover).await
     }
 
     async fn start(
@@ -196,6 +206,7 @@ impl IoChaos {
         key: MountKey,
         actions: &serde_json::Value,
         duration: Option<Duration>,
+        handover: bool,
     ) -> Result<Applied, AgentError> {
         let target_pid = self.resolver.container_pid(&key.container).await?;
         // Fails with a clear error (missing, not a directory) before anything is spawned.
@@ -254,10 +265,18 @@ impl IoChaos {
             return Err(err.into());
         }
         let id = record.id.clone();
+        let handover = if handover {
+            let done = io_handover::onto_fault_mount(target_pid, &key.volume).await;
+            tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
+            Some(done)
+        } else {
+            None
+        };
         let experiment = Arc::new(IoExperiment {
             key: key.clone(),
             record: Mutex::new(record),
             injector,
+            handover,
             journal_state: tokio::sync::Mutex::new(false),
         });
         self.active
@@ -275,6 +294,7 @@ impl IoChaos {
             target_pid,
             injector_pid,
             started_at_ms,
+            handover: experiment.handover.as_ref().map(|h| h.report.summary()),
         })
     }
 
@@ -364,7 +384,18 @@ impl IoChaos {
             return Ok(()); // already recovered (e.g. the injector died and was cleaned up)
         }
         let record = experiment.record.lock().map_err(|_| poisoned())?.clone();
-        let result = experiment.injector.recover(RECOVER_WITHIN).await;
+        let fault = experiment.handover.as_ref().and_then(|h| h.fault);
+        let result = match fault {
+            Some(fault) => {
+                let (pid, volume) = (record.target.pid, experiment.key.volume.as_str());
+                let back = async {
+                    let report = io_handover::back_to_original(pid, volume, fault).await;
+                    tracing::info!(id = %record.id, report = %report.summary(), "handed back to the original directory");
+                };
+                experiment.injector.recover_then(RECOVER_WITHIN, back).await
+            }
+            None => experiment.injector.recover(RECOVER_WITHIN).await,
+        };
         if let Err(err) = &result {
             tracing::warn!(id = %record.id, %err, "the injector did not recover cleanly; unmounting from the agent");
             cleanup_mount(
@@ -483,6 +514,7 @@ impl IoChaos {
             views.push(ExperimentView {
                 record,
                 injector_status,
+                handover: experiment.handover.as_ref().map(|h| h.report.clone()),
             });
         }
         views.sort_by_key(|v| v.record.started_at_ms);

@@ -11,6 +11,7 @@ pub mod error;
 pub mod grpc;
 pub mod injector_process;
 pub mod io_chaos;
+pub mod io_handover;
 pub mod journal;
 pub mod metrics;
 pub mod network;

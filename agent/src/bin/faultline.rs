@@ -224,6 +224,10 @@ struct IoAttack {
     /// Validate and print the plan; inject nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Do not hand files, working directories and mappings that processes opened before the
+    /// experiment over to the fault mount (only opens made after it see the fault).
+    #[arg(long)]
+    no_handover: bool,
 }
 
 impl IoAttack {
@@ -329,6 +333,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|d| Duration::from(d).as_millis() as u64)
                     .unwrap_or(0),
                 dry_run: attack.dry_run,
+                no_handover: attack.no_handover,
             };
             let response = client
                 .start_io_experiment(request)
@@ -447,6 +452,18 @@ async fn main() -> anyhow::Result<()> {
                     e.rules,
                     e.injector_status
                 );
+                if let Some(h) = e.handover.as_ref().filter(|h| h.enabled) {
+                    println!(
+                        "\thandover: {} fds, {} cwds, {} mappings moved; {} of {} processes stopped (longest {} µs)",
+                        h.fds, h.cwds, h.mappings, h.stopped, h.scanned, h.longest_stop_us
+                    );
+                    for skip in &h.skipped {
+                        println!(
+                            "\t  skipped pid {} {}: {}",
+                            skip.pid, skip.what, skip.reason
+                        );
+                    }
+                }
             }
         }
         Command::Recover { id, all } => {

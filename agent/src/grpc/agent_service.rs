@@ -85,6 +85,7 @@ impl Agent for AgentService {
                 &request.volume,
                 &request.actions,
                 duration,
+                !request.no_handover,
             )
             .await?;
         let response = match applied {
@@ -92,11 +93,13 @@ impl Agent for AgentService {
                 id,
                 target_pid,
                 injector_pid,
+                handover,
                 ..
             } => api::StartIoExperimentResponse {
                 plan: format!(
-                    "mounted the fault filesystem over {} in process {target_pid}'s mount namespace (injector pid {injector_pid})",
-                    request.volume
+                    "mounted the fault filesystem over {} in process {target_pid}'s mount namespace (injector pid {injector_pid}); handover: {}",
+                    request.volume,
+                    handover.as_deref().unwrap_or("off")
                 ),
                 id,
                 target_pid,
@@ -146,6 +149,7 @@ impl Agent for AgentService {
                     rules,
                     volume,
                     injector_status: view.injector_status,
+                    handover: Some(handover_status(view.handover)),
                 }
             })
             .collect();
@@ -176,6 +180,7 @@ impl Agent for AgentService {
                     rules,
                     volume: String::new(),
                     injector_status: view.status,
+                    handover: None,
                 }
             }));
             experiments.sort_by_key(|e| e.since_unix_ms);
@@ -399,6 +404,31 @@ fn netem_available(release: &str) -> bool {
             ))
             .exists()
         })
+}
+
+/// The handover part of an IO experiment's status.
+fn handover_status(report: Option<handover::Report>) -> api::HandoverReport {
+    let Some(report) = report else {
+        return api::HandoverReport::default();
+    };
+    api::HandoverReport {
+        enabled: true,
+        scanned: report.scanned,
+        stopped: report.stopped,
+        fds: report.fds,
+        cwds: report.cwds,
+        mappings: report.mappings,
+        skipped: report
+            .skipped
+            .into_iter()
+            .map(|s| api::HandoverSkip {
+                pid: s.pid,
+                what: s.what,
+                reason: s.reason,
+            })
+            .collect(),
+        longest_stop_us: report.longest_stop_us,
+    }
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ impl ChaosDaemon for ChaosDaemonService {
                 &request.volume,
                 &request.actions,
                 None,
+                true, // as Chaos Mesh does; pb.ChaosDaemon has no field to turn it off
             )
             .await?;
         let response = match applied {

@@ -137,6 +137,7 @@ pub async fn experiments(network: &NetworkChaos) -> Vec<api::Experiment> {
                 rules,
                 volume: String::new(),
                 injector_status: view.status,
+                handover: None,
             }
         })
         .collect()

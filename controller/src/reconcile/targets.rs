@@ -123,6 +123,7 @@ pub async fn inject(
             actions: actions.clone(),
             duration_ms,
             dry_run: false,
+            no_handover: false,
         }),
         Action::Network(network) => {
             AgentCall::StartNetwork(network.request(&cid, &pod_uid, peers, duration_ms))

@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod binaries;
+mod handover;
 mod injector_in_pod;
 mod io_chaos;
 mod network;
@@ -33,6 +34,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(nsexec_stories::stories());
     all.extend(injector_in_pod::stories());
     all.extend(io_chaos::stories());
+    all.extend(handover::stories());
     all.extend(stress::stories());
     all.extend(network::stories());
     all.extend(reconciler::stories());
