@@ -198,6 +198,10 @@ fn scan_fds(
         if !link.is_absolute() {
             continue; // socket:[..], pipe:[..], anon_inode:..
         }
+        // Onto the fault mount, only paths under the volume qualify: skip the rest unread.
+        if scope.direction == Direction::ToFault && !scope.under_volume(&link) {
+            continue;
+        }
         let Ok(info) = src.read(&format!("{pid}/fdinfo/{fd}")) else {
             continue;
         };
@@ -253,6 +257,9 @@ fn scan_cwd(src: &dyn ProcSource, pid: u32, scope: &Scope, plan: &mut ProcessPla
     let Ok(link) = src.read_link(&format!("{pid}/cwd")) else {
         return; // a zombie, or gone
     };
+    if scope.direction == Direction::ToFault && !scope.under_volume(&link) {
+        return;
+    }
     let on_fault = src
         .mount_id_of(&format!("{pid}/cwd"))
         .is_ok_and(|id| id == scope.fault.mount_id);
