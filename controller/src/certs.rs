@@ -1,8 +1,13 @@
-//! `faultline-controller certs`: the mTLS material between the controller and the node agents.
+//! `faultline-controller certs`: the mTLS material between the controller and the node agents,
+//! and the sidecar webhook's serving certificate.
 //! A CA (new, or an existing one given with --ca-cert/--ca-key), the agents' server
 //! certificate (DNS names of the agents' headless Service: the controller dials an agent by pod
-//! IP and checks one of these names) and the controller's client certificate (its identity, the
-//! SAN the agents' `--allowed-client` admits). Written as Kubernetes Secrets of type
+//! IP and checks one of these names), the controller's client certificate (its identity, the
+//! SAN the agents' `--allowed-client` admits) and the webhook's serving certificate (the names
+//! of the webhook Service, which the API server checks). As Secrets, followed by the
+//! MutatingWebhookConfiguration of deploy/base/webhook.yaml with the CA as its caBundle (so
+//! `kubectl apply -f -` of the output also lets the API server trust the webhook). Written as
+//! Kubernetes Secrets of type
 //! `kubernetes.io/tls` with `ca.crt` beside `tls.crt`/`tls.key` (the layout cert-manager writes, so
 //! the manifests mount either), or as PEM files.
 //!
@@ -15,8 +20,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -26,12 +37,15 @@ use rcgen::{
 pub const AGENT_SECRET: &str = "faultline-agent-tls";
 /// The Secret the controller mounts.
 pub const CONTROLLER_SECRET: &str = "faultline-controller-tls";
+/// The Secret the controller pods' webhook container mounts.
+pub const WEBHOOK_SECRET: &str = "faultline-webhook-tls";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Kubernetes Secrets (YAML), ready for `kubectl apply -f`.
     Secrets,
-    /// PEM files: ca.crt, ca.key, agent.crt, agent.key, controller.crt, controller.key.
+    /// PEM files: ca.crt, ca.key, agent.crt, agent.key, controller.crt, controller.key,
+    /// webhook.crt, webhook.key.
     Files,
 }
 
@@ -50,7 +64,13 @@ pub struct CertsArgs {
     /// (`--allowed-client`). Default: faultline-controller.<namespace>.svc.
     #[arg(long)]
     pub controller_identity: Option<String>,
-    /// Validity of the agent and controller certificates, in days.
+    /// The sidecar webhook's Service: its DNS names go into the webhook's serving certificate.
+    #[arg(long, default_value = "faultline-webhook")]
+    pub webhook_service: String,
+    /// The MutatingWebhookConfiguration written with the CA as its caBundle.
+    #[arg(long, default_value = "faultline-webhook")]
+    pub webhook_configuration: String,
+    /// Validity of the agent, controller and webhook certificates, in days.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
     /// Validity of a new CA, in days.
@@ -87,6 +107,15 @@ impl CertsArgs {
         names
     }
 
+    /// The DNS names the API server may check when it calls the webhook Service.
+    pub fn webhook_dns_names(&self) -> Vec<String> {
+        let (svc, ns) = (&self.webhook_service, &self.namespace);
+        vec![
+            format!("{svc}.{ns}.svc"),
+            format!("{svc}.{ns}.svc.cluster.local"),
+        ]
+    }
+
     pub fn controller_identity(&self) -> String {
         self.controller_identity
             .clone()
@@ -109,6 +138,7 @@ pub struct Bundle {
     pub ca_key: Option<String>,
     pub agent: Pem,
     pub controller: Pem,
+    pub webhook: Pem,
 }
 
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
@@ -138,7 +168,8 @@ pub fn generate(args: &CertsArgs) -> anyhow::Result<Bundle> {
     for name in args
         .agent_dns_names()
         .iter()
-        .chain([&args.controller_identity()])
+        .chain(&args.webhook_dns_names())
+        .chain([&args.controller_identity(), &args.webhook_configuration])
     {
         check_dns_name(name)?;
     }
@@ -177,11 +208,19 @@ pub fn generate(args: &CertsArgs) -> anyhow::Result<Bundle> {
         ExtendedKeyUsagePurpose::ClientAuth,
         args.days,
     )?;
+    let webhook = leaf(
+        &issuer,
+        "faultline-webhook",
+        &args.webhook_dns_names(),
+        ExtendedKeyUsagePurpose::ServerAuth,
+        args.days,
+    )?;
     Ok(Bundle {
         ca_cert,
         ca_key,
         agent,
         controller,
+        webhook,
     })
 }
 
@@ -272,12 +311,13 @@ fn leaf(
     })
 }
 
-/// The two Secrets, as one multi-document YAML.
+/// The three Secrets and the webhook configuration, as one multi-document YAML.
 pub fn secrets_yaml(args: &CertsArgs, bundle: &Bundle) -> anyhow::Result<String> {
     let mut out = String::new();
     for (name, component, pem) in [
         (AGENT_SECRET, "agent", &bundle.agent),
         (CONTROLLER_SECRET, "controller", &bundle.controller),
+        (WEBHOOK_SECRET, "webhook", &bundle.webhook),
     ] {
         let data = BTreeMap::from([
             ("ca.crt".to_owned(), bytes(&bundle.ca_cert)),
@@ -304,19 +344,102 @@ pub fn secrets_yaml(args: &CertsArgs, bundle: &Bundle) -> anyhow::Result<String>
             data: Some(data),
             ..Secret::default()
         };
-        let mut value = serde_yaml::to_value(&secret)?;
-        if let serde_yaml::Value::Mapping(map) = &mut value {
-            // Secret's serialization leaves out the type meta; kubectl needs it.
-            let mut with_kind = serde_yaml::Mapping::new();
-            with_kind.insert("apiVersion".into(), "v1".into());
-            with_kind.insert("kind".into(), "Secret".into());
-            with_kind.extend(std::mem::take(map));
-            *map = with_kind;
-        }
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&value)?);
+        out.push_str(&with_type_meta(&secret, "v1", "Secret")?);
     }
+    out.push_str("---\n");
+    out.push_str(&with_type_meta(
+        &webhook_configuration(args, &bundle.ca_cert),
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    )?);
     Ok(out)
+}
+
+/// An object's YAML with apiVersion and kind first (k8s-openapi's serialization leaves the
+/// type meta out; kubectl needs it).
+fn with_type_meta<T: serde::Serialize>(
+    object: &T,
+    api_version: &str,
+    kind: &str,
+) -> anyhow::Result<String> {
+    let mut value = serde_yaml::to_value(object)?;
+    if let serde_yaml::Value::Mapping(map) = &mut value {
+        let mut with_kind = serde_yaml::Mapping::new();
+        with_kind.insert("apiVersion".into(), api_version.into());
+        with_kind.insert("kind".into(), kind.into());
+        with_kind.extend(std::mem::take(map));
+        *map = with_kind;
+    }
+    Ok(serde_yaml::to_string(&value)?)
+}
+
+/// deploy/base/webhook.yaml's MutatingWebhookConfiguration (tests/tests/deploy checks they
+/// agree) with `ca_pem` as the caBundle the API server trusts the webhook's certificate by.
+pub fn webhook_configuration(args: &CertsArgs, ca_pem: &str) -> MutatingWebhookConfiguration {
+    let strings = |items: &[&str]| Some(items.iter().map(|s| (*s).to_owned()).collect());
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(args.webhook_configuration.clone()),
+            labels: Some(BTreeMap::from([
+                (
+                    "app.kubernetes.io/name".to_owned(),
+                    args.webhook_configuration.clone(),
+                ),
+                (
+                    "app.kubernetes.io/part-of".to_owned(),
+                    "faultline".to_owned(),
+                ),
+                (
+                    "app.kubernetes.io/component".to_owned(),
+                    "webhook".to_owned(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "sidecar.admission-webhook.faultline.dev".to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config: WebhookClientConfig {
+                ca_bundle: Some(bytes(ca_pem)),
+                service: Some(ServiceReference {
+                    name: args.webhook_service.clone(),
+                    namespace: args.namespace.clone(),
+                    path: Some("/inject".to_owned()),
+                    port: Some(443),
+                }),
+                url: None,
+            },
+            rules: Some(vec![RuleWithOperations {
+                operations: strings(&["CREATE"]),
+                api_groups: strings(&[""]),
+                api_versions: strings(&["v1"]),
+                resources: strings(&["pods"]),
+                scope: Some("Namespaced".to_owned()),
+            }]),
+            namespace_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "admission-webhook".to_owned(),
+                    "enabled".to_owned(),
+                )])),
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "kubernetes.io/metadata.name".to_owned(),
+                    operator: "NotIn".to_owned(),
+                    values: Some(vec![
+                        "kube-system".to_owned(),
+                        "kube-public".to_owned(),
+                        args.namespace.clone(),
+                    ]),
+                }]),
+            }),
+            failure_policy: Some("Ignore".to_owned()),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(5),
+            match_policy: Some("Equivalent".to_owned()),
+            reinvocation_policy: Some("Never".to_owned()),
+            ..MutatingWebhook::default()
+        }]),
+    }
 }
 
 fn bytes(text: &str) -> ByteString {
@@ -334,6 +457,8 @@ pub fn write_files(dir: &Path, bundle: &Bundle) -> anyhow::Result<()> {
         ("agent.key", &bundle.agent.key),
         ("controller.crt", &bundle.controller.cert),
         ("controller.key", &bundle.controller.key),
+        ("webhook.crt", &bundle.webhook.cert),
+        ("webhook.key", &bundle.webhook.key),
     ];
     if let Some(key) = &bundle.ca_key {
         files.push(("ca.key", key));
@@ -419,8 +544,11 @@ mod tests {
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(docs.len(), 2);
-        for (doc, name) in docs.iter().zip([AGENT_SECRET, CONTROLLER_SECRET]) {
+        assert_eq!(docs.len(), 4);
+        for (doc, name) in docs
+            .iter()
+            .zip([AGENT_SECRET, CONTROLLER_SECRET, WEBHOOK_SECRET])
+        {
             assert_eq!(doc["apiVersion"], "v1");
             assert_eq!(doc["kind"], "Secret");
             assert_eq!(doc["type"], "kubernetes.io/tls");
@@ -433,6 +561,66 @@ mod tests {
             assert!(text("tls.crt").starts_with("-----BEGIN CERTIFICATE-----"));
             assert!(text("tls.key").contains("PRIVATE KEY-----"));
         }
+    }
+
+    #[test]
+    fn the_webhook_configuration_trusts_the_ca_for_the_webhook_service() {
+        let a = args(&["--namespace", "chaos"]);
+        let bundle = generate(&a).unwrap();
+        let yaml = secrets_yaml(&a, &bundle).unwrap();
+        let last = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .last()
+            .unwrap();
+        assert_eq!(last["kind"], "MutatingWebhookConfiguration");
+        assert_eq!(last["apiVersion"], "admissionregistration.k8s.io/v1");
+        let config: MutatingWebhookConfiguration = serde_yaml::from_value(last).unwrap();
+        let webhook = &config.webhooks.unwrap()[0];
+        let ca = webhook.client_config.ca_bundle.as_ref().unwrap();
+        assert_eq!(String::from_utf8(ca.0.clone()).unwrap(), bundle.ca_cert);
+        let service = webhook.client_config.service.as_ref().unwrap();
+        assert_eq!(
+            (service.namespace.as_str(), service.name.as_str()),
+            ("chaos", "faultline-webhook")
+        );
+        let excluded = webhook
+            .namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_expressions
+            .as_ref()
+            .unwrap()[0]
+            .values
+            .clone()
+            .unwrap();
+        assert_eq!(excluded, ["kube-system", "kube-public", "chaos"]);
+        // The serving certificate carries the name the API server dials.
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(bundle.ca_cert.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let leaf = CertificateDer::from_pem_slice(bundle.webhook.cert.as_bytes()).unwrap();
+        let verify = |name: &str| {
+            verifier.verify_server_cert(
+                &leaf,
+                &[],
+                &ServerName::try_from(name.to_owned()).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        verify("faultline-webhook.chaos.svc").unwrap();
+        verify("faultline-webhook.chaos.svc.cluster.local").unwrap();
+        assert!(verify("faultline-agent.chaos.svc").is_err());
     }
 
     #[test]

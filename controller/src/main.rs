@@ -27,7 +27,7 @@ enum Command {
     },
     /// Makes the mTLS certificates of the controller and the agents (a CA, the agents' server
     /// certificate, the controller's client certificate) as Secrets or PEM files.
-    Certs(certs::CertsArgs),
+    Certs(Box<certs::CertsArgs>),
     /// The mutating admission webhook of the template sidecar mode (POST /inject over HTTPS):
     /// watches the template and config ConfigMaps, or reads them from --manifests DIR.
     Webhook(Box<webhook_cmd::WebhookArgs>),

@@ -149,3 +149,105 @@ fn render(
     })
     .map(Arc::new)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::template::GoTemplates;
+    use serde_json::json;
+
+    fn cm(namespace: &str, name: &str, component: &str, data: serde_json::Value) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/component": component}},
+            "data": data,
+        }))
+        .unwrap()
+    }
+
+    fn build(cms: &[ConfigMap]) -> Catalog {
+        Catalog::build(&GoTemplates, &Settings::default(), cms)
+    }
+
+    const TEMPLATE: &str = "containers:\n- name: side\n  image: {{.Image}}\n";
+
+    #[test]
+    fn a_template_config_renders_with_its_arguments() {
+        let catalog = build(&[
+            cm("faultline", "t", "template", json!({"data": TEMPLATE})),
+            cm(
+                "app",
+                "c",
+                "webhook",
+                json!({"c.yaml": "name: cfg\ntemplate: t\narguments:\n  Image: busybox\n"}),
+            ),
+        ]);
+        let config = catalog.get("cfg").unwrap();
+        assert_eq!(config.source, "app/c[c.yaml]");
+        let injection = config.injection.as_ref().unwrap();
+        assert_eq!(injection.containers[0].image.as_deref(), Some("busybox"));
+        assert_eq!(catalog.names(), ["cfg"]);
+    }
+
+    #[test]
+    fn templates_outside_the_controllers_namespace_or_without_the_label_are_not_templates() {
+        let catalog = build(&[
+            cm("elsewhere", "t", "template", json!({"data": TEMPLATE})),
+            cm("faultline", "u", "other", json!({"data": TEMPLATE})),
+            cm(
+                "app",
+                "c",
+                "webhook",
+                json!({"a": "name: a\ntemplate: t\n", "b": "name: b\ntemplate: u\n"}),
+            ),
+        ]);
+        for name in ["a", "b"] {
+            let reason = catalog.get(name).unwrap().injection.as_ref().unwrap_err();
+            assert!(
+                reason.contains("which is not defined (templates: none)"),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn unusable_configs_keep_their_reason() {
+        let catalog = build(&[
+            cm("faultline", "t", "template", json!({"data": TEMPLATE})),
+            cm("faultline", "nodata", "template", json!({"other": "x"})),
+            cm(
+                "faultline",
+                "notyaml",
+                "template",
+                json!({"data": "containers: {{.Image}}\n"}),
+            ),
+            cm(
+                "app",
+                "c",
+                "webhook",
+                json!({
+                    "missing": "name: missing\ntemplate: t\n",
+                    "nodata": "name: nodata\ntemplate: nodata\n",
+                    "notyaml": "name: notyaml\ntemplate: notyaml\narguments: {Image: x}\n",
+                    "garbage": "[not, a, config]",
+                }),
+            ),
+            cm(
+                "other",
+                "d",
+                "webhook",
+                json!({"x": "name: missing\ncontainers: []\n"}),
+            ),
+        ]);
+        let reason = |n: &str| catalog.get(n).unwrap().injection.clone().unwrap_err();
+        // Defined twice: neither definition is used.
+        assert!(reason("missing").contains("defined twice, in app/c[missing] and other/d[x]"));
+        assert!(reason("nodata").contains("has no data key \"data\""));
+        assert!(
+            reason("notyaml").contains("is not an injection"),
+            "{}",
+            reason("notyaml")
+        );
+        assert_eq!(catalog.names(), ["missing", "nodata", "notyaml"]);
+    }
+}

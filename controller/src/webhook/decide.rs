@@ -155,3 +155,117 @@ pub fn decide(
         prefix,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhook::template::GoTemplates;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "c", "namespace": "app",
+                         "labels": {"app.kubernetes.io/component": "webhook"}},
+            "data": {
+                "a": "name: a\ncontainers: [{name: side}]\n",
+                "b": "name: b\nselector:\n  labelSelectors: {app: db}\ncontainers: [{name: side}]\n",
+                "c": "name: c\nselector:\n  namespaces: [other]\n",
+            },
+        }))
+        .unwrap();
+        Catalog::build(&GoTemplates, &Settings::default(), [&cm])
+    }
+
+    fn ns(annotations: serde_json::Value) -> Namespace {
+        serde_json::from_value(json!({"metadata": {"name": "app",
+            "labels": {"admission-webhook": "enabled"}, "annotations": annotations}}))
+        .unwrap()
+    }
+
+    fn pod(name: &str, labels: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels,
+            "annotations": annotations}, "spec": {"containers": [{"name": "app"}]}}))
+        .unwrap()
+    }
+
+    /// The config chosen, or the skip reason.
+    fn chosen(ns: &Namespace, pod: &Pod) -> Result<(String, &'static str), String> {
+        match decide(&Settings::default(), &catalog(), "app", Some(ns), pod) {
+            Decision::Inject { config, prefix } => Ok((config.name.clone(), prefix)),
+            Decision::Skip { reason, .. } => Err(reason),
+        }
+    }
+
+    #[test]
+    fn the_pod_annotation_then_the_pod_name_then_the_namespace_wide_request() {
+        let namespace = ns(json!({
+            "admission-webhook.pingcap.com/init-request": "a",
+            "admission-webhook.chaos-mesh.org/request-db-0": "b",
+        }));
+        let db = |annotations| pod("db-0", json!({"app": "db"}), annotations);
+        assert_eq!(
+            chosen(
+                &namespace,
+                &db(json!({"admission-webhook.faultline.dev/request": "a"}))
+            ),
+            Ok(("a".into(), "admission-webhook.faultline.dev"))
+        );
+        assert_eq!(
+            chosen(&namespace, &db(json!({}))),
+            Ok(("b".into(), "admission-webhook.chaos-mesh.org"))
+        );
+        assert_eq!(
+            chosen(&namespace, &pod("web-0", json!({}), json!({}))),
+            Ok(("a".into(), "admission-webhook.pingcap.com"))
+        );
+        // Injected under any prefix: never again.
+        let done = db(json!({"admission-webhook.pingcap.com/status": "injected",
+                             "admission-webhook.faultline.dev/request": "a"}));
+        assert_eq!(chosen(&namespace, &done), Err("already injected".into()));
+    }
+
+    #[test]
+    fn a_selector_limits_the_pods_a_config_injects() {
+        let namespace = ns(json!({"admission-webhook.faultline.dev/init-request": "b"}));
+        assert!(chosen(&namespace, &pod("db-0", json!({"app": "db"}), json!({}))).is_ok());
+        let web = chosen(&namespace, &pod("web-0", json!({"app": "web"}), json!({})));
+        assert!(web.unwrap_err().contains("does not match the selector"));
+        let namespace = ns(json!({"admission-webhook.faultline.dev/init-request": "c"}));
+        assert!(chosen(&namespace, &pod("x", json!({}), json!({}))).is_err());
+    }
+
+    #[test]
+    fn without_a_request_or_in_an_excluded_namespace_nothing_happens_silently() {
+        let plain = pod("x", json!({}), json!({}));
+        let skipped = decide(
+            &Settings::default(),
+            &catalog(),
+            "app",
+            Some(&ns(json!({}))),
+            &plain,
+        );
+        assert!(matches!(skipped, Decision::Skip { warn: false, .. }));
+        for excluded in ["kube-system", "kube-public", "faultline"] {
+            let asked = pod(
+                "x",
+                json!({}),
+                json!({"admission-webhook.faultline.dev/request": "a"}),
+            );
+            let d = decide(
+                &Settings::default(),
+                &catalog(),
+                excluded,
+                Some(&ns(json!({}))),
+                &asked,
+            );
+            assert!(
+                matches!(d, Decision::Skip { warn: false, .. }),
+                "{excluded}"
+            );
+        }
+        // An unknown namespace is said.
+        let d = decide(&Settings::default(), &catalog(), "app", None, &plain);
+        assert!(matches!(d, Decision::Skip { warn: true, .. }));
+    }
+}

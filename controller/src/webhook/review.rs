@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use serde::Serialize;
 use kube::runtime::reflector::{ObjectRef, Store};
+use serde::Serialize;
 
 use super::catalog::Catalog;
 use super::config::Settings;
@@ -141,8 +141,9 @@ impl Webhook {
                             tracing::info!(namespace, pod = pod_name, config = %config.name, "injected");
                             response.with_patch(&bytes)
                         }
-                        Err(e) => response
-                            .warn(format!("faultline webhook: cannot serialize the patch: {e}")),
+                        Err(e) => response.warn(format!(
+                            "faultline webhook: cannot serialize the patch: {e}"
+                        )),
                     },
                     Err(e) => {
                         let reason = format!(
@@ -239,7 +240,10 @@ fn unreadable(body: &[u8], error: serde_json::Error) -> Result<(String, Response
     let uid = request["uid"]
         .as_str()
         .ok_or_else(|| BadReview(format!("{error} (and no request.uid)")))?;
-    let api_version = value["apiVersion"].as_str().unwrap_or(ADMISSION_V1).to_owned();
+    let api_version = value["apiVersion"]
+        .as_str()
+        .unwrap_or(ADMISSION_V1)
+        .to_owned();
     let response = Response::allow(uid).warn(format!(
         "faultline webhook: cannot read the request ({error}); the pod is not injected"
     ));

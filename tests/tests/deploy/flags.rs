@@ -36,8 +36,13 @@ struct Invocation<'a> {
 
 impl<'a> Invocation<'a> {
     fn new(workload: &'a Value, flags: BTreeMap<String, Flag>) -> Invocation<'a> {
+        Invocation::of(workload, 0, flags)
+    }
+
+    /// The container at `index` of the workload's pod.
+    fn of(workload: &'a Value, index: usize, flags: BTreeMap<String, Flag>) -> Invocation<'a> {
         let pod = &workload["spec"]["template"]["spec"];
-        let container = &list(&pod["containers"])[0];
+        let container = &list(&pod["containers"])[index];
         let words: Vec<String> = list(&container["args"])
             .iter()
             .map(|a| text(a).to_owned())
@@ -471,4 +476,224 @@ fn check_controller_finds_agents(controller: &mut Invocation<'_>, objects: &[Val
             _ => {}
         }
     }
+}
+
+/// The sidecar webhook, in every overlay: the controller pods' `webhook` container passes only
+/// flags `faultline-controller webhook --help` has; its port is the one the Service targets and
+/// the Service's is the one the MutatingWebhookConfiguration calls, on the path the server
+/// serves; its certificate is in the webhook Secret's mount; the configuration has the failure
+/// policy, side effects, timeout, review versions and namespace selection documented, excluding
+/// the namespace the webhook is told is its own; the ClusterRole lets it watch what it reads;
+/// and the configuration `faultline-controller certs` writes (with its caBundle) is the one in
+/// the manifests.
+#[test]
+fn the_webhook_container_service_and_configuration_agree_with_the_webhooks_flags() {
+    let flags = help::parse(&run("faultline-controller", &["webhook", "--help"]));
+    assert!(
+        flags.contains_key("tls-cert") && flags.contains_key("manifests"),
+        "{flags:?}"
+    );
+    let certs_output = run("faultline-controller", &["certs"]);
+    let from_certs: Vec<Value> = serde_yaml::Deserializer::from_str(&certs_output)
+        .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
+        .collect();
+    let mut certs_config = from_certs
+        .iter()
+        .find(|o: &&Value| o["kind"] == "MutatingWebhookConfiguration")
+        .expect("certs writes the MutatingWebhookConfiguration")
+        .clone();
+    let ca_bundle = certs_config["webhooks"][0]["clientConfig"]
+        .as_mapping_mut()
+        .and_then(|c| c.remove("caBundle"));
+    assert!(ca_bundle.is_some(), "certs sets no caBundle");
+
+    let mut errors = Vec::new();
+    for overlay in overlays() {
+        let objects = render(&overlay);
+        let deployment = object(&objects, "Deployment", "faultline-controller");
+        let containers = list(&deployment["spec"]["template"]["spec"]["containers"]);
+        let Some(index) = containers.iter().position(|c| c["name"] == "webhook") else {
+            errors.push(format!("{}: no webhook container", overlay_name(&overlay)));
+            continue;
+        };
+        let mut webhook = Invocation::of(deployment, index, flags.clone());
+        if webhook.container["command"] != Value::from(vec!["/usr/local/bin/faultline-controller"])
+        {
+            webhook.error("command is not /usr/local/bin/faultline-controller".into());
+        }
+        if webhook.positional != ["webhook"] {
+            webhook.error(format!("subcommand {:?}, not webhook", webhook.positional));
+        }
+        if webhook.given("manifests") {
+            webhook.error("--manifests: the in-cluster webhook must watch the API".into());
+        }
+        for flag in ["tls-cert", "tls-key"] {
+            let path = webhook.value(flag).unwrap_or_default();
+            match webhook.mount_of(&path) {
+                Some((mount, volume))
+                    if volume["secret"]["secretName"] == "faultline-webhook-tls"
+                        && mount["readOnly"] == true => {}
+                _ => webhook.error(format!(
+                    "--{flag}={path} is not in the read-only faultline-webhook-tls Secret mount"
+                )),
+            }
+        }
+        let port = webhook.check_listen("listen", "webhook");
+        webhook.check_probes(port);
+        for probe in ["readinessProbe", "livenessProbe"] {
+            if webhook.container[probe]["httpGet"]["scheme"] != "HTTPS" {
+                webhook.error(format!("{probe} is not HTTPS"));
+            }
+        }
+        let namespace = webhook.value("namespace").unwrap_or_default();
+        if deployment["metadata"]["namespace"] != namespace.as_str() {
+            webhook.error(format!(
+                "--namespace={namespace}, the Deployment is in {:?}",
+                deployment["metadata"]["namespace"]
+            ));
+        }
+
+        let config = object(
+            &objects,
+            "MutatingWebhookConfiguration",
+            "faultline-webhook",
+        );
+        let hooks = list(&config["webhooks"]);
+        if hooks.len() != 1 {
+            webhook.error(format!("{} webhooks, not 1", hooks.len()));
+        }
+        let hook = &hooks[0];
+        for (field, want) in [
+            ("failurePolicy", Value::from("Ignore")),
+            ("sideEffects", Value::from("None")),
+            ("timeoutSeconds", Value::from(5)),
+            ("admissionReviewVersions", Value::from(vec!["v1"])),
+        ] {
+            if hook[field] != want {
+                webhook.error(format!("{field} is {:?}, not {want:?}", hook[field]));
+            }
+        }
+        if hook["namespaceSelector"]["matchLabels"]["admission-webhook"] != "enabled" {
+            webhook.error("namespaceSelector does not require admission-webhook=enabled".into());
+        }
+        let excluded: Vec<&str> = list(&hook["namespaceSelector"]["matchExpressions"])
+            .iter()
+            .filter(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
+            .flat_map(|e| list(&e["values"]).iter().map(text))
+            .collect();
+        for ns in ["kube-system", "kube-public", namespace.as_str()] {
+            if !excluded.contains(&ns) {
+                webhook.error(format!("namespace {ns} is not excluded ({excluded:?})"));
+            }
+        }
+        let rule = &list(&hook["rules"])[0];
+        if rule["operations"] != Value::from(vec!["CREATE"])
+            || rule["resources"] != Value::from(vec!["pods"])
+        {
+            webhook.error(format!("rules {:?}: not pod CREATE", hook["rules"]));
+        }
+        let service_ref = &hook["clientConfig"]["service"];
+        if service_ref["path"] != "/inject" {
+            webhook.error(format!(
+                "path {:?}, the server serves /inject",
+                service_ref["path"]
+            ));
+        }
+        match objects.iter().find(|o| {
+            o["kind"] == "Service"
+                && o["metadata"]["name"] == service_ref["name"]
+                && o["metadata"]["namespace"] == service_ref["namespace"]
+        }) {
+            Some(svc) => {
+                let ports = list(&svc["spec"]["ports"]);
+                match ports.iter().find(|p| p["port"] == service_ref["port"]) {
+                    Some(p) if p["targetPort"] == "webhook" => {}
+                    _ => webhook.error(format!(
+                        "Service {:?} has no port {:?} targeting the webhook port",
+                        service_ref["name"], service_ref["port"]
+                    )),
+                }
+                let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+                let selects = svc["spec"]["selector"]
+                    .as_mapping()
+                    .is_some_and(|sel| sel.iter().all(|(k, v)| &pod_labels[k] == v));
+                if !selects {
+                    webhook.error("the webhook Service does not select the controller pods".into());
+                }
+            }
+            None => webhook.error(format!(
+                "the configuration calls Service {:?}, which is not in the manifests",
+                service_ref["name"]
+            )),
+        }
+
+        let watched = objects.iter().any(|o| {
+            o["kind"] == "ClusterRole"
+                && list(&o["rules"]).iter().any(|r| {
+                    ["configmaps", "namespaces"]
+                        .iter()
+                        .all(|x| list(&r["resources"]).iter().any(|v| v == *x))
+                        && ["get", "list", "watch"]
+                            .iter()
+                            .all(|verb| list(&r["verbs"]).iter().any(|v| v == *verb))
+                })
+        });
+        if !watched {
+            webhook.error(
+                "no ClusterRole lets it get, list and watch configmaps and namespaces".into(),
+            );
+        }
+
+        // What `certs` writes is the manifests' configuration; under cert-manager, the
+        // cainjector annotation names the webhook's Certificate, which carries the Service's name.
+        let mut rendered = config.clone();
+        let injected_from = rendered["metadata"]
+            .as_mapping_mut()
+            .and_then(|m| m.remove("annotations"))
+            .map(|a| a["cert-manager.io/inject-ca-from"].clone());
+        if rendered != certs_config {
+            webhook.error(format!(
+                "the MutatingWebhookConfiguration differs from the one `certs` writes:\n{}\nvs\n{}",
+                serde_yaml::to_string(&rendered).unwrap_or_default(),
+                serde_yaml::to_string(&certs_config).unwrap_or_default()
+            ));
+        }
+        let certificate = objects.iter().find(|o| {
+            o["kind"] == "Certificate" && o["spec"]["secretName"] == "faultline-webhook-tls"
+        });
+        match (certificate, injected_from) {
+            (None, None) => {}
+            (Some(cert), Some(from)) => {
+                let want = format!(
+                    "{}/{}",
+                    text(&cert["metadata"]["namespace"]),
+                    text(&cert["metadata"]["name"])
+                );
+                if from != want.as_str() {
+                    webhook.error(format!(
+                        "inject-ca-from {from:?}, the Certificate is {want}"
+                    ));
+                }
+                let name = format!(
+                    "{}.{}.svc",
+                    text(&service_ref["name"]),
+                    text(&service_ref["namespace"])
+                );
+                if !list(&cert["spec"]["dnsNames"])
+                    .iter()
+                    .any(|n| n == name.as_str())
+                {
+                    webhook.error(format!("the webhook's Certificate does not name {name}"));
+                }
+            }
+            (Some(_), None) => webhook.error(
+                "cert-manager makes the webhook certificate but nothing injects its CA".into(),
+            ),
+            (None, Some(_)) => {
+                webhook.error("a cainjector annotation without a webhook Certificate".into())
+            }
+        }
+        errors.extend(webhook.finish(&format!("{} webhook", overlay_name(&overlay))));
+    }
+    assert!(errors.is_empty(), "\n{}", errors.join("\n"));
 }

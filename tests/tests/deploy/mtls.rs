@@ -50,9 +50,11 @@ fn base64_decode(text: &str) -> Vec<u8> {
     out
 }
 
+/// The Secrets of `certs`' output (which ends with the webhook configuration).
 fn secrets(yaml: &str) -> Secrets {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("YAML"))
+        .filter(|doc: &Value| doc["kind"] != "MutatingWebhookConfiguration")
         .map(|secret: Value| {
             assert_eq!(secret["kind"], "Secret");
             assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -255,11 +257,20 @@ fn certs_from_the_controller_are_what_the_agent_accepts_and_nothing_else() {
     let deployment = object(&objects, "Deployment", "faultline-controller");
     let (agent_secret, _) = tls_secret(daemonset);
     let (controller_secret, _) = tls_secret(deployment);
+    // The agent's, the controller's, and the sidecar webhook's (the controller pods' second
+    // container).
+    let mut mounted: Vec<String> = [daemonset, deployment]
+        .iter()
+        .flat_map(|w| list(&w["spec"]["template"]["spec"]["volumes"]))
+        .filter_map(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
+        .collect();
+    mounted.sort();
     assert_eq!(
-        secrets.keys().collect::<Vec<_>>(),
-        [&agent_secret, &controller_secret],
+        secrets.keys().cloned().collect::<Vec<_>>(),
+        mounted,
         "certs writes the Secrets the manifests mount"
     );
+    assert!(mounted.contains(&agent_secret) && mounted.contains(&controller_secret));
     let controller = &secrets[&controller_secret];
     // The name the controller checks in the agent's certificate.
     let server_name = list(&list(&deployment["spec"]["template"]["spec"]["containers"])[0]["args"])

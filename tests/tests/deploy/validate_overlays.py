@@ -32,9 +32,10 @@ import validate_manifests  # noqa: E402  (the controller's CRD -> JSON Schema co
 # checks pin, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ["1.30.0", validate_manifests.K8S_VERSION, kubernetes_validate.utils.latest_version()]
 NAMESPACE = "faultline"
-CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
+CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+                  "MutatingWebhookConfiguration"}
 # Made outside the manifests by `faultline-controller certs` (or by the cert-manager overlay).
-EXTERNAL_SECRETS = {"faultline-agent-tls", "faultline-controller-tls"}
+EXTERNAL_SECRETS = {"faultline-agent-tls", "faultline-controller-tls", "faultline-webhook-tls"}
 
 
 def strict(properties, required=()):
@@ -194,6 +195,14 @@ def cross_errors(objects, crd_plurals):
             bases = {r.split("/")[0] for r in rule["resources"]}
             if bases != crd_plurals:
                 errors.append(f"{role['kind']}/{role['metadata']['name']}: chaos.faultline.dev rule names {sorted(bases)}, the CRDs are {sorted(crd_plurals)}")
+    for config in by_kind.get("MutatingWebhookConfiguration", {}).values():
+        for hook in config["webhooks"]:
+            ref = hook["clientConfig"].get("service")
+            svc = by_kind.get("Service", {}).get(ref["name"]) if ref else None
+            if not svc or svc["metadata"].get("namespace") != ref.get("namespace"):
+                errors.append(f"MutatingWebhookConfiguration/{config['metadata']['name']}: Service {ref} is not in the manifests")
+            elif ref.get("port", 443) not in {p["port"] for p in svc["spec"]["ports"]}:
+                errors.append(f"MutatingWebhookConfiguration/{config['metadata']['name']}: Service {ref['name']} has no port {ref.get('port', 443)}")
     for cert in by_kind.get("Certificate", {}).values():
         if cert["spec"]["issuerRef"]["name"] not in names("Issuer"):
             errors.append(f"Certificate/{cert['metadata']['name']}: Issuer {cert['spec']['issuerRef']['name']} is not in the manifests")
