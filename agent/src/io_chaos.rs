@@ -230,6 +230,7 @@ impl IoChaos {
                 volume: key.volume.clone(),
                 actions: actions_text.clone(),
                 injector: None,
+                fault_mount: None,
             },
         };
         self.journal.write(&record)?;
@@ -268,6 +269,13 @@ impl IoChaos {
         let handover = if handover {
             let done = io_handover::onto_fault_mount(target_pid, &key.volume).await;
             tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
+            if let (Some(fault), Fault::Io { fault_mount, .. }) = (done.fault, &mut record.fault) {
+                // Recovery after a crash must move back what was moved here.
+                *fault_mount = Some(fault);
+                if let Err(err) = self.journal.write(&record) {
+                    tracing::error!(%id, %err, "could not journal the fault mount of the handover");
+                }
+            }
             Some(done)
         } else {
             None
@@ -404,6 +412,9 @@ impl IoChaos {
                 &experiment.key.volume,
             )
             .await?;
+            if let Some(fault) = fault {
+                hand_back(record.target.pid, &experiment.key.volume, fault, &record.id).await;
+            }
         }
         let mut recovered = experiment.journal_state.lock().await;
         *recovered = true;
@@ -448,6 +459,10 @@ impl IoChaos {
             .await
             {
                 Ok(()) => {
+                    if let Some(fault) = experiment.handover.as_ref().and_then(|h| h.fault) {
+                        hand_back(record.target.pid, &experiment.key.volume, fault, &record.id)
+                            .await;
+                    }
                     let mut recovered = experiment.journal_state.lock().await;
                     *recovered = true;
                     let _ = this.journal.remove(&record.id);
@@ -537,7 +552,10 @@ impl IoChaos {
         let mut outcomes = Vec::new();
         for record in records {
             let Fault::Io {
-                volume, injector, ..
+                volume,
+                injector,
+                fault_mount,
+                ..
             } = &record.fault
             else {
                 continue; // another kind's module recovers it
@@ -549,9 +567,15 @@ impl IoChaos {
                 );
             }
             let result = if record.target.is_alive() {
-                cleanup_mount(&self.config.injector_binary, record.target.pid, volume)
-                    .await
-                    .map_err(AgentError::from)
+                let cleaned =
+                    cleanup_mount(&self.config.injector_binary, record.target.pid, volume)
+                        .await
+                        .map_err(AgentError::from);
+                // Files handed over to the dead mount answer ENOTCONN until moved back.
+                if let (Ok(()), Some(fault)) = (&cleaned, fault_mount) {
+                    hand_back(record.target.pid, volume, *fault, &record.id).await;
+                }
+                cleaned
             } else {
                 Ok(()) // the container is gone, and its mount namespace with it
             };
@@ -570,6 +594,13 @@ impl IoChaos {
         }
         outcomes
     }
+}
+
+/// Moves what is on a detached (or dead) fault mount back onto the original directory, and logs
+/// what it did.
+async fn hand_back(target_pid: u32, volume: &str, fault: handover::FaultMount, id: &str) {
+    let report = io_handover::back_to_original(target_pid, volume, fault).await;
+    tracing::info!(%id, report = %report.summary(), "handed back to the original directory");
 }
 
 fn poisoned() -> AgentError {

@@ -72,6 +72,10 @@ pub enum Fault {
         actions: String,
         /// The injector serving the mount, if it was started.
         injector: Option<ProcessIdentity>,
+        /// The fault mount, once files were handed over to it: recovery moves back what is
+        /// on it (absent in records written before handover existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fault_mount: Option<handover::FaultMount>,
     },
     /// A CPU or memory stressor in the target's (or its pod's) cgroups.
     Stress {
@@ -282,6 +286,7 @@ mod tests {
                 volume: "/data".into(),
                 actions: r#"[{"type":"fault","faults":[{"errno":5,"weight":1}]}]"#.into(),
                 injector: None,
+                fault_mount: None,
             },
         }
     }

@@ -33,6 +33,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "handover::seccomp_and_no_handover_leave_files_alone_with_a_report",
             left_alone_story,
         ),
+        (
+            "handover::after_an_agent_crash_the_journal_moves_files_back",
+            agent_crash_story,
+        ),
     ]
 }
 
@@ -371,6 +375,65 @@ fn left_alone_story(tb: &Testbed) -> anyhow::Result<()> {
         all: false,
     }))?;
     ensure!(fault_mounts(h.pod.pid).is_empty(), "mounts left");
+    tb.remove_pod(&h.pod)?;
+    Ok(())
+}
+
+/// The agent is SIGKILLed with a file handed over (its injector dies with it: the reader gets
+/// ENOTCONN); the restarted agent's journal recovery unmounts and moves the file back, and the
+/// reader goes on from where it was, with the same descriptor.
+fn agent_crash_story(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-handover-crash"))?;
+    let mut agent = AgentProcess::start(tb, &pki, "agent-handover-crash")?;
+    let h = HolderPod::start(
+        tb,
+        "handover-crash",
+        "exec /tools/holder fd /data/f /out/fd",
+    )?;
+    ensure!(
+        eventually(Duration::from_secs(10), || h.lines("fd").len() >= 3),
+        "the holder never ran"
+    );
+    let fd = value(&h.lines("fd")[0], "fd").to_owned();
+    let rt = runtime()?;
+    let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
+    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &read_fault())))?;
+    let applied = monotonic_ns();
+    let faulted = h.lines_after("fd", applied, 2)?;
+    ensure!(faulted.iter().all(|l| value(l, "r") == "E5"), "{faulted:?}");
+
+    agent.kill()?;
+    agent.spawn()?;
+    ensure!(
+        eventually(Duration::from_secs(5), || fault_mounts(h.pod.pid)
+            .is_empty()),
+        "the restarted agent left the mount: {:?}",
+        fault_mounts(h.pod.pid)
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || agent
+            .log_text()
+            .contains("handed back to the original directory")),
+        "{}",
+        agent.log_text()
+    );
+    let recovered = monotonic_ns();
+    let after = h.lines_after("fd", recovered, 3)?;
+    ensure!(after.iter().all(|l| value(l, "r") == "OK"), "{after:?}");
+    let all = h.lines("fd");
+    ensure!(
+        all.iter().all(|l| value(l, "fd") == fd),
+        "the fd number changed"
+    );
+    let tokens: Vec<u64> = all
+        .iter()
+        .filter(|l| value(l, "r") == "OK")
+        .filter_map(|l| value(l, "data").strip_prefix('O')?.parse().ok())
+        .collect();
+    ensure!(
+        tokens.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
+        "reads were lost or repeated: {tokens:?}"
+    );
     tb.remove_pod(&h.pod)?;
     Ok(())
 }
