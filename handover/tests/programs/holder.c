@@ -9,6 +9,9 @@
  *   holder seccomp PATH LOG   like fd, after installing a seccomp filter failing openat (EPERM)
  *   holder vfork PATH LOG     like fd, but each round a vfork child sleeps 2 s first (the
  *                             parent waits uninterruptibly meanwhile)
+ *   holder stuck PATH LOG     like fd, while a second thread reads /slow/x over and over
+ *                             (logging to LOG.slow): under a latency fault on /slow it sits
+ *                             in a FUSE read that only the reply (or SIGKILL) ends
  *   holder regs PATH LOG      hold PATH open; block in read(2) on a pipe fed every 200 ms with
  *                             callee-saved, SSE registers and MXCSR set to known values, and
  *                             log whether they are intact after each read (x86-64 only)
@@ -20,6 +23,7 @@
 #include <fcntl.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -106,6 +110,27 @@ static void forbid_openat(void) {
         perror("holder: seccomp");
         exit(1);
     }
+}
+
+static const char *slow_log;
+
+static void *slow_reader(void *arg) {
+    (void)arg;
+    FILE *out = fopen(slow_log, "a");
+    if (!out) return NULL;
+    setvbuf(out, NULL, _IOLBF, 0);
+    for (unsigned long seq = 1;; seq++) {
+        char buf[4];
+        unsigned long long t = now_ns();
+        int fd = open("/slow/x", O_RDONLY);
+        long n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+        int err = errno;
+        if (fd >= 0) close(fd);
+        fprintf(out, "seq=%lu t=%llu r=%s%d took_ms=%llu\n", seq, t, n < 0 ? "E" : "OK", n < 0 ? err : 0,
+                (now_ns() - t) / 1000000ull);
+        pause_ms(10);
+    }
+    return NULL;
 }
 
 static void on_sigbus(int sig) {
@@ -286,6 +311,13 @@ int main(int argc, char **argv) {
     }
     int fd = open_or_die(path, O_RDONLY);
     if (strcmp(mode, "seccomp") == 0) forbid_openat();
+    if (strcmp(mode, "stuck") == 0) {
+        static char name[4096];
+        snprintf(name, sizeof name, "%s.slow", argv[3]);
+        slow_log = name;
+        pthread_t thread;
+        pthread_create(&thread, NULL, slow_reader, NULL);
+    }
     int vforking = strcmp(mode, "vfork") == 0;
     for (unsigned long seq = 1;; seq++) {
         if (vforking) {

@@ -37,6 +37,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "handover::after_an_agent_crash_the_journal_moves_files_back",
             agent_crash_story,
         ),
+        (
+            "handover::a_thread_stuck_in_an_uninterruptible_read_leaves_its_process_untouched",
+            stuck_thread_story,
+        ),
     ]
 }
 
@@ -74,6 +78,8 @@ impl HolderPod {
     fn start(tb: &Testbed, name: &str, script: &str) -> anyhow::Result<HolderPod> {
         let data = tb.host_dir(&format!("{name}-data"))?;
         let out = tb.host_dir(&format!("{name}-out"))?;
+        let slow = tb.host_dir(&format!("{name}-slow"))?;
+        std::fs::write(slow.join("x"), tokens())?;
         std::fs::create_dir_all(data.join("dir"))?;
         std::fs::write(data.join("f"), tokens())?;
         std::fs::write(data.join("dir/f"), tokens())?;
@@ -83,6 +89,7 @@ impl HolderPod {
                 .shell(script)
                 .volume(Volume::host_dir(&data, "/data"))
                 .volume(Volume::host_dir(&out, "/out"))
+                .volume(Volume::host_dir(&slow, "/slow"))
                 .volume(Volume::host_dir(tools(tb)?, "/tools").readonly()),
         )?;
         Ok(HolderPod { pod, out })
@@ -138,9 +145,13 @@ fn read_fault() -> String {
 }
 
 fn apply(container: &str, actions: &str) -> pb::ApplyIoChaosRequest {
+    apply_on("/data", container, actions)
+}
+
+fn apply_on(volume: &str, container: &str, actions: &str) -> pb::ApplyIoChaosRequest {
     pb::ApplyIoChaosRequest {
         actions: actions.into(),
-        volume: "/data".into(),
+        volume: volume.into(),
         container_id: container.into(),
         enter_ns: true,
         ..Default::default()
@@ -434,6 +445,87 @@ fn agent_crash_story(tb: &Testbed) -> anyhow::Result<()> {
         tokens.windows(2).all(|w| w[1] == (w[0] + 1) % 1000),
         "reads were lost or repeated: {tokens:?}"
     );
+    tb.remove_pod(&h.pod)?;
+    Ok(())
+}
+
+/// A process holds /data/f while one of its threads sits in a FUSE read of /slow/x that a
+/// latency fault delays by 8 s: a FUSE request, once interrupted, waits for its reply
+/// uninterruptibly, so that thread cannot be stopped. The handover for /data gives up on the
+/// process after its stop timeout, says so, and leaves it running and untraced.
+fn stuck_thread_story(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-handover-stuck"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-handover-stuck")?;
+    let h = HolderPod::start(
+        tb,
+        "handover-stuck",
+        "exec /tools/holder stuck /data/f /out/fd",
+    )?;
+    ensure!(
+        eventually(Duration::from_secs(10), || h.lines("fd").len() >= 3
+            && h.lines("fd.slow").len() >= 3),
+        "the holder never ran"
+    );
+    let rt = runtime()?;
+    let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    let container = h.pod.container_uri();
+    let latency =
+        r#"[{"type":"latency","path":"/slow/**","percent":100,"latency":"8s","methods":["read"]}]"#;
+    rt.block_on(daemon.apply_io_chaos(apply_on("/slow", &container, latency)))?;
+    // The slow thread is now in a read that takes 8 s.
+    let slow_applied = monotonic_ns();
+    std::thread::sleep(Duration::from_millis(300));
+    let slow_started = h
+        .lines("fd.slow")
+        .iter()
+        .filter(|l| num(l, "t") > slow_applied)
+        .count();
+    ensure!(
+        slow_started == 0,
+        "the slow read was not slow: {:?}",
+        h.lines("fd.slow").last()
+    );
+
+    rt.block_on(daemon.apply_io_chaos(apply(&container, &read_fault())))?;
+    let applied = monotonic_ns();
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    let report = listed
+        .experiments
+        .iter()
+        .find(|e| e.volume == "/data")
+        .and_then(|e| e.handover.clone())
+        .context("no report")?;
+    ensure!(report.fds == 0, "{report:?}");
+    let skip = report
+        .skipped
+        .iter()
+        .find(|s| s.what == "process")
+        .with_context(|| format!("not reported: {report:?}"))?;
+    ensure!(skip.reason.contains("did not stop within"), "{skip:?}");
+    // Left running (its main thread reads its original file on) and traced by no one.
+    let lines = h.lines_after("fd", applied, 3)?;
+    ensure!(lines.iter().all(|l| value(l, "r") == "OK"), "{lines:?}");
+    for task in std::fs::read_dir(format!("/proc/{}/task", h.pod.pid))? {
+        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        ensure!(
+            status.contains("TracerPid:\t0\n"),
+            "a thread is still traced: {status}"
+        );
+    }
+
+    rt.block_on(daemon.apply_io_chaos(apply(&container, "")))?;
+    rt.block_on(daemon.apply_io_chaos(apply_on("/slow", &container, "")))?;
+    ensure!(
+        fault_mounts(h.pod.pid).is_empty(),
+        "mounts left: {:?}",
+        fault_mounts(h.pod.pid)
+    );
+    // The slow thread's read ended when its rule went, and it goes on.
+    let recovered = monotonic_ns();
+    let slow = h.lines_after("fd.slow", recovered, 2)?;
+    ensure!(slow.iter().all(|l| value(l, "r") == "OK0"), "{slow:?}");
     tb.remove_pod(&h.pod)?;
     Ok(())
 }
