@@ -192,7 +192,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Mount(args) => run_mount(args),
         Command::Cleanup(args) => run_cleanup(args),
-        Command::Sidecar(args) => run_mount(args.into_mount()),
+        Command::Sidecar(args) => run_sidecar(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -215,6 +215,37 @@ fn run_cleanup(args: CleanupArgs) -> anyhow::Result<()> {
         serde_json::json!({ "path": request.path, "outcome": outcome.describe() })
     );
     Ok(())
+}
+
+/// The sidecar restarts in place after being killed outright (SIGKILL, OOM): its pidfile and
+/// its dead mount are still there. The pidfile goes first, so that an application restarted
+/// meanwhile waits for the new mount; then the dead mount, so that the new one is not
+/// stacked on a mount that answers ENOTCONN.
+fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
+    mount::validate_path(&args.mountpoint)?;
+    match std::fs::remove_file(&args.pidfile) {
+        Ok(()) => tracing::warn!(pidfile = %args.pidfile.display(), "removed a stale pidfile"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("removing the stale pidfile {}", args.pidfile.display()));
+        }
+    }
+    let sys = LinuxMountSys::new().context("opening /proc/self/fdinfo")?;
+    let request = MountRequest {
+        target: Target::Own,
+        path: args.mountpoint.clone(),
+    };
+    let outcome = mount::cleanup(&sys, &request)
+        .context("checking for a fault mount left by a previous run")?;
+    if outcome != mount::Unmounted::NotMounted {
+        tracing::warn!(
+            path = %request.path.display(),
+            outcome = outcome.describe(),
+            "removed the dead fault mount of a previous run"
+        );
+    }
+    run_mount(args.into_mount())
 }
 
 fn initial_rules(args: &MountArgs) -> anyhow::Result<Option<Value>> {
@@ -398,7 +429,9 @@ async fn serve_until_recovered(
         "recovered"
     );
     if !args.stdio {
-        println!(
+        // Whoever read the ready line may be gone (a sidecar's log pipe): not an error.
+        let _ = writeln!(
+            std::io::stdout(),
             "{}",
             serde_json::json!({ "recovered": true, "unmount": stopped.unmounted.describe() })
         );

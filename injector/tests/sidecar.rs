@@ -48,6 +48,49 @@ fn fault_mounted(path: &Path) -> bool {
 
 struct Sidecar(Child);
 
+/// Spawns the sidecar with chaosfs's command line and waits for its ready line; the bound
+/// `-addr`.
+fn start(dir: &Path) -> (Sidecar, SocketAddr) {
+    let arg = |flag: &str, path: &str| format!("-{flag}={}", dir.join(path).display());
+    let mut sidecar = Sidecar(
+        Command::new(BIN)
+            .arg("-addr=127.0.0.1:0")
+            .arg(arg("pidfile", "fuse/pid"))
+            .arg(arg("original", "fuse-data"))
+            .arg(arg("mountpoint", "data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut stdout = BufReader::new(sidecar.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("ready line");
+    let ready: Value = serde_json::from_str(&line).expect("ready JSON");
+    assert_eq!(ready["ready"], json!(true), "{ready}");
+    let addr = ready["listen"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {ready}"));
+    (sidecar, addr)
+}
+
+/// Lazily detaches every fault mount under a directory when dropped (a failed test must not
+/// leave a dead mount behind).
+struct Unmounter(std::path::PathBuf);
+
+impl Drop for Unmounter {
+    fn drop(&mut self) {
+        for _ in 0..8 {
+            if !fault_mounted(&self.0) {
+                return;
+            }
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 impl Drop for Sidecar {
     fn drop(&mut self) {
         if self.0.try_wait().ok().flatten().is_none() {
@@ -69,6 +112,7 @@ fn chaosfs_command_line_serves_the_original_with_http_rules_and_stops_on_sigterm
     fs::create_dir(&data).expect("mkdir data");
     fs::create_dir(&original).expect("mkdir original");
     fs::write(original.join("f"), b"kept").expect("f");
+    let _unmounter = Unmounter(data.clone());
 
     let arg = |flag: &str, path: &Path| format!("-{flag}={}", path.display());
     let mut sidecar = Sidecar(
@@ -171,4 +215,61 @@ fn chaosfs_flags_are_checked_before_anything_is_mounted() {
         assert!(!pidfile.exists());
         assert!(!fault_mounted(dir.path()));
     }
+}
+
+#[test]
+fn killed_outright_then_restarted_it_clears_its_dead_mount_and_stale_pidfile() {
+    if !root_or_skip("sidecar_restart") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let pidfile = dir.path().join("fuse/pid");
+    fs::create_dir(&data).expect("mkdir data");
+    fs::create_dir(dir.path().join("fuse-data")).expect("mkdir original");
+    fs::write(dir.path().join("fuse-data/f"), b"kept").expect("f");
+    let _unmounter = Unmounter(data.clone());
+
+    let (mut first, _) = start(dir.path());
+    first.0.kill().expect("SIGKILL");
+    first.0.wait().expect("reaped");
+    // What a SIGKILL leaves: a pidfile, and a mount nobody serves.
+    assert!(pidfile.exists());
+    assert!(fault_mounted(&data));
+    let err = fs::read(data.join("f")).expect_err("a dead mount");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+
+    let (mut second, addr) = start(dir.path());
+    assert_eq!(
+        fs::read_to_string(&pidfile).expect("pidfile"),
+        format!("{}\n", second.0.id())
+    );
+    assert_eq!(fs::read(data.join("f")).expect("served again"), b"kept");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let ours = mounts
+        .lines()
+        .filter(|l| l.contains(" fuse.faultline ") && l.split(' ').nth(4) == data.to_str())
+        .count();
+    assert_eq!(ours, 1, "stacked mounts:\n{mounts}");
+    assert_eq!(
+        rpc(addr, "get_status", json!({}))["result"]["ready"],
+        json!(true)
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!fault_mounted(&data));
+    assert!(!pidfile.exists());
 }
