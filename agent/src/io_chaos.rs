@@ -235,12 +235,18 @@ impl IoChaos {
         };
         self.journal.write(&record)?;
 
+        // While handing over, the rules spare the handover's own calls; the real ones follow.
+        let mount_actions = if handover {
+            io_handover::rules_while_handing_over(actions).to_string()
+        } else {
+            actions_text.clone()
+        };
         let injector = match InjectorProcess::start(
             MountRequest {
                 binary: &self.config.injector_binary,
                 target_pid,
                 volume: &key.volume,
-                actions: &actions_text,
+                actions: &mount_actions,
             },
             READY_WITHIN,
         )
@@ -275,6 +281,12 @@ impl IoChaos {
                 if let Err(err) = self.journal.write(&record) {
                     tracing::error!(%id, %err, "could not journal the fault mount of the handover");
                 }
+            }
+            if let Err(err) = injector.update(&actions_text).await {
+                self.metrics.failure("io", "injector");
+                hand_back_and_stop(&injector, target_pid, &key.volume, done.fault, &id).await;
+                let _ = self.journal.remove(&id);
+                return Err(err.into());
             }
             Some(done)
         } else {
@@ -594,6 +606,23 @@ impl IoChaos {
         }
         outcomes
     }
+}
+
+/// Undoes a start that failed after the handover: recovers the injector, moving back what was
+/// handed over meanwhile.
+async fn hand_back_and_stop(
+    injector: &InjectorProcess,
+    target_pid: u32,
+    volume: &str,
+    fault: Option<handover::FaultMount>,
+    id: &str,
+) {
+    let back = async {
+        if let Some(fault) = fault {
+            hand_back(target_pid, volume, fault, id).await;
+        }
+    };
+    let _ = injector.recover_then(RECOVER_WITHIN, back).await;
 }
 
 /// Moves what is on a detached (or dead) fault mount back onto the original directory, and logs

@@ -9,6 +9,61 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use handover::{Direction, FaultMount, Options, Report, Scope, Skipped};
+use io_rules::Method;
+use serde_json::{Value, json};
+
+/// What the handover's own system calls make the fault filesystem do: resolve the path, check
+/// permissions, open, and close the temporary descriptor.
+const HANDOVER_METHODS: [Method; 9] = [
+    Method::Lookup,
+    Method::Getattr,
+    Method::Access,
+    Method::Open,
+    Method::Opendir,
+    Method::Flush,
+    Method::Release,
+    Method::Releasedir,
+    Method::Forget,
+];
+
+/// The rules to mount with while handing over: the real ones, less what would fail or delay
+/// the handover's own calls (faults on the methods above, attribute overrides, which could
+/// refuse the open). Files are reopened under these, so that every file a real rule may read
+/// or write is opened as such (not in kernel passthrough, which a later rule cannot reach);
+/// the real rules replace them before ApplyIOChaos returns.
+pub fn rules_while_handing_over(actions: &Value) -> Value {
+    let Some(list) = actions.as_array() else {
+        return actions.clone();
+    };
+    let kept: Vec<Value> = list
+        .iter()
+        .filter(|action| action.get("type").and_then(Value::as_str) != Some("attrOverride"))
+        .filter_map(|action| {
+            let named: Option<Vec<Method>> = action
+                .get("methods")
+                .and_then(Value::as_array)
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|n| Method::parse(n.as_str()?))
+                        .collect()
+                });
+            let methods: Vec<&str> = named
+                .unwrap_or_else(|| Method::ALL.to_vec())
+                .into_iter()
+                .filter(|m| !HANDOVER_METHODS.contains(m))
+                .map(Method::name)
+                .collect();
+            if methods.is_empty() {
+                return None;
+            }
+            let mut action = action.clone();
+            action["methods"] = json!(methods);
+            Some(action)
+        })
+        .collect();
+    Value::Array(kept)
+}
 
 /// How long the injector gets to detach its mount after `recover` before the way back is
 /// attempted anyway.
@@ -104,4 +159,39 @@ fn still_attached(pid: u32, mount_id: u64) -> bool {
     table
         .lines()
         .any(|l| l.split(' ').next() == Some(id.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handover_rules_spare_its_own_calls_and_keep_the_rest() {
+        let actions = json!([
+            {"type": "fault", "path": "/data/**", "percent": 100, "faults": [{"errno": 5, "weight": 1}]},
+            {"type": "latency", "path": "/data/**", "latency": "1s", "methods": ["open", "READ"]},
+            {"type": "fault", "path": "/data/x", "methods": ["lookup", "open"], "faults": [{"errno": 2, "weight": 1}]},
+            {"type": "attrOverride", "path": "/data/**", "perm": 0},
+        ]);
+        let rules = rules_while_handing_over(&actions);
+        let rules = rules.as_array().unwrap();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        let all: Vec<&str> = rules[0]["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        assert!(all.contains(&"read") && all.contains(&"write") && all.contains(&"unlink"));
+        assert!(!all.contains(&"open") && !all.contains(&"lookup") && !all.contains(&"getattr"));
+        assert_eq!(rules[0]["faults"], actions[0]["faults"]);
+        assert_eq!(rules[1]["methods"], json!(["read"]));
+        assert_eq!(rules[1]["latency"], "1s");
+        // Still a valid rule set.
+        io_rules::RuleSet::parse(
+            &Value::Array(rules.clone()).to_string(),
+            std::path::Path::new("/data"),
+        )
+        .unwrap();
+    }
 }

@@ -2,18 +2,21 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Read access to a `/proc` tree; paths are relative to its root (`"123/fdinfo/4"`).
 pub trait ProcSource {
     fn read(&self, path: &str) -> io::Result<String>;
     fn read_link(&self, path: &str) -> io::Result<PathBuf>;
     fn list(&self, path: &str) -> io::Result<Vec<String>>;
-    /// The mount id of what a magic link (`123/cwd`) points at, without asking the filesystem
-    /// behind it anything (its FUSE server may be gone).
-    fn mount_id_of(&self, path: &str) -> io::Result<u64>;
+    /// The mount id and inode number of what a magic link (`123/cwd`) points at, without
+    /// asking the filesystem behind it anything (its FUSE server may be gone).
+    fn mount_and_ino_of(&self, path: &str) -> io::Result<(u64, u64)>;
+    /// The inode number of `path` as process `pid` resolves it (through its root).
+    fn ino_in_root(&self, pid: u32, path: &Path) -> io::Result<u64>;
 }
 
 /// The host's `/proc`.
@@ -47,15 +50,24 @@ impl ProcSource for HostProc {
             .collect()
     }
 
-    fn mount_id_of(&self, path: &str) -> io::Result<u64> {
+    fn mount_and_ino_of(&self, path: &str) -> io::Result<(u64, u64)> {
         // O_PATH follows the magic link without a lookup in, or a request to, the filesystem.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
             .open(self.root.join(path))?;
         let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))?;
-        crate::scan::field(&info, "mnt_id")
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no mnt_id in fdinfo"))
+        let field = |key| {
+            crate::scan::field(&info, key)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "short fdinfo"))
+        };
+        Ok((field("mnt_id")?, field("ino")?))
+    }
+
+    fn ino_in_root(&self, pid: u32, path: &Path) -> io::Result<u64> {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        // The kernel shows real paths (no symlinks): lstat, never following one to the host.
+        Ok(std::fs::symlink_metadata(self.root.join(format!("{pid}/root")).join(relative))?.ino())
     }
 }
 
@@ -65,6 +77,8 @@ pub struct FixtureProc {
     pub files: BTreeMap<String, String>,
     pub links: BTreeMap<String, PathBuf>,
     pub mount_ids: BTreeMap<String, u64>,
+    /// Inode numbers by "PID:/path".
+    pub inodes: BTreeMap<String, u64>,
 }
 
 impl FixtureProc {
@@ -80,6 +94,11 @@ impl FixtureProc {
 
     pub fn mount_id(mut self, path: &str, id: u64) -> Self {
         self.mount_ids.insert(path.to_owned(), id);
+        self
+    }
+
+    pub fn inode(mut self, pid: u32, path: &str, ino: u64) -> Self {
+        self.inodes.insert(format!("{pid}:{path}"), ino);
         self
     }
 }
@@ -119,10 +138,17 @@ impl ProcSource for FixtureProc {
         Ok(names)
     }
 
-    fn mount_id_of(&self, path: &str) -> io::Result<u64> {
-        self.mount_ids
+    fn mount_and_ino_of(&self, path: &str) -> io::Result<(u64, u64)> {
+        let id = self
+            .mount_ids
             .get(path)
             .copied()
-            .ok_or_else(|| missing(path))
+            .ok_or_else(|| missing(path))?;
+        Ok((id, self.inodes.get(path).copied().unwrap_or(0)))
+    }
+
+    fn ino_in_root(&self, pid: u32, path: &Path) -> io::Result<u64> {
+        let key = format!("{pid}:{}", path.display());
+        self.inodes.get(&key).copied().ok_or_else(|| missing(&key))
     }
 }

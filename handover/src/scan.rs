@@ -176,6 +176,21 @@ pub fn scan_process(
     Ok(plan)
 }
 
+/// Whether a file the kernel shows as deleted on the fault mount is in fact still in the
+/// original directory: FUSE shows " (deleted)" for names whose cached entries the injector
+/// invalidated (it does so when rules change). The injector's inode numbers are the
+/// original's, so the same number at the same path is the same file.
+fn still_there(
+    src: &dyn ProcSource,
+    pid: u32,
+    scope: &Scope,
+    path: &Path,
+    ino: Option<u64>,
+) -> bool {
+    scope.direction == Direction::ToOriginal
+        && ino.is_some_and(|ino| ino != 0 && src.ino_in_root(pid, path).ok() == Some(ino))
+}
+
 fn scan_fds(
     src: &dyn ProcSource,
     pid: u32,
@@ -220,7 +235,7 @@ fn scan_fds(
             what: what.clone(),
             reason: reason.to_owned(),
         };
-        if deleted {
+        if deleted && !still_there(src, pid, scope, &path, field(&info, "ino")) {
             plan.skipped
                 .push(skip("the file was deleted: it cannot be reopened by name"));
             continue;
@@ -260,12 +275,17 @@ fn scan_cwd(src: &dyn ProcSource, pid: u32, scope: &Scope, plan: &mut ProcessPla
     if scope.direction == Direction::ToFault && !scope.under_volume(&link) {
         return;
     }
-    let on_fault = src
-        .mount_id_of(&format!("{pid}/cwd"))
-        .is_ok_and(|id| id == scope.fault.mount_id);
+    let (mount, ino) = src
+        .mount_and_ino_of(&format!("{pid}/cwd"))
+        .unwrap_or((0, 0));
+    let on_fault = mount == scope.fault.mount_id;
     let text = link.to_string_lossy();
     if let Some(name) = text.strip_suffix(DELETED) {
-        if scope.reopen_path(Path::new(name), on_fault).is_some() {
+        if let Some(path) = scope.reopen_path(Path::new(name), on_fault)
+            && still_there(src, pid, scope, &path, Some(ino))
+        {
+            plan.cwd = Some(CwdMove { path });
+        } else if scope.reopen_path(Path::new(name), on_fault).is_some() {
             plan.skipped.push(Skipped {
                 pid,
                 what: format!("cwd {name}"),
@@ -367,7 +387,7 @@ fn scan_maps(
                 reason,
             })
         };
-        if deleted {
+        if deleted && !still_there(src, pid, scope, &path, Some(map.inode)) {
             skip("the file was deleted: it cannot be reopened by name".into());
             continue;
         }

@@ -166,6 +166,7 @@ fn back_to_the_original_what_lives_on_the_detached_fault_mount() {
             "7f0000030000-7f0000031000 rw-s 00000000 00:4d 15 /m\n",
         );
     let plan = scan_process(&src, 9, &scope(Direction::ToOriginal)).unwrap();
+    assert!(plan.skipped.is_empty());
     let fds: Vec<(i32, &str, Option<u64>)> = plan
         .fds
         .iter()
@@ -271,4 +272,44 @@ fn processes_are_selected_by_mount_namespace() {
         .link("102/ns/mnt", "mnt:[4026531841]")
         .file("self/status", "");
     assert_eq!(processes_sharing_mounts(&src, 101).unwrap(), vec![100, 101]);
+}
+
+#[test]
+fn a_name_fuse_shows_as_deleted_moves_back_if_the_same_file_is_still_there() {
+    // The injector invalidated the cached entries of /f and /g: both read "(deleted)". /f is
+    // still in the original directory (same inode); /g was replaced by another file.
+    let src = FixtureProc::default()
+        .link("9/fd/3", "/f (deleted)")
+        .file(
+            "9/fdinfo/3",
+            "pos:\t8\nflags:\t0100000\nmnt_id:\t900\nino:\t12\n",
+        )
+        .link("9/fd/4", "/g (deleted)")
+        .file(
+            "9/fdinfo/4",
+            "pos:\t0\nflags:\t0100000\nmnt_id:\t900\nino:\t13\n",
+        )
+        .inode(9, "/data/f", 12)
+        .inode(9, "/data/g", 99)
+        .link("9/cwd", "/")
+        .mount_id("9/cwd", 20)
+        .file("9/maps", "");
+    let plan = scan_process(&src, 9, &scope(Direction::ToOriginal)).unwrap();
+    assert_eq!(plan.fds.len(), 1);
+    assert_eq!(plan.fds[0].path, PathBuf::from("/data/f"));
+    assert_eq!(plan.fds[0].pos, Some(8));
+    assert_eq!(plan.skipped.len(), 1);
+    assert!(plan.skipped[0].what.starts_with("fd 4") && plan.skipped[0].reason.contains("deleted"));
+    // Onto the fault mount, "(deleted)" on the original filesystem is believed.
+    let src = FixtureProc::default()
+        .link("9/fd/3", "/data/f (deleted)")
+        .file(
+            "9/fdinfo/3",
+            "pos:\t8\nflags:\t0100000\nmnt_id:\t40\nino:\t12\n",
+        )
+        .inode(9, "/data/f", 12)
+        .link("9/cwd", "/")
+        .file("9/maps", "");
+    let plan = scan_process(&src, 9, &scope(Direction::ToFault)).unwrap();
+    assert!(plan.fds.is_empty() && plan.skipped.len() == 1);
 }

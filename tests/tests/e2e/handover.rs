@@ -144,6 +144,12 @@ fn read_fault() -> String {
     r#"[{"type":"fault","path":"/data/**","percent":100,"methods":["read"],"faults":[{"errno":5,"weight":1}]}]"#.into()
 }
 
+/// A fault on every method (Chaos Mesh's default when `methods` is empty): the handover's own
+/// lookup and open must not be refused by it.
+fn every_method_fault() -> String {
+    r#"[{"type":"fault","path":"/data/**","percent":100,"faults":[{"errno":5,"weight":1}]}]"#.into()
+}
+
 fn apply(container: &str, actions: &str) -> pb::ApplyIoChaosRequest {
     apply_on("/data", container, actions)
 }
@@ -180,7 +186,7 @@ fn open_file_story(tb: &Testbed) -> anyhow::Result<()> {
     let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
     let fd = value(&h.lines("fd")[0], "fd").to_owned();
 
-    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &read_fault())))?;
+    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &every_method_fault())))?;
     let applied = monotonic_ns();
     let before: Vec<String> = h
         .lines("fd")
@@ -227,7 +233,11 @@ fn open_file_story(tb: &Testbed) -> anyhow::Result<()> {
         fault_mounts(h.pod.pid)
     );
     let after = h.lines_after("fd", recovered, 3)?;
-    ensure!(after.iter().all(|l| value(l, "r") == "OK"), "{after:?}");
+    ensure!(
+        after.iter().all(|l| value(l, "r") == "OK"),
+        "{after:?}\nagent log:\n{}",
+        agent.log_text()
+    );
     // From where it left off: over the whole log, the successful reads are consecutive
     // tokens (nothing skipped, nothing read twice), and the fault sits between two of them.
     let all = h.lines("fd");
