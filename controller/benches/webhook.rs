@@ -8,6 +8,10 @@
 //!    latency from dispatch to the whole response (queueing behind a busy connection counts).
 //! 2. Closed loop: every connection sends its next request as soon as the last one returns,
 //!    for the highest rate the machine gives.
+//!    The same against `GET /healthz` (no work at all) is the control: what loopback, TLS,
+//!    HTTP and scheduling cost by themselves on this machine.
+//! 3. The webhook's own work per review (parse, decide, patch, serialize), in process, no TLS
+//!    or HTTP: what the latency costs beyond the transport.
 
 #[path = "../tests/support/webhook_client.rs"]
 mod webhook_client;
@@ -73,8 +77,13 @@ async fn check(client: &mut Client, body: &Bytes) {
     assert!(v["response"]["patch"].is_string(), "not an injection: {v}");
 }
 
-/// Fixed-rate dispatch; the latencies and the achieved rate.
-async fn open_loop(conns: Vec<Client>, body: Bytes, rate: u64, total: u64) -> (Vec<Duration>, f64) {
+/// Fixed-rate dispatch; the latencies and the achieved rate. With no body, `GET /healthz`.
+async fn open_loop(
+    conns: Vec<Client>,
+    body: Option<Bytes>,
+    rate: u64,
+    total: u64,
+) -> (Vec<Duration>, f64) {
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
     for mut client in conns {
@@ -84,10 +93,16 @@ async fn open_loop(conns: Vec<Client>, body: Bytes, rate: u64, total: u64) -> (V
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while let Some(dispatched) = rx.recv().await {
-                let (status, _) = client
-                    .post("/inject", body.clone())
-                    .await
-                    .expect("a response");
+                let status = match &body {
+                    Some(body) => {
+                        client
+                            .post("/inject", body.clone())
+                            .await
+                            .expect("a response")
+                            .0
+                    }
+                    None => client.get("/healthz").await.expect("a response"),
+                };
                 assert_eq!(status, 200);
                 latencies.push(dispatched.elapsed());
             }
@@ -136,11 +151,36 @@ async fn closed_loop(conns: Vec<Client>, body: Bytes, for_: Duration) -> f64 {
     total as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `Webhook::review` alone, `n` times: its latencies, sorted.
+fn in_process(manifests: &Path, body: &[u8], n: usize) -> Vec<Duration> {
+    let webhook = controller::webhook::sources::offline(
+        &controller::webhook::template::GoTemplates,
+        controller::webhook::Settings::default(),
+        manifests,
+    )
+    .expect("manifests");
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let out = webhook.review(body).expect("a review");
+        latencies.push(start.elapsed());
+        assert!(out.len() > 100);
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
 fn main() {
     let o = options();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let body = Bytes::from(
         std::fs::read(root.join("tests/webhook/reviews/tikv-template.json")).expect("review"),
+    );
+    let work = in_process(&root.join("tests/webhook/manifests"), &body, 20_000);
+    println!(
+        "in process: Webhook::review p50 {}, p99 {} (20000 reviews, one thread)",
+        micros(percentile(&work, 50.0)),
+        micros(percentile(&work, 99.0))
     );
     let tls_dir = tempfile::tempdir().expect("temp dir");
     let certs = certs();
@@ -161,29 +201,34 @@ fn main() {
             check(c, &body).await;
         }
         // Warm-up: a second at the same rate, not counted.
-        let (_, _) = open_loop(conns, body.clone(), o.rate, o.rate).await;
-        let conns = clients(server.addr, &certs.ca_pem, o.connections).await;
-        let (mut latencies, achieved) =
-            open_loop(conns, body.clone(), o.rate, o.rate * o.seconds).await;
-        latencies.sort_unstable();
+        let (_, _) = open_loop(conns, Some(body.clone()), o.rate, o.rate).await;
         println!(
-            "open loop: {} requests at {} req/s target over {} TLS connections ({} bytes per review)",
-            latencies.len(),
+            "open loop: {} requests per row at {} req/s target over {} TLS connections ({} bytes per review)",
+            o.rate * o.seconds,
             o.rate,
             o.connections,
             body.len()
         );
-        println!("| achieved req/s | p50 | p90 | p99 | p99.9 | max |");
-        println!("|---|---|---|---|---|---|");
-        println!(
-            "| {:.0} | {} | {} | {} | {} | {} |",
-            achieved,
-            micros(percentile(&latencies, 50.0)),
-            micros(percentile(&latencies, 90.0)),
-            micros(percentile(&latencies, 99.0)),
-            micros(percentile(&latencies, 99.9)),
-            micros(latencies.last().copied().unwrap_or_default()),
-        );
+        println!("| request | achieved req/s | p50 | p90 | p99 | p99.9 | max |");
+        println!("|---|---|---|---|---|---|---|");
+        for (what, request) in [
+            ("POST /inject (TiKV pod, injected)", Some(body.clone())),
+            ("GET /healthz (control)", None),
+        ] {
+            let conns = clients(server.addr, &certs.ca_pem, o.connections).await;
+            let (mut latencies, achieved) =
+                open_loop(conns, request, o.rate, o.rate * o.seconds).await;
+            latencies.sort_unstable();
+            println!(
+                "| {what} | {:.0} | {} | {} | {} | {} | {} |",
+                achieved,
+                micros(percentile(&latencies, 50.0)),
+                micros(percentile(&latencies, 90.0)),
+                micros(percentile(&latencies, 99.0)),
+                micros(percentile(&latencies, 99.9)),
+                micros(latencies.last().copied().unwrap_or_default()),
+            );
+        }
         let conns = clients(server.addr, &certs.ca_pem, o.connections).await;
         let max = closed_loop(conns, body.clone(), Duration::from_secs(5)).await;
         println!(

@@ -129,6 +129,18 @@ pub async fn connect(addr: SocketAddr, ca_pem: &str, server_name: &str) -> Resul
 }
 
 impl Client {
+    /// GETs a path; the status.
+    pub async fn get(&mut self, path: &str) -> Result<u16, Error> {
+        self.sender.ready().await?;
+        let request = hyper::Request::get(path)
+            .header("host", SERVER_NAME)
+            .body(Full::new(Bytes::new()))?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        response.into_body().collect().await?;
+        Ok(status)
+    }
+
     /// POSTs a JSON body; the status and the response body.
     pub async fn post(&mut self, path: &str, body: Bytes) -> Result<(u16, Bytes), Error> {
         self.sender.ready().await?;
