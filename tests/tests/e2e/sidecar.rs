@@ -327,8 +327,10 @@ fn chaosfs_story(_tb: &Testbed, pod: &Pod, tikv: &Path, fuse_dir: &Path) -> anyh
     Ok(())
 }
 
-/// Median TCP connect time (SYN → SYN-ACK: the pod's answer leaves through its eth0).
-fn connect_rtt(addr: SocketAddr) -> anyhow::Result<Duration> {
+/// TCP connect times (SYN → SYN-ACK: the pod's answer leaves through its eth0), sorted.
+/// The median shows a delay (every sample carries it); the fastest shows its absence (a
+/// busy host slows some samples, never all of them).
+fn connect_rtts(addr: SocketAddr) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::new();
     for _ in 0..11 {
         let start = Instant::now();
@@ -338,7 +340,11 @@ fn connect_rtt(addr: SocketAddr) -> anyhow::Result<Duration> {
         std::thread::sleep(Duration::from_millis(20));
     }
     samples.sort();
-    Ok(samples[samples.len() / 2])
+    Ok(samples)
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    samples[samples.len() / 2]
 }
 
 fn latency_agent(tb: &Testbed) -> anyhow::Result<()> {
@@ -388,7 +394,7 @@ fn latency_story(pod: &Pod) -> anyhow::Result<()> {
         "the agent never answered; its log:\n{}",
         pod.log("latency-agent")
     );
-    let baseline = connect_rtt(addr)?;
+    let baseline = median(&connect_rtts(addr)?);
 
     let set = get("/latency/20ms")?;
     ensure!(
@@ -400,7 +406,7 @@ fn latency_story(pod: &Pod) -> anyhow::Result<()> {
         path == "kernel netem" || path == "userspace NFQUEUE",
         "{set}"
     );
-    let delayed = connect_rtt(addr)?;
+    let delayed = median(&connect_rtts(addr)?);
     eprintln!("latency agent: baseline {baseline:?}, 20ms via {path}: {delayed:?}");
     ensure!(
         delayed >= baseline + Duration::from_millis(15),
@@ -413,7 +419,7 @@ fn latency_story(pod: &Pod) -> anyhow::Result<()> {
         replaced["action"] == json!("replaced") && replaced["previous"] == json!("20ms"),
         "{replaced}"
     );
-    let longer = connect_rtt(addr)?;
+    let longer = median(&connect_rtts(addr)?);
     eprintln!("latency agent: 40ms: {longer:?}");
     ensure!(
         longer >= baseline + Duration::from_millis(35),
@@ -424,11 +430,12 @@ fn latency_story(pod: &Pod) -> anyhow::Result<()> {
 
     let removed = get("/latency/0")?;
     ensure!(removed["action"] == json!("removed"), "{removed}");
-    let after = connect_rtt(addr)?;
-    eprintln!("latency agent: removed: {after:?}");
+    let samples = connect_rtts(addr)?;
+    let (after, fastest) = (median(&samples), samples[0]);
+    eprintln!("latency agent: removed: {after:?} (fastest {fastest:?})");
     ensure!(
-        after < baseline + Duration::from_millis(10),
-        "after removal: {after:?} (baseline {baseline:?})"
+        fastest < baseline + Duration::from_millis(10),
+        "after removal: fastest {fastest:?}, median {after:?} (baseline {baseline:?})"
     );
     let (status, body) = http(addr, "DELETE", "/latency", None)?;
     ensure!(
@@ -448,13 +455,16 @@ fn latency_story(pod: &Pod) -> anyhow::Result<()> {
     );
     // The pod's answers leave at once again: a refused connection (its RST leaves through
     // eth0 too) comes back as fast as before the delay.
-    let start = Instant::now();
-    let refused = TcpStream::connect_timeout(&pod_addr(pod, 2333)?, Duration::from_secs(5));
-    let elapsed = start.elapsed();
-    ensure!(refused.is_err(), "something listens on 2333");
+    let mut fastest = Duration::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let refused = TcpStream::connect_timeout(&pod_addr(pod, 2333)?, Duration::from_secs(5));
+        fastest = fastest.min(start.elapsed());
+        ensure!(refused.is_err(), "something listens on 2333");
+    }
     ensure!(
-        elapsed < baseline + Duration::from_millis(10),
-        "after SIGTERM the pod still answers late: {elapsed:?}"
+        fastest < baseline + Duration::from_millis(10),
+        "after SIGTERM the pod still answers late: {fastest:?}"
     );
     let rules = std::process::Command::new("nsenter")
         .args(["-t", &pod.sandbox_pid.to_string(), "-n", "sh", "-c"])
