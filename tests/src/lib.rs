@@ -319,6 +319,7 @@ impl Testbed {
                         name: sidecar.name.clone(),
                         id,
                         pid,
+                        attempt: 0,
                     });
                 }
                 let (sandbox_pid, ip) = cri.sandbox_pid_and_ip(&sandbox_id).await?;
@@ -340,6 +341,8 @@ impl Testbed {
                     cgroup,
                     sidecars,
                     log_dir: log_dir.clone(),
+                    spec: spec.clone(),
+                    sandbox_config: sandbox_config.clone(),
                     session: Arc::clone(&self.session),
                 }),
                 Err(e) => {
@@ -350,6 +353,46 @@ impl Testbed {
                 }
             }
         })
+    }
+
+    /// Starts a sidecar that exited again, as kubelet does for `restartPolicy: Always`: a
+    /// new container of the next attempt in the same sandbox (the exited one stays until the
+    /// pod goes). `pod` then names the new one.
+    pub fn restart_sidecar(&self, pod: &mut Pod, name: &str) -> Result<PodContainer> {
+        self.check_running()?;
+        let attempt = pod.sidecar(name)?.attempt + 1;
+        let container = pod
+            .spec
+            .sidecars
+            .iter()
+            .find(|c| c.name == name)
+            .cloned()
+            .ok_or_else(|| Error::InvalidSpec {
+                field: "container name",
+                reason: format!("pod {} has no sidecar {name:?}", pod.name),
+            })?;
+        let config = pod
+            .spec
+            .config_of_attempt(&container, &pod.name, &pod.uid, attempt);
+        let cri = &self.session.cri;
+        let started = self.session.block_on(async {
+            let id = cri
+                .create_container(&pod.sandbox_id, config, pod.sandbox_config.clone())
+                .await?;
+            self.state().ids.push(id.clone());
+            cri.start_container(&id).await?;
+            let pid = cri.container_pid(&id).await?;
+            Ok::<_, Error>(PodContainer {
+                name: name.to_owned(),
+                id,
+                pid,
+                attempt,
+            })
+        })?;
+        if let Some(slot) = pod.sidecars.iter_mut().find(|c| c.name == name) {
+            *slot = started.clone();
+        }
+        Ok(started)
     }
 
     /// StopPodSandbox + RemovePodSandbox.

@@ -510,6 +510,17 @@ impl PodSpec {
         pod_name: &str,
         uid: &str,
     ) -> cri::ContainerConfig {
+        self.config_of_attempt(c, pod_name, uid, 0)
+    }
+
+    /// The config of a container's `attempt`-th start (kubelet's restart count).
+    pub(crate) fn config_of_attempt(
+        &self,
+        c: &ContainerSpec,
+        pod_name: &str,
+        uid: &str,
+        attempt: u32,
+    ) -> cri::ContainerConfig {
         let command = if c.command.is_empty() && c.args.is_empty() {
             DEFAULT_COMMAND.iter().map(|s| (*s).to_owned()).collect()
         } else {
@@ -518,7 +529,7 @@ impl PodSpec {
         cri::ContainerConfig {
             metadata: Some(cri::ContainerMetadata {
                 name: c.name.clone(),
-                attempt: 0,
+                attempt,
             }),
             image: Some(cri::ImageSpec {
                 image: c.image.clone(),
@@ -546,7 +557,7 @@ impl PodSpec {
                 })
                 .collect(),
             labels: self.kubelet_labels(pod_name, uid, Some(&c.name)),
-            log_path: format!("{}_0.log", c.name),
+            log_path: format!("{}_{attempt}.log", c.name),
             linux: Some(cri::LinuxContainerConfig {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(self.namespace_options(cri::NamespaceMode::Container)),
@@ -599,8 +610,11 @@ pub struct Pod {
     pub cgroup: Option<crate::PodCgroup>,
     /// The pod's other running containers (sidecars), in the order they were started.
     pub sidecars: Vec<PodContainer>,
-    /// Where CRI writes the containers' logs (`<name>_0.log`).
+    /// Where CRI writes the containers' logs (`<name>_<attempt>.log`).
     pub log_dir: PathBuf,
+    /// What the pod was made from (to restart a container as kubelet does).
+    pub(crate) spec: PodSpec,
+    pub(crate) sandbox_config: cri::PodSandboxConfig,
     pub(crate) session: Arc<Session>,
 }
 
@@ -611,6 +625,8 @@ pub struct PodContainer {
     pub id: String,
     /// Host PID of its init process.
     pub pid: u32,
+    /// 0, then one more for each restart.
+    pub attempt: u32,
 }
 
 impl fmt::Debug for Pod {
@@ -696,9 +712,12 @@ impl Pod {
     }
 
     /// What a container of the pod wrote to stdout/stderr so far (CRI's log file, one
-    /// `TIME STREAM TAG text` line per line written), empty if nothing yet.
+    /// `TIME STREAM TAG text` line per line written; a restarted sidecar's current attempt),
+    /// empty if nothing yet.
     pub fn log(&self, container: &str) -> String {
-        std::fs::read_to_string(self.log_dir.join(format!("{container}_0.log"))).unwrap_or_default()
+        let attempt = self.sidecar(container).map_or(0, |c| c.attempt);
+        std::fs::read_to_string(self.log_dir.join(format!("{container}_{attempt}.log")))
+            .unwrap_or_default()
     }
 
     /// Like [`Pod::exec_sync`], but a non-zero exit is an error; returns stdout.

@@ -22,7 +22,7 @@ use crate::agent_support::eventually;
 pub fn stories() -> Vec<(&'static str, Story)> {
     vec![
         (
-            "sidecar::chaosfs_pod_gets_eio_from_a_rule_on_addr_and_keeps_its_data",
+            "sidecar::chaosfs_pod_gets_eio_from_a_rule_on_addr_keeps_its_data_and_survives_sigkill",
             chaosfs_pod,
         ),
         (
@@ -194,8 +194,8 @@ fn chaosfs_pod(tb: &Testbed) -> anyhow::Result<()> {
         .volume(Volume::host_dir(&fuse_dir, "/tmp/fuse"))
         .init_container(init)
         .sidecar(chaosfs);
-    let pod = tb.run_pod(spec)?;
-    let result = chaosfs_story(tb, &pod, &tikv, &fuse_dir);
+    let mut pod = tb.run_pod(spec)?;
+    let result = chaosfs_story(tb, &mut pod, &tikv, &fuse_dir);
     let cleanup = if pod
         .sidecar_state("chaosfs")
         .is_ok_and(|(s, _)| s == "CONTAINER_RUNNING")
@@ -214,7 +214,7 @@ fn chaosfs_pod(tb: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chaosfs_story(_tb: &Testbed, pod: &Pod, tikv: &Path, fuse_dir: &Path) -> anyhow::Result<()> {
+fn chaosfs_story(tb: &Testbed, pod: &mut Pod, tikv: &Path, fuse_dir: &Path) -> anyhow::Result<()> {
     let app = |cmd: &str| pod.exec_sync_timeout(&["sh", "-c", cmd], EXEC_TIMEOUT);
     // The application ran its command only after wait-fuse.sh saw the pidfile, and what it
     // wrote went through the mount into the original directory.
@@ -300,6 +300,55 @@ fn chaosfs_story(_tb: &Testbed, pod: &Pod, tikv: &Path, fuse_dir: &Path) -> anyh
     );
     ensure!(
         std::fs::read_to_string(tikv.join("fuse-data/journal"))? == "before-fault\nafter-fault\n"
+    );
+
+    // Killed outright (OOM), then restarted by kubelet: the application meets the dead mount
+    // meanwhile; the new chaosfs removes it and the stale pidfile, and mounts again.
+    let killed = pod.sidecar("chaosfs")?.pid;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(killed as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let exited = eventually(Duration::from_secs(20), || {
+        pod.sidecar_state("chaosfs")
+            .is_ok_and(|(state, _)| state == "CONTAINER_EXITED")
+    });
+    ensure!(exited, "chaosfs survived SIGKILL");
+    let out = app(&format!("cat {DATA}/existing"))?;
+    ensure!(
+        !out.success() && out.stderr.contains("not connected"),
+        "with chaosfs dead: exit {} stderr {:?}",
+        out.exit_code,
+        out.stderr
+    );
+    // (Its PID is 1 in its container, before and after: the pidfile's content cannot tell.)
+    ensure!(fuse_dir.join("pid").exists(), "SIGKILL leaves the pidfile");
+    let restarted = tb.restart_sidecar(pod, "chaosfs")?;
+    let app = |cmd: &str| pod.exec_sync_timeout(&["sh", "-c", cmd], EXEC_TIMEOUT);
+    let back = eventually(Duration::from_secs(30), || {
+        fuse_dir.join("pid").exists()
+            && app(&format!("cat {DATA}/existing"))
+                .is_ok_and(|o| o.success() && o.stdout == "written before injection\n")
+    });
+    ensure!(
+        back,
+        "the restarted chaosfs (attempt {}) did not serve again; its log:\n{}",
+        restarted.attempt,
+        pod.log("chaosfs")
+    );
+    ensure!(
+        pod.log("chaosfs").contains("removed a stale pidfile"),
+        "{}",
+        pod.log("chaosfs")
+    );
+    let mounts = app("cat /proc/self/mountinfo")?.stdout;
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.contains(" /var/lib/tikv/data ") && l.contains("fuse.faultline"))
+        .count();
+    ensure!(
+        stacked == 1,
+        "{stacked} fault mounts over the data directory:\n{mounts}"
     );
 
     // SIGTERM: unmounted (in the app too), pidfile gone, data in the original.
