@@ -307,7 +307,11 @@ fn registers_survive_a_handover_in_the_middle_of_a_blocking_read() {
             .unwrap()
             .to_owned();
         let report = s.hand_over(direction, &Options::default());
-        assert_eq!(report.fds, 1, "round {round}: {report:?}");
+        assert_eq!(
+            (report.fds, report.cwds, report.mappings),
+            (1, 1, 1),
+            "round {round}: {report:?}"
+        );
         let mark = s.lines().len();
         let lines = s.next_lines(mark, 2);
         assert!(

@@ -12,7 +12,8 @@
  *   holder stuck PATH LOG     like fd, while a second thread reads /slow/x over and over
  *                             (logging to LOG.slow): under a latency fault on /slow it sits
  *                             in a FUSE read that only the reply (or SIGKILL) ends
- *   holder regs PATH LOG      hold PATH open; block in read(2) on a pipe fed every 200 ms with
+ *   holder regs PATH LOG      hold PATH open, mapped, and its directory as cwd; block in
+ *                             read(2) on a pipe fed every 200 ms with
  *                             callee-saved, SSE registers and MXCSR set to known values, and
  *                             log whether they are intact after each read (x86-64 only)
  *
@@ -231,6 +232,20 @@ static void regs_loop(const char *path) {
     }
     close(p[1]);
     int fd = open_or_die(path, O_RDONLY);
+    /* Also a shared mapping of it and a working directory beside it: every kind of handover
+     * happens while this thread is blocked in the read below. */
+    if (mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED) {
+        perror("holder: mmap");
+        exit(1);
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) *slash = 0;
+    if (chdir(dir) != 0) {
+        perror("holder: chdir");
+        exit(1);
+    }
     for (unsigned long seq = 1;; seq++) {
         char c;
         long res;

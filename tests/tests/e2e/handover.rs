@@ -218,8 +218,13 @@ fn open_file_story(tb: &Testbed) -> anyhow::Result<()> {
         .first()
         .and_then(|e| e.handover.clone())
         .context("no handover report")?;
+    // The reader's fd; the register checker's fd, cwd and mapping.
     ensure!(
-        report.enabled && report.fds == 2 && report.stopped == 2,
+        report.enabled
+            && report.fds == 2
+            && report.cwds == 1
+            && report.mappings == 1
+            && report.stopped == 2,
         "{report:?}"
     );
     // The shell's two sleeps were looked at but never stopped.
