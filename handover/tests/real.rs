@@ -279,6 +279,31 @@ fn a_working_directory_and_a_shared_mapping_move_and_come_back() {
 }
 
 #[test]
+fn a_private_mapping_with_written_pages_is_left_alone_and_reported() {
+    if !is_root() {
+        eprintln!("skipped: needs root (mounts, ptrace)");
+        return;
+    }
+    let mut s = Setup::start("cow", "cow", "f");
+    s.mount_fault();
+    let report = s.hand_over(Direction::ToFault, &Options::default());
+    assert_eq!(report.mappings, 0, "{report:?}");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(
+        report.skipped[0].what.starts_with("mapping ")
+            && report.skipped[0].reason.contains("written copy-on-write"),
+        "{report:?}"
+    );
+    // Its own written page is intact.
+    let mark = s.lines().len();
+    let lines = s.next_lines(mark, 3);
+    assert!(
+        lines.iter().all(|l| value(l, "data") == "X000"),
+        "{lines:?}"
+    );
+}
+
+#[test]
 fn registers_survive_a_handover_in_the_middle_of_a_blocking_read() {
     if !is_root() || !cfg!(target_arch = "x86_64") {
         eprintln!("skipped: needs root on x86-64");

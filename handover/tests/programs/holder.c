@@ -6,6 +6,8 @@
  *   holder fd PATH LOG        open PATH once; every 10 ms read 4 bytes from that descriptor
  *   holder cwd DIR LOG        chdir DIR once; every 10 ms open "f", read 4 bytes, close
  *   holder mmap PATH LOG      map PATH shared, close it; every 10 ms read 4 bytes of the map
+ *   holder cow PATH LOG       like mmap, but a private writable mapping whose first byte it
+ *                             writes ('X'): a page that exists only in this process
  *   holder seccomp PATH LOG   like fd, after installing a seccomp filter failing openat (EPERM)
  *   holder vfork PATH LOG     like fd, but each round a vfork child sleeps 2 s first (the
  *                             parent waits uninterruptibly meanwhile)
@@ -302,13 +304,16 @@ int main(int argc, char **argv) {
             pause_ms(10);
         }
     }
-    if (strcmp(mode, "mmap") == 0) {
+    int cow = strcmp(mode, "cow") == 0;
+    if (strcmp(mode, "mmap") == 0 || cow) {
         int fd = open_or_die(path, O_RDONLY);
-        volatile char *map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+        volatile char *map = mmap(NULL, 4096, cow ? PROT_READ | PROT_WRITE : PROT_READ,
+                                  cow ? MAP_PRIVATE : MAP_SHARED, fd, 0);
         if (map == MAP_FAILED) {
             perror("holder: mmap");
             return 1;
         }
+        if (cow) map[0] = 'X';
         close(fd);
         signal(SIGBUS, on_sigbus);
         for (unsigned long seq = 1;; seq++) {
