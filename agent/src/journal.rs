@@ -315,6 +315,30 @@ mod tests {
     }
 
     #[test]
+    fn the_handover_fault_mount_is_kept_and_older_records_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut with_mount = record("h", 3);
+        if let Fault::Io { fault_mount, .. } = &mut with_mount.fault {
+            *fault_mount = Some(handover::FaultMount {
+                mount_id: 901,
+                dev: handover::Dev {
+                    major: 0,
+                    minor: 78,
+                },
+            });
+        }
+        journal.write(&with_mount).unwrap();
+        // A record written before handover existed has no such field.
+        let old = serde_json::to_string(&record("o", 1)).unwrap();
+        assert!(!old.contains("fault_mount"), "{old}");
+        fs::write(journal.dir().join("o.json"), old).unwrap();
+        let (records, broken) = journal.list().unwrap();
+        assert!(broken.is_empty(), "{broken:?}");
+        assert_eq!(records, vec![record("o", 1), with_mount]);
+    }
+
+    #[test]
     fn rewriting_replaces_and_removing_forgets() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
