@@ -20,4 +20,7 @@ rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
+# Everything (the real tests and the benchmark too) builds and lints for aarch64; the unit
+# tests run.
+cargo clippy -p faultline-handover --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
 cargo test -p faultline-handover --lib --target aarch64-unknown-linux-gnu "$@"
