@@ -41,6 +41,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "handover::a_thread_stuck_in_an_uninterruptible_read_leaves_its_process_untouched",
             stuck_thread_story,
         ),
+        (
+            "handover::of_300_idle_processes_none_is_woken",
+            idle_processes_story,
+        ),
     ]
 }
 
@@ -541,6 +545,100 @@ fn stuck_thread_story(tb: &Testbed) -> anyhow::Result<()> {
     let recovered = monotonic_ns();
     let slow = h.lines_after("fd.slow", recovered, 2)?;
     ensure!(slow.iter().all(|l| value(l, "r") == "OK0"), "{slow:?}");
+    tb.remove_pod(&h.pod)?;
+    Ok(())
+}
+
+/// Context switches of every `sleep` in the mount namespace of `pid`, by PID: a process that
+/// was stopped (seized and interrupted) was woken, which counts; one left alone was not.
+fn idle_switches(pid: u32) -> anyhow::Result<std::collections::BTreeMap<u32, String>> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))?;
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{p}/ns/mnt"))
+            .ok()
+            .as_ref()
+            != Some(&ns)
+        {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/status")) else {
+            continue;
+        };
+        if !status.starts_with("Name:\tsleep") {
+            continue;
+        }
+        let switches: Vec<&str> = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .collect();
+        out.insert(p, switches.join(" "));
+    }
+    Ok(out)
+}
+
+/// A container with 300 idle processes and one reader: only the reader is stopped (the idle
+/// ones are not even woken: their context switch counts do not move), and it sees the fault.
+fn idle_processes_story(tb: &Testbed) -> anyhow::Result<()> {
+    const IDLE: usize = 300;
+    let pki = Pki::create(&tb.base_dir().join("pki-handover-idle"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-handover-idle")?;
+    let h = HolderPod::start(
+        tb,
+        "handover-idle",
+        &format!(
+            "i=0; while [ $i -lt {IDLE} ]; do sleep 100000 & i=$((i+1)); done; \
+             exec /tools/holder fd /data/f /out/fd"
+        ),
+    )?;
+    ensure!(
+        eventually(Duration::from_secs(20), || h.lines("fd").len() >= 3),
+        "the holder never ran"
+    );
+    // The shell's children may still be turning into `sleep`.
+    let mut before = Default::default();
+    eventually(Duration::from_secs(20), || {
+        before = idle_switches(h.pod.pid).unwrap_or_default();
+        before.len() == IDLE
+    });
+    ensure!(before.len() == IDLE, "{} idle processes", before.len());
+    // Asleep for good: their counts no longer move by themselves.
+    std::thread::sleep(Duration::from_millis(200));
+    before = idle_switches(h.pod.pid)?;
+    let rt = runtime()?;
+    let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &read_fault())))?;
+    let applied = monotonic_ns();
+    let faulted = h.lines_after("fd", applied, 2)?;
+    ensure!(faulted.iter().all(|l| value(l, "r") == "E5"), "{faulted:?}");
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    let report = listed
+        .experiments
+        .first()
+        .and_then(|e| e.handover.clone())
+        .context("no report")?;
+    ensure!(
+        report.stopped == 1 && report.fds == 1 && report.scanned as usize > IDLE,
+        "{report:?}"
+    );
+    let after = idle_switches(h.pod.pid)?;
+    let woken: Vec<u32> = before
+        .iter()
+        .filter(|(p, s)| after.get(p) != Some(s))
+        .map(|(p, _)| *p)
+        .collect();
+    ensure!(woken.is_empty(), "idle processes were woken: {woken:?}");
+    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), "")))?;
+    ensure!(fault_mounts(h.pod.pid).is_empty(), "mounts left");
     tb.remove_pod(&h.pod)?;
     Ok(())
 }
