@@ -79,15 +79,15 @@ pub fn hand_over(
 
 /// [`hand_over`] for a given list of processes.
 pub fn hand_over_pids(
-    src: &dyn ProcSource,
+    src: &(dyn ProcSource + Sync),
     pids: &[u32],
     scope: &Scope,
     options: &Options,
 ) -> Report {
     let mut report = Report::default();
     let mut holders = Vec::new();
-    for &pid in pids {
-        match scan_process(src, pid, scope) {
+    for (pid, scanned) in scan_all(src, pids, scope) {
+        match scanned {
             Ok(plan) => {
                 report.scanned += 1;
                 if plan.is_empty() {
@@ -133,6 +133,41 @@ pub fn hand_over_pids(
         account(&mut report, pid, moved, failure);
     }
     report
+}
+
+/// Scans every process, on as many threads as there are CPUs (up to 8): reading `/proc` is
+/// the part of a handover that grows with the container.
+fn scan_all(
+    src: &(dyn ProcSource + Sync),
+    pids: &[u32],
+    scope: &Scope,
+) -> Vec<(u32, Result<crate::scan::ProcessPlan, ScanError>)> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if workers == 1 || pids.len() < 64 {
+        return pids
+            .iter()
+            .map(|&pid| (pid, scan_process(src, pid, scope)))
+            .collect();
+    }
+    let chunk = pids.len().div_ceil(workers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pids
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|&pid| (pid, scan_process(src, pid, scope)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }
 
 fn account(report: &mut Report, pid: u32, moved: Moved, failure: Option<String>) {
