@@ -1,6 +1,7 @@
 //! The webhook binary in offline mode, over TLS with a real client: it serves the certificate
 //! it was given (a client trusting another CA, or checking another name, is refused), answers
-//! an AdmissionReview on /inject with the injection, and a bad body with a 400.
+//! an AdmissionReview on /inject with the injection, and a bad body with a 400; a certificate
+//! rotated in its files is served to the next connection, without a restart.
 
 #[path = "support/webhook_client.rs"]
 mod webhook_client;
@@ -74,6 +75,46 @@ async fn the_webhook_binary_answers_an_admission_review_over_tls() {
             .await
             .is_err()
     );
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let tls_dir = tempfile::tempdir().expect("temp dir");
+    let first = certs();
+    let server = start(
+        Path::new(env!("CARGO_BIN_EXE_faultline-controller")),
+        &manifests(),
+        tls_dir.path(),
+        &first,
+    );
+    let mut kept = connect(server.addr, &first.ca_pem, SERVER_NAME)
+        .await
+        .expect("the first certificate");
+    // Rotation as a Secret volume update does it: new files replacing the old under the same
+    // names (the kubelet swaps a symlink; a rename is the same for a reader).
+    let second = certs();
+    for (name, text) in [("tls.key", &second.key_pem), ("tls.crt", &second.cert_pem)] {
+        let new = tls_dir.path().join(format!("{name}.new"));
+        std::fs::write(&new, text).expect("write");
+        std::fs::rename(&new, tls_dir.path().join(name)).expect("rename");
+    }
+    let mut renewed = connect(server.addr, &second.ca_pem, SERVER_NAME)
+        .await
+        .expect("the new certificate, on a new connection");
+    assert!(
+        connect(server.addr, &first.ca_pem, SERVER_NAME)
+            .await
+            .is_err(),
+        "the old certificate is no longer served"
+    );
+    // Both connections work: the established one keeps its session.
+    for client in [&mut kept, &mut renewed] {
+        let (status, _) = client
+            .post("/inject", Bytes::from_static(b"{}"))
+            .await
+            .expect("a response");
+        assert_eq!(status, 400);
+    }
 }
 
 fn certs_of_another_ca() -> String {

@@ -79,14 +79,26 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let key_der =
         PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| invalid("key", key, e.to_string()))?;
     let signing = any_supported_type(&key_der).map_err(|e| invalid("key", key, e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(chain, signing)))
+    let pair = CertifiedKey::new(chain, signing);
+    // Mid-rotation, the key of the new pair beside the old certificate: not a pair.
+    pair.keys_match().map_err(|e| {
+        invalid(
+            "key",
+            key,
+            format!("does not match the certificate {}: {e}", cert.display()),
+        )
+    })?;
+    Ok(Arc::new(pair))
 }
 
-type Stamp = Option<(SystemTime, u64)>;
+/// What tells one version of a file from another: an in-place rewrite changes the time or
+/// size, a replacement (the kubelet swaps a Secret volume's symlink) the inode.
+type Stamp = Option<(SystemTime, u64, u64)>;
 
 fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 /// The serving certificate, reloaded when its files change.
@@ -210,4 +222,46 @@ fn is_transient(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
     ) || matches!(e.raw_os_error(), Some(23 | 24 | 12 | 105))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["faultline-webhook.faultline.svc".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    #[test]
+    fn a_pair_loads_and_mismatched_or_missing_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_a, key_a) = pair(dir.path(), "a");
+        let (_, key_b) = pair(dir.path(), "b");
+        assert!(load(&cert_a, &key_a).is_ok());
+        let err = load(&cert_a, &key_b).unwrap_err().to_string();
+        assert!(
+            err.contains("b.key") && err.contains("does not match"),
+            "{err}"
+        );
+        let err = load(&dir.path().join("none.crt"), &key_a)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reading the webhook's certificate"), "{err}");
+        std::fs::write(dir.path().join("empty.crt"), "").unwrap();
+        let err = load(&dir.path().join("empty.crt"), &key_a)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
 }
