@@ -1,9 +1,10 @@
 //! Go `text/template` rendering of the sidecar templates, behind a small trait so that the
 //! engine can be swapped.
 //!
-//! Why our own engine: the Go-template crates on crates.io (gtmpl, the only one with Go's
-//! semantics rather than a Jinja look-alike) have not been maintained for years and their errors
-//! carry neither the line nor the action, which a user fixing a ConfigMap needs. The templates
+//! Why our own engine: the Go-template crate on crates.io, gtmpl (0.7.1, the only one with Go's
+//! semantics rather than a Jinja look-alike), is marked passively maintained, still on
+//! thiserror 1 and lazy_static, and its execution errors (`gtmpl::ExecError`) carry neither the
+//! line nor the argument, which a user fixing a ConfigMap needs. The templates
 //! of the sidecar mode use a small part of text/template, implemented here with Go's semantics:
 //! text with `{{- -}}` trimming and comments; fields (`.A.B`), `.`, `$`, variables (`$x := ...`,
 //! `range $i, $e := ...`); `if`/`else if`/`else`, `range` (lists, maps in key order, integers)
