@@ -195,6 +195,11 @@ fn udp_burst(from: &Pod, to: &Pod, count: u32) -> anyhow::Result<UdpTally> {
     let receiver = in_netns(to.pid, move || {
         let socket = UdpSocket::bind(("0.0.0.0", UDP_PORT))?;
         socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        // Room for the whole burst: on a loaded host the receiver thread can be off the CPU
+        // for tens of milliseconds, and the default buffer (~170 datagrams of this size)
+        // would drop what the fault did not.
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20))
+            .context("SO_RCVBUFFORCE on the receiver")?;
         let _ = tx.send(());
         let mut seen: HashMap<u32, usize> = HashMap::new();
         let mut buf = [0u8; 2048];
