@@ -18,7 +18,8 @@ pub struct Injection {
     pub containers: Vec<Container>,
     #[serde(default)]
     pub volumes: Vec<Volume>,
-    /// Added to every application container of the pod (same name overwrites).
+    /// Added to every application container of the pod (same name overwrites), and to the
+    /// injected containers where they do not name that mount themselves.
     #[serde(default)]
     pub volume_mounts: Vec<VolumeMount>,
     /// Per application container, commands run before the container's own command.

@@ -9,7 +9,7 @@
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, VolumeMount};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -99,6 +99,31 @@ pub fn wrap_command(post_start: &[String], container: &Container) -> Option<Vec<
     wrapped.extend(command.iter().cloned());
     wrapped.extend(container.args.iter().flatten().cloned());
     Some(wrapped)
+}
+
+/// The injected containers with the config's `volumeMounts` added, except those a container
+/// already declares by name: the shared volumes (scripts, the pidfile's directory) reach the
+/// init container and the sidecar as they reach the application, while a mount the injected
+/// container names itself (chaosfs's Bidirectional data mount) stays as written. This is what
+/// the sidecar injector Chaos Mesh's webhook came from did (a same-named mount is not
+/// overridden in injected containers).
+fn with_shared_mounts(containers: &[Container], mounts: &[VolumeMount]) -> Vec<Container> {
+    containers
+        .iter()
+        .map(|container| {
+            let mut container = container.clone();
+            let own = container.volume_mounts.get_or_insert_with(Vec::new);
+            for mount in mounts {
+                if !own.iter().any(|m| m.name == mount.name) {
+                    own.push(mount.clone());
+                }
+            }
+            if own.is_empty() {
+                container.volume_mounts = None;
+            }
+            container
+        })
+        .collect()
 }
 
 /// The patch injecting `injection` into `pod`, marking it with `<prefix>/status: injected`.
@@ -215,7 +240,7 @@ pub fn patch(pod: &Pod, injection: &Injection, prefix: &str) -> Result<Patch, Mu
         &["spec"],
         "initContainers",
         spec.init_containers.as_ref().map_or(0, Vec::len),
-        &injection.init_containers,
+        &with_shared_mounts(&injection.init_containers, &injection.volume_mounts),
         "an init container",
     )?;
     append(
@@ -223,7 +248,7 @@ pub fn patch(pod: &Pod, injection: &Injection, prefix: &str) -> Result<Patch, Mu
         &["spec"],
         "containers",
         spec.containers.len(),
-        &injection.containers,
+        &with_shared_mounts(&injection.containers, &injection.volume_mounts),
         "a container",
     )?;
     Ok(Patch(ops))
@@ -291,7 +316,8 @@ mod tests {
                     {"name": "other"}],
                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "c"}}]}}),
             json!({
-                "containers": [{"name": "side"}],
+                "containers": [{"name": "side", "volumeMounts": [
+                    {"name": "data", "mountPath": "/side-own", "mountPropagation": "Bidirectional"}]}],
                 "initContainers": [{"name": "init"}],
                 "volumes": [{"name": "data", "emptyDir": {}}, {"name": "fuse", "emptyDir": {}}],
                 "volumeMounts": [{"name": "data", "mountPath": "/new"}, {"name": "fuse", "mountPath": "/f"}]}),
@@ -308,8 +334,17 @@ mod tests {
             {"name": "data", "mountPath": "/new"}, {"name": "fuse", "mountPath": "/f"}])
         );
         assert_eq!(spec["containers"][2]["name"], "side");
-        assert!(spec["containers"][2]["volumeMounts"].is_null());
-        assert_eq!(spec["initContainers"], json!([{"name": "init"}]));
+        assert_eq!(
+            spec["containers"][2]["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/side-own", "mountPropagation": "Bidirectional"},
+                   {"name": "fuse", "mountPath": "/f"}]),
+            "an injected container keeps the mount it names and gets the others"
+        );
+        assert_eq!(
+            spec["initContainers"],
+            json!([{"name": "init", "volumeMounts": [
+                {"name": "data", "mountPath": "/new"}, {"name": "fuse", "mountPath": "/f"}]}])
+        );
         assert_eq!(
             spec["volumes"],
             json!([
