@@ -1,5 +1,6 @@
 //! The main job, on this machine: a private containerd, a pod made the way kubelet makes it, the
-//! agent resolving and entering it, then an IO fault the pod's own process sees, and recovery.
+//! agent resolving and entering it, then an IO fault the pod's own processes see (one of them
+//! through a descriptor it opened before the fault, handed over to the fault mount), and recovery.
 //! Everything it starts is stopped and removed at the end.
 
 use std::path::{Path, PathBuf};
@@ -91,9 +92,17 @@ fn demo(tb: &Testbed) -> Result<()> {
     let data = tb.host_dir("demo-data")?;
     let out = tb.host_dir("demo-out")?;
     std::fs::write(data.join("greeting"), "hello from the host\n")?;
-    // The workload: every 50 ms, append a line to /data/journal and read it back; report each
-    // attempt's outcome in /out/log (a volume without faults).
-    let workload = "i=0; while true; do i=$((i+1)); \
+    // A book of fixed-width pages ("page 0001\n", 10 bytes each) for a reader that opens it once.
+    let book: String = (1..=9999).map(|n| format!("page {n:04}\n")).collect();
+    std::fs::write(data.join("book"), book)?;
+    // The reader: opens /data/book once (fd 3, before any fault exists) and reads one page per
+    // 50 ms from that same descriptor; its outcome per attempt goes to /out/reader.
+    // The writer: every 50 ms, appends a line to /data/journal and reads it back (new opens each
+    // time); its outcome per attempt goes to /out/log. /out is a volume without faults.
+    let workload = "( exec 3</data/book; j=0; while true; do j=$((j+1)); \
+        if p=$(dd bs=10 count=1 <&3 2>/out/rerr); then echo \"$j ok: $p\"; \
+        else echo \"$j FAILED: $(head -n 1 /out/rerr)\"; fi >> /out/reader; sleep 0.05; done ) & \
+        i=0; while true; do i=$((i+1)); \
         if echo \"line $i\" >> /data/journal 2>/out/err && tail -n 1 /data/journal > /dev/null 2>>/out/err; \
         then echo \"$i ok\"; else echo \"$i FAILED: $(tail -n 1 /out/err)\"; fi >> /out/log; sleep 0.05; done";
     let t = Instant::now();
@@ -161,7 +170,10 @@ fn demo(tb: &Testbed) -> Result<()> {
 }
 
 /// The agent serves the local CLI on a unix socket; `faultline attack io` makes the pod's own
-/// writes fail with EIO; `faultline recover` ends it and the data is intact.
+/// reads and writes fail with EIO, including the reader's, whose descriptor was opened before
+/// the experiment (handed over to the fault mount); `faultline recover` ends it, the reader
+/// goes on from the page after its last good one on the same descriptor, and the data is
+/// intact.
 fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
     let agent_socket = tb.base_dir().join("agent.sock");
     let state_dir = tb.base_dir().join("agent-state");
@@ -169,7 +181,11 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
     let cli = binary("faultline")?;
     let sock = agent_socket.to_string_lossy().into_owned();
 
+    let reader = out.join("reader");
+    wait_for(&reader, 0, " ok: page", Duration::from_secs(5))
+        .ok_or("the reader never read a page")?;
     let lines_before = count_lines(&out.join("log"));
+    let reader_before = count_lines(&reader);
     let t = Instant::now();
     let id = run(
         &cli,
@@ -185,14 +201,14 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
             "--errno",
             "5",
             "--methods",
-            "write",
+            "read,write",
             "--duration",
             "30s",
         ],
     )?;
     let id = id.trim().to_owned();
     step(&format!(
-        "faultline attack io --errno 5 --methods write: experiment {id} in {:.2?}",
+        "faultline attack io --errno 5 --methods read,write: experiment {id} in {:.2?}",
         t.elapsed()
     ));
     let first_failure = wait_for(
@@ -203,6 +219,12 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
     )
     .ok_or("the pod never saw the fault")?;
     step(&format!("the pod's own log: {first_failure}"));
+    let reader_failure = wait_for(&reader, reader_before, "FAILED", Duration::from_secs(5))
+        .ok_or("the reader, whose descriptor predates the experiment, never saw the fault")?;
+    let last_page = last_good_page(&reader).ok_or("the reader has no good page")?;
+    step(&format!(
+        "the reader's log (fd 3 opened before the attack): {reader_failure} (last good: page {last_page:04})"
+    ));
     for line in run(&cli, &["--socket", &sock, "list"])?.lines() {
         println!("      {line}");
     }
@@ -214,6 +236,19 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
     let recovered = wait_for(&out.join("log"), after + 1, " ok", Duration::from_secs(5))
         .ok_or("the pod did not recover")?;
     step(&format!("the pod's own log after recovery: {recovered}"));
+    let resumed = first_good_after_failures(&reader, Duration::from_secs(5))
+        .ok_or("the reader did not recover")?;
+    let next_page = page_of(&resumed).ok_or("unreadable reader line")?;
+    if next_page != last_page + 1 {
+        return Err(format!(
+            "the reader resumed at page {next_page}, expected {} (its offset moved)",
+            last_page + 1
+        )
+        .into());
+    }
+    step(&format!(
+        "the reader after recovery: {resumed} — the page after {last_page:04}: same descriptor, offset unchanged"
+    ));
     let listed = run(&cli, &["--socket", &sock, "list"])?;
     if !listed.trim().is_empty() {
         return Err(format!("experiments still listed after recovery: {listed}").into());
@@ -225,6 +260,37 @@ fn io_fault(tb: &Testbed, pod: &testbed::Pod, out: &Path) -> Result<()> {
         println!("      {line}");
     }
     Ok(())
+}
+
+/// The page number of a reader line `N ok: page NNNN`.
+fn page_of(line: &str) -> Option<u32> {
+    line.split_once(" ok: page ")?.1.trim().parse().ok()
+}
+
+/// The page of the reader's last successful read before its first failure.
+fn last_good_page(reader: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(reader).ok()?;
+    text.lines()
+        .take_while(|l| !l.contains("FAILED"))
+        .filter_map(page_of)
+        .last()
+}
+
+/// The reader's first successful read after its failures, waiting up to `within`.
+fn first_good_after_failures(reader: &Path, within: Duration) -> Option<String> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(reader)
+            && let Some(line) = text
+                .lines()
+                .skip_while(|l| !l.contains("FAILED"))
+                .find(|l| page_of(l).is_some())
+        {
+            return Some(line.to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 fn count_lines(path: &Path) -> usize {
