@@ -22,7 +22,8 @@ fn is_root() -> bool {
 fn holder() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("handover-holder-{}", std::process::id()));
+        // Cargo's scratch directory for integration tests: nothing left in /tmp.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("handover-holder");
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("holder");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/holder.c");
