@@ -62,15 +62,7 @@ impl Runner for NamespaceRunner {
         args: &[String],
         stdin: Option<String>,
     ) -> Result<Output, NetworkError> {
-        let mut cmd = std::process::Command::new(program);
-        cmd.args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = command(program, args, stdin.is_some());
         nsexec::spawn::prepare(
             &mut cmd,
             nsexec::spawn::ChildSetup {
@@ -86,35 +78,60 @@ impl Runner for NamespaceRunner {
             pid,
             reason: e.to_string(),
         })?;
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        let describe = || format!("{program} {}", args.join(" "));
-        let mut child = cmd.spawn().map_err(|e| NetworkError::Command {
-            command: describe(),
-            status: "not started".into(),
-            stderr: e.to_string(),
-        })?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .await
-                .map_err(|e| NetworkError::Internal(format!("{}: stdin: {e}", describe())))?;
-            drop(pipe);
-        }
-        let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
-            .await
-            .map_err(|_| NetworkError::Command {
-                command: describe(),
-                status: "timed out".into(),
-                stderr: format!("no answer within {COMMAND_TIMEOUT:?}"),
-            })?
-            .map_err(|e| NetworkError::Internal(format!("{}: {e}", describe())))?;
-        Ok(Output {
-            success: output.status.success(),
-            status: output.status.to_string(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        })
+        run_bounded(cmd, program, args, stdin).await
     }
+}
+
+/// `program args` with its output captured, and a stdin pipe when there is input for it.
+pub fn command(program: &str, args: &[String], with_stdin: bool) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args)
+        .stdin(if with_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts `cmd` (made by [`command`]), feeds it `stdin`, and waits for it at most
+/// [`COMMAND_TIMEOUT`] (killing it after); errors name the command.
+pub async fn run_bounded(
+    cmd: std::process::Command,
+    program: &str,
+    args: &[String],
+    stdin: Option<String>,
+) -> Result<Output, NetworkError> {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let describe = || format!("{program} {}", args.join(" "));
+    let mut child = cmd.spawn().map_err(|e| NetworkError::Command {
+        command: describe(),
+        status: "not started".into(),
+        stderr: e.to_string(),
+    })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|e| NetworkError::Internal(format!("{}: stdin: {e}", describe())))?;
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| NetworkError::Command {
+            command: describe(),
+            status: "timed out".into(),
+            stderr: format!("no answer within {COMMAND_TIMEOUT:?}"),
+        })?
+        .map_err(|e| NetworkError::Internal(format!("{}: {e}", describe())))?;
+    Ok(Output {
+        success: output.status.success(),
+        status: output.status.to_string(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
 
 #[cfg(test)]
