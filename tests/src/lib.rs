@@ -333,7 +333,7 @@ impl Testbed {
                     uid,
                     sandbox_id,
                     container_id,
-                    container_name: spec.container_name.clone(),
+                    container_name: spec.main.name.clone(),
                     pid,
                     sandbox_pid,
                     ip,

@@ -203,14 +203,8 @@ pub struct PodSpec {
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) network: PodNetwork,
-    pub(crate) container_name: String,
-    pub(crate) image: String,
-    pub(crate) command: Vec<String>,
-    pub(crate) args: Vec<String>,
-    pub(crate) env: Vec<(String, String)>,
-    pub(crate) volumes: Vec<Volume>,
-    pub(crate) privileged: bool,
-    pub(crate) capabilities: Vec<String>,
+    /// The main container (named "main" unless [`PodSpec::container_name`] says otherwise).
+    pub(crate) main: ContainerSpec,
     pub(crate) init_containers: Vec<ContainerSpec>,
     pub(crate) sidecars: Vec<ContainerSpec>,
     pub(crate) pod_cgroup: bool,
@@ -226,14 +220,7 @@ impl PodSpec {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             network: PodNetwork::Cni,
-            container_name: "main".into(),
-            image: WORKLOAD_IMAGE.into(),
-            command: Vec::new(),
-            args: Vec::new(),
-            env: Vec::new(),
-            volumes: Vec::new(),
-            privileged: false,
-            capabilities: Vec::new(),
+            main: ContainerSpec::new("main"),
             init_containers: Vec::new(),
             sidecars: Vec::new(),
             pod_cgroup: false,
@@ -269,51 +256,53 @@ impl PodSpec {
     }
 
     pub fn container_name(mut self, name: impl Into<String>) -> PodSpec {
-        self.container_name = name.into();
+        self.main.name = name.into();
         self
     }
 
     pub fn image(mut self, image: impl Into<String>) -> PodSpec {
-        self.image = image.into();
+        self.main = self.main.image(image);
         self
     }
 
-    /// The container's `command` (replaces the image entrypoint). Default: [`DEFAULT_COMMAND`].
+    /// The main container's `command` (replaces the image entrypoint). Default:
+    /// [`DEFAULT_COMMAND`].
     pub fn command<I: IntoIterator<Item = S>, S: Into<String>>(mut self, command: I) -> PodSpec {
-        self.command = command.into_iter().map(Into::into).collect();
+        self.main = self.main.command(command);
         self
     }
 
-    /// The container's `args`.
+    /// The main container's `args`.
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> PodSpec {
-        self.args = args.into_iter().map(Into::into).collect();
+        self.main = self.main.args(args);
         self
     }
 
     /// Shorthand for `command(["sh", "-c"]).args([script])`.
-    pub fn shell(self, script: impl Into<String>) -> PodSpec {
-        self.command(["sh", "-c"]).args([script.into()])
+    pub fn shell(mut self, script: impl Into<String>) -> PodSpec {
+        self.main = self.main.shell(script);
+        self
     }
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> PodSpec {
-        self.env.push((key.into(), value.into()));
+        self.main = self.main.env(key, value);
         self
     }
 
     pub fn volume(mut self, volume: Volume) -> PodSpec {
-        self.volumes.push(volume);
+        self.main = self.main.volume(volume);
         self
     }
 
     /// `securityContext.privileged: true` (needed to mount anything inside the container).
     pub fn privileged(mut self) -> PodSpec {
-        self.privileged = true;
+        self.main = self.main.privileged();
         self
     }
 
     /// `securityContext.capabilities.add` of the main container (e.g. `NET_ADMIN`).
     pub fn capability(mut self, capability: impl Into<String>) -> PodSpec {
-        self.capabilities.push(capability.into());
+        self.main = self.main.capability(capability);
         self
     }
 
@@ -330,22 +319,8 @@ impl PodSpec {
         self
     }
 
-    /// The main container as a [`ContainerSpec`].
-    fn main_container(&self) -> ContainerSpec {
-        ContainerSpec {
-            name: self.container_name.clone(),
-            image: self.image.clone(),
-            command: self.command.clone(),
-            args: self.args.clone(),
-            env: self.env.clone(),
-            volumes: self.volumes.clone(),
-            privileged: self.privileged,
-            capabilities: self.capabilities.clone(),
-        }
-    }
-
     fn any_privileged(&self) -> bool {
-        self.privileged
+        self.main.privileged
             || self
                 .init_containers
                 .iter()
@@ -378,12 +353,12 @@ impl PodSpec {
     }
 
     pub fn volumes(&self) -> &[Volume] {
-        &self.volumes
+        &self.main.volumes
     }
 
     /// The volumes of every container of the pod.
     pub fn all_volumes(&self) -> impl Iterator<Item = &Volume> {
-        self.volumes.iter().chain(
+        self.main.volumes.iter().chain(
             self.init_containers
                 .iter()
                 .chain(&self.sidecars)
@@ -409,13 +384,13 @@ impl PodSpec {
                 ),
             });
         }
-        if !dns_label(&self.container_name) {
+        if !dns_label(&self.main.name) {
             return Err(Error::InvalidSpec {
                 field: "container name",
-                reason: format!("{:?} is not a DNS label", self.container_name),
+                reason: format!("{:?} is not a DNS label", self.main.name),
             });
         }
-        let mut names = vec![self.container_name.as_str()];
+        let mut names = vec![self.main.name.as_str()];
         for c in self.init_containers.iter().chain(&self.sidecars) {
             if !dns_label(&c.name) || names.contains(&c.name.as_str()) {
                 return Err(Error::InvalidSpec {
@@ -500,7 +475,7 @@ impl PodSpec {
     /// The container config, with kubelet's `pid: CONTAINER` (CRI's default, POD, would share
     /// the pause process's PID namespace).
     pub(crate) fn container_config(&self, pod_name: &str, uid: &str) -> cri::ContainerConfig {
-        self.config_of(&self.main_container(), pod_name, uid)
+        self.config_of(&self.main, pod_name, uid)
     }
 
     /// The config of any container of the pod.
