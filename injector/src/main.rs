@@ -137,6 +137,9 @@ struct Tuning {
     /// Serve every read and write through the daemon (no kernel passthrough).
     #[arg(long)]
     no_passthrough: bool,
+    /// Read requests from /dev/fuse only, even where the kernel offers FUSE over io_uring.
+    #[arg(long)]
+    no_io_uring: bool,
     /// Inodes that may hold a descriptor on their original (default: from the open-files
     /// limit); beyond it inodes are kept as file handles.
     #[arg(long)]
@@ -338,6 +341,7 @@ async fn serve_until_recovered(
     };
     let opts = ServeOptions {
         threads: args.tuning.threads,
+        io_uring: !args.tuning.no_io_uring,
         fs: FsOptions {
             cache_ttl: args.tuning.cache_ttl,
             passthrough: !args.tuning.no_passthrough,
@@ -368,6 +372,7 @@ async fn serve_until_recovered(
                 "path": request.path,
                 "pid": args.pid,
                 "passthrough": running.fs().passthrough_active(),
+                "io_uring": running.fs().io_uring_active(),
                 "listen": http.as_ref().map(|h| h.local_addr()),
             })
         );

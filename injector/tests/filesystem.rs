@@ -554,6 +554,7 @@ fn inodes_beyond_the_descriptor_budget_are_served_by_file_handle() {
     }
     let opts = injector::serve::ServeOptions {
         threads: 4,
+        io_uring: true,
         fs: injector::fs::FsOptions {
             max_held_fds: Some(4),
             ..Default::default()
@@ -660,4 +661,42 @@ fn a_covered_fault_mount_waits_for_the_mount_above_it() {
     assert_ne!(lower.unmounted, injector::mount::Unmounted::NotMounted);
     assert_eq!(count(), 0);
     assert_eq!(fs::read(path.join("f")).expect("original"), b"bottom");
+}
+
+/// Where the kernel offers FUSE over io_uring (the `fuse` module's `enable_uring`), requests
+/// come through per-CPU queue threads; with `io_uring: false`, or where it is not offered,
+/// through `/dev/fuse` readers only. Either way the filesystem serves the same data.
+#[test]
+fn requests_come_through_io_uring_where_the_kernel_offers_it() {
+    if !root_or_skip("io_uring_transport") {
+        return;
+    }
+    let offered = fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|v| v.trim() == "Y");
+    let ring_threads = || {
+        fs::read_dir("/proc/self/task")
+            .expect("tasks")
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.starts_with("fuser-ring-"))
+            .count()
+    };
+    for io_uring in [true, false] {
+        let opts = injector::serve::ServeOptions {
+            io_uring,
+            ..Default::default()
+        };
+        let fx = Fixture::mount_opts(|d| fs::write(d.join("f"), b"data").expect("f"), opts);
+        assert_eq!(fx.running().fs().io_uring_active(), io_uring && offered);
+        // Metadata and data both: lookups, creates and unlinks always reach the daemon.
+        for i in 0..50 {
+            let p = fx.at(&format!("n{i}"));
+            fs::write(&p, i.to_string()).expect("create");
+            assert_eq!(fs::read_to_string(&p).expect("read"), i.to_string());
+            fs::remove_file(&p).expect("unlink");
+        }
+        assert_eq!(fs::read(fx.at("f")).expect("read"), b"data");
+        if io_uring && offered {
+            assert!(ring_threads() > 0, "no fuser-ring-* threads");
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //! A missing tool skips its test with a message. Each tool runs three ways: kernel
 //! passthrough (no rules), every request through the daemon (a rule that matches everything
 //! and injects nothing: `FOPEN_DIRECT_IO`, mmap through the daemon), and through the daemon
-//! with the page cache (passthrough off).
+//! with the page cache (passthrough off); and once more through the daemon with requests
+//! read from `/dev/fuse` only (where the kernel offers FUSE over io_uring, the other modes
+//! use it).
 
 mod common;
 
@@ -20,12 +22,20 @@ enum Mode {
     Passthrough,
     ThroughTheDaemon,
     PageCache,
+    /// Through the daemon, requests from `/dev/fuse` only (no io_uring queues).
+    DevFuseOnly,
 }
 
-const MODES: [Mode; 3] = [Mode::Passthrough, Mode::ThroughTheDaemon, Mode::PageCache];
+const MODES: [Mode; 4] = [
+    Mode::Passthrough,
+    Mode::ThroughTheDaemon,
+    Mode::PageCache,
+    Mode::DevFuseOnly,
+];
 
 fn mount(mode: Mode) -> Fixture {
     let opts = ServeOptions {
+        io_uring: !matches!(mode, Mode::DevFuseOnly),
         fs: FsOptions {
             passthrough: !matches!(mode, Mode::PageCache),
             ..FsOptions::default()
@@ -33,7 +43,7 @@ fn mount(mode: Mode) -> Fixture {
         ..ServeOptions::default()
     };
     let fx = Fixture::mount_opts(|_| {}, opts);
-    if let Mode::ThroughTheDaemon = mode {
+    if let Mode::ThroughTheDaemon | Mode::DevFuseOnly = mode {
         fx.update(serde_json::json!([{
             "type": "latency", "path": format!("{}/**", fx.path.display()), "latency": "0ms"
         }]));

@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     opts: FsOptions,
     /// Negotiated with the kernel at init, cleared if the kernel refuses a backing file.
     passthrough: AtomicBool,
+    /// Requests come through FUSE over io_uring (negotiated at INIT).
+    io_uring: AtomicBool,
     /// `/proc/self/fd`, to reopen `O_PATH` handles with real flags.
     proc_fd: OwnedFd,
     notifier: OnceLock<Notifier>,
@@ -163,6 +165,7 @@ impl PassthroughFs {
             handles: handle::HandleTable::default(),
             rules,
             passthrough: AtomicBool::new(false),
+            io_uring: AtomicBool::new(false),
             opts,
             proc_fd,
             notifier: OnceLock::new(),
@@ -204,6 +207,16 @@ impl FsHandle {
 
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::SeqCst)
+    }
+
+    /// Record whether requests come through FUSE over io_uring.
+    pub fn set_io_uring(&self, on: bool) {
+        self.shared.io_uring.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether requests come through FUSE over io_uring.
+    pub fn io_uring_active(&self) -> bool {
+        self.shared.io_uring.load(Ordering::Relaxed)
     }
 
     /// Whether opens currently use kernel passthrough.

@@ -24,6 +24,9 @@ use super::macros::{reply_type, resume_with};
 use super::{Injection, Method, PassthroughFs, Shared, errno};
 use crate::sys::{removexattr, setxattr};
 
+/// Largest write request we accept (see `init`).
+const MAX_WRITE: u32 = 1 << 20;
+
 impl Filesystem for PassthroughFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         use InitFlags as F;
@@ -46,6 +49,9 @@ impl Filesystem for PassthroughFs {
                 tracing::debug!(?missing, "kernel lacks a FUSE capability");
             }
         }
+        // The kernel sends at most max_pages (256 by default: 1 MiB) per write anyway; a
+        // larger max_write would only make every io_uring entry's buffer that large.
+        let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let sh = &self.shared;

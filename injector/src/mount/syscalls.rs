@@ -51,7 +51,8 @@ pub trait MountSys: Send + Sync {
     fn open_path(&self, path: &Path) -> io::Result<OwnedFd>;
     /// `umount2(path, UMOUNT_NOFOLLOW [| MNT_DETACH])`.
     fn umount(&self, path: &Path, detach: bool) -> io::Result<()>;
-    /// Is the FUSE server behind the mount of `fd` alive? (A dead one answers ENOTCONN.)
+    /// Is the FUSE server behind the mount of `fd` alive? (A dead one answers ENOTCONN, or
+    /// ECONNABORTED or ECANCELED while its io_uring queues are torn down.)
     fn server_alive(&self, fd: BorrowedFd<'_>) -> bool;
 }
 
@@ -222,9 +223,12 @@ impl MountSys for LinuxMountSys {
     }
 
     fn server_alive(&self, fd: BorrowedFd<'_>) -> bool {
+        // ENOTCONN once the kernel has aborted the connection; ECONNABORTED or ECANCELED
+        // for a request that raced with the teardown of a dead server's io_uring queues.
+        use nix::errno::Errno::{ECANCELED, ECONNABORTED, ENOTCONN};
         !matches!(
             nix::sys::statfs::fstatfs(fd),
-            Err(nix::errno::Errno::ENOTCONN)
+            Err(ENOTCONN | ECONNABORTED | ECANCELED)
         )
     }
 }

@@ -124,3 +124,20 @@ pub fn faultline_mounted_at(path: &Path) -> bool {
         .iter()
         .any(|e| e.mount_point == path && e.fstype == injector::mount::FSTYPE)
 }
+
+/// Reading `file` shows a mount nobody serves: ENOTCONN, once the kernel has aborted the
+/// connection. A read racing with the teardown of a dead server's io_uring queues may first
+/// fail with ECONNABORTED or ECANCELED; those are retried (for up to 5 s).
+pub fn assert_unserved(file: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let err = std::fs::read(file).expect_err("a dead mount");
+        match err.raw_os_error() {
+            Some(libc::ENOTCONN) => return,
+            Some(libc::ECONNABORTED | libc::ECANCELED) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => panic!("{}: {err}", file.display()),
+        }
+    }
+}

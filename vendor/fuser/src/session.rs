@@ -139,6 +139,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// FUSE over io_uring was negotiated at INIT: the queues start with [`Session::run`].
+    #[cfg(target_os = "linux")]
+    pub(crate) uring: Option<crate::uring::Params>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +189,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -214,6 +219,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -252,6 +259,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -288,6 +297,18 @@ impl<FS: Filesystem> Session<FS> {
         }
         channels.push(ch);
 
+        #[cfg(target_os = "linux")]
+        let rings = match uring {
+            Some(params) => Some(crate::uring::start(
+                params,
+                channels[channels.len() - 1].clone(),
+                filesystem.clone(),
+                allowed,
+                session_owner,
+            )?),
+            None => None,
+        };
+
         let mut threads = Vec::with_capacity(n_threads);
 
         for (i, ch) in channels.into_iter().enumerate() {
@@ -319,6 +340,11 @@ impl<FS: Filesystem> Session<FS> {
                     reply = Err(e);
                 }
             }
+        }
+        // The connection is gone (every /dev/fuse reader saw ENODEV): stop the ring queues.
+        #[cfg(target_os = "linux")]
+        if let Some(rings) = rings {
+            rings.stop();
         }
 
         let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
@@ -429,6 +455,20 @@ impl<FS: Filesystem> Session<FS> {
                 return Err(error);
             }
 
+            #[cfg(target_os = "linux")]
+            {
+                let want = InitFlags::FUSE_OVER_IO_URING;
+                if self.config.io_uring_queue_depth > 0 && init.capabilities().contains(want) {
+                    let _ = config.add_capabilities(want);
+                }
+                self.uring = (init.capabilities() & config.requested)
+                    .contains(want)
+                    .then(|| crate::uring::Params {
+                        depth: self.config.io_uring_queue_depth.max(1),
+                        payload: crate::uring::payload_size(config.max_write, config.max_pages()),
+                    });
+            }
+
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
@@ -492,6 +532,15 @@ impl<FS: Filesystem> Session<FS> {
     /// Returns an object that can be used to send notifications to the kernel
     pub fn notifier(&self) -> Notifier {
         Notifier::new(self.ch.sender())
+    }
+
+    /// FUSE over io_uring was negotiated with the kernel at INIT: once [`Session::run`] has
+    /// registered the per-CPU queues, requests arrive through them.
+    pub fn io_uring(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        return self.uring.is_some();
+        #[cfg(not(target_os = "linux"))]
+        return false;
     }
 }
 

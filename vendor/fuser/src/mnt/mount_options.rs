@@ -18,6 +18,11 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// FUSE over io_uring (Linux 6.14+, when the `fuse` module's `enable_uring` parameter is
+    /// on): ring entries registered per CPU queue (at most 1024). A request holds its entry
+    /// until answered, so this bounds the requests a CPU may have in flight, replies held
+    /// back included. 0 keeps `/dev/fuse` reads only.
+    pub io_uring_queue_depth: usize,
 }
 
 /// Mount options accepted by the FUSE filesystem type
