@@ -223,8 +223,8 @@ impl<'a> Iterator for DirentIter<'a> {
     }
 }
 
-/// `getxattr(2)` on a path (follows symlinks: used with `/proc/self/fd/N`). An empty `buf`
-/// asks for the size.
+/// `getxattr(2)` on a path (follows symlinks: used with `/proc/self/fd/N`, which reaches the
+/// descriptor's own file, a symlink included). An empty `buf` asks for the size.
 pub fn getxattr(path: &CStr, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: path and name are NUL-terminated; the kernel writes at most buf.len() bytes
     // (a zero length with a dangling-but-unused pointer is the size query).

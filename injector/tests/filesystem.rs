@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Fixture, faultline_mounted_at, root_or_skip};
+use common::{Fixture, faultline_mounted_at, root_or_skip, xattr};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, RenameFlags, fallocate, renameat2};
 use nix::unistd::{Whence, lseek};
@@ -246,6 +246,47 @@ fn xattrs_round_trip() {
     if out.is_ok() {
         assert!(!xattr_list(&fx.orig("f")).contains("user.color"));
     }
+}
+
+#[test]
+fn xattrs_of_a_symlink_are_its_own_not_its_targets() {
+    // user.* xattrs are refused on symlinks by the kernel; trusted.* (root) are allowed.
+    if !root_or_skip("symlink_xattrs") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        fs::write(p.join("target"), b"data").expect("target");
+        symlink("target", p.join("link")).expect("symlink");
+        xattr::lset(&p.join("link"), "trusted.on-link", b"link").expect("lsetxattr");
+        xattr::set(&p.join("target"), "trusted.on-target", b"target").expect("setxattr");
+    });
+    let link = fx.at("link");
+    assert_eq!(xattr::lget(&link, "trusted.on-link"), Ok(b"link".to_vec()));
+    assert_eq!(xattr::lget(&link, "trusted.on-target"), Err(Errno::ENODATA));
+    assert_eq!(xattr::llist(&link), Ok(vec!["trusted.on-link".into()]));
+    // Following the link still reaches the target's.
+    assert_eq!(
+        xattr::get(&link, "trusted.on-target"),
+        Ok(b"target".to_vec())
+    );
+    assert_eq!(xattr::get(&link, "trusted.on-link"), Err(Errno::ENODATA));
+
+    xattr::lset(&link, "trusted.set", b"through the mount").expect("lsetxattr");
+    assert_eq!(
+        xattr::lget(&fx.orig("link"), "trusted.set"),
+        Ok(b"through the mount".to_vec())
+    );
+    xattr::lremove(&link, "trusted.on-link").expect("lremovexattr");
+    assert_eq!(
+        xattr::llist(&fx.orig("link")),
+        Ok(vec!["trusted.set".into()])
+    );
+    assert_eq!(xattr::lset(&link, "user.x", b"v"), Err(Errno::EPERM));
+    assert_eq!(
+        xattr::list(&fx.orig("target")),
+        Ok(vec!["trusted.on-target".into()]),
+        "the target's xattrs are untouched"
+    );
 }
 
 fn xattr_set(path: &std::path::Path, name: &str, value: &[u8]) {

@@ -36,7 +36,11 @@ fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
 }
 
 impl Shared {
-    /// `/proc/self/fd/N` of an inode, for the path-only xattr calls.
+    /// `/proc/self/fd/N` of an inode, for the path-only xattr calls. The kernel resolves
+    /// this magic link to the very file the descriptor is open on and stops there, even if
+    /// it is a symlink: `getxattr` on it acts on a symlink itself as `lgetxattr` does.
+    /// (`getxattrat` and friends, Linux 6.13, would need a non-`O_PATH` descriptor: an
+    /// `O_PATH` one with `AT_EMPTY_PATH` gets EBADF, at least up to 6.18.)
     pub(super) fn proc_path(&self, fd: &impl std::os::fd::AsRawFd) -> CString {
         let name = FdName::of(fd);
         let mut p = b"/proc/self/fd/".to_vec();
@@ -165,9 +169,6 @@ impl Shared {
     }
 
     pub(super) fn do_getxattr(&self, inode: &Inode, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if inode.kind == FileType::Symlink {
-            return reply.error(Errno::NO_XATTR);
-        }
         let ifd = inode_fd!(reply, inode);
         let path = self.proc_path(&ifd);
         let cname = tri!(
@@ -184,13 +185,6 @@ impl Shared {
     }
 
     pub(super) fn do_listxattr(&self, inode: &Inode, size: u32, reply: ReplyXattr) {
-        if inode.kind == FileType::Symlink {
-            return if size == 0 {
-                reply.size(0)
-            } else {
-                reply.data(&[])
-            };
-        }
         let ifd = inode_fd!(reply, inode);
         let path = self.proc_path(&ifd);
         if size == 0 {

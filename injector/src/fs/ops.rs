@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FileType, Filesystem, FopenFlags, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -640,9 +640,6 @@ impl Filesystem for PassthroughFs {
             reply,
             (inode, name, value),
             |_inj, reply| {
-                if inode.kind == FileType::Symlink {
-                    return reply.error(Errno::EPERM);
-                }
                 let Ok(cname) = CString::new(name.as_bytes()) else {
                     return reply.error(Errno::EINVAL);
                 };
@@ -694,9 +691,6 @@ impl Filesystem for PassthroughFs {
             reply,
             (inode, name),
             |_inj, reply| {
-                if inode.kind == FileType::Symlink {
-                    return reply.error(Errno::EPERM);
-                }
                 let Ok(cname) = CString::new(name.as_bytes()) else {
                     return reply.error(Errno::EINVAL);
                 };

@@ -13,6 +13,12 @@ use injector::fault_rules::RuleStore;
 use injector::mount::{MountRequest, Target};
 use injector::serve::{self, RunningFs, ServeOptions, Stopped};
 
+pub mod xattr;
+
+/// Debian's python3 (scripts/setup.sh installs it): unprivileged children can run it too,
+/// unlike a python under /root, and it starts quickly.
+pub const PYTHON: &str = "/usr/bin/python3";
+
 /// Root is needed to mount; without it, tests say so and pass.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
