@@ -19,6 +19,15 @@ use super::inode::Inode;
 use super::{FdName, Injection, Shared, errno};
 use crate::sys::{getxattr, listxattr};
 
+/// The POSIX ACL xattrs. With `FUSE_POSIX_ACL` every read of them comes from the kernel's
+/// ACL layer: for `getfacl`, and for its own permission checks (an open, exec or path walk by
+/// anyone but the owner, whenever the ACL is not cached). A fault on those reads would fail
+/// such unrelated calls, now and then, depending on what the kernel has cached.
+pub(super) fn is_acl_name(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    name == b"system.posix_acl_access" || name == b"system.posix_acl_default"
+}
+
 fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
     match t {
         None => TimeSpec::UTIME_OMIT,

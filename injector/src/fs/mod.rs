@@ -20,6 +20,7 @@ mod meta;
 mod names;
 mod open;
 mod ops;
+mod umask;
 
 use std::ffi::OsStr;
 use std::io;
@@ -145,8 +146,8 @@ impl Clone for FsHandle {
 impl PassthroughFs {
     /// Serve the directory `original` (any descriptor on it, `O_PATH` is enough).
     ///
-    /// Sets the process umask to 0: the kernel has already applied the caller's umask to the
-    /// modes it sends, and files are created by this process.
+    /// Sets the process umask to 0: files are created by this process, each under the umask
+    /// of the caller it creates for (see `umask`).
     pub fn new(original: OwnedFd, rules: Arc<RuleStore>, opts: FsOptions) -> io::Result<Self> {
         let st = fstatat(original.as_fd(), "", AtFlags::AT_EMPTY_PATH)?;
         if attr::kind_of_mode(st.st_mode) != fuser::FileType::Directory {

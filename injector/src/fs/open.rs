@@ -12,13 +12,14 @@ use fuser::{
 };
 use nix::errno::Errno as NixErrno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, fchmod, fstat};
+use nix::sys::stat::{FileStat, Mode, fchmod, fstat, fstatat};
 use nix::unistd::{Gid, Uid, fchownat};
 
 use super::attr::{apply_override, key_of, kind_of_mode, to_attr};
 use super::handle::{FileHandle as OpenFile, Handle};
 use super::inode::Inode;
 use super::io_mode::{IoMode, Plan};
+use super::umask::with_caller_umask;
 use super::{Injection, Method, MethodSet, Shared, errno};
 
 /// The flags `open(2)` applies at open time only, which we must not repeat on reopen.
@@ -36,6 +37,19 @@ fn setid_bits(mode: u32) -> u32 {
         bits |= libc::S_ISGID;
     }
     bits
+}
+
+/// After a chown of the new file `fd` (made as `made`): give back the set-ID bits chown
+/// cleared. The whole mode is restored as it was made, so an ACL mask the create computed
+/// from a default ACL stays as it was (chmod sets the mask from the group bits). Returns the
+/// file's attributes now.
+fn restore_setid(fd: &OwnedFd, made: &FileStat) -> nix::Result<FileStat> {
+    let now = fstat(fd.as_fd())?;
+    if now.st_mode & 0o7777 == made.st_mode & 0o7777 {
+        return Ok(now);
+    }
+    fchmod(fd.as_fd(), Mode::from_bits_truncate(made.st_mode & 0o7777))?;
+    fstat(fd.as_fd())
 }
 
 fn has_setid(fd: &OwnedFd) -> bool {
@@ -109,6 +123,8 @@ impl Shared {
         (uid.is_some() || gid.is_some()).then_some((uid, gid))
     }
 
+    /// Give a file just made in `parent` to the caller (see [`Self::owner_for`]), keeping
+    /// the set-ID bits it was made with.
     pub(super) fn chown_child(
         &self,
         uid: u32,
@@ -116,17 +132,38 @@ impl Shared {
         parent: &Inode,
         name: &OsStr,
     ) -> Result<(), Errno> {
-        if let Some((uid, gid)) = self.owner_for(uid, gid, parent) {
-            fchownat(
-                parent.fd()?.as_fd(),
+        let Some((uid, gid)) = self.owner_for(uid, gid, parent) else {
+            return Ok(());
+        };
+        let pfd = parent.fd()?;
+        let made = fstatat(pfd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+        fchownat(pfd.as_fd(), name, uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW).map_err(errno)?;
+        if made.st_mode & 0o6000 != 0 && kind_of_mode(made.st_mode) != FileType::Symlink {
+            let fd = openat(
+                pfd.as_fd(),
                 name,
-                uid,
-                gid,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
             )
             .map_err(errno)?;
+            let now = fstat(fd.as_fd()).map_err(errno)?;
+            if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino)
+                && now.st_mode & 0o7777 != made.st_mode & 0o7777
+            {
+                self.reopen_chmod(&fd, made.st_mode).map_err(errno)?;
+            }
         }
         Ok(())
+    }
+
+    /// chmod through an `O_PATH` descriptor (`/proc/self/fd/N`).
+    fn reopen_chmod(&self, fd: &OwnedFd, mode: u32) -> nix::Result<()> {
+        nix::sys::stat::fchmodat(
+            self.proc_fd.as_fd(),
+            super::FdName::of(fd).as_bytes(),
+            Mode::from_bits_truncate(mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
     }
 
     /// Open the backing file for kernel passthrough: the open's own descriptor when it is
@@ -280,48 +317,44 @@ impl Shared {
         (uid, gid): (u32, u32),
         parent: &Arc<Inode>,
         name: &OsStr,
-        mode: u32,
+        (mode, umask): (u32, u32),
         flags: i32,
         path: Option<&Path>,
         inj: &Injection,
         reply: ReplyCreate,
     ) {
         let pfd = tri!(reply, parent.fd());
-        let create = |flags: i32| {
-            openat(
-                pfd.as_fd(),
-                name,
-                OFlag::from_bits_retain((flags | libc::O_CREAT) & !libc::O_NOCTTY)
-                    | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(mode & 0o7777),
-            )
-        };
         let mut flags = flags;
-        let fd = match upgraded(flags, true) {
-            Some(rw) => match create(rw) {
-                Ok(fd) => {
-                    flags = rw;
-                    Ok(fd)
-                }
-                Err(_) => create(flags),
-            },
-            None => create(flags),
-        };
+        let fd = with_caller_umask(mode, umask, |perm| {
+            let create = |flags: i32| {
+                openat(
+                    pfd.as_fd(),
+                    name,
+                    OFlag::from_bits_retain((flags | libc::O_CREAT) & !libc::O_NOCTTY)
+                        | OFlag::O_CLOEXEC,
+                    perm,
+                )
+            };
+            match upgraded(flags, true) {
+                Some(rw) => match create(rw) {
+                    Ok(fd) => {
+                        flags = rw;
+                        Ok(fd)
+                    }
+                    Err(_) => create(flags),
+                },
+                None => create(flags),
+            }
+        });
         let fd = tri!(reply, fd.map_err(errno));
+        let mut st = tri!(reply, fstat(fd.as_fd()).map_err(errno));
         if let Some((uid, gid)) = self.owner_for(uid, gid, parent) {
             tri!(
                 reply,
                 nix::unistd::fchown(fd.as_fd(), uid, gid).map_err(errno)
             );
-            if mode & 0o6000 != 0 {
-                // chown cleared set-ID bits the caller asked for.
-                tri!(
-                    reply,
-                    fchmod(fd.as_fd(), Mode::from_bits_truncate(mode & 0o7777)).map_err(errno)
-                );
-            }
+            st = tri!(reply, restore_setid(&fd, &st).map_err(errno));
         }
-        let st = tri!(reply, fstat(fd.as_fd()).map_err(errno));
         let path_fd = tri!(reply, self.reopen(&fd, OFlag::O_PATH).map_err(errno));
         let inode =
             self.inodes

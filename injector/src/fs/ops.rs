@@ -16,11 +16,13 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nix::fcntl::{AtFlags, FallocateFlags, OFlag};
-use nix::sys::stat::{Mode, SFlag, mkdirat, mknodat};
+use nix::sys::stat::{SFlag, mkdirat, mknodat};
 use nix::unistd::{UnlinkatFlags, Whence, fdatasync, fsync, linkat, lseek, symlinkat, unlinkat};
 
 use super::handle::{DirHandle, DirStream, Handle};
 use super::macros::{reply_type, resume_with};
+use super::meta::is_acl_name;
+use super::umask::with_caller_umask;
 use super::{Injection, Method, PassthroughFs, Shared, errno};
 use crate::sys::{removexattr, setxattr};
 
@@ -44,6 +46,9 @@ impl Filesystem for PassthroughFs {
             // We clear set-ID bits ourselves (see `kill_setid`); in exchange the kernel
             // stops asking GETXATTR(security.capability) before every write.
             F::FUSE_HANDLE_KILLPRIV_V2,
+            // Creates come unmasked with the caller's umask beside them: the original's
+            // filesystem applies it, or a default ACL instead (see `umask`).
+            F::FUSE_DONT_MASK,
         ] {
             if let Err(missing) = config.add_capabilities(flag) {
                 tracing::debug!(?missing, "kernel lacks a FUSE capability");
@@ -52,6 +57,14 @@ impl Filesystem for PassthroughFs {
         // The kernel sends at most max_pages (256 by default: 1 MiB) per write anyway; a
         // larger max_write would only make every io_uring entry's buffer that large.
         let _ = config.set_max_write(MAX_WRITE);
+        // With default_permissions the kernel then checks access against the
+        // system.posix_acl_access we serve, not the mode bits alone.
+        if let Err(missing) = config.add_capabilities(F::FUSE_POSIX_ACL) {
+            tracing::warn!(
+                ?missing,
+                "kernel lacks FUSE_POSIX_ACL; access checks use mode bits only"
+            );
+        }
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let sh = &self.shared;
@@ -174,7 +187,7 @@ impl Filesystem for PassthroughFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -190,9 +203,11 @@ impl Filesystem for PassthroughFs {
             (parent, name, path),
             |inj, reply| {
                 let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-                let perm = Mode::from_bits_truncate(mode & 0o7777);
                 let pfd = inode_fd!(reply, parent);
-                if let Err(e) = mknodat(pfd.as_fd(), &*name, kind, perm, libc::dev_t::from(rdev)) {
+                let made = with_caller_umask(mode, umask, |perm| {
+                    mknodat(pfd.as_fd(), &*name, kind, perm, libc::dev_t::from(rdev))
+                });
+                if let Err(e) = made {
                     return reply.error(errno(e));
                 }
                 if let Err(e) = sh.chown_child(uid, gid, &parent, &name) {
@@ -209,7 +224,7 @@ impl Filesystem for PassthroughFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let sh = &self.shared;
@@ -224,9 +239,9 @@ impl Filesystem for PassthroughFs {
             (parent, name, path),
             |inj, reply| {
                 let pfd = inode_fd!(reply, parent);
-                if let Err(e) =
-                    mkdirat(pfd.as_fd(), &*name, Mode::from_bits_truncate(mode & 0o7777))
-                {
+                let made =
+                    with_caller_umask(mode, umask, |perm| mkdirat(pfd.as_fd(), &*name, perm));
+                if let Err(e) = made {
                     return reply.error(errno(e));
                 }
                 if let Err(e) = sh.chown_child(uid, gid, &parent, &name) {
@@ -655,7 +670,13 @@ impl Filesystem for PassthroughFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
-        let path = sh.rule_path(|| inode.path());
+        // Rules leave ACL reads alone: the kernel makes them for its own permission checks
+        // (see `is_acl_name`).
+        let path = if is_acl_name(name) {
+            None
+        } else {
+            sh.rule_path(|| inode.path())
+        };
         run!(
             sh,
             Method::Getxattr,
@@ -714,7 +735,7 @@ impl Filesystem for PassthroughFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -733,7 +754,7 @@ impl Filesystem for PassthroughFs {
                     ids,
                     &parent,
                     &name,
-                    mode,
+                    (mode, umask),
                     flags,
                     path.as_deref(),
                     &inj,
