@@ -8,6 +8,7 @@ pub mod container_fs;
 pub mod container_kill;
 pub mod container_runtime;
 pub mod error;
+pub mod fuse_io_uring;
 pub mod grpc;
 pub mod injector_process;
 pub mod io_chaos;

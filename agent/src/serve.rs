@@ -55,6 +55,11 @@ pub struct ServeArgs {
     /// kernel refuses it), kernel, or userspace.
     #[arg(long, default_value = "auto")]
     netem_path: agent::network::NetemPath,
+    /// Turn on the fuse module's enable_uring parameter at start (Linux 6.14+), so IO-fault
+    /// injectors take requests through FUSE over io_uring, each CPU's on that CPU. Other
+    /// FUSE servers on the node are unaffected unless they ask for it themselves.
+    #[arg(long)]
+    enable_fuse_io_uring: bool,
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
@@ -71,6 +76,19 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
+    if args.enable_fuse_io_uring {
+        use agent::fuse_io_uring::{Outcome, PARAMETER, enable};
+        match enable(std::path::Path::new(PARAMETER)) {
+            Ok(Outcome::Enabled) => tracing::info!("FUSE over io_uring turned on ({PARAMETER})"),
+            Ok(Outcome::AlreadyOn) => tracing::info!("FUSE over io_uring is on"),
+            Ok(Outcome::Unsupported) => tracing::warn!(
+                "this kernel has no FUSE over io_uring (Linux 6.14+): injectors use /dev/fuse"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot turn on FUSE over io_uring ({PARAMETER}): injectors use /dev/fuse")
+            }
+        }
+    }
     if args.unix_socket.is_some() && !args.insecure_unix_plaintext {
         bail!("--unix-socket serves plaintext: add --insecure-unix-plaintext to confirm");
     }

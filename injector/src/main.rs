@@ -178,6 +178,10 @@ impl FsStatus for LateFs {
             .map(FsHandle::bypassing_open_files)
             .unwrap_or_default()
     }
+
+    fn io_uring(&self) -> bool {
+        self.0.get().is_some_and(FsHandle::io_uring_active)
+    }
 }
 
 fn main() -> ExitCode {

@@ -35,6 +35,15 @@ impl Default for ServeOptions {
     }
 }
 
+/// Wait (briefly) until the session has started its io_uring queues or fallen back to
+/// `/dev/fuse`, so what we report is what serves.
+fn wait_for_io_uring(handle: &FsHandle) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handle.io_uring_starting() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Ring entries per CPU queue (see [`ServeOptions::io_uring`]). A request holds its entry
 /// until answered, latency faults included, so this many delayed requests on one CPU at once
 /// are what it takes before others queue behind them (the `/dev/fuse` path has the same
@@ -145,6 +154,7 @@ pub fn start_serving(
         .name("fuse-session".into())
         .spawn(move || session.run())
         .map_err(ServeError::Threads)?;
+    wait_for_io_uring(&handle);
     let mount = prepared.pending.attach()?;
     handle.set_ready(true);
     tracing::info!(

@@ -138,10 +138,15 @@ struct Injector {
 
 impl Injector {
     fn spawn(args: &[&str]) -> Injector {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Injector {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_read_timeout(Some(Duration::from_secs(20)))
             .expect("timeout");
         let child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("mount")
             .args(args)
             .args(["--control-fd", "0"])
@@ -491,4 +496,49 @@ fn own_namespace_with_stdio_control_and_sigterm() {
     };
     assert!(status.success(), "{status}");
     assert!(!fault_mounts_in("/proc/self/mountinfo").contains(&path));
+}
+
+/// FUSE over io_uring, once agreed at INIT, makes the kernel hold every request until each
+/// CPU's queue has registered. A queue that cannot start (here: made to fail by the vendored
+/// fuser's test hook) must not leave the mount hanging: the injector makes the kernel give
+/// the transport up, serves from /dev/fuse, and says so in `get_status`.
+#[test]
+fn a_queue_that_cannot_start_falls_back_to_dev_fuse() {
+    if !root_or_skip("io_uring_fallback") {
+        return;
+    }
+    let offered = fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|v| v.trim() == "Y");
+    let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    if !offered || cpus.trim() == "0" {
+        eprintln!("skipping io_uring_fallback: FUSE over io_uring not offered, or one CPU");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(dir.path().join("f"), b"original").expect("f");
+    let path = dir.path().to_str().expect("utf-8 path");
+    for (fail, io_uring) in [(false, true), (true, false)] {
+        let env: &[(&str, &str)] = if fail {
+            &[("FUSER_TEST_FAIL_QUEUE_1", "1")]
+        } else {
+            &[]
+        };
+        let mut inj = Injector::spawn_env(&["--path", path], env);
+        inj.wait_ready();
+        let status = inj.call("get_status", json!({}));
+        assert_eq!(status["result"]["ioUring"], json!(io_uring), "{status}");
+        // Every kind of request is answered: a hang here is the failure this guards against.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let ok = (0..20).all(|i| {
+                let p = root.join(format!("n{i}"));
+                fs::write(&p, b"x").is_ok() && fs::remove_file(&p).is_ok()
+            }) && fs::read(root.join("f")).is_ok_and(|d| d == b"original");
+            let _ = tx.send(ok);
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(true));
+        inj.call("recover", json!({}));
+        assert!(inj.wait_exit(Duration::from_secs(20)).success());
+    }
 }

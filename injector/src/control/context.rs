@@ -21,6 +21,11 @@ pub trait FsStatus: Send + Sync + 'static {
     /// Files currently open through kernel passthrough, as paths relative to the mount
     /// root. Their reads and writes bypass the daemon, so rules cannot reach them.
     fn open_passthrough_files(&self) -> Vec<String>;
+
+    /// Requests come through FUSE over io_uring (else from `/dev/fuse`).
+    fn io_uring(&self) -> bool {
+        false
+    }
 }
 
 /// Everything the control methods need; cheap to clone.
@@ -94,6 +99,7 @@ impl ControlContext {
             rules: rules.rules,
             open_passthrough_files: open.iter().map(|p| self.container_path(p)).collect(),
             unreachable_open_files,
+            io_uring: self.fs.io_uring(),
         }
     }
 

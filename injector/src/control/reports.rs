@@ -36,6 +36,9 @@ pub struct StatusReport {
     pub open_passthrough_files: Vec<PathBuf>,
     /// The subset the rules in force cannot reach on read/write (see [`UpdateReport`]).
     pub unreachable_open_files: Vec<PathBuf>,
+    /// Requests come through FUSE over io_uring, each CPU's on that CPU (else from
+    /// `/dev/fuse`).
+    pub io_uring: bool,
 }
 
 /// `recover`'s answer: injection has stopped; unmounting follows.

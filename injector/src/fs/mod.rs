@@ -88,8 +88,8 @@ pub(crate) struct Shared {
     opts: FsOptions,
     /// Negotiated with the kernel at init, cleared if the kernel refuses a backing file.
     passthrough: AtomicBool,
-    /// Requests come through FUSE over io_uring (negotiated at INIT).
-    io_uring: AtomicBool,
+    /// Requests come through FUSE over io_uring (the session's flag, set once INIT agreed).
+    io_uring: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU8>>,
     /// `/proc/self/fd`, to reopen `O_PATH` handles with real flags.
     proc_fd: OwnedFd,
     notifier: OnceLock<Notifier>,
@@ -166,7 +166,7 @@ impl PassthroughFs {
             handles: handle::HandleTable::default(),
             rules,
             passthrough: AtomicBool::new(false),
-            io_uring: AtomicBool::new(false),
+            io_uring: std::sync::OnceLock::new(),
             opts,
             proc_fd,
             notifier: OnceLock::new(),
@@ -210,14 +210,25 @@ impl FsHandle {
         self.shared.ready.load(Ordering::SeqCst)
     }
 
-    /// Record whether requests come through FUSE over io_uring.
-    pub fn set_io_uring(&self, on: bool) {
-        self.shared.io_uring.store(on, Ordering::Relaxed);
+    /// Give the filesystem the session's "requests come through io_uring" flag.
+    pub fn set_io_uring(&self, flag: Arc<std::sync::atomic::AtomicU8>) {
+        let _ = self.shared.io_uring.set(flag);
     }
 
     /// Whether requests come through FUSE over io_uring.
     pub fn io_uring_active(&self) -> bool {
-        self.shared.io_uring.load(Ordering::Relaxed)
+        self.shared
+            .io_uring
+            .get()
+            .is_some_and(|f| f.load(Ordering::Acquire) == fuser::io_uring_state::IN_USE)
+    }
+
+    /// The io_uring queues are still being started.
+    pub fn io_uring_starting(&self) -> bool {
+        self.shared
+            .io_uring
+            .get()
+            .is_some_and(|f| f.load(Ordering::Acquire) == fuser::io_uring_state::STARTING)
     }
 
     /// Whether opens currently use kernel passthrough.
@@ -306,6 +317,10 @@ impl FsStatus for FsHandle {
 
     fn open_passthrough_files(&self) -> Vec<String> {
         self.bypassing_open_files()
+    }
+
+    fn io_uring(&self) -> bool {
+        self.io_uring_active()
     }
 }
 

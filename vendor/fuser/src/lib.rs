@@ -103,6 +103,13 @@ mod session;
 mod time;
 #[cfg(target_os = "linux")]
 mod uring;
+/// States of [`Session::io_uring`].
+pub mod io_uring_state {
+    #[cfg(target_os = "linux")]
+    pub use crate::uring::{IN_USE, NOT_IN_USE, STARTING};
+    #[cfg(not(target_os = "linux"))]
+    pub const NOT_IN_USE: u8 = 2;
+}
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]

@@ -458,7 +458,10 @@ impl<FS: Filesystem> Session<FS> {
             #[cfg(target_os = "linux")]
             {
                 let want = InitFlags::FUSE_OVER_IO_URING;
-                if self.config.io_uring_queue_depth > 0 && init.capabilities().contains(want) {
+                if self.config.io_uring_queue_depth > 0
+                    && init.capabilities().contains(want)
+                    && crate::uring::available()
+                {
                     let _ = config.add_capabilities(want);
                 }
                 self.uring = (init.capabilities() & config.requested)
@@ -466,6 +469,7 @@ impl<FS: Filesystem> Session<FS> {
                     .then(|| crate::uring::Params {
                         depth: self.config.io_uring_queue_depth.max(1),
                         payload: crate::uring::payload_size(config.max_write, config.max_pages()),
+                        state: Arc::new(std::sync::atomic::AtomicU8::new(crate::uring::STARTING)),
                     });
             }
 
@@ -534,13 +538,18 @@ impl<FS: Filesystem> Session<FS> {
         Notifier::new(self.ch.sender())
     }
 
-    /// FUSE over io_uring was negotiated with the kernel at INIT: once [`Session::run`] has
-    /// registered the per-CPU queues, requests arrive through them.
-    pub fn io_uring(&self) -> bool {
+    /// Whether requests come through FUSE over io_uring ([`crate::io_uring_state`]):
+    /// `STARTING` once negotiated at INIT, until [`Session::run`] has started every CPU's
+    /// queue (`IN_USE`) or found one that could not start (`NOT_IN_USE`: requests stay on
+    /// `/dev/fuse`); `NOT_IN_USE` at once when it was not negotiated.
+    pub fn io_uring(&self) -> Arc<std::sync::atomic::AtomicU8> {
         #[cfg(target_os = "linux")]
-        return self.uring.is_some();
-        #[cfg(not(target_os = "linux"))]
-        return false;
+        if let Some(params) = &self.uring {
+            return params.state.clone();
+        }
+        Arc::new(std::sync::atomic::AtomicU8::new(
+            crate::io_uring_state::NOT_IN_USE,
+        ))
     }
 }
 

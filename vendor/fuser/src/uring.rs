@@ -38,6 +38,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU8;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -83,11 +84,19 @@ const MAX_DEPTH: usize = 1024;
 /// `user_data` of the eventfd poll; entries use their index.
 const WAKE_TOKEN: u64 = u64::MAX;
 
+/// [`Params::state`] values.
+pub const STARTING: u8 = 0;
+pub const IN_USE: u8 = 1;
+pub const NOT_IN_USE: u8 = 2;
+
 /// What INIT settled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Params {
     pub(crate) depth: usize,
     pub(crate) payload: usize,
+    /// [`STARTING`], then [`IN_USE`], or [`NOT_IN_USE`] if a queue could not start and
+    /// requests stay on /dev/fuse.
+    pub(crate) state: Arc<AtomicU8>,
 }
 
 /// The payload buffer the kernel requires of every entry (`fuse_uring_create`).
@@ -96,6 +105,16 @@ pub(crate) fn payload_size(max_write: u32, max_pages: u16) -> usize {
     (abi::consts::FUSE_MIN_READ_BUFFER)
         .max(max_write as usize)
         .max(usize::from(max_pages) * page)
+}
+
+/// Can this process use io_uring with 128-byte SQEs? Asked before INIT asks the kernel for
+/// FUSE over io_uring: once that is agreed, the kernel holds every request until each CPU's
+/// queue has registered an entry, so a process that cannot create rings (a seccomp profile
+/// that refuses io_uring, `kernel.io_uring_disabled`) must not ask.
+pub(crate) fn available() -> bool {
+    IoUring::<squeue::Entry128, cqueue::Entry>::builder()
+        .build(2)
+        .is_ok()
 }
 
 /// Size of the opcode's fixed argument, as the kernel puts it in `op_in` (`in_args[0]`;
@@ -369,6 +388,7 @@ pub(crate) fn start<FS: Filesystem>(
 ) -> io::Result<Rings> {
     let cpus = possible_cpus();
     let mut queues = Vec::with_capacity(cpus);
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     for qid in 0..cpus {
         let qid = u16::try_from(qid).map_err(|_| io::Error::other("too many CPUs"))?;
         let shared = Arc::new(QueueShared {
@@ -390,21 +410,57 @@ pub(crate) fn start<FS: Filesystem>(
         };
         let queue = Queue {
             shared: shared.clone(),
-            params,
+            params: params.clone(),
             event_loop,
+            started: started_tx.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("fuser-ring-{qid}"))
             .spawn(move || queue.run())?;
         queues.push((shared, thread));
     }
+    drop(started_tx);
+    // Every queue must register, or the kernel holds requests forever: if one could not,
+    // make the kernel give the transport up (requests then come through /dev/fuse).
+    let failed = started_rx.iter().take(cpus).find_map(Result::err);
+    if let Some(e) = failed {
+        warn!("FUSE over io_uring not started ({e}); serving from /dev/fuse");
+        if let Err(e) = give_up(&ch) {
+            error!("cannot make the kernel give up FUSE over io_uring: {e}");
+        }
+        params.state.store(NOT_IN_USE, Ordering::Release);
+    } else {
+        params.state.store(IN_USE, Ordering::Release);
+    }
     Ok(Rings { queues })
+}
+
+/// A REGISTER the kernel must refuse (one iovec instead of two): on a failed REGISTER it
+/// turns FUSE over io_uring off for the connection and releases the requests it held.
+fn give_up(ch: &Channel) -> io::Result<()> {
+    let mut ring: IoUring<squeue::Entry128, cqueue::Entry> = IoUring::builder().build(2)?;
+    let iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }];
+    let mut cmd = [0u8; 80];
+    cmd[16..18].copy_from_slice(&0u16.to_ne_bytes());
+    let sqe = opcode::UringCmd80::new(types::Fd(ch.as_fd().as_raw_fd()), CMD_REGISTER)
+        .cmd(cmd)
+        .addr(Some(iov.as_ptr() as u64))
+        .build()
+        .user_data(0);
+    push(&mut ring, with_len(sqe, 1))?;
+    ring.submit_and_wait(1)?;
+    Ok(())
 }
 
 struct Queue<FS: Filesystem> {
     shared: Arc<QueueShared>,
     params: Params,
     event_loop: SessionEventLoop<FS>,
+    /// Told once this queue's entries are submitted for registration, or why not.
+    started: std::sync::mpsc::Sender<io::Result<()>>,
 }
 
 /// An entry's state as the queue thread sees it.
@@ -432,14 +488,35 @@ impl<FS: Filesystem> Queue<FS> {
     fn serve(&self) -> io::Result<()> {
         let depth = self.params.depth.clamp(1, MAX_DEPTH);
         let sq = u32::try_from(depth + 1).unwrap_or(1024).next_power_of_two();
-        let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
-            IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
-        ring.submitter().register_files(&[self.shared.ch_fd()])?;
-        let mut slots: Vec<Slot> = Vec::with_capacity(depth);
-        for _ in 0..depth {
-            self.add_entry(&mut ring, &mut slots)?;
-        }
-        self.arm_wake(&mut ring)?;
+        let setup = || -> io::Result<(IoUring<squeue::Entry128, cqueue::Entry>, Vec<Slot>)> {
+            // Test hook (faultline's injector tests): the fallback when a queue cannot start.
+            if self.shared.qid == 1 && std::env::var_os("FUSER_TEST_FAIL_QUEUE_1").is_some() {
+                return Err(io::Error::other("test failure"));
+            }
+            let mut ring: IoUring<squeue::Entry128, cqueue::Entry> =
+                IoUring::builder().setup_cqsize(sq * 2).build(sq)?;
+            ring.submitter().register_files(&[self.shared.ch_fd()])?;
+            let mut slots: Vec<Slot> = Vec::with_capacity(depth);
+            for _ in 0..depth {
+                self.add_entry(&mut ring, &mut slots)?;
+            }
+            self.arm_wake(&mut ring)?;
+            ring.submit()?;
+            Ok((ring, slots))
+        };
+        let (mut ring, mut slots) = match setup() {
+            Ok(set) => {
+                let _ = self.started.send(Ok(()));
+                set
+            }
+            Err(e) => {
+                let _ = self.started.send(Err(io::Error::new(
+                    e.kind(),
+                    format!("queue {}: {e}", self.shared.qid),
+                )));
+                return Err(e);
+            }
+        };
         let mut request = Vec::with_capacity(IN_HEADER_SIZE + 128 + 4096);
         let mut done = Vec::with_capacity(sq as usize * 2);
         loop {
