@@ -712,8 +712,7 @@ fn requests_come_through_io_uring_where_the_kernel_offers_it() {
     if !root_or_skip("io_uring_transport") {
         return;
     }
-    let offered = fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
-        .is_ok_and(|v| v.trim() == "Y");
+    let offered = common::io_uring_offered();
     let ring_threads = || {
         fs::read_dir("/proc/self/task")
             .expect("tasks")

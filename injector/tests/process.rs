@@ -507,8 +507,7 @@ fn a_queue_that_cannot_start_falls_back_to_dev_fuse() {
     if !root_or_skip("io_uring_fallback") {
         return;
     }
-    let offered = fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
-        .is_ok_and(|v| v.trim() == "Y");
+    let offered = common::io_uring_offered();
     let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
     if !offered || cpus.trim() == "0" {
         eprintln!("skipping io_uring_fallback: FUSE over io_uring not offered, or one CPU");

@@ -147,3 +147,9 @@ pub fn assert_unserved(file: &Path) {
         }
     }
 }
+
+/// The kernel offers FUSE over io_uring (the `fuse` module's `enable_uring` is on).
+pub fn io_uring_offered() -> bool {
+    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring")
+        .is_ok_and(|v| v.trim() == "Y")
+}

@@ -107,6 +107,7 @@ mod uring;
 pub mod io_uring_state {
     #[cfg(target_os = "linux")]
     pub use crate::uring::{IN_USE, NOT_IN_USE, STARTING};
+    /// Requests come through `/dev/fuse` (io_uring is Linux-only).
     #[cfg(not(target_os = "linux"))]
     pub const NOT_IN_USE: u8 = 2;
 }

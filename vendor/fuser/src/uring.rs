@@ -85,8 +85,11 @@ const MAX_DEPTH: usize = 1024;
 const WAKE_TOKEN: u64 = u64::MAX;
 
 /// [`Params::state`] values.
+/// Negotiated at INIT; the queues are being started.
 pub const STARTING: u8 = 0;
+/// Every CPU's queue is registered: requests come through io_uring.
 pub const IN_USE: u8 = 1;
+/// Not negotiated, or a queue could not start: requests come through `/dev/fuse`.
 pub const NOT_IN_USE: u8 = 2;
 
 /// What INIT settled.

@@ -536,6 +536,7 @@ pub(crate) struct fuse_init_out {
 
 #[repr(C)]
 #[derive(Debug, FromBytes, KnownLayout, Immutable)]
+#[allow(dead_code)] // kernel ABI, kept complete as upstream has it
 pub(crate) struct cuse_init_in {
     pub(crate) major: u32,
     pub(crate) minor: u32,
@@ -545,6 +546,7 @@ pub(crate) struct cuse_init_in {
 
 #[repr(C)]
 #[derive(Debug, KnownLayout, Immutable)]
+#[allow(dead_code)] // kernel ABI, kept complete as upstream has it
 pub(crate) struct cuse_init_out {
     pub(crate) major: u32,
     pub(crate) minor: u32,
@@ -590,6 +592,7 @@ pub(crate) struct fuse_ioctl_in {
 
 #[repr(C)]
 #[derive(Debug, KnownLayout, Immutable)]
+#[allow(dead_code)] // kernel ABI, kept complete as upstream has it
 pub(crate) struct fuse_ioctl_iovec {
     pub(crate) base: u64,
     pub(crate) len: u64,
@@ -711,6 +714,7 @@ pub(crate) struct fuse_notify_store_out {
 
 #[repr(C)]
 #[derive(Debug, KnownLayout, Immutable)]
+#[allow(dead_code)] // kernel ABI, kept complete as upstream has it
 pub(crate) struct fuse_notify_retrieve_out {
     pub(crate) notify_unique: u64,
     pub(crate) nodeid: u64,
@@ -721,6 +725,7 @@ pub(crate) struct fuse_notify_retrieve_out {
 
 #[repr(C)]
 #[derive(Debug, FromBytes, KnownLayout, Immutable)]
+#[allow(dead_code)] // kernel ABI, kept complete as upstream has it
 pub(crate) struct fuse_notify_retrieve_in {
     // matches the size of fuse_write_in
     pub(crate) dummy1: u64,
