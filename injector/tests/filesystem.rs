@@ -727,6 +727,8 @@ fn requests_come_through_io_uring_where_the_kernel_offers_it() {
         };
         let fx = Fixture::mount_opts(|d| fs::write(d.join("f"), b"data").expect("f"), opts);
         assert_eq!(fx.running().fs().io_uring_active(), io_uring && offered);
+        assert_eq!(fs::read(fx.at("f")).expect("read"), b"data");
+        let known = fx.running().fs().inode_count();
         // Metadata and data both: lookups, creates and unlinks always reach the daemon.
         for i in 0..50 {
             let p = fx.at(&format!("n{i}"));
@@ -738,5 +740,16 @@ fn requests_come_through_io_uring_where_the_kernel_offers_it() {
         if io_uring && offered {
             assert!(ring_threads() > 0, "no fuser-ring-* threads");
         }
+        // The kernel forgets each unlinked inode; FORGETs still come through /dev/fuse
+        // (read by a polling reader while the rings serve), and the daemon drops them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fx.running().fs().inode_count() > known && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            fx.running().fs().inode_count(),
+            known,
+            "unlinked inodes not forgotten (io_uring {io_uring})"
+        );
     }
 }

@@ -47,6 +47,19 @@ impl Channel {
         }
     }
 
+    /// Receives one request if the kernel has one ready, without blocking (the channel must
+    /// come from [`Self::clone_fd_nonblocking`]): `EAGAIN` when there is none. Retries on
+    /// ENOENT and EINTR like [`Self::receive_retrying`].
+    #[cfg(target_os = "linux")]
+    pub(crate) fn try_receive(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+        loop {
+            match self.receive(buffer) {
+                Err(Errno::ENOENT | Errno::EINTR) => continue,
+                other => return other,
+            }
+        }
+    }
+
     /// Returns a sender object for this channel. The sender object can be
     /// used to send to the channel. Multiple sender objects can be used
     /// and they can safely be sent to other threads.
@@ -65,9 +78,21 @@ impl Channel {
     /// Requires Linux 4.5+. Returns an error on older kernels or non-Linux.
     #[cfg(target_os = "linux")]
     pub(crate) fn clone_fd(&self) -> io::Result<Channel> {
-        use std::os::fd::AsRawFd;
+        self.clone_fd_with(DevFuse::open()?)
+    }
 
-        let new_dev = DevFuse::open()?;
+    /// Like [`Self::clone_fd`], but reads from the new descriptor never block: they fail
+    /// with `EAGAIN` when no request is waiting (see [`Self::try_receive`]). Added for
+    /// faultline: a reader that does not sleep on the connection's wait queue spares every
+    /// caller that queues a FORGET the wakeup of that reader.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn clone_fd_nonblocking(&self) -> io::Result<Channel> {
+        self.clone_fd_with(DevFuse::open_nonblocking()?)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn clone_fd_with(&self, new_dev: DevFuse) -> io::Result<Channel> {
+        use std::os::fd::AsRawFd;
 
         let mut source_fd = self.0.as_raw_fd() as u32;
         // SAFETY: fuse_dev_ioc_clone is a valid ioctl for /dev/fuse

@@ -32,4 +32,17 @@ impl DevFuse {
             .open(Self::PATH)
             .map(Self)
     }
+
+    /// Open `/dev/fuse` with `O_NONBLOCK` (added for faultline, see
+    /// `Channel::clone_fd_nonblocking`).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn open_nonblocking() -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(Self::PATH)
+            .map(Self)
+    }
 }

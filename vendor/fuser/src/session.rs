@@ -276,7 +276,42 @@ impl<FS: Filesystem> Session<FS> {
             return Err(io::Error::other("n_threads"));
         };
 
-        let mut filesystem = Arc::new(filesystem);
+        let filesystem = Arc::new(filesystem);
+
+        #[cfg(target_os = "linux")]
+        let rings = match uring {
+            Some(params) => Some(crate::uring::start(
+                params,
+                ch.clone(),
+                filesystem.clone(),
+                allowed,
+                session_owner,
+            )?),
+            None => None,
+        };
+
+        // While the rings serve, only FORGET and INTERRUPT still come through /dev/fuse:
+        // one reader that polls (see `SessionEventLoop::polling_loop`) instead of readers
+        // that sleep on the connection, which every unlink would wake with its FORGET.
+        #[cfg(target_os = "linux")]
+        if let Some(serving) = rings.as_ref().filter(|r| r.in_use()) {
+            let event_loop = SessionEventLoop {
+                thread_name: "fuser-forget".to_string(),
+                filesystem: filesystem.clone(),
+                ch: ch.clone_fd_nonblocking()?,
+                allowed,
+                session_owner,
+            };
+            let thread = thread::Builder::new()
+                .name(event_loop.thread_name.clone())
+                .spawn(move || event_loop.polling_loop())?;
+            serving.wake_on_teardown(thread.thread().clone());
+            let reply = thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("event loop thread panicked")));
+            drop(ch);
+            return Self::finish(filesystem, rings, reply);
+        }
 
         let mut channels = Vec::with_capacity(n_threads);
 
@@ -296,18 +331,6 @@ impl<FS: Filesystem> Session<FS> {
             }
         }
         channels.push(ch);
-
-        #[cfg(target_os = "linux")]
-        let rings = match uring {
-            Some(params) => Some(crate::uring::start(
-                params,
-                channels[channels.len() - 1].clone(),
-                filesystem.clone(),
-                allowed,
-                session_owner,
-            )?),
-            None => None,
-        };
 
         let mut threads = Vec::with_capacity(n_threads);
 
@@ -341,7 +364,19 @@ impl<FS: Filesystem> Session<FS> {
                 }
             }
         }
-        // The connection is gone (every /dev/fuse reader saw ENODEV): stop the ring queues.
+        #[cfg(target_os = "linux")]
+        return Self::finish(filesystem, rings, reply);
+        #[cfg(not(target_os = "linux"))]
+        return Self::finish(filesystem, reply);
+    }
+
+    /// The connection is gone (every /dev/fuse reader saw ENODEV): stop the ring queues,
+    /// then let the filesystem know.
+    fn finish(
+        mut filesystem: Arc<FilesystemHolder<FS>>,
+        #[cfg(target_os = "linux")] rings: Option<crate::uring::Rings>,
+        reply: io::Result<()>,
+    ) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if let Some(rings) = rings {
             rings.stop();
@@ -588,27 +623,66 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
             match self.ch.receive_retrying(buf) {
-                Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
-                    // Dispatch request
-                    Some(req) => {
-                        if let Ok(Operation::Destroy(_)) = req.request.operation() {
-                            req.reply::<ReplyEmpty>().ok();
-                            return Ok(());
-                        } else {
-                            req.dispatch(self)
-                        }
+                Ok(size) => {
+                    if let Some(end) = self.handle(&buf[..size]) {
+                        return end;
                     }
-                    // Quit loop on illegal request
-                    None => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            "Invalid request",
-                        ));
-                    }
-                },
+                }
                 Err(nix::errno::Errno::ENODEV) => return Ok(()),
                 Err(err) => return Err(err.into()),
             }
+        }
+    }
+
+    /// The /dev/fuse reader while FUSE over io_uring serves requests (added for faultline).
+    /// Only FORGETs (and INTERRUPTs, which fuser does not handle) still come here, and the
+    /// kernel queues a FORGET with a wakeup of whoever sleeps on the connection: a reader
+    /// blocked in read() would cost every unlink a cross-CPU wakeup (half of a FUSE unlink's
+    /// time, measured). So this reader never sleeps there: it drains what is waiting with
+    /// non-blocking reads, then naps, longer the longer nothing comes. A queue thread that
+    /// sees the connection torn down unparks it, so unmounts are still noticed at once.
+    #[cfg(target_os = "linux")]
+    fn polling_loop(&self) -> io::Result<()> {
+        const FIRST_NAP: std::time::Duration = std::time::Duration::from_millis(1);
+        const LONGEST_NAP: std::time::Duration = std::time::Duration::from_millis(100);
+        let mut buf = FuseReadBuf::new();
+        let buf = buf.as_mut();
+        let mut nap = FIRST_NAP;
+        loop {
+            match self.ch.try_receive(buf) {
+                Ok(size) => {
+                    if let Some(end) = self.handle(&buf[..size]) {
+                        return end;
+                    }
+                    nap = FIRST_NAP;
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    thread::park_timeout(nap);
+                    nap = (nap * 2).min(LONGEST_NAP);
+                }
+                Err(nix::errno::Errno::ENODEV) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Dispatch one request read from /dev/fuse; `Some` ends the loop with that result.
+    fn handle(&self, request: &[u8]) -> Option<io::Result<()>> {
+        match RequestWithSender::new(self.ch.sender(), request) {
+            Some(req) => {
+                if let Ok(Operation::Destroy(_)) = req.request.operation() {
+                    req.reply::<ReplyEmpty>().ok();
+                    Some(Ok(()))
+                } else {
+                    req.dispatch(self);
+                    None
+                }
+            }
+            // Quit loop on illegal request
+            None => Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "Invalid request",
+            ))),
         }
     }
 }

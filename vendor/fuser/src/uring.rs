@@ -266,6 +266,9 @@ pub(crate) struct QueueShared {
     closed: AtomicBool,
     /// The session's `/dev/fuse` descriptor (registered with each ring as fixed file 0).
     ch: Channel,
+    /// The `/dev/fuse` reader, which naps between polls: woken when the kernel tears this
+    /// queue down (the connection is going), so the session ends without waiting for it.
+    reader: OnceLock<std::thread::Thread>,
 }
 
 impl std::fmt::Debug for QueueShared {
@@ -348,9 +351,22 @@ impl RingReply {
 /// The running queues.
 pub(crate) struct Rings {
     queues: Vec<(Arc<QueueShared>, JoinHandle<()>)>,
+    in_use: bool,
 }
 
 impl Rings {
+    /// Every queue registered: requests come through the rings, not `/dev/fuse`.
+    pub(crate) fn in_use(&self) -> bool {
+        self.in_use
+    }
+
+    /// Unpark `reader` (the `/dev/fuse` reader) when the kernel tears a queue down.
+    pub(crate) fn wake_on_teardown(&self, reader: std::thread::Thread) {
+        for (shared, _) in &self.queues {
+            let _ = shared.reader.set(reader.clone());
+        }
+    }
+
     /// Stop every queue thread and wait for it (the connection is gone by now).
     pub(crate) fn stop(self) {
         for (shared, _) in &self.queues {
@@ -403,6 +419,7 @@ pub(crate) fn start<FS: Filesystem>(
             wake: EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?,
             closed: AtomicBool::new(false),
             ch: ch.clone(),
+            reader: OnceLock::new(),
         });
         let event_loop = SessionEventLoop {
             thread_name: format!("fuser-ring-{qid}"),
@@ -426,16 +443,18 @@ pub(crate) fn start<FS: Filesystem>(
     // Every queue must register, or the kernel holds requests forever: if one could not,
     // make the kernel give the transport up (requests then come through /dev/fuse).
     let failed = started_rx.iter().take(cpus).find_map(Result::err);
-    if let Some(e) = failed {
+    let in_use = if let Some(e) = failed {
         warn!("FUSE over io_uring not started ({e}); serving from /dev/fuse");
         if let Err(e) = give_up(&ch) {
             error!("cannot make the kernel give up FUSE over io_uring: {e}");
         }
         params.state.store(NOT_IN_USE, Ordering::Release);
+        false
     } else {
         params.state.store(IN_USE, Ordering::Release);
-    }
-    Ok(Rings { queues })
+        true
+    };
+    Ok(Rings { queues, in_use })
 }
 
 /// A REGISTER the kernel must refuse (one iovec instead of two): on a failed REGISTER it
@@ -557,6 +576,9 @@ impl<FS: Filesystem> Queue<FS> {
                             );
                         }
                         slots[index] = Slot::Dead;
+                        if let Some(reader) = self.shared.reader.get() {
+                            reader.unpark();
+                        }
                     }
                 }
             }
