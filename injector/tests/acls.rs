@@ -297,3 +297,64 @@ fn without_a_default_acl_new_files_get_the_creators_umask() {
     assert_eq!(modes, [0o644, 0o4755, 0o755, 0o644]);
     assert_eq!(mode(&fx.at("plain/m-0-77-dir")), 0o700);
 }
+
+/// `setxattr(path, system.posix_acl_access, acl(text))` as `uid` (in its own group only).
+fn set_access_acl_as(uid: u32, path: &Path, text: &str) {
+    let hex: String = acl(text).iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(PYTHON)
+        .args([
+            "-I",
+            "-c",
+            "import os, sys; os.setxattr(sys.argv[1], 'system.posix_acl_access', bytes.fromhex(sys.argv[2]))",
+        ])
+        .arg(path)
+        .arg(hex)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "setting an ACL on {} as {uid}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A set-group-ID file `uid` owns, in `group`.
+fn sgid_file(path: &Path, uid: u32, group: u32) {
+    fs::write(path, b"x").expect("file");
+    std::os::unix::fs::chown(path, Some(uid), Some(group)).expect("chown");
+    chmod(path, 0o2770);
+}
+
+#[test]
+fn setting_an_acl_clears_set_group_id_as_natively_when_the_owner_is_not_in_the_group() {
+    if !root_or_skip("acl_kill_sgid") {
+        return;
+    }
+    let fx = Fixture::mount_with(|p| {
+        open_to_others(p);
+        sgid_file(&p.join("foreign"), USER, OTHER_USER);
+        sgid_file(&p.join("own"), USER, USER);
+        // USER cannot reach the original under the mount: twins beside it stand in.
+        let twin = p.with_file_name("twin");
+        fs::create_dir(&twin).expect("twin");
+        chmod(&twin, 0o755);
+        sgid_file(&twin.join("foreign"), USER, OTHER_USER);
+        sgid_file(&twin.join("own"), USER, USER);
+    });
+    let twin = fx.path.with_file_name("twin");
+    let text = "u::rwx u:4343:r-x g::r-x m::r-x o::---";
+    for name in ["foreign", "own"] {
+        set_access_acl_as(USER, &twin.join(name), text);
+        set_access_acl_as(USER, &fx.at(name), text);
+        let native = mode(&twin.join(name));
+        assert_eq!(mode(&fx.orig(name)), native, "{name}: the original");
+        assert_eq!(mode(&fx.at(name)), native, "{name}: through the mount");
+        assert_eq!(acl_of(&fx.at(name), ACCESS).as_deref(), Ok(text), "{name}");
+    }
+    // Not vacuous: natively the bit goes only where the owner is not in the file's group.
+    assert_eq!(mode(&twin.join("foreign")), 0o750);
+    assert_eq!(mode(&twin.join("own")), 0o2750);
+}

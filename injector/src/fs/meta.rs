@@ -45,6 +45,27 @@ fn time_spec(t: Option<TimeOrNow>) -> TimeSpec {
 }
 
 impl Shared {
+    /// After an access ACL was set for a caller who is neither in the file's group nor
+    /// privileged (the kernel says so with `FUSE_SETXATTR_ACL_KILL_SGID`), clear
+    /// set-group-ID as a native setfacl by that caller would: the daemon set the ACL as root,
+    /// which keeps it.
+    pub(super) fn kill_sgid_after_acl(
+        &self,
+        ifd: &(impl AsFd + std::os::fd::AsRawFd),
+    ) -> Result<(), Errno> {
+        let st = nix::sys::stat::fstat(ifd.as_fd()).map_err(errno)?;
+        if st.st_mode & libc::S_ISGID == 0 {
+            return Ok(());
+        }
+        fchmodat(
+            self.proc_fd.as_fd(),
+            FdName::of(ifd).as_bytes(),
+            Mode::from_bits_truncate((st.st_mode & 0o7777) & !libc::S_ISGID),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(errno)
+    }
+
     /// `/proc/self/fd/N` of an inode, for the path-only xattr calls. The kernel resolves
     /// this magic link to the very file the descriptor is open on and stops there, even if
     /// it is a symlink: `getxattr` on it acts on a symlink itself as `lgetxattr` does.

@@ -49,6 +49,9 @@ impl Filesystem for PassthroughFs {
             // Creates come unmasked with the caller's umask beside them: the original's
             // filesystem applies it, or a default ACL instead (see `umask`).
             F::FUSE_DONT_MASK,
+            // The kernel then says when setting an access ACL must clear set-group-ID (the
+            // daemon sets ACLs as root, which never clears it; see `kill_sgid_after_acl`).
+            F::FUSE_SETXATTR_EXT,
         ] {
             if let Err(missing) = config.add_capabilities(flag) {
                 tracing::debug!(?missing, "kernel lacks a FUSE capability");
@@ -635,7 +638,7 @@ impl Filesystem for PassthroughFs {
         });
     }
 
-    fn setxattr(
+    fn setxattr_ext(
         &self,
         _req: &Request,
         ino: INodeNo,
@@ -643,6 +646,7 @@ impl Filesystem for PassthroughFs {
         value: &[u8],
         flags: i32,
         _position: u32,
+        setxattr_flags: u32,
         reply: ReplyEmpty,
     ) {
         let sh = &self.shared;
@@ -659,10 +663,16 @@ impl Filesystem for PassthroughFs {
                     return reply.error(Errno::EINVAL);
                 };
                 let ifd = inode_fd!(reply, inode);
-                match setxattr(&sh.proc_path(&ifd), &cname, &value, flags) {
-                    Ok(()) => reply.ok(),
-                    Err(e) => reply.error(e.into()),
+                if let Err(e) = setxattr(&sh.proc_path(&ifd), &cname, &value, flags) {
+                    return reply.error(e.into());
                 }
+                if setxattr_flags & fuser::consts::FUSE_SETXATTR_ACL_KILL_SGID != 0
+                    && name.as_bytes() == b"system.posix_acl_access"
+                    && let Err(e) = sh.kill_sgid_after_acl(&ifd)
+                {
+                    return reply.error(e);
+                }
+                reply.ok()
             }
         );
     }

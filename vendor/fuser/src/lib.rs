@@ -805,6 +805,25 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Set an extended attribute, with the flags the kernel adds once
+    /// `InitFlags::FUSE_SETXATTR_EXT` is agreed (`setxattr_flags`, e.g.
+    /// `consts::FUSE_SETXATTR_ACL_KILL_SGID`; 0 otherwise). Added for faultline; the default
+    /// ignores them and calls [`Filesystem::setxattr`].
+    #[allow(clippy::too_many_arguments)]
+    fn setxattr_ext(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        _setxattr_flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.setxattr(req, ino, name, value, flags, position, reply);
+    }
+
     /// Get an extended attribute.
     /// If `size` is 0, the size of the value should be sent with `reply.size()`.
     /// If `size` is not 0, and the value fits, send it with `reply.data()`, or

@@ -57,6 +57,12 @@ impl<'a> RequestWithSender<'a> {
         Some(Self { ch, request })
     }
 
+    /// Parse SETXATTR with the longer argument `FUSE_SETXATTR_EXT` brings, if it was agreed.
+    pub(crate) fn setxattr_ext(mut self, agreed: bool) -> Self {
+        self.request = self.request.with_setxattr_ext(agreed);
+        self
+    }
+
     /// Dispatch request to the given filesystem.
     /// This calls the appropriate filesystem operation method for the
     /// request and sends back the returned reply to the kernel
@@ -332,13 +338,14 @@ impl<'a> RequestWithSender<'a> {
                 filesystem.statfs(self.request_header(), self.request.nodeid(), self.reply());
             }
             ll::Operation::SetXAttr(x) => {
-                filesystem.setxattr(
+                filesystem.setxattr_ext(
                     self.request_header(),
                     self.request.nodeid(),
                     x.name(),
                     x.value(),
                     x.flags(),
                     x.position(),
+                    x.setxattr_flags(),
                     self.reply(),
                 );
             }

@@ -142,6 +142,8 @@ pub struct Session<FS: Filesystem> {
     /// FUSE over io_uring was negotiated at INIT: the queues start with [`Session::run`].
     #[cfg(target_os = "linux")]
     pub(crate) uring: Option<crate::uring::Params>,
+    /// `FUSE_SETXATTR_EXT` was agreed at INIT (SETXATTR then carries a longer argument).
+    pub(crate) setxattr_ext: bool,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -191,6 +193,7 @@ impl<FS: Filesystem> Session<FS> {
             config: options.clone(),
             #[cfg(target_os = "linux")]
             uring: None,
+            setxattr_ext: false,
         };
 
         session.handshake()?;
@@ -221,6 +224,7 @@ impl<FS: Filesystem> Session<FS> {
             config,
             #[cfg(target_os = "linux")]
             uring: None,
+            setxattr_ext: false,
         };
 
         session.handshake()?;
@@ -261,6 +265,7 @@ impl<FS: Filesystem> Session<FS> {
             config,
             #[cfg(target_os = "linux")]
             uring,
+            setxattr_ext,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -301,6 +306,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch: ch.clone_fd_nonblocking()?,
                 allowed,
                 session_owner,
+                setxattr_ext,
             };
             let thread = thread::Builder::new()
                 .name(event_loop.thread_name.clone())
@@ -342,6 +348,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                setxattr_ext,
             };
             threads.push(
                 thread::Builder::new()
@@ -505,8 +512,12 @@ impl<FS: Filesystem> Session<FS> {
                         depth: self.config.io_uring_queue_depth.max(1),
                         payload: crate::uring::payload_size(config.max_write, config.max_pages()),
                         state: Arc::new(std::sync::atomic::AtomicU8::new(crate::uring::STARTING)),
+                        setxattr_ext: (init.capabilities() & config.requested)
+                            .contains(InitFlags::FUSE_SETXATTR_EXT),
                     });
             }
+            self.setxattr_ext =
+                (init.capabilities() & config.requested).contains(InitFlags::FUSE_SETXATTR_EXT);
 
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
@@ -611,6 +622,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// `FUSE_SETXATTR_EXT` was agreed at INIT.
+    pub(crate) setxattr_ext: bool,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -668,7 +681,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
 
     /// Dispatch one request read from /dev/fuse; `Some` ends the loop with that result.
     fn handle(&self, request: &[u8]) -> Option<io::Result<()>> {
-        match RequestWithSender::new(self.ch.sender(), request) {
+        match RequestWithSender::new(self.ch.sender(), request).map(|r| r.setxattr_ext(self.setxattr_ext)) {
             Some(req) => {
                 if let Ok(Operation::Destroy(_)) = req.request.operation() {
                     req.reply::<ReplyEmpty>().ok();

@@ -100,6 +100,8 @@ pub(crate) struct Params {
     /// [`STARTING`], then [`IN_USE`], or [`NOT_IN_USE`] if a queue could not start and
     /// requests stay on /dev/fuse.
     pub(crate) state: Arc<AtomicU8>,
+    /// `FUSE_SETXATTR_EXT` was agreed: SETXATTR's fixed argument is 16 bytes, not 8.
+    pub(crate) setxattr_ext: bool,
 }
 
 /// The payload buffer the kernel requires of every entry (`fuse_uring_create`).
@@ -122,7 +124,7 @@ pub(crate) fn available() -> bool {
 
 /// Size of the opcode's fixed argument, as the kernel puts it in `op_in` (`in_args[0]`;
 /// operations with only names there send a zero-sized first argument since 6.14).
-fn op_in_size(opcode: u32) -> usize {
+fn op_in_size(opcode: u32, setxattr_ext: bool) -> usize {
     use std::mem::size_of as s;
     let Ok(code) = op::try_from(opcode) else {
         return 0;
@@ -142,6 +144,7 @@ fn op_in_size(opcode: u32) -> usize {
         op::FUSE_RELEASE | op::FUSE_RELEASEDIR => s::<abi::fuse_release_in>(),
         op::FUSE_FLUSH => s::<abi::fuse_flush_in>(),
         op::FUSE_FSYNC | op::FUSE_FSYNCDIR => s::<abi::fuse_fsync_in>(),
+        op::FUSE_SETXATTR if setxattr_ext => s::<abi::fuse_setxattr_in_ext>(),
         op::FUSE_SETXATTR => s::<abi::fuse_setxattr_in>(),
         op::FUSE_GETXATTR | op::FUSE_LISTXATTR => s::<abi::fuse_getxattr_in>(),
         op::FUSE_GETLK | op::FUSE_SETLK | op::FUSE_SETLKW => s::<abi::fuse_lk_in>(),
@@ -427,6 +430,7 @@ pub(crate) fn start<FS: Filesystem>(
             filesystem: filesystem.clone(),
             allowed,
             session_owner,
+            setxattr_ext: params.setxattr_ext,
         };
         let queue = Queue {
             shared: shared.clone(),
@@ -673,7 +677,7 @@ impl<FS: Filesystem> Queue<FS> {
         let commit_id = u64::from_ne_bytes(read8(header, COMMIT_ID_OFFSET));
         entry.commit_id.store(commit_id, Ordering::Relaxed);
         let opcode = u32::from_ne_bytes(read4(header, 4));
-        let op_len = op_in_size(opcode).min(128);
+        let op_len = op_in_size(opcode, self.params.setxattr_ext).min(128);
         let payload_sz =
             (u32::from_ne_bytes(read4(header, PAYLOAD_SZ_OFFSET)) as usize).min(payload.len());
         request.clear();
@@ -687,7 +691,9 @@ impl<FS: Filesystem> Queue<FS> {
             queue: self.shared.clone(),
             index,
         });
-        match RequestWithSender::with_sender(sender.clone(), &request[..]) {
+        match RequestWithSender::with_sender(sender.clone(), &request[..])
+            .map(|r| r.setxattr_ext(self.params.setxattr_ext))
+        {
             Some(req) => {
                 if let Ok(Operation::Destroy(_)) = req.request.operation() {
                     req.reply::<ReplyEmpty>().ok();

@@ -110,6 +110,10 @@ pub mod consts {
 
     // The read buffer is required to be at least 8k, but may be much larger
     pub const FUSE_MIN_READ_BUFFER: usize = 8192;
+
+    /// setxattr flag (with `FUSE_SETXATTR_EXT`): clear set-group-ID after setting
+    /// `system.posix_acl_access` (the caller is neither in the file's group nor privileged).
+    pub const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
 }
 
 #[repr(u32)]
@@ -443,6 +447,17 @@ pub(crate) struct fuse_statfs_out {
 pub(crate) struct fuse_fsync_in {
     pub(crate) fh: u64,
     pub(crate) fsync_flags: u32,
+    pub(crate) padding: u32,
+}
+
+/// `struct fuse_setxattr_in` as the kernel sends it once `FUSE_SETXATTR_EXT` is agreed
+/// (faultline addition; without it the kernel sends the first 8 bytes only).
+#[repr(C)]
+#[derive(Debug, FromBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_setxattr_in_ext {
+    pub(crate) size: u32,
+    pub(crate) flags: i32,
+    pub(crate) setxattr_flags: u32,
     pub(crate) padding: u32,
 }
 

@@ -831,7 +831,11 @@ mod op {
     pub(crate) struct SetXAttr<'a> {
         #[expect(dead_code)]
         header: &'a fuse_in_header,
-        arg: &'a fuse_setxattr_in,
+        flags: i32,
+        /// `FUSE_SETXATTR_EXT`'s flags (0 when it was not agreed).
+        setxattr_flags: u32,
+        #[cfg(target_os = "macos")]
+        position: u32,
         name: &'a OsStr,
         value: &'a [u8],
     }
@@ -844,13 +848,18 @@ mod op {
         }
         // TODO: Document what are valid flags
         pub(crate) fn flags(&self) -> i32 {
-            self.arg.flags
+            self.flags
+        }
+        /// `FUSE_SETXATTR_*` flags (`consts::FUSE_SETXATTR_ACL_KILL_SGID`); 0 unless
+        /// `FUSE_SETXATTR_EXT` was agreed at INIT.
+        pub(crate) fn setxattr_flags(&self) -> u32 {
+            self.setxattr_flags
         }
         /// This will always be 0 except on `MacOS`.  It's recommended that
         /// implementations return EINVAL if this is not 0.
         pub(crate) fn position(&self) -> u32 {
             #[cfg(target_os = "macos")]
-            return self.arg.position;
+            return self.position;
             #[cfg(not(target_os = "macos"))]
             0
         }
@@ -1635,6 +1644,7 @@ mod op {
         header: &'a fuse_in_header,
         opcode: &fuse_opcode,
         data: &'a [u8],
+        setxattr_ext: bool,
     ) -> Option<Operation<'a>> {
         let mut data = ArgumentIterator::new(data);
         Some(match opcode {
@@ -1717,13 +1727,30 @@ mod op {
                 arg: data.fetch()?,
             }),
             fuse_opcode::FUSE_SETXATTR => Operation::SetXAttr({
+                // The argument is 16 bytes once FUSE_SETXATTR_EXT is agreed, 8 before.
+                let (size, flags, setxattr_flags, _position) = if setxattr_ext {
+                    let arg: &fuse_setxattr_in_ext = data.fetch()?;
+                    (arg.size, arg.flags, arg.setxattr_flags, 0u32)
+                } else {
+                    let arg: &fuse_setxattr_in = data.fetch()?;
+                    #[cfg(target_os = "macos")]
+                    let position = arg.position;
+                    #[cfg(not(target_os = "macos"))]
+                    let position = 0u32;
+                    (arg.size, arg.flags, 0, position)
+                };
                 let out = SetXAttr {
                     header,
-                    arg: data.fetch()?,
+                    flags,
+                    setxattr_flags,
+                    #[cfg(target_os = "macos")]
+                    position: _position,
                     name: data.fetch_str()?,
                     value: data.fetch_all(),
                 };
-                assert!(out.value.len() == out.arg.size as usize);
+                if out.value.len() != size as usize {
+                    return None;
+                }
                 out
             }),
             fuse_opcode::FUSE_GETXATTR => Operation::GetXAttr(GetXAttr {
@@ -2126,6 +2153,8 @@ impl fmt::Display for Operation<'_> {
 pub(crate) struct AnyRequest<'a> {
     header: &'a fuse_in_header,
     data: &'a [u8],
+    /// `FUSE_SETXATTR_EXT` was agreed at INIT: SETXATTR carries the longer argument.
+    setxattr_ext: bool,
 }
 
 impl<'a> AnyRequest<'a> {
@@ -2166,7 +2195,14 @@ impl<'a> AnyRequest<'a> {
             |e: num_enum::TryFromPrimitiveError<_>| RequestError::UnknownOperation(e.number),
         )?;
         // Parse/check operation arguments
-        op::parse(self.header, &opcode, self.data).ok_or(RequestError::InsufficientData)
+        op::parse(self.header, &opcode, self.data, self.setxattr_ext)
+            .ok_or(RequestError::InsufficientData)
+    }
+
+    /// Parse SETXATTR as the kernel sends it once `FUSE_SETXATTR_EXT` is agreed.
+    pub(crate) fn with_setxattr_ext(mut self, agreed: bool) -> Self {
+        self.setxattr_ext = agreed;
+        self
     }
 
     pub(crate) fn header(&self) -> &fuse_in_header {
@@ -2211,6 +2247,7 @@ impl<'a> TryFrom<&'a [u8]> for AnyRequest<'a> {
         Ok(Self {
             header,
             data: &data[size_of::<fuse_in_header>()..header.len as usize],
+            setxattr_ext: false,
         })
     }
 }
@@ -2332,5 +2369,51 @@ mod tests {
             }
             _ => panic!("Unexpected request operation"),
         }
+    }
+
+    /// A little-endian SETXATTR of `user.abc` = `xy` (flags 1), with the 16-byte argument of
+    /// `FUSE_SETXATTR_EXT` when `ext` (setxattr_flags 1) or the 8-byte one before it.
+    #[cfg(all(target_endian = "little", not(target_os = "macos")))]
+    fn setxattr_request(ext: bool) -> AlignedData<[u8; 72]> {
+        let mut b = [0u8; 72];
+        let arg_len = if ext { 16 } else { 8 };
+        let len = 40 + arg_len + 9 + 2;
+        b[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+        b[4..8].copy_from_slice(&21u32.to_le_bytes()); // FUSE_SETXATTR
+        b[40..44].copy_from_slice(&2u32.to_le_bytes()); // size
+        b[44..48].copy_from_slice(&1i32.to_le_bytes()); // flags
+        if ext {
+            b[48..52].copy_from_slice(&1u32.to_le_bytes()); // setxattr_flags
+        }
+        let name_at = 40 + arg_len;
+        b[name_at..name_at + 9].copy_from_slice(b"user.abc\0");
+        b[name_at + 9..name_at + 11].copy_from_slice(b"xy");
+        AlignedData(b)
+    }
+
+    #[test]
+    #[cfg(all(target_endian = "little", not(target_os = "macos")))]
+    fn setxattr_with_and_without_the_extended_argument() {
+        for ext in [false, true] {
+            let data = setxattr_request(ext);
+            let len = u32::from_le_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            let req = AnyRequest::try_from(&data[..len])
+                .unwrap()
+                .with_setxattr_ext(ext);
+            match req.operation().unwrap() {
+                Operation::SetXAttr(x) => {
+                    assert_eq!(x.name(), OsStr::new("user.abc"));
+                    assert_eq!(x.value(), b"xy");
+                    assert_eq!(x.flags(), 1);
+                    assert_eq!(x.setxattr_flags(), u32::from(ext));
+                }
+                _ => panic!("Unexpected request operation"),
+            }
+        }
+        // Read with the wrong layout, the value no longer matches its size: refused, not a
+        // panic.
+        let data = setxattr_request(true);
+        let req = AnyRequest::try_from(&data[..67]).unwrap();
+        assert!(req.operation().is_err());
     }
 }
