@@ -180,21 +180,30 @@ os.mkfifo(prefix + "fifo", 0o666)
 "#;
 const MADE: [&str; 4] = ["file", "setuid", "dir", "fifo"];
 
-fn create_as(uid: u32, dir: &Path, umask: u32, prefix: &str) {
+/// Run a Python snippet as `uid` (in its own group only) with `args`; `what` names it in
+/// the failure message.
+fn python_as(uid: u32, script: &str, args: &[&std::ffi::OsStr], what: &str) {
     let out = Command::new(PYTHON)
-        .args(["-I", "-c", CREATE])
-        .arg(dir)
-        .arg(format!("{umask:o}"))
-        .arg(prefix)
+        .args(["-I", "-c", script])
+        .args(args)
         .uid(uid)
         .gid(uid)
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "creating in {} as {uid}: {}",
-        dir.display(),
+        "{what} as {uid}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn create_as(uid: u32, dir: &Path, umask: u32, prefix: &str) {
+    let umask = format!("{umask:o}");
+    python_as(
+        uid,
+        CREATE,
+        &[dir.as_os_str(), umask.as_ref(), prefix.as_ref()],
+        &format!("creating in {}", dir.display()),
     );
 }
 
@@ -301,23 +310,11 @@ fn without_a_default_acl_new_files_get_the_creators_umask() {
 /// `setxattr(path, system.posix_acl_access, acl(text))` as `uid` (in its own group only).
 fn set_access_acl_as(uid: u32, path: &Path, text: &str) {
     let hex: String = acl(text).iter().map(|b| format!("{b:02x}")).collect();
-    let out = Command::new(PYTHON)
-        .args([
-            "-I",
-            "-c",
-            "import os, sys; os.setxattr(sys.argv[1], 'system.posix_acl_access', bytes.fromhex(sys.argv[2]))",
-        ])
-        .arg(path)
-        .arg(hex)
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "setting an ACL on {} as {uid}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
+    python_as(
+        uid,
+        "import os, sys; os.setxattr(sys.argv[1], 'system.posix_acl_access', bytes.fromhex(sys.argv[2]))",
+        &[path.as_os_str(), hex.as_ref()],
+        &format!("setting an ACL on {}", path.display()),
     );
 }
 

@@ -291,6 +291,7 @@ impl<FS: Filesystem> Session<FS> {
                 filesystem.clone(),
                 allowed,
                 session_owner,
+                setxattr_ext,
             )?),
             None => None,
         };
@@ -512,8 +513,6 @@ impl<FS: Filesystem> Session<FS> {
                         depth: self.config.io_uring_queue_depth.max(1),
                         payload: crate::uring::payload_size(config.max_write, config.max_pages()),
                         state: Arc::new(std::sync::atomic::AtomicU8::new(crate::uring::STARTING)),
-                        setxattr_ext: (init.capabilities() & config.requested)
-                            .contains(InitFlags::FUSE_SETXATTR_EXT),
                     });
             }
             self.setxattr_ext =

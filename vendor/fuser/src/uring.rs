@@ -100,8 +100,6 @@ pub(crate) struct Params {
     /// [`STARTING`], then [`IN_USE`], or [`NOT_IN_USE`] if a queue could not start and
     /// requests stay on /dev/fuse.
     pub(crate) state: Arc<AtomicU8>,
-    /// `FUSE_SETXATTR_EXT` was agreed: SETXATTR's fixed argument is 16 bytes, not 8.
-    pub(crate) setxattr_ext: bool,
 }
 
 /// The payload buffer the kernel requires of every entry (`fuse_uring_create`).
@@ -407,6 +405,7 @@ pub(crate) fn start<FS: Filesystem>(
     filesystem: Arc<FilesystemHolder<FS>>,
     allowed: SessionACL,
     session_owner: Uid,
+    setxattr_ext: bool,
 ) -> io::Result<Rings> {
     let cpus = possible_cpus();
     let mut queues = Vec::with_capacity(cpus);
@@ -430,7 +429,7 @@ pub(crate) fn start<FS: Filesystem>(
             filesystem: filesystem.clone(),
             allowed,
             session_owner,
-            setxattr_ext: params.setxattr_ext,
+            setxattr_ext,
         };
         let queue = Queue {
             shared: shared.clone(),
@@ -691,7 +690,7 @@ impl<FS: Filesystem> Queue<FS> {
         let commit_id = u64::from_ne_bytes(read8(header, COMMIT_ID_OFFSET));
         entry.commit_id.store(commit_id, Ordering::Relaxed);
         let opcode = u32::from_ne_bytes(read4(header, 4));
-        let op_len = op_in_size(opcode, self.params.setxattr_ext).min(128);
+        let op_len = op_in_size(opcode, self.event_loop.setxattr_ext).min(128);
         let payload_sz =
             (u32::from_ne_bytes(read4(header, PAYLOAD_SZ_OFFSET)) as usize).min(payload.len());
         request.clear();
@@ -706,7 +705,7 @@ impl<FS: Filesystem> Queue<FS> {
             index,
         });
         match RequestWithSender::with_sender(sender.clone(), &request[..])
-            .map(|r| r.setxattr_ext(self.params.setxattr_ext))
+            .map(|r| r.setxattr_ext(self.event_loop.setxattr_ext))
         {
             Some(req) => {
                 if let Ok(Operation::Destroy(_)) = req.request.operation() {
