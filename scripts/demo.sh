@@ -3,6 +3,7 @@
 # host PID through the runtime and entered with nsexec (then more faults as they land).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/as-root.sh
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --workspace --bins

@@ -3,6 +3,7 @@
 # Run as root on Debian; installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/as-root.sh
 ./scripts/setup.sh
 export PATH="$HOME/.cargo/bin:$PATH"
 # FUSE over io_uring (Linux 6.14+): the injector uses it wherever the kernel offers it, so

@@ -85,7 +85,13 @@ fn cargo_metadata(with_deps: bool) -> Json {
     let mut cmd = Command::new(cargo);
     cmd.args(["metadata", "--format-version", "1", "--offline", "--locked"])
         .current_dir(root());
-    if !with_deps {
+    if with_deps {
+        // Only this platform's packages: `cargo build` never downloads the others (Windows
+        // console crates and the like), so on a fresh cargo home an unfiltered resolve would
+        // need the network, which `--offline` forbids.
+        let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        cmd.args(["--filter-platform", &host]);
+    } else {
         cmd.arg("--no-deps");
     }
     let out = cmd.output().expect("cargo metadata");
