@@ -25,6 +25,10 @@ pub enum NetworkError {
         "device {device} already has a qdisc tree faultline cannot restore afterwards ({tree}); refused to replace it"
     )]
     UnrestorableQdisc { device: String, tree: String },
+    #[error(
+        "ipset {name} already exists in the pod and was not made by faultline; refused to replace it"
+    )]
+    ForeignSet { name: String },
     #[error("{operation}: {source}")]
     Netlink {
         operation: String,
@@ -54,6 +58,7 @@ impl NetworkError {
             | NetworkError::NetemUnavailable { .. }
             | NetworkError::NeedsKernelNetem { .. }
             | NetworkError::UnrestorableQdisc { .. }
+            | NetworkError::ForeignSet { .. }
             | NetworkError::Namespace { .. } => Code::FailedPrecondition,
             NetworkError::Netlink { .. }
             | NetworkError::Command { .. }
@@ -72,6 +77,7 @@ impl NetworkError {
                 "netem_unavailable"
             }
             NetworkError::UnrestorableQdisc { .. } => "unrestorable_qdisc",
+            NetworkError::ForeignSet { .. } => "foreign_set",
             NetworkError::Netlink { .. } => "netlink",
             NetworkError::Command { .. } => "command",
             NetworkError::Namespace { .. } => "namespace",

@@ -3,7 +3,7 @@
 
 use super::error::NetworkError;
 use super::runner::Runner;
-use super::spec::{IpSetKind, IpSetSpec};
+use super::spec::{IpSetKind, IpSetSpec, MAX_SET_ENTRIES};
 
 /// A temporary name (at most 31 characters) derived from the set's name.
 pub fn temporary_name(name: &str) -> String {
@@ -17,7 +17,12 @@ pub fn temporary_name(name: &str) -> String {
 fn create_line(name: &str, kind: &IpSetKind) -> String {
     match kind {
         IpSetKind::Sets(_) => format!("create {name} list:set -exist"),
-        other => format!("create {name} {} family inet -exist", other.type_name()),
+        // The same maxelem for every hash set of ours, so `create -exist` of a live set made by
+        // an earlier request matches it (the kernel compares maxelem) and `swap` works.
+        other => format!(
+            "create {name} {} family inet maxelem {MAX_SET_ENTRIES} -exist",
+            other.type_name()
+        ),
     }
 }
 
@@ -61,27 +66,57 @@ pub async fn apply(runner: &dyn Runner, pid: u32, sets: &[IpSetSpec]) -> Result<
     ordered.sort_by_key(|s| matches!(s.kind, IpSetKind::Sets(_)));
     for set in ordered {
         let restore = args(&["restore"]);
-        let output = runner
+        let outcome = runner
             .run(pid, "ipset", &restore, Some(restore_input(set)))
-            .await?;
-        if !output.success {
-            // Leave no temporary set behind.
-            let _ = runner
-                .run(
-                    pid,
-                    "ipset",
-                    &args(&["destroy", &temporary_name(&set.name)]),
-                    None,
-                )
-                .await;
-            return Err(NetworkError::Command {
+            .await;
+        let failure = match outcome {
+            Ok(output) if output.success => continue,
+            Ok(output) => NetworkError::Command {
                 command: format!("ipset restore (set {})", set.name),
                 status: output.status,
                 stderr: output.stderr.trim().to_owned(),
-            });
-        }
+            },
+            Err(e) => e,
+        };
+        // Leave no temporary set behind, whatever stopped the restore.
+        destroy_temporary(runner, pid, &set.name).await;
+        return Err(failure);
     }
     Ok(())
+}
+
+/// Destroys the temporary set of `name` if one is there (a failed or interrupted restore).
+async fn destroy_temporary(runner: &dyn Runner, pid: u32, name: &str) {
+    let tmp = temporary_name(name);
+    match runner
+        .run(pid, "ipset", &args(&["destroy", &tmp]), None)
+        .await
+    {
+        Ok(o) if o.success || o.stderr.contains("does not exist") => {}
+        Ok(o) => {
+            tracing::warn!(set = %tmp, stderr = %o.stderr.trim(), "temporary ipset not destroyed")
+        }
+        Err(e) => tracing::warn!(set = %tmp, %e, "temporary ipset not destroyed"),
+    }
+}
+
+/// The names of every set in the namespace (ours and anyone's).
+pub async fn names(
+    runner: &dyn Runner,
+    pid: u32,
+) -> Result<std::collections::BTreeSet<String>, NetworkError> {
+    let list = args(&["list", "-n"]);
+    let output = runner
+        .run(pid, "ipset", &list, None)
+        .await?
+        .check("ipset", &list)?;
+    Ok(output
+        .stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
 }
 
 /// Destroys sets; returns the ones that could not be (still referenced), absent ones count as
@@ -94,6 +129,8 @@ pub async fn destroy(
     let mut kept = Vec::new();
     // list:set sets first: they refer to the others.
     for name in names.iter().rev() {
+        // A restore cut short (a crash between create and swap) leaves the temporary behind.
+        destroy_temporary(runner, pid, name).await;
         let a = args(&["destroy", name]);
         let output = runner.run(pid, "ipset", &a, None).await?;
         let gone = output.success || output.stderr.contains("does not exist");
@@ -107,7 +144,10 @@ pub async fn destroy(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Debug;
+
     use super::*;
+    use crate::network::runner::Output;
     use crate::network::runner::fake::{FakeRunner, fail, ok};
 
     #[test]
@@ -121,8 +161,10 @@ mod tests {
         assert_eq!(
             restore_input(&set),
             format!(
-                "create {tmp} hash:net family inet -exist\nflush {tmp}\nadd {tmp} 10.0.0.0/8 -exist\n\
-                 create peers hash:net family inet -exist\nswap {tmp} peers\ndestroy {tmp}\n"
+                "create {tmp} hash:net family inet maxelem 262144 -exist\nflush {tmp}\n\
+                 add {tmp} 10.0.0.0/8 -exist\n\
+                 create peers hash:net family inet maxelem 262144 -exist\nswap {tmp} peers\n\
+                 destroy {tmp}\n"
             )
         );
         let ports = IpSetSpec {
@@ -151,6 +193,63 @@ mod tests {
         assert_eq!(
             runner.calls()[1],
             format!("ipset destroy {}", temporary_name("x"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restore_that_could_not_run_leaves_no_temporary_set() {
+        // The runner itself fails (timed out, could not start): the restore may have created
+        // the temporary set before it stopped.
+        let runner = FakeRunner::new(|_, _, _| ok(""));
+        struct Broken(FakeRunner);
+        impl Debug for Broken {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("Broken")
+            }
+        }
+        #[tonic::async_trait]
+        impl Runner for Broken {
+            async fn run(
+                &self,
+                pid: u32,
+                program: &str,
+                args: &[String],
+                stdin: Option<String>,
+            ) -> Result<Output, NetworkError> {
+                let answer = self.0.run(pid, program, args, stdin).await;
+                if args[0] == "restore" {
+                    return Err(NetworkError::Command {
+                        command: "ipset restore".into(),
+                        status: "timed out".into(),
+                        stderr: String::new(),
+                    });
+                }
+                answer
+            }
+        }
+        let broken = Broken(runner);
+        let set = IpSetSpec {
+            name: "x".into(),
+            kind: IpSetKind::Nets(vec!["10.0.0.1".into()]),
+        };
+        let err = apply(&broken, 1, &[set]).await.unwrap_err();
+        assert!(err.to_string().contains("timed out"), "{err}");
+        let calls = broken.0.calls();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls[1], format!("ipset destroy {}", temporary_name("x")));
+    }
+
+    #[tokio::test]
+    async fn destroying_a_set_destroys_a_temporary_left_beside_it() {
+        let runner = FakeRunner::new(|_, _, _| ok(""));
+        let kept = destroy(&runner, 1, &["peers".into()]).await.unwrap();
+        assert!(kept.is_empty());
+        assert_eq!(
+            runner.calls(),
+            [
+                format!("ipset destroy {}", temporary_name("peers")),
+                "ipset destroy peers".to_owned()
+            ]
         );
     }
 

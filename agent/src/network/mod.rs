@@ -214,17 +214,28 @@ impl NetworkChaos {
             Part::Chains(c) => desired.chains = c,
             Part::All(spec) => desired = spec,
         }
-        let result = self
-            .reconcile(
-                &mut pod,
-                target,
-                pid,
-                inode,
-                desired,
-                path.unwrap_or(self.netem_path),
-                duration,
-            )
-            .await;
+        let ours: BTreeSet<String> = pod
+            .record
+            .as_ref()
+            .and_then(net)
+            .map(|n| n.ipsets.clone())
+            .unwrap_or_default();
+        let checked = desired.check_set_references(&ours);
+        let result = match checked {
+            Err(e) => Err(e),
+            Ok(()) => {
+                self.reconcile(
+                    &mut pod,
+                    target,
+                    pid,
+                    inode,
+                    desired,
+                    path.unwrap_or(self.netem_path),
+                    duration,
+                )
+                .await
+            }
+        };
         if let Err(err) = &result {
             self.metrics.failure("network", err.reason());
         }
@@ -245,6 +256,16 @@ impl NetworkChaos {
         path: Option<NetemPath>,
     ) -> Result<Applied, crate::error::AgentError> {
         let (pid, inode) = self.locate(target).await?;
+        let ours: BTreeSet<String> = {
+            let pod = self.pod(inode)?;
+            let pod = pod.lock().await;
+            pod.record
+                .as_ref()
+                .and_then(net)
+                .map(|n| n.ipsets.clone())
+                .unwrap_or_default()
+        };
+        spec.check_set_references(&ours)?;
         let devices: Vec<String> = spec
             .devices()
             .into_iter()
@@ -339,6 +360,21 @@ impl NetworkChaos {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
+        // A set we did not make is not ours to fill, swap or destroy (a rollback would destroy it).
+        let new_sets: Vec<&str> = desired
+            .ipsets
+            .iter()
+            .map(|s| s.name.as_str())
+            .filter(|name| !old.ipsets.contains(*name))
+            .collect();
+        if !new_sets.is_empty() {
+            let present = ipset::names(&*self.runner, pid).await?;
+            if let Some(name) = new_sets.iter().find(|n| present.contains(**n)) {
+                return Err(NetworkError::ForeignSet {
+                    name: (*name).to_owned(),
+                });
+            }
+        }
         let mut userspace = self.userspace(path)?;
         let has_netem = desired
             .tcs

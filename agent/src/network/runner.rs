@@ -112,26 +112,54 @@ pub async fn run_bounded(
         status: "not started".into(),
         stderr: e.to_string(),
     })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .map_err(|e| NetworkError::Internal(format!("{}: stdin: {e}", describe())))?;
-        drop(pipe);
-    }
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+    // Feed stdin while the output is read: a command that fails early (ipset at the first bad
+    // line) closes its stdin, and its words on stderr are what the caller needs, not our EPIPE.
+    let pipe = child.stdin.take();
+    let feed = async move {
+        if let (Some(text), Some(mut pipe)) = (stdin, pipe) {
+            match pipe.write_all(text.as_bytes()).await {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    let run = async { tokio::join!(feed, child.wait_with_output()) };
+    let (fed, output) = tokio::time::timeout(COMMAND_TIMEOUT, run)
         .await
         .map_err(|_| NetworkError::Command {
             command: describe(),
             status: "timed out".into(),
             stderr: format!("no answer within {COMMAND_TIMEOUT:?}"),
-        })?
-        .map_err(|e| NetworkError::Internal(format!("{}: {e}", describe())))?;
+        })?;
+    let output = output.map_err(|e| NetworkError::Internal(format!("{}: {e}", describe())))?;
+    fed.map_err(|e| NetworkError::Internal(format!("{}: stdin: {e}", describe())))?;
     Ok(Output {
         success: output.status.success(),
         status: output.status.to_string(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_stops_reading_its_input_reports_its_own_words() {
+        // Like ipset restore at its first bad line: it exits without reading the rest, so the
+        // writer meets a closed pipe; what the caller needs is the command's stderr.
+        let args = vec![
+            "-c".to_owned(),
+            "read -r line; echo \"Error in line 1: $line\" >&2; exit 3".to_owned(),
+        ];
+        let input = "bad\n".repeat(1 << 20);
+        let cmd = command("sh", &args, true);
+        let output = run_bounded(cmd, "sh", &args, Some(input)).await.unwrap();
+        assert!(!output.success);
+        assert_eq!(output.stderr.trim(), "Error in line 1: bad");
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,66 @@ pub struct NetworkSpec {
     pub chains: Vec<ChainSpec>,
 }
 
+/// How many entries one of our ipsets may hold. The kernel's default (`maxelem 65536`) is raised
+/// to this for every hash set we create; a request beyond it is refused before anything runs,
+/// instead of failing halfway through `ipset restore`.
+pub const MAX_SET_ENTRIES: usize = 262_144;
+
 impl NetworkSpec {
+    /// Every ipset a chain or a tc filter matches on must be one the pod has: among this state's
+    /// sets, or among `existing` (ours, still in the namespace: Chaos Mesh empties the sets
+    /// before it empties the chains that use them). Otherwise iptables would fail with its own
+    /// words, after other parts were already applied.
+    pub fn check_set_references(
+        &self,
+        existing: &std::collections::BTreeSet<String>,
+    ) -> Result<(), NetworkError> {
+        let known =
+            |name: &str| existing.contains(name) || self.ipsets.iter().any(|s| s.name == name);
+        let list = || {
+            let mut names: Vec<&str> = self.ipsets.iter().map(|s| s.name.as_str()).collect();
+            names.extend(existing.iter().map(String::as_str));
+            names.sort_unstable();
+            names.dedup();
+            if names.is_empty() {
+                "the pod has none: send FlushIPSets first".to_owned()
+            } else {
+                format!("the pod has: {}", names.join(", "))
+            }
+        };
+        for (i, chain) in self.chains.iter().enumerate() {
+            for (j, set) in chain.ipsets.iter().enumerate() {
+                if !known(set) {
+                    return Err(invalid(
+                        format!("chains[{i}].ipsets[{j}]"),
+                        format!("no ipset {set} ({})", list()),
+                    ));
+                }
+            }
+        }
+        for (i, set) in self.ipsets.iter().enumerate() {
+            if let IpSetKind::Sets(members) = &set.kind {
+                for (j, member) in members.iter().enumerate() {
+                    if !known(member) {
+                        return Err(invalid(
+                            format!("ipsets[{i}].set_names[{j}]"),
+                            format!("no ipset {member} ({})", list()),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, tc) in self.tcs.iter().enumerate() {
+            if !tc.filter.ipset.is_empty() && !known(&tc.filter.ipset) {
+                return Err(invalid(
+                    format!("tcs[{i}].ipset"),
+                    format!("no ipset {} ({})", tc.filter.ipset, list()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tcs.is_empty() && self.ipsets.is_empty() && self.chains.is_empty()
     }
@@ -513,6 +572,13 @@ const RESERVED_CHAINS: &[&str] = &[
     "CHAOS-NETEM",
 ];
 
+/// The iptables targets a chain's rules may jump to: the verdicts and the common extensions.
+/// Anything else (a user chain, a typo) would fail inside iptables-restore with its own words.
+const KNOWN_TARGETS: &[&str] = &[
+    "ACCEPT", "DROP", "REJECT", "RETURN", "LOG", "NFLOG", "MARK", "CONNMARK", "CLASSIFY", "DSCP",
+    "TOS", "NFQUEUE", "TCPMSS", "NOTRACK", "CT", "AUDIT",
+];
+
 /// An iptables target with its options, e.g. "DROP", "REJECT --reject-with tcp-reset",
 /// "CLASSIFY --set-class 1:4".
 fn target_of(field: &str, target: &str) -> Result<String, NetworkError> {
@@ -531,6 +597,13 @@ fn target_of(field: &str, target: &str) -> Result<String, NetworkError> {
                 c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | ',' | '.' | '/')
             })
     });
+    let head = target.split_whitespace().next().unwrap_or_default();
+    if one_line && head_ok && rest_ok && !KNOWN_TARGETS.contains(&head) {
+        return Err(invalid(
+            field,
+            format!("unknown target {head}: one of {}", KNOWN_TARGETS.join(", ")),
+        ));
+    }
     if one_line && head_ok && rest_ok {
         Ok(target.to_owned())
     } else {
@@ -659,6 +732,22 @@ impl IpSetSpec {
             }
             IpSetKind::Nets(cidrs)
         };
+        let entries = match &kind {
+            IpSetKind::Nets(v) => v.len(),
+            IpSetKind::NetPorts(v) => v.len(),
+            IpSetKind::Sets(_) => 0,
+        };
+        if entries > MAX_SET_ENTRIES {
+            let list = if matches!(kind, IpSetKind::NetPorts(_)) {
+                "cidr_and_ports"
+            } else {
+                "cidrs"
+            };
+            return Err(invalid(
+                f(list),
+                format!("{entries} entries; a set holds at most {MAX_SET_ENTRIES}"),
+            ));
+        }
         Ok(IpSetSpec {
             name: set.name.clone(),
             kind,
@@ -806,6 +895,119 @@ mod tests {
         );
         assert!(IpSetSpec::from_pb(0, &set(&["10.0.0.0/33"])).is_err());
         assert!(IpSetSpec::from_pb(0, &set(&["example.com"])).is_err());
+    }
+
+    #[test]
+    fn an_unknown_target_is_named_before_iptables_sees_it() {
+        let chain = pb::Chain {
+            name: "c".into(),
+            direction: pb::chain::Direction::Input as i32,
+            target: "NO-SUCH-CHAIN".into(),
+            ..Default::default()
+        };
+        let err = ChainSpec::from_pb(2, &chain).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("chains[2].target: unknown target NO-SUCH-CHAIN"),
+            "{text}"
+        );
+        let reject = pb::Chain {
+            target: "REJECT --reject-with tcp-reset".into(),
+            ..chain
+        };
+        assert!(ChainSpec::from_pb(0, &reject).is_ok());
+    }
+
+    #[test]
+    fn a_set_beyond_the_entry_limit_is_refused_naming_the_list() {
+        let cidrs: Vec<String> = (0..=MAX_SET_ENTRIES)
+            .map(|i| format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255))
+            .collect();
+        let set = pb::IpSet {
+            name: "big".into(),
+            cidrs,
+            ..Default::default()
+        };
+        let err = IpSetSpec::from_pb(1, &set).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "ipsets[1].cidrs: {} entries; a set holds at most {MAX_SET_ENTRIES}",
+                MAX_SET_ENTRIES + 1
+            )
+        );
+        let mut fits = set.clone();
+        fits.cidrs.truncate(MAX_SET_ENTRIES);
+        assert!(IpSetSpec::from_pb(1, &fits).is_ok());
+    }
+
+    #[test]
+    fn chains_and_filters_must_match_on_sets_the_pod_has() {
+        let tc = |set: &str| pb::Tc {
+            r#type: pb::tc::Type::Netem as i32,
+            netem: Some(pb::Netem {
+                time: "10ms".into(),
+                ..Default::default()
+            }),
+            ipset: set.into(),
+            ..Default::default()
+        };
+        let chain = |set: &str| pb::Chain {
+            name: "c".into(),
+            direction: pb::chain::Direction::Output as i32,
+            ipsets: vec![set.into()],
+            target: "DROP".into(),
+            ..Default::default()
+        };
+        let spec = NetworkSpec {
+            tcs: tcs_from_pb(&[tc("peers")]).unwrap(),
+            ipsets: ipsets_from_pb(&[pb::IpSet {
+                name: "peers".into(),
+                cidrs: vec!["10.0.0.1".into()],
+                ..Default::default()
+            }])
+            .unwrap(),
+            chains: chains_from_pb(&[chain("peers")]).unwrap(),
+        };
+        let none = std::collections::BTreeSet::new();
+        spec.check_set_references(&none).unwrap();
+
+        let missing = NetworkSpec {
+            chains: chains_from_pb(&[chain("typo")]).unwrap(),
+            ..spec.clone()
+        };
+        let err = missing.check_set_references(&none).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.to_string(),
+            "chains[0].ipsets[0]: no ipset typo (the pod has: peers)"
+        );
+
+        // Chaos Mesh empties the sets (FlushIPSets) before the chains that use them
+        // (SetIptablesChains): a set of ours still in the namespace counts.
+        let emptied = NetworkSpec {
+            ipsets: Vec::new(),
+            ..spec.clone()
+        };
+        let ours = std::collections::BTreeSet::from(["peers".to_owned()]);
+        emptied.check_set_references(&ours).unwrap();
+        let err = emptied.check_set_references(&none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "chains[0].ipsets[0]: no ipset peers (the pod has none: send FlushIPSets first)"
+        );
+        let filter_only = NetworkSpec {
+            tcs: tcs_from_pb(&[tc("gone")]).unwrap(),
+            ..NetworkSpec::default()
+        };
+        assert!(
+            filter_only
+                .check_set_references(&none)
+                .unwrap_err()
+                .to_string()
+                .starts_with("tcs[0].ipset: no ipset gone")
+        );
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             dead_container,
         ),
         ("network::bad_input_leaves_no_partial_state", bad_input),
+        (
+            "network::large_and_failing_ipset_requests_leave_nothing_behind",
+            ipset_limits,
+        ),
         ("network::cli_attack_with_duration_recovers_by_itself", cli),
     ]
 }
@@ -841,6 +845,156 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
     ensure!(listed.experiments.is_empty(), "{listed:?}");
     ensure!(bed.journal_is_empty(), "the journal keeps a record");
     tb.remove_pod(&host)?;
+    bed.remove(tb)
+}
+
+fn sets_request(pod: &Pod, ipsets: Vec<pb::IpSet>) -> pb::IpSetsRequest {
+    pb::IpSetsRequest {
+        ipsets,
+        container_id: pod.container_uri(),
+        enter_ns: true,
+        pod_uid: pod.uid.clone(),
+    }
+}
+
+fn hosts(count: usize) -> Vec<String> {
+    (0..count)
+        .map(|i| format!("10.{}.{}.{}", 64 + (i >> 16), (i >> 8) & 255, i & 255))
+        .collect()
+}
+
+/// Sets beyond the kernel's default size, a chain on a set the pod lacks, an unknown target and a
+/// restore the kernel refuses: each is a named answer, and nothing of ours stays in the pod
+/// (a failed restore used to leave its temporary set there for good).
+fn ipset_limits(tb: &Testbed) -> anyhow::Result<()> {
+    let bed = Bed::new(tb, "net-sets")?;
+    let a = &bed.a;
+    let rt = runtime()?;
+    let (mut daemon, _) = rt.block_on(bed.agent.controller(&bed.pki))?;
+    let before = network_state(a)?;
+
+    // 100,000 entries: past the kernel's default maxelem (65,536), within ours.
+    let big = pb::IpSet {
+        name: "e2e-big".into(),
+        cidrs: hosts(100_000),
+        ..Default::default()
+    };
+    rt.block_on(daemon.flush_ip_sets(sets_request(a, vec![big.clone()])))?;
+    let listed = in_pod(a, &["ipset", "-t", "list", "e2e-big"])?;
+    ensure!(
+        listed.contains("Number of entries: 100000"),
+        "the set is not whole:\n{listed}"
+    );
+
+    let chain = |set: &str, target: &str| pb::IptablesChainsRequest {
+        chains: vec![pb::Chain {
+            name: "OUTPUT/e2e".into(),
+            direction: pb::chain::Direction::Output as i32,
+            ipsets: vec![set.into()],
+            target: target.into(),
+            ..Default::default()
+        }],
+        container_id: a.container_uri(),
+        enter_ns: true,
+        pod_uid: a.uid.clone(),
+    };
+    let refused = |what: &str, answer: Result<tonic::Response<()>, tonic::Status>, field: &str| {
+        let err = match answer {
+            Ok(_) => bail!("{what} was accepted"),
+            Err(status) => status,
+        };
+        eprintln!("network: {what}: {:?} {}", err.code(), err.message());
+        ensure!(
+            err.code() == tonic::Code::InvalidArgument && err.message().contains(field),
+            "{what}: {err:?}"
+        );
+        Ok(())
+    };
+    refused(
+        "a chain on a set the pod lacks",
+        rt.block_on(daemon.set_iptables_chains(chain("e2e-missing", "DROP")))
+            .map(|r| r.map(|_| ())),
+        "chains[0].ipsets[0]: no ipset e2e-missing",
+    )?;
+    refused(
+        "an unknown target",
+        rt.block_on(daemon.set_iptables_chains(chain("e2e-big", "NO-SUCH-CHAIN")))
+            .map(|r| r.map(|_| ())),
+        "chains[0].target: unknown target NO-SUCH-CHAIN",
+    )?;
+    let too_big = pb::IpSet {
+        name: "e2e-huge".into(),
+        cidrs: hosts(262_145),
+        ..Default::default()
+    };
+    refused(
+        "a set past the entry limit",
+        rt.block_on(daemon.flush_ip_sets(sets_request(a, vec![too_big])))
+            .map(|r| r.map(|_| ())),
+        "ipsets[0].cidrs: 262145 entries",
+    )?;
+
+    // A set of the same name, made by someone else: not ours to fill, swap or destroy.
+    in_pod(a, &["ipset", "create", "e2e-taken", "hash:ip"])?;
+    in_pod(a, &["ipset", "add", "e2e-taken", "10.99.0.1"])?;
+    let taken = pb::IpSet {
+        name: "e2e-taken".into(),
+        cidrs: hosts(10),
+        ..Default::default()
+    };
+    let err = rt
+        .block_on(daemon.flush_ip_sets(sets_request(a, vec![big.clone(), taken])))
+        .err()
+        .context("a set over another's was accepted")?;
+    eprintln!(
+        "network: a set over another's: {:?} {}",
+        err.code(),
+        err.message()
+    );
+    ensure!(
+        err.code() == tonic::Code::FailedPrecondition && err.message().contains("e2e-taken"),
+        "{err:?}"
+    );
+    let theirs = in_pod(a, &["ipset", "list", "e2e-taken"])?;
+    ensure!(
+        theirs.contains("Type: hash:ip") && theirs.contains("10.99.0.1"),
+        "the other set was changed:\n{theirs}"
+    );
+    // A list:set whose member is missing: the restore would fail halfway, after its temporary
+    // set was made; refused first, and nothing of ours is left over either way.
+    let list = pb::IpSet {
+        name: "e2e-list".into(),
+        r#type: "list:set".into(),
+        set_names: vec!["e2e-nope".into()],
+        ..Default::default()
+    };
+    refused(
+        "a list:set on a missing set",
+        rt.block_on(daemon.flush_ip_sets(sets_request(a, vec![big.clone(), list])))
+            .map(|r| r.map(|_| ())),
+        "ipsets[1].set_names[0]: no ipset e2e-nope",
+    )?;
+    let names = in_pod(a, &["ipset", "list", "-n"])?;
+    ensure!(
+        !names.contains("fltmp-"),
+        "a temporary set stayed:\n{names}"
+    );
+    ensure!(
+        names.lines().any(|l| l == "e2e-big"),
+        "the earlier set was lost:\n{names}"
+    );
+
+    // Recovery as Chaos Mesh sends it: no sets.
+    rt.block_on(daemon.flush_ip_sets(sets_request(a, Vec::new())))?;
+    in_pod(a, &["ipset", "destroy", "e2e-taken"])?;
+    let names = in_pod(a, &["ipset", "list", "-n"])?;
+    ensure!(names.trim().is_empty(), "ipsets left: {names}");
+    let after = network_state(a)?;
+    ensure!(
+        before == after,
+        "the pod's network differs:\nbefore:\n{before}\nafter:\n{after}"
+    );
+    ensure!(bed.journal_is_empty(), "the journal keeps a record");
     bed.remove(tb)
 }
 
