@@ -17,6 +17,7 @@
 
 mod mountinfo;
 mod syscalls;
+pub mod volume_policy;
 
 use std::fmt;
 use std::io;
@@ -57,6 +58,12 @@ pub enum MountError {
     NoProcess { pid: u32 },
     #[error("{path:?} does not exist in {target}")]
     PathNotFound { path: PathBuf, target: Target },
+    #[error("refused to mount over {path:?} in {target}: {reason}")]
+    Refused {
+        path: PathBuf,
+        target: Target,
+        reason: String,
+    },
     #[error("{path:?} in {target} is not a directory")]
     NotADirectory { path: PathBuf, target: Target },
     #[error("cannot resolve {path:?} in {target}: {source}")]
@@ -187,6 +194,33 @@ fn resolve<S: MountSys>(
         })
 }
 
+/// Refuses a mount point the volume policy does not allow, judged on the directory the path
+/// resolved to (the one the mount will cover), not on the path.
+fn refuse_covering<S: MountSys>(
+    sys: &S,
+    root: &OwnedFd,
+    mountpoint: &OwnedFd,
+    request: &MountRequest,
+) -> Result<(), MountError> {
+    let identify = |fd: &OwnedFd| {
+        sys.identify(fd.as_fd())
+            .map_err(|source| MountError::Resolve {
+                path: request.path.clone(),
+                target: request.target,
+                source,
+            })
+    };
+    let (root_id, dir_id) = (identify(root)?, identify(mountpoint)?);
+    match volume_policy::refusal(&root_id, &dir_id) {
+        Some(reason) => Err(MountError::Refused {
+            path: request.path.clone(),
+            target: request.target,
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Run `f` on a fresh thread with its own root/cwd (`unshare(CLONE_FS)`), inside the mount
 /// namespace of `target` (entered only for `Target::Process`). The thread returns to our
 /// namespace and closes both namespace descriptors before it ends, whatever `f` did.
@@ -272,6 +306,7 @@ pub fn prepare_serving<S: MountSys>(
     }
     let root = open_root(&*sys, request.target)?;
     let mountpoint = resolve(&*sys, &root, request)?;
+    refuse_covering(&*sys, &root, &mountpoint, request)?;
     let original = match original {
         Some(path) => {
             let source = MountRequest {

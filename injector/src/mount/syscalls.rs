@@ -15,6 +15,7 @@ use nix::sys::stat::Mode;
 use nix::sys::statvfs::FsFlags;
 
 use super::Target;
+use super::volume_policy::DirIdentity;
 use crate::sys;
 
 /// Privileged operations, in the order mounting uses them.
@@ -24,6 +25,8 @@ pub trait MountSys: Send + Sync {
     /// Resolve the absolute `path` inside `root`, symlinks included, never leaving it
     /// (`RESOLVE_IN_ROOT`): an `O_PATH` descriptor on the directory.
     fn resolve_dir(&self, root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd>;
+    /// Which directory `dir` is (device, inode) and on which kind of filesystem (statfs magic).
+    fn identify(&self, dir: BorrowedFd<'_>) -> io::Result<DirIdentity>;
     /// `MOUNT_ATTR_*` flags mirroring the mount that holds `dir` (read-only, nosuid, ...).
     fn mount_attrs_of(&self, dir: BorrowedFd<'_>) -> io::Result<u64>;
     fn open_fuse_device(&self) -> io::Result<OwnedFd>;
@@ -122,6 +125,16 @@ impl MountSys for LinuxMountSys {
             libc::O_PATH | libc::O_DIRECTORY,
             libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
         )
+    }
+
+    fn identify(&self, dir: BorrowedFd<'_>) -> io::Result<DirIdentity> {
+        let st = nix::sys::stat::fstat(dir)?;
+        let fs = nix::sys::statfs::fstatfs(dir)?;
+        Ok(DirIdentity {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            fs_magic: fs.filesystem_type().0 as u64,
+        })
     }
 
     fn mount_attrs_of(&self, dir: BorrowedFd<'_>) -> io::Result<u64> {

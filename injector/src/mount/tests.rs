@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::volume_policy::DirIdentity;
 use super::*;
 
 #[derive(Default, Debug)]
@@ -26,6 +27,10 @@ struct Fake {
     /// Inode of a descriptor's (unique, temporary) file → name of the call that made it;
     /// by inode so that duplicates keep the name.
     fds: Mutex<HashMap<u64, String>>,
+    /// The volume path resolves to the target's root directory (`ln -s / /data/x`).
+    dir_is_root: Mutex<bool>,
+    /// The statfs magic `identify` reports.
+    dir_magic: Mutex<u64>,
 }
 
 impl Fake {
@@ -84,6 +89,25 @@ impl MountSys for Fake {
         self.record(format!("resolve {} in {}", path.display(), self.name(root)));
         self.check("resolve_dir")?;
         self.fd("dir")
+    }
+    fn identify(&self, dir: BorrowedFd<'_>) -> io::Result<DirIdentity> {
+        // Every descriptor of the fake is a directory of its own, except that the volume may
+        // be told to resolve to the root.
+        let name = self.name(dir);
+        let is_root = name.starts_with("root") || (name == "dir" && *self.dir_is_root.lock());
+        Ok(DirIdentity {
+            dev: 1,
+            ino: if is_root {
+                1
+            } else {
+                nix::sys::stat::fstat(dir)?.st_ino
+            },
+            fs_magic: if name == "dir" {
+                *self.dir_magic.lock()
+            } else {
+                0xef53
+            },
+        })
     }
     fn mount_attrs_of(&self, _dir: BorrowedFd<'_>) -> io::Result<u64> {
         Ok(libc::MOUNT_ATTR_NOSUID)
@@ -175,6 +199,30 @@ fn paths_are_validated_before_anything_is_opened() {
         assert!(sys.calls().is_empty(), "{path}: {:?}", sys.calls());
     }
     assert!(validate_path(Path::new("/data/./x")).is_ok());
+}
+
+#[test]
+fn a_volume_that_resolves_to_the_root_or_a_pseudo_filesystem_is_refused_before_fuse_opens() {
+    let sys = Arc::new(Fake::new());
+    *sys.dir_is_root.lock() = true;
+    match prepare(sys.clone(), &request(7, "/data/escape")) {
+        Err(e @ MountError::Refused { .. }) => {
+            assert!(e.to_string().contains("container's root directory"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !sys.calls().iter().any(|c| c.contains("/dev/fuse")),
+        "{:?}",
+        sys.calls()
+    );
+
+    let sys = Arc::new(Fake::new());
+    *sys.dir_magic.lock() = 0x9fa0;
+    match prepare(sys.clone(), &request(7, "/data/proc-link")) {
+        Err(e @ MountError::Refused { .. }) => assert!(e.to_string().contains("proc"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -374,7 +374,20 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
     let container = pod.container_uri();
     let unknown = "containerd://0123456789abcdef0123456789abcdef";
+    // Inside the pod, /data/escape -> / : a harmless-looking volume path that is the container's
+    // root once resolved. A FUSE mount there used to take the whole pod down with it.
+    std::os::unix::fs::symlink("/", data.join("escape"))?;
     for (request, code, says) in [
+        (
+            apply("/data/escape", &container, &fault_actions(5)),
+            tonic::Code::FailedPrecondition,
+            "container's root directory",
+        ),
+        (
+            apply("/proc", &container, &fault_actions(5)),
+            tonic::Code::FailedPrecondition,
+            "proc filesystem",
+        ),
         (
             apply("/data", unknown, &fault_actions(5)),
             tonic::Code::NotFound,
