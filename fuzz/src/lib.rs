@@ -1,0 +1,206 @@
+//! The bodies of the fuzz targets: one function per parser of outside input, taking raw bytes.
+//! The libFuzzer binaries in `fuzz_targets/` call them; so does the workspace test
+//! `tests/tests/fuzz_regressions.rs`, which replays every kept input (corpus and regressions)
+//! on the stable toolchain in CI. A body returns normally on any input: bad input is a named
+//! error, and the asserts state what must hold on the way.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+/// The names of the targets, as `fuzz_targets/NAME.rs` and the input directories name them.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("io_actions", io_actions),
+    ("io_request", io_request),
+    ("injector_jsonrpc_lines", injector_jsonrpc_lines),
+    ("injector_mountinfo", injector_mountinfo),
+    ("network_requests", network_requests),
+    ("netlink_replies", netlink_replies),
+    ("go_template", go_template),
+    ("webhook_review", webhook_review),
+    ("handover_proc", handover_proc),
+];
+
+/// Two inputs from one: split at the first NUL byte (the second is empty without one).
+fn two(data: &[u8]) -> (String, String) {
+    let (a, b) = match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    (
+        String::from_utf8_lossy(a).into_owned(),
+        String::from_utf8_lossy(b).into_owned(),
+    )
+}
+
+/// IOChaos actions JSON, as ApplyIOChaos and the injector's `update` receive it: a rule set or a
+/// named error; a parsed set goes into the live store.
+pub fn io_actions(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(rules) = io_rules::RuleSet::parse(text, Path::new("/data")) {
+        io_rules::RuleStore::new("/data").update(rules);
+    }
+}
+
+/// The agent's validation of an ApplyIOChaos request: a volume path, then the actions against it.
+pub fn io_request(data: &[u8]) {
+    let (volume, actions) = two(data);
+    if agent::container_fs::validate_volume_path(&volume).is_ok() {
+        let _ = agent::io_chaos::validate_actions(&actions, &volume);
+    }
+}
+
+struct Mounted;
+
+impl injector::control::FsStatus for Mounted {
+    fn mounted(&self) -> bool {
+        true
+    }
+    fn open_passthrough_files(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    })
+}
+
+/// The injector's control channel: JSON-RPC 2.0, one request per line, from whoever holds the
+/// socket; every line answered or refused.
+pub fn injector_jsonrpc_lines(data: &[u8]) {
+    use injector::control::{ControlContext, ControlPlane};
+    let rules = Arc::new(io_rules::RuleStore::new("/data"));
+    let context = ControlContext::new(rules, Arc::new(Mounted));
+    let Ok(plane) = ControlPlane::new(context) else {
+        return;
+    };
+    let mut out = Vec::new();
+    let _ = runtime().block_on(plane.serve_lines(data, &mut out));
+}
+
+/// /proc/PID/mountinfo as the injector reads it (whose mount is where, is it ours).
+pub fn injector_mountinfo(data: &[u8]) {
+    let _ = injector::mount::parse_mountinfo(&String::from_utf8_lossy(data));
+}
+
+/// Chaos Mesh's network requests (SetTcs, FlushIPSets, SetIptablesChains) off the wire: decoded,
+/// validated into specs, rendered into iptables and ipset input; nothing rendered may carry a
+/// line break or a command we did not mean.
+pub fn network_requests(data: &[u8]) {
+    use agent::network::spec::{self, NetworkSpec};
+    use faultline_proto::pb;
+    use prost::Message;
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    let spec = match which % 3 {
+        0 => pb::TcsRequest::decode(bytes)
+            .ok()
+            .and_then(|r| spec::tcs_from_pb(&r.tcs).ok())
+            .map(|tcs| NetworkSpec {
+                tcs,
+                ..NetworkSpec::default()
+            }),
+        1 => pb::IpSetsRequest::decode(bytes)
+            .ok()
+            .and_then(|r| spec::ipsets_from_pb(&r.ipsets).ok())
+            .map(|ipsets| NetworkSpec {
+                ipsets,
+                ..NetworkSpec::default()
+            }),
+        _ => pb::IptablesChainsRequest::decode(bytes)
+            .ok()
+            .and_then(|r| spec::chains_from_pb(&r.chains).ok())
+            .map(|chains| NetworkSpec {
+                chains,
+                ..NetworkSpec::default()
+            }),
+    };
+    let Some(spec) = spec else { return };
+    let _ = spec.summary();
+    let _ = spec.check_set_references(&Default::default());
+    for tc in &spec.tcs {
+        for arg in tc.filter.iptables_match() {
+            assert!(!arg.contains('\n'), "a line break in an iptables argument: {arg:?}");
+        }
+    }
+    for chain in &spec.chains {
+        assert!(
+            !chain.target.contains('\n') && !chain.name.contains('\n'),
+            "a line break in a chain: {chain:?}"
+        );
+    }
+    for set in &spec.ipsets {
+        let input = agent::network::ipset::restore_input(set);
+        for line in input.lines() {
+            let verb = line.split(' ').next().unwrap_or_default();
+            assert!(
+                ["create", "flush", "add", "swap", "destroy"].contains(&verb),
+                "an ipset restore line we did not mean: {line:?}"
+            );
+        }
+    }
+}
+
+/// What the kernel answers over netlink, as our parsers read it: datagrams split into
+/// messages, errors, qdisc dumps, attributes.
+pub fn netlink_replies(data: &[u8]) {
+    if let Ok(messages) = netlink::message::split_messages(data) {
+        for (header, payload) in messages {
+            let _ = netlink::message::parse_error(header.flags, payload);
+            let _ = netlink::tc::QdiscInfo::parse(payload);
+        }
+    }
+    if let Ok(attrs) = netlink::parse_attrs(data) {
+        for attr in attrs {
+            let _ = attr.u32();
+            let _ = attr.string();
+        }
+    }
+}
+
+/// The webhook's Go-template engine: a template from a ConfigMap and the arguments a pod's
+/// annotations select, both written by users; compiled and rendered, or a named error.
+pub fn go_template(data: &[u8]) {
+    use controller::webhook::template::{GoTemplates, TemplateEngine};
+    let (source, arguments) = two(data);
+    let Ok(template) = GoTemplates.compile("fuzz", &source) else {
+        return;
+    };
+    let arguments = serde_json::from_str(&arguments).unwrap_or(serde_json::Value::Null);
+    let _ = template.render(&arguments);
+}
+
+fn webhook() -> &'static controller::webhook::Webhook {
+    use controller::webhook::template::GoTemplates;
+    use controller::webhook::{Settings, sources};
+    static HOOK: OnceLock<controller::webhook::Webhook> = OnceLock::new();
+    HOOK.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/sidecar");
+        sources::offline(&GoTemplates, Settings::default(), &dir).expect("the example catalog")
+    })
+}
+
+/// The mutating webhook's AdmissionReview handling: any body is answered or refused as a bad
+/// review. The catalog is the sidecar templates of docs/examples/sidecar.
+pub fn webhook_review(data: &[u8]) {
+    let _ = webhook().review(data);
+}
+
+/// The handover's /proc parsers: maps lines and the mount table of a process in a pod, which
+/// the pod's own processes shape (their paths appear there).
+pub fn handover_proc(data: &[u8]) {
+    let (maps, mountinfo) = two(data);
+    for line in maps.lines() {
+        let _ = handover::scan::parse_map_line(line);
+    }
+    let proc = handover::proc_source::FixtureProc::default().file("7/mountinfo", &mountinfo);
+    let _ = handover::scan::find_fault_mount(&proc, 7, Path::new("/data"), handover::FAULT_FSTYPE);
+}
