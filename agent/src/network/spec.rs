@@ -2,6 +2,7 @@
 //! (TcsRequest, IPSetsRequest, IptablesChainsRequest) into types that cannot be invalid. Each
 //! request replaces its own part of the state as a whole.
 
+use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 use netlink::tc::{Netem, Tbf};
 use netlink::units::{Fraction, UnitError, parse_rate_bytes, parse_time_us};
@@ -451,7 +452,12 @@ impl TbfSpec {
 }
 
 impl TcRule {
-    pub fn from_pb(index: usize, tc: &pb::Tc) -> Result<TcRule, NetworkError> {
+    /// `ports` come from faultline's own API (`faultline.agent.v1.TcPorts`); pb.Tc has none.
+    pub fn from_pb(
+        index: usize,
+        tc: &pb::Tc,
+        ports: Option<&api::TcPorts>,
+    ) -> Result<TcRule, NetworkError> {
         let field = format!("tcs[{index}]");
         let f = |name: &str| format!("{field}.{name}");
         let action = match pb::tc::Type::try_from(tc.r#type) {
@@ -484,8 +490,14 @@ impl TcRule {
                 tc.ipset.clone()
             },
             protocol: protocol_of(&f("protocol"), &tc.protocol)?,
-            source_port: ports_of(&f("source_port"), &tc.source_port)?,
-            egress_port: ports_of(&f("egress_port"), &tc.egress_port)?,
+            source_port: match ports {
+                Some(p) => ports_of(&format!("tc_ports[{index}].source_port"), &p.source_port)?,
+                None => String::new(),
+            },
+            egress_port: match ports {
+                Some(p) => ports_of(&format!("tc_ports[{index}].egress_port"), &p.egress_port)?,
+                None => String::new(),
+            },
         };
         if filter.protocol.is_empty()
             && (!filter.source_port.is_empty() || !filter.egress_port.is_empty())
@@ -668,9 +680,28 @@ impl IpSetSpec {
 
 /// Parses every rule of a request, or names the first bad field.
 pub fn tcs_from_pb(tcs: &[pb::Tc]) -> Result<Vec<TcRule>, NetworkError> {
+    tcs_with_ports(tcs, &[])
+}
+
+/// As [`tcs_from_pb`], with faultline's port filters (each naming a rule by its index, once).
+pub fn tcs_with_ports(tcs: &[pb::Tc], ports: &[api::TcPorts]) -> Result<Vec<TcRule>, NetworkError> {
+    for (i, p) in ports.iter().enumerate() {
+        if p.tc as usize >= tcs.len() {
+            return Err(invalid(
+                format!("tc_ports[{i}].tc"),
+                format!("{}: there are {} tcs", p.tc, tcs.len()),
+            ));
+        }
+        if ports[..i].iter().any(|o| o.tc == p.tc) {
+            return Err(invalid(
+                format!("tc_ports[{i}].tc"),
+                format!("tcs[{}] is given ports twice", p.tc),
+            ));
+        }
+    }
     tcs.iter()
         .enumerate()
-        .map(|(i, t)| TcRule::from_pb(i, t))
+        .map(|(i, t)| TcRule::from_pb(i, t, ports.iter().find(|p| p.tc as usize == i)))
         .collect()
 }
 
@@ -723,7 +754,7 @@ mod tests {
     }
 
     fn err_of(tc: pb::Tc) -> String {
-        TcRule::from_pb(0, &tc).unwrap_err().to_string()
+        TcRule::from_pb(0, &tc, None).unwrap_err().to_string()
     }
 
     #[test]
@@ -736,6 +767,7 @@ mod tests {
                 n.delay_corr = 25.0;
                 n.loss = 50.0;
             }),
+            None,
         )
         .unwrap();
         assert_eq!(rule.device, "eth0");
@@ -772,7 +804,7 @@ mod tests {
         assert!(err_of(bw("1 zillion", 10000, 10000)).contains("tcs[0].tbf.rate"));
         assert!(err_of(bw("1mbit", 0, 10000)).contains("tcs[0].tbf.buffer"));
         assert!(err_of(bw("1mbit", 10000, 0)).contains("tcs[0].tbf.limit"));
-        assert!(TcRule::from_pb(0, &bw("1mbit", 10000, 10000)).is_ok());
+        assert!(TcRule::from_pb(0, &bw("1mbit", 10000, 10000), None).is_ok());
         let mut typeless = bw("1mbit", 1, 1);
         typeless.r#type = 7;
         assert!(err_of(typeless).contains("tcs[0].type"));
