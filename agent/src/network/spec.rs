@@ -840,6 +840,36 @@ mod tests {
         assert!(IpSetSpec::from_pb(0, &set(&["example.com"])).is_err());
     }
 
+    /// pb.Tc has no ports (Chaos Mesh reserved 6 and 7); faultline's own API gives them per
+    /// rule index.
+    #[test]
+    fn tc_ports_come_from_faultlines_api() {
+        let mut tc = netem(|n| n.time = "10ms".into());
+        tc.protocol = "tcp".into();
+        let ports = |tc: u32, egress: &str| api::TcPorts {
+            tc,
+            egress_port: egress.into(),
+            ..Default::default()
+        };
+        let rules = tcs_with_ports(&[tc.clone()], &[ports(0, "80,443")]).unwrap();
+        assert_eq!(rules[0].filter.egress_port, "80,443");
+        assert!(
+            tcs_from_pb(&[tc.clone()]).unwrap()[0]
+                .filter
+                .egress_port
+                .is_empty()
+        );
+        let err = tcs_with_ports(&[tc.clone()], &[ports(1, "80")]).unwrap_err();
+        assert!(err.to_string().contains("tc_ports[0].tc"), "{err}");
+        let err = tcs_with_ports(&[tc.clone()], &[ports(0, "80"), ports(0, "81")]).unwrap_err();
+        assert!(err.to_string().contains("given ports twice"), "{err}");
+        let err = tcs_with_ports(&[tc.clone()], &[ports(0, "http")]).unwrap_err();
+        assert!(err.to_string().contains("tc_ports[0].egress_port"), "{err}");
+        tc.protocol.clear();
+        let err = tcs_with_ports(&[tc], &[ports(0, "80")]).unwrap_err();
+        assert!(err.to_string().contains("tcs[0].protocol"), "{err}");
+    }
+
     #[test]
     fn filters_render_as_iptables_matches() {
         let f = TcFilter {
