@@ -50,6 +50,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "chaos_mesh::container_get_pid_and_kill_take_their_own_actions",
             container,
         ),
+        (
+            "chaos_mesh::kinds_not_yet_decode_and_answer_unimplemented_by_name",
+            not_yet,
+        ),
     ]
 }
 
@@ -797,6 +801,128 @@ fn container(tb: &Testbed) -> anyhow::Result<()> {
         "{}",
         agent.log_text()
     );
+    tb.remove_pod(&pod)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kinds faultline does not inject yet
+
+/// Their messages decode (TimeRequest.pod_container_name is the string Chaos Mesh always sets;
+/// ApplyHttpChaosRequest carries tls and uint32 proxy_ports) and the answer is UNIMPLEMENTED
+/// naming the kind and the alternative, with nothing changed.
+fn not_yet(tb: &Testbed) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let (agent, mut daemon) = setup(tb, "cm-notyet", &rt)?;
+    let pod = tb.run_pod(PodSpec::new("cm-notyet"))?;
+    let container_id = pod.container_uri();
+    let time = pb::TimeRequest {
+        container_id: container_id.clone(),
+        sec: 3600,
+        nsec: 0,
+        clk_ids_mask: 1,
+        uid: "default/time-shift".into(),
+        pod_container_name: "default/cm-notyet/main".into(),
+    };
+    let answers = rt.block_on(async {
+        vec![
+            (
+                "TimeChaos",
+                daemon.set_time_offset(time.clone()).await.map(|_| ()),
+            ),
+            (
+                "TimeChaos",
+                daemon.recover_time_offset(time).await.map(|_| ()),
+            ),
+            (
+                "HTTPChaos",
+                daemon
+                    .apply_http_chaos(pb::ApplyHttpChaosRequest {
+                        rules: "[]".into(),
+                        proxy_ports: vec![8080, 65535],
+                        container_id: container_id.clone(),
+                        enter_ns: true,
+                        tls: r#"{"cert_name":"c","key_name":"k"}"#.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "DNSChaos",
+                daemon
+                    .set_dns_server(pb::SetDnsServerRequest {
+                        container_id: container_id.clone(),
+                        dns_server: "10.0.0.10".into(),
+                        enable: true,
+                        enter_ns: true,
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "BlockChaos",
+                daemon
+                    .apply_block_chaos(pb::ApplyBlockChaosRequest {
+                        container_id: container_id.clone(),
+                        volume_path: "/dev/sda".into(),
+                        action: pb::apply_block_chaos_request::Action::Delay as i32,
+                        delay: Some(pb::BlockDelaySpec {
+                            delay: 1_000_000,
+                            correlation: 0.0,
+                            jitter: 0,
+                        }),
+                        enter_ns: true,
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "BlockChaos",
+                daemon
+                    .recover_block_chaos(pb::RecoverBlockChaosRequest { injection_id: 1 })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "JVMChaos",
+                daemon
+                    .install_jvm_rules(pb::InstallJvmRulesRequest {
+                        container_id: container_id.clone(),
+                        rule: "RULE r".into(),
+                        port: 9288,
+                        enter_ns: true,
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "JVMChaos",
+                daemon
+                    .uninstall_jvm_rules(pb::UninstallJvmRulesRequest {
+                        container_id: container_id.clone(),
+                        rule: "RULE r".into(),
+                        port: 9288,
+                        enter_ns: true,
+                    })
+                    .await
+                    .map(|_| ()),
+            ),
+        ]
+    });
+    for (kind, answer) in answers {
+        let status = answer
+            .err()
+            .with_context(|| format!("{kind}: answered OK"))?;
+        ensure!(
+            status.code() == Code::Unimplemented
+                && status.message().contains(&format!("({kind})"))
+                && status.message().contains("nothing was changed"),
+            "{kind}: {status:?}"
+        );
+    }
+    ensure!(agent.journal().is_empty(), "journal: {:?}", agent.journal());
+    ensure!(running(pod.pid), "the container was hurt");
     tb.remove_pod(&pod)?;
     Ok(())
 }
