@@ -484,15 +484,27 @@ impl StressChaos {
 
     /// Kills, reaps and cleans up after one instance; a no-op if someone else already did.
     async fn stop(&self, id: &str) -> Result<(), AgentError> {
-        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.remove(id) else {
+        // Remembered as ended before it leaves the active set: a CancelStressors that arrives
+        // meanwhile (the controller cancelling a stressor its --timeout just ended) finds it
+        // in one or the other, never in neither.
+        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.get(id).cloned() else {
             return Ok(());
         };
+        self.remember(&instance);
+        if self
+            .active
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(id)
+            .is_none()
+        {
+            return Ok(());
+        }
         let status = instance.process.kill().await;
         self.remove_cgroups(instance.created())
             .await
             .map_err(StressError::from)?;
         self.journal.remove(id)?;
-        self.remember(&instance);
         self.metrics.recovered(KIND);
         tracing::info!(%id, %status, "stressor cancelled");
         Ok(())
@@ -517,10 +529,19 @@ impl StressChaos {
         tokio::spawn(async move {
             let status = instance.process.wait().await;
             let id = instance.record.id.clone();
-            let still_active = this.active.lock().ok().is_some_and(|mut active| {
-                let same = active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance));
-                same && active.remove(&id).is_some()
-            });
+            let same = |active: &HashMap<String, Arc<Instance>>| {
+                active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance))
+            };
+            if !this.active.lock().ok().is_some_and(|active| same(&active)) {
+                return;
+            }
+            // Remembered before it leaves the active set, as in stop().
+            this.remember(&instance);
+            let still_active = this
+                .active
+                .lock()
+                .ok()
+                .is_some_and(|mut active| same(&active) && active.remove(&id).is_some());
             if !still_active {
                 return;
             }
@@ -538,7 +559,6 @@ impl StressChaos {
                 tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
                 this.metrics.failure(KIND, "stressor_exited");
             }
-            this.remember(&instance);
             this.metrics.recovered(KIND);
             match this.remove_cgroups(instance.created()).await {
                 Ok(()) => {

@@ -726,6 +726,30 @@ fn stress(tb: &Testbed) -> anyhow::Result<()> {
         cpu_instance_uid: response.cpu_instance_uid.clone(),
         ..Default::default()
     }))?;
+
+    // stress-ng's --timeout (Chaos Mesh's examples use it): the stressor ends by itself, and
+    // the controller's CancelStressors at the end of the experiment still succeeds.
+    let timed = rt
+        .block_on(daemon.exec_stressors(request(
+            normalize_cpu(1, 10, &["--timeout 2s"]),
+            String::new(),
+        )))?
+        .into_inner();
+    let timed_pid: u32 = timed.cpu_instance.parse()?;
+    ensure!(
+        eventually(Duration::from_secs(15), || !running(timed_pid)),
+        "the stressor outlived its --timeout 2s"
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || agent.journal().is_empty()),
+        "journal: {:?}",
+        agent.journal()
+    );
+    rt.block_on(daemon.cancel_stressors(pb::CancelStressRequest {
+        cpu_instance_uid: timed.cpu_instance_uid.clone(),
+        ..Default::default()
+    }))?;
+    ensure!(pids() == pod_pids, "{:?}", pids());
     tb.remove_pod(&pod)?;
     Ok(())
 }
