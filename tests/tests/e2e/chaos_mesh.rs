@@ -244,9 +244,10 @@ fn setup(
 // IOChaos
 
 /// Every 20 ms the workload appends a line to /data/journal and logs the outcome to /out/log
-/// (a volume the fault does not touch).
+/// (a volume the fault does not touch). The subshell catches the error of the open as well as
+/// of the write (the shell reports a failed redirection on its own stderr).
 const IO_WORKLOAD: &str = "i=0; while true; do i=$((i+1)); \
-    if echo \"line $i\" >> /data/journal 2>/out/err; then echo \"$i ok\" >> /out/log; \
+    if ( echo \"line $i\" >> /data/journal ) 2>/out/err; then echo \"$i ok\" >> /out/log; \
     else echo \"$i FAIL $(cat /out/err)\" >> /out/log; fi; sleep 0.02; done";
 
 fn io_log(out: &std::path::Path) -> Vec<String> {
