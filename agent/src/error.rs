@@ -29,6 +29,13 @@ pub enum AgentError {
     Network(#[from] NetworkError),
     #[error("{0} is not implemented by this agent yet")]
     Unimplemented(&'static str),
+    /// A pb.ChaosDaemon rpc of a Chaos Mesh kind faultline does not inject yet.
+    #[error("{rpc} ({kind}) is not implemented by the faultline agent; {instead}")]
+    KindNotYet {
+        rpc: &'static str,
+        kind: &'static str,
+        instead: &'static str,
+    },
     #[error(transparent)]
     Stress(#[from] StressError),
 }
@@ -50,7 +57,7 @@ impl AgentError {
             AgentError::Injector(InjectorError::ExitedEarly { .. }) => Code::FailedPrecondition,
             AgentError::Injector(_) | AgentError::Journal(_) => Code::Internal,
             AgentError::Network(err) => err.code(),
-            AgentError::Unimplemented(_) => Code::Unimplemented,
+            AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
         }
     }
@@ -68,7 +75,7 @@ impl AgentError {
             AgentError::Injector(_) => "injector",
             AgentError::Journal(_) => "journal",
             AgentError::Network(err) => err.reason(),
-            AgentError::Unimplemented(_) => "unimplemented",
+            AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),
         }
     }

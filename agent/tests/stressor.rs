@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use agent::stress::methods::{CpuMethod, VmMethod};
 use agent::stress::process::StressorProcess;
 use agent::stress::worker::{NOT_RELEASED, StressorCommand};
 
@@ -77,6 +78,8 @@ async fn held_then_released_then_killed_and_reaped() {
     let command = StressorCommand::Cpu {
         workers: 2,
         load: 10,
+        slice_ms: 10,
+        method: CpuMethod::Sqrt,
     };
     let stressor = StressorProcess::spawn(BINARY.as_ref(), &command).unwrap();
     let pid = stressor.identity.pid;
@@ -110,6 +113,9 @@ async fn a_memory_stressor_holds_its_size_resident() {
             workers: 2,
             bytes,
             growth_ms: 0,
+            hang_ms: 0,
+            keep: false,
+            method: VmMethod::All,
         },
     )
     .unwrap();

@@ -23,3 +23,6 @@ pub mod faultline {
 }
 
 pub use faultline::agent;
+
+/// The compiled descriptors of both packages (a `google.protobuf.FileDescriptorSet`).
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

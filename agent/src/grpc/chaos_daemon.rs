@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use faultline_proto::pb;
 use faultline_proto::pb::chaos_daemon_server::ChaosDaemon;
+use faultline_proto::pb::container_action::Action;
 use tonic::{Request, Response, Status};
 
 use crate::container_runtime::Resolver;
@@ -58,6 +59,69 @@ fn unimplemented(what: &'static str) -> Status {
     AgentError::Unimplemented(what).into()
 }
 
+/// chaos-daemon serves ContainerKill only for action KILL and ContainerGetPid only for GETPID,
+/// and refuses the other before touching the container. A request without `action` is refused
+/// too (chaos-daemon cannot read one).
+fn expect_action(
+    request: &pb::ContainerRequest,
+    expected: Action,
+    rpc: &str,
+) -> Result<(), AgentError> {
+    let Some(action) = &request.action else {
+        return Err(AgentError::InvalidArgument {
+            field: "action",
+            reason: format!(
+                "missing: {rpc} takes action {} ({})",
+                expected.as_str_name(),
+                expected as i32
+            ),
+        });
+    };
+    if action.action == expected as i32 {
+        return Ok(());
+    }
+    let given = Action::try_from(action.action)
+        .map(|a| a.as_str_name().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    Err(AgentError::InvalidArgument {
+        field: "action.action",
+        reason: format!(
+            "{given} ({}): {rpc} takes only action {} ({})",
+            action.action,
+            expected.as_str_name(),
+            expected as i32
+        ),
+    })
+}
+
+/// The answer of an rpc whose Chaos Mesh kind faultline does not inject yet: UNIMPLEMENTED,
+/// naming the kind and what faultline offers instead (docs/chaos-mesh.md has the table).
+fn kind_not_yet(rpc: &'static str) -> Status {
+    let (kind, instead) = match rpc {
+        "SetTimeOffset" | "RecoverTimeOffset" => (
+            "TimeChaos",
+            "faultline does not shift container clocks yet; nothing was changed",
+        ),
+        "ApplyHttpChaos" => (
+            "HTTPChaos",
+            "for delays use NetworkChaos delay on the pod (SetTcs) or faultline's latency sidecar; nothing was changed",
+        ),
+        "SetDNSServer" => (
+            "DNSChaos",
+            "for failing lookups use a NetworkChaos partition towards the DNS server (SetIptablesChains); nothing was changed",
+        ),
+        "ApplyBlockChaos" | "RecoverBlockChaos" => (
+            "BlockChaos",
+            "for slow or failing disk IO use IOChaos on the volume (ApplyIOChaos: latency, fault); nothing was changed",
+        ),
+        _ => (
+            "JVMChaos",
+            "faultline injects no bytecode rules; PodChaos container-kill, NetworkChaos, IOChaos and StressChaos act on a JVM from outside; nothing was changed",
+        ),
+    };
+    AgentError::KindNotYet { rpc, kind, instead }.into()
+}
+
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
     async fn set_tcs(&self, request: Request<pb::TcsRequest>) -> Result<Response<()>, Status> {
@@ -82,23 +146,24 @@ impl ChaosDaemon for ChaosDaemonService {
     }
 
     async fn set_time_offset(&self, _: Request<pb::TimeRequest>) -> Result<Response<()>, Status> {
-        Err(unimplemented("SetTimeOffset (time chaos)"))
+        Err(kind_not_yet("SetTimeOffset"))
     }
 
     async fn recover_time_offset(
         &self,
         _: Request<pb::TimeRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("RecoverTimeOffset (time chaos)"))
+        Err(kind_not_yet("RecoverTimeOffset"))
     }
 
-    /// SIGKILLs the container's processes through its runtime (the action field is not read,
-    /// as in chaos-daemon).
+    /// SIGKILLs the container's processes through its runtime; as in chaos-daemon, only for
+    /// action KILL.
     async fn container_kill(
         &self,
         request: Request<pb::ContainerRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
+        expect_action(&request, Action::Kill, "ContainerKill")?;
         crate::container_kill::kill(&self.resolver, &request.container_id).await?;
         Ok(Response::new(()))
     }
@@ -108,6 +173,7 @@ impl ChaosDaemon for ChaosDaemonService {
         request: Request<pb::ContainerRequest>,
     ) -> Result<Response<pb::ContainerResponse>, Status> {
         let request = request.into_inner();
+        expect_action(&request, Action::Getpid, "ContainerGetPid")?;
         let pid = self
             .resolver
             .container_pid(&request.container_id)
@@ -237,13 +303,104 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         _: Request<pb::ApplyHttpChaosRequest>,
     ) -> Result<Response<pb::ApplyHttpChaosResponse>, Status> {
-        Err(unimplemented("ApplyHttpChaos (HTTP chaos)"))
+        Err(kind_not_yet("ApplyHttpChaos"))
     }
 
     async fn set_dns_server(
         &self,
         _: Request<pb::SetDnsServerRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("SetDNSServer (DNS chaos)"))
+        Err(kind_not_yet("SetDNSServer"))
+    }
+
+    async fn apply_block_chaos(
+        &self,
+        _: Request<pb::ApplyBlockChaosRequest>,
+    ) -> Result<Response<pb::ApplyBlockChaosResponse>, Status> {
+        Err(kind_not_yet("ApplyBlockChaos"))
+    }
+
+    async fn recover_block_chaos(
+        &self,
+        _: Request<pb::RecoverBlockChaosRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(kind_not_yet("RecoverBlockChaos"))
+    }
+
+    async fn install_jvm_rules(
+        &self,
+        _: Request<pb::InstallJvmRulesRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(kind_not_yet("InstallJVMRules"))
+    }
+
+    async fn uninstall_jvm_rules(
+        &self,
+        _: Request<pb::UninstallJvmRulesRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(kind_not_yet("UninstallJVMRules"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(action: Option<i32>) -> pb::ContainerRequest {
+        pb::ContainerRequest {
+            action: action.map(|action| pb::ContainerAction { action }),
+            container_id: "containerd://abc".into(),
+        }
+    }
+
+    /// chaos-daemon: ContainerKill refuses an action other than KILL, ContainerGetPid one other
+    /// than GETPID ("container action is X , not kill/getpid").
+    #[test]
+    fn each_container_rpc_takes_its_own_action() {
+        assert!(expect_action(&request(Some(0)), Action::Kill, "ContainerKill").is_ok());
+        assert!(expect_action(&request(Some(1)), Action::Getpid, "ContainerGetPid").is_ok());
+        let err = expect_action(&request(Some(1)), Action::Kill, "ContainerKill").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "action.action: GETPID (1): ContainerKill takes only action KILL (0)"
+        );
+        let err = expect_action(&request(Some(0)), Action::Getpid, "ContainerGetPid").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "action.action: KILL (0): ContainerGetPid takes only action GETPID (1)"
+        );
+        let err = expect_action(&request(Some(7)), Action::Kill, "ContainerKill").unwrap_err();
+        assert!(err.to_string().contains("unknown (7)"), "{err}");
+        let err = expect_action(&request(None), Action::Kill, "ContainerKill").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "action: missing: ContainerKill takes action KILL (0)"
+        );
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn kinds_not_injected_yet_say_what_to_use_instead() {
+        for (rpc, kind, instead) in [
+            ("SetTimeOffset", "TimeChaos", "nothing was changed"),
+            ("ApplyHttpChaos", "HTTPChaos", "NetworkChaos delay"),
+            ("SetDNSServer", "DNSChaos", "partition"),
+            ("ApplyBlockChaos", "BlockChaos", "IOChaos"),
+            ("RecoverBlockChaos", "BlockChaos", "IOChaos"),
+            ("InstallJVMRules", "JVMChaos", "container-kill"),
+            ("UninstallJVMRules", "JVMChaos", "container-kill"),
+        ] {
+            let status = kind_not_yet(rpc);
+            assert_eq!(status.code(), tonic::Code::Unimplemented, "{rpc}");
+            assert!(
+                status.message().starts_with(&format!("{rpc} ({kind})")),
+                "{}",
+                status.message()
+            );
+            assert!(status.message().contains(instead), "{}", status.message());
+        }
     }
 }

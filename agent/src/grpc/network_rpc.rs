@@ -72,7 +72,7 @@ pub async fn start_experiment(
     request: api::StartNetworkExperimentRequest,
 ) -> Result<api::StartNetworkExperimentResponse, AgentError> {
     let spec = NetworkSpec {
-        tcs: spec::tcs_from_pb(&request.tcs)?,
+        tcs: spec::tcs_with_ports(&request.tcs, &request.tc_ports)?,
         ipsets: spec::ipsets_from_pb(&request.ipsets)?,
         chains: spec::chains_from_pb(&request.chains)?,
     };

@@ -2,6 +2,7 @@
 //! (TcsRequest, IPSetsRequest, IptablesChainsRequest) into types that cannot be invalid. Each
 //! request replaces its own part of the state as a whole.
 
+use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 use netlink::tc::{Netem, Tbf};
 use netlink::units::{Fraction, UnitError, parse_rate_bytes, parse_time_us};
@@ -510,7 +511,12 @@ impl TbfSpec {
 }
 
 impl TcRule {
-    pub fn from_pb(index: usize, tc: &pb::Tc) -> Result<TcRule, NetworkError> {
+    /// `ports` come from faultline's own API (`faultline.agent.v1.TcPorts`); pb.Tc has none.
+    pub fn from_pb(
+        index: usize,
+        tc: &pb::Tc,
+        ports: Option<&api::TcPorts>,
+    ) -> Result<TcRule, NetworkError> {
         let field = format!("tcs[{index}]");
         let f = |name: &str| format!("{field}.{name}");
         let action = match pb::tc::Type::try_from(tc.r#type) {
@@ -543,8 +549,14 @@ impl TcRule {
                 tc.ipset.clone()
             },
             protocol: protocol_of(&f("protocol"), &tc.protocol)?,
-            source_port: ports_of(&f("source_port"), &tc.source_port)?,
-            egress_port: ports_of(&f("egress_port"), &tc.egress_port)?,
+            source_port: match ports {
+                Some(p) => ports_of(&format!("tc_ports[{index}].source_port"), &p.source_port)?,
+                None => String::new(),
+            },
+            egress_port: match ports {
+                Some(p) => ports_of(&format!("tc_ports[{index}].egress_port"), &p.egress_port)?,
+                None => String::new(),
+            },
         };
         if filter.protocol.is_empty()
             && (!filter.source_port.is_empty() || !filter.egress_port.is_empty())
@@ -757,9 +769,28 @@ impl IpSetSpec {
 
 /// Parses every rule of a request, or names the first bad field.
 pub fn tcs_from_pb(tcs: &[pb::Tc]) -> Result<Vec<TcRule>, NetworkError> {
+    tcs_with_ports(tcs, &[])
+}
+
+/// As [`tcs_from_pb`], with faultline's port filters (each naming a rule by its index, once).
+pub fn tcs_with_ports(tcs: &[pb::Tc], ports: &[api::TcPorts]) -> Result<Vec<TcRule>, NetworkError> {
+    for (i, p) in ports.iter().enumerate() {
+        if p.tc as usize >= tcs.len() {
+            return Err(invalid(
+                format!("tc_ports[{i}].tc"),
+                format!("{}: there are {} tcs", p.tc, tcs.len()),
+            ));
+        }
+        if ports[..i].iter().any(|o| o.tc == p.tc) {
+            return Err(invalid(
+                format!("tc_ports[{i}].tc"),
+                format!("tcs[{}] is given ports twice", p.tc),
+            ));
+        }
+    }
     tcs.iter()
         .enumerate()
-        .map(|(i, t)| TcRule::from_pb(i, t))
+        .map(|(i, t)| TcRule::from_pb(i, t, ports.iter().find(|p| p.tc as usize == i)))
         .collect()
 }
 
@@ -812,7 +843,7 @@ mod tests {
     }
 
     fn err_of(tc: pb::Tc) -> String {
-        TcRule::from_pb(0, &tc).unwrap_err().to_string()
+        TcRule::from_pb(0, &tc, None).unwrap_err().to_string()
     }
 
     #[test]
@@ -825,6 +856,7 @@ mod tests {
                 n.delay_corr = 25.0;
                 n.loss = 50.0;
             }),
+            None,
         )
         .unwrap();
         assert_eq!(rule.device, "eth0");
@@ -861,7 +893,7 @@ mod tests {
         assert!(err_of(bw("1 zillion", 10000, 10000)).contains("tcs[0].tbf.rate"));
         assert!(err_of(bw("1mbit", 0, 10000)).contains("tcs[0].tbf.buffer"));
         assert!(err_of(bw("1mbit", 10000, 0)).contains("tcs[0].tbf.limit"));
-        assert!(TcRule::from_pb(0, &bw("1mbit", 10000, 10000)).is_ok());
+        assert!(TcRule::from_pb(0, &bw("1mbit", 10000, 10000), None).is_ok());
         let mut typeless = bw("1mbit", 1, 1);
         typeless.r#type = 7;
         assert!(err_of(typeless).contains("tcs[0].type"));
@@ -895,6 +927,36 @@ mod tests {
         );
         assert!(IpSetSpec::from_pb(0, &set(&["10.0.0.0/33"])).is_err());
         assert!(IpSetSpec::from_pb(0, &set(&["example.com"])).is_err());
+    }
+
+    /// pb.Tc has no ports (Chaos Mesh reserved 6 and 7); faultline's own API gives them per
+    /// rule index.
+    #[test]
+    fn tc_ports_come_from_faultlines_api() {
+        let mut tc = netem(|n| n.time = "10ms".into());
+        tc.protocol = "tcp".into();
+        let ports = |tc: u32, egress: &str| api::TcPorts {
+            tc,
+            egress_port: egress.into(),
+            ..Default::default()
+        };
+        let rules = tcs_with_ports(&[tc.clone()], &[ports(0, "80,443")]).unwrap();
+        assert_eq!(rules[0].filter.egress_port, "80,443");
+        assert!(
+            tcs_from_pb(&[tc.clone()]).unwrap()[0]
+                .filter
+                .egress_port
+                .is_empty()
+        );
+        let err = tcs_with_ports(&[tc.clone()], &[ports(1, "80")]).unwrap_err();
+        assert!(err.to_string().contains("tc_ports[0].tc"), "{err}");
+        let err = tcs_with_ports(&[tc.clone()], &[ports(0, "80"), ports(0, "81")]).unwrap_err();
+        assert!(err.to_string().contains("given ports twice"), "{err}");
+        let err = tcs_with_ports(&[tc.clone()], &[ports(0, "http")]).unwrap_err();
+        assert!(err.to_string().contains("tc_ports[0].egress_port"), "{err}");
+        tc.protocol.clear();
+        let err = tcs_with_ports(&[tc], &[ports(0, "80")]).unwrap_err();
+        assert!(err.to_string().contains("tcs[0].protocol"), "{err}");
     }
 
     #[test]

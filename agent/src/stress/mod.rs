@@ -15,6 +15,7 @@
 
 pub mod cgroup;
 mod error;
+pub mod methods;
 pub mod options;
 pub mod process;
 mod request;
@@ -90,6 +91,8 @@ struct Prepared {
     command: StressorCommand,
     placement: Placement,
     summary: String,
+    /// `--timeout`: the stressor is recovered after this long.
+    timeout: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -228,14 +231,20 @@ impl StressChaos {
             command: StressorCommand::Cpu {
                 workers: spec.workers,
                 load: spec.load,
+                slice_ms: spec.slice_ms,
+                method: spec.method,
             },
             placement: self.placement(request, target_pid, id)?,
             summary: format!(
-                "{} CPU worker{} at {}% load",
+                "{} CPU worker{} at {}% load ({}, busy at most {} ms at a time){}",
                 spec.workers,
                 plural(spec.workers),
-                spec.load
+                spec.load,
+                spec.method,
+                spec.slice_ms,
+                ending(spec.timeout)
             ),
+            timeout: spec.timeout,
         })
     }
 
@@ -266,14 +275,33 @@ impl StressChaos {
                 workers: spec.workers,
                 bytes,
                 growth_ms: spec.growth.as_millis().try_into().unwrap_or(u64::MAX),
+                hang_ms: spec
+                    .hang
+                    .map_or(0, |h| h.as_millis().try_into().unwrap_or(u64::MAX)),
+                keep: spec.keep,
+                method: spec.method,
             },
             placement,
             summary: format!(
-                "memory stressor holding {} ({} worker{})",
+                "memory stressor holding {} ({} worker{}, {} pattern{}){}",
                 human_bytes(bytes),
                 spec.workers,
-                plural(spec.workers)
+                plural(spec.workers),
+                spec.method,
+                match (spec.hang, spec.keep) {
+                    (None, _) => String::new(),
+                    (Some(h), true) =>
+                        format!(", rewritten every {}", humantime::format_duration(h)),
+                    (Some(h), false) => {
+                        format!(
+                            ", freed and allocated again every {}",
+                            humantime::format_duration(h)
+                        )
+                    }
+                },
+                ending(spec.timeout)
             ),
+            timeout: spec.timeout,
         })
     }
 
@@ -287,12 +315,15 @@ impl StressChaos {
         prepared: Prepared,
     ) -> Result<Started, AgentError> {
         let started_at_ms = crate::io_chaos::now_ms();
+        // The request's duration or the stressor's --timeout, whichever ends first.
+        let lifetime = match (request.duration, prepared.timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let mut record = Record {
             id: id.clone(),
             started_at_ms,
-            deadline_ms: request
-                .duration
-                .map(|d| started_at_ms + d.as_millis() as u64),
+            deadline_ms: lifetime.map(|d| started_at_ms + d.as_millis() as u64),
             container_id: request.container_id.to_owned(),
             target,
             namespace_inode: cgroup_namespace_inode(target.pid),
@@ -359,7 +390,7 @@ impl StressChaos {
             .insert(id.clone(), Arc::clone(&instance));
         self.metrics.injected(KIND);
         self.watch(Arc::clone(&instance));
-        if let Some(duration) = request.duration {
+        if let Some(duration) = lifetime {
             self.recover_after(&id, duration);
         }
         tracing::info!(
@@ -453,15 +484,27 @@ impl StressChaos {
 
     /// Kills, reaps and cleans up after one instance; a no-op if someone else already did.
     async fn stop(&self, id: &str) -> Result<(), AgentError> {
-        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.remove(id) else {
+        // Remembered as ended before it leaves the active set: a CancelStressors that arrives
+        // meanwhile (the controller cancelling a stressor its --timeout just ended) finds it
+        // in one or the other, never in neither.
+        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.get(id).cloned() else {
             return Ok(());
         };
+        self.remember(&instance);
+        if self
+            .active
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(id)
+            .is_none()
+        {
+            return Ok(());
+        }
         let status = instance.process.kill().await;
         self.remove_cgroups(instance.created())
             .await
             .map_err(StressError::from)?;
         self.journal.remove(id)?;
-        self.remember(&instance);
         self.metrics.recovered(KIND);
         tracing::info!(%id, %status, "stressor cancelled");
         Ok(())
@@ -486,10 +529,19 @@ impl StressChaos {
         tokio::spawn(async move {
             let status = instance.process.wait().await;
             let id = instance.record.id.clone();
-            let still_active = this.active.lock().ok().is_some_and(|mut active| {
-                let same = active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance));
-                same && active.remove(&id).is_some()
-            });
+            let same = |active: &HashMap<String, Arc<Instance>>| {
+                active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance))
+            };
+            if !this.active.lock().ok().is_some_and(|active| same(&active)) {
+                return;
+            }
+            // Remembered before it leaves the active set, as in stop().
+            this.remember(&instance);
+            let still_active = this
+                .active
+                .lock()
+                .ok()
+                .is_some_and(|mut active| same(&active) && active.remove(&id).is_some());
             if !still_active {
                 return;
             }
@@ -507,7 +559,6 @@ impl StressChaos {
                 tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
                 this.metrics.failure(KIND, "stressor_exited");
             }
-            this.remember(&instance);
             this.metrics.recovered(KIND);
             match this.remove_cgroups(instance.created()).await {
                 Ok(()) => {
@@ -650,6 +701,13 @@ fn describe(placement: &Placement) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// ", ending after 10m" for a --timeout.
+fn ending(timeout: Option<Duration>) -> String {
+    timeout
+        .map(|t| format!(", ending after {}", humantime::format_duration(t)))
+        .unwrap_or_default()
 }
 
 fn plural(n: u32) -> &'static str {

@@ -130,14 +130,31 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(err.reason(), "invalid_argument");
         let (cpu, memory) = validate(&request("--cpu 2 --cpu-load 50", "--size 1M", -5)).unwrap();
-        assert_eq!(
-            cpu,
-            Some(CpuSpec {
-                workers: 2,
-                load: 50
-            })
-        );
+        let cpu = cpu.unwrap();
+        assert_eq!((cpu.workers, cpu.load), (2, 50));
         assert!(memory.is_some());
+        // An unknown stress option or cpu method is a named INVALID_ARGUMENT.
+        for (cpu, memory, says) in [
+            (
+                " --cpu-load-slice 10 --cpu-method sqrt --cpu 1 --hdd 1",
+                "",
+                "\"--hdd\"",
+            ),
+            (
+                " --cpu-load-slice 10 --cpu-method hanoi --cpu 1",
+                "",
+                "--cpu-method \"hanoi\"",
+            ),
+            (
+                "",
+                " --workers 1 --size 1M --vm-method nope",
+                "--vm-method \"nope\"",
+            ),
+        ] {
+            let err = validate(&request(cpu, memory, 0)).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+            assert!(err.to_string().contains(says), "{err}");
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use super::methods::{CpuMethod, VmMethod};
+use super::options::DEFAULT_SLICE_MS;
+
 /// The byte the agent writes on the stressor's stdin to release it.
 pub const RELEASE: u8 = b'g';
 /// Exit status of a stressor that was never released (the agent closed its stdin).
@@ -16,8 +19,6 @@ pub const NOT_RELEASED: u8 = 3;
 /// busy node), but debt beyond this is forgiven rather than paid back in a long burst (the
 /// worker was starved, e.g. throttled by the cgroup's CPU quota).
 const MAX_DEBT: Duration = Duration::from_secs(1);
-/// The longest uninterrupted busy stretch of a partially loading worker.
-const SLICE: Duration = Duration::from_millis(10);
 /// How often a memory worker touches its pages again (stress-ng's --vm-keep).
 const RETOUCH: Duration = Duration::from_secs(5);
 /// Memory is allocated and touched this much at a time.
@@ -25,15 +26,21 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(clap::Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum StressorCommand {
-    /// Load `workers` CPUs to `load` percent each.
+    /// Load `workers` CPUs to `load` percent each, busy at most `slice_ms` at a stretch,
+    /// computing `method`.
     Cpu {
         #[arg(long)]
         workers: u32,
         #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
         load: u8,
+        #[arg(long, default_value_t = DEFAULT_SLICE_MS)]
+        slice_ms: u32,
+        #[arg(long, default_value = "all")]
+        method: CpuMethod,
     },
     /// Allocate, touch and hold `bytes` between `workers` threads, reaching the size over
-    /// `growth_ms`.
+    /// `growth_ms`; with `hang_ms`, a pass every `hang_ms` (writing `method`'s pattern, or,
+    /// without `keep`, freeing and allocating again).
     Memory {
         #[arg(long)]
         workers: u32,
@@ -41,6 +48,12 @@ pub enum StressorCommand {
         bytes: u64,
         #[arg(long, default_value_t = 0)]
         growth_ms: u64,
+        #[arg(long, default_value_t = 0)]
+        hang_ms: u64,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = "all")]
+        method: VmMethod,
     },
 }
 
@@ -48,26 +61,48 @@ impl StressorCommand {
     /// The arguments that run this command (after the `stressor` subcommand).
     pub fn args(&self) -> Vec<String> {
         match self {
-            StressorCommand::Cpu { workers, load } => vec![
+            StressorCommand::Cpu {
+                workers,
+                load,
+                slice_ms,
+                method,
+            } => vec![
                 "cpu".into(),
                 "--workers".into(),
                 workers.to_string(),
                 "--load".into(),
                 load.to_string(),
+                "--slice-ms".into(),
+                slice_ms.to_string(),
+                "--method".into(),
+                method.to_string(),
             ],
             StressorCommand::Memory {
                 workers,
                 bytes,
                 growth_ms,
-            } => vec![
-                "memory".into(),
-                "--workers".into(),
-                workers.to_string(),
-                "--bytes".into(),
-                bytes.to_string(),
-                "--growth-ms".into(),
-                growth_ms.to_string(),
-            ],
+                hang_ms,
+                keep,
+                method,
+            } => {
+                let mut args = vec![
+                    "memory".into(),
+                    "--workers".into(),
+                    workers.to_string(),
+                    "--bytes".into(),
+                    bytes.to_string(),
+                    "--growth-ms".into(),
+                    growth_ms.to_string(),
+                    "--hang-ms".into(),
+                    hang_ms.to_string(),
+                    "--method".into(),
+                    method.to_string(),
+                ];
+                if *keep {
+                    args.push("--keep".into());
+                }
+                args
+            }
         }
     }
 }
@@ -80,21 +115,37 @@ pub fn run(command: &StressorCommand) -> ExitCode {
     }
     std::thread::spawn(move || exit_when_orphaned(parent));
     let workers: Vec<_> = match *command {
-        StressorCommand::Cpu { workers, load } => (0..workers.max(1))
-            .map(|_| std::thread::spawn(move || cpu_worker(load)))
-            .collect(),
+        StressorCommand::Cpu {
+            workers,
+            load,
+            slice_ms,
+            method,
+        } => {
+            let slice = Duration::from_millis(u64::from(slice_ms.max(1)));
+            (0..workers.max(1))
+                .map(|_| std::thread::spawn(move || cpu_worker(load, slice, method)))
+                .collect()
+        }
         StressorCommand::Memory {
             workers,
             bytes,
             growth_ms,
+            hang_ms,
+            keep,
+            method,
         } => {
             let workers = u64::from(workers.max(1));
-            let growth = Duration::from_millis(growth_ms);
+            let passes = Passes {
+                growth: Duration::from_millis(growth_ms),
+                hang: (hang_ms > 0).then(|| Duration::from_millis(hang_ms)),
+                keep,
+                method,
+            };
             (0..workers)
                 .map(|i| {
                     // The first worker takes the remainder.
                     let share = bytes / workers + if i == 0 { bytes % workers } else { 0 };
-                    std::thread::spawn(move || memory_worker(share, growth))
+                    std::thread::spawn(move || memory_worker(share, passes))
                 })
                 .collect()
         }
@@ -137,25 +188,26 @@ fn thread_cpu() -> Duration {
         .unwrap_or_default()
 }
 
-fn spin(for_how_long: Duration) {
+/// Computes `method` for `for_how_long` of wall-clock time.
+fn spin(for_how_long: Duration, method: CpuMethod) {
     let until = Instant::now() + for_how_long;
-    let mut x = 0u64;
+    let mut round = 0u64;
     while Instant::now() < until {
-        for _ in 0..1000 {
-            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-        }
+        std::hint::black_box(method.unit(round));
+        round = round.wrapping_add(1);
     }
 }
 
 /// Keeps this thread's CPU time at `load` percent of the wall-clock time, measured by the
-/// thread's own CPU clock so that time the scheduler gave to others is made up for.
-fn cpu_worker(load: u8) {
+/// thread's own CPU clock so that time the scheduler gave to others is made up for; busy at
+/// most `slice` at a stretch (stress-ng's --cpu-load-slice).
+fn cpu_worker(load: u8, slice: Duration, method: CpuMethod) {
     match load {
         0 => loop {
             std::thread::sleep(Duration::from_secs(1));
         },
         100.. => loop {
-            spin(Duration::from_secs(1));
+            spin(Duration::from_secs(1), method);
         },
         _ => {}
     }
@@ -170,21 +222,52 @@ fn cpu_worker(load: u8) {
                 (wall_origin, cpu_origin) = (Instant::now(), thread_cpu());
                 continue;
             }
-            spin(debt.clamp(Duration::from_millis(1), SLICE));
+            spin(debt.clamp(Duration::from_millis(1), slice), method);
         } else {
             let ahead = (used - due).div_f64(share);
-            std::thread::sleep(ahead.clamp(Duration::from_millis(1), SLICE * 10));
+            std::thread::sleep(ahead.clamp(Duration::from_millis(1), slice * 10));
         }
     }
 }
 
-/// Allocates and touches `bytes` (in chunks spread over `growth`), then holds them, touching
-/// every page again now and then so they stay resident.
-fn memory_worker(bytes: u64, growth: Duration) {
+/// How a memory worker reaches its size and what it does once there.
+#[derive(Debug, Clone, Copy)]
+struct Passes {
+    growth: Duration,
+    hang: Option<Duration>,
+    keep: bool,
+    method: VmMethod,
+}
+
+/// Allocates and touches `bytes` (in chunks spread over `growth`), then holds them: a pass
+/// every `hang` (or every few seconds without one) writes the method's pattern to every page,
+/// so they stay resident; with a hang and without `keep`, a pass frees the memory and
+/// allocates it again instead (stress-ng's unmap and remap).
+fn memory_worker(bytes: u64, passes: Passes) {
     let Ok(total) = usize::try_from(bytes) else {
         eprintln!("{bytes} bytes do not fit in this address space");
         std::process::exit(1);
     };
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| usize::try_from(p).ok())
+        .unwrap_or(4096);
+    let mut buffer = allocate(total, passes.growth);
+    let mut pass = 0u64;
+    loop {
+        std::thread::sleep(passes.hang.unwrap_or(RETOUCH));
+        pass = pass.wrapping_add(1);
+        if passes.hang.is_some() && !passes.keep {
+            drop(std::mem::take(&mut buffer));
+            buffer = allocate(total, Duration::ZERO);
+        }
+        passes.method.touch(&mut buffer, page, pass);
+    }
+}
+
+/// `total` bytes, every page written, in chunks spread over `growth`.
+fn allocate(total: usize, growth: Duration) -> Vec<u8> {
     let mut buffer: Vec<u8> = Vec::new();
     if let Err(e) = buffer.try_reserve_exact(total) {
         eprintln!("cannot reserve {total} bytes: {e}");
@@ -199,18 +282,7 @@ fn memory_worker(bytes: u64, growth: Duration) {
             std::thread::sleep(pause);
         }
     }
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|p| usize::try_from(p).ok())
-        .unwrap_or(4096);
-    loop {
-        std::thread::sleep(RETOUCH);
-        for i in (0..buffer.len()).step_by(page) {
-            buffer[i] = buffer[i].wrapping_add(1);
-        }
-        std::hint::black_box(&buffer);
-    }
+    buffer
 }
 
 #[cfg(test)]
@@ -230,11 +302,24 @@ mod tests {
             StressorCommand::Cpu {
                 workers: 2,
                 load: 50,
+                slice_ms: 10,
+                method: CpuMethod::Sqrt,
             },
             StressorCommand::Memory {
                 workers: 1,
                 bytes: 64 << 20,
                 growth_ms: 1500,
+                hang_ms: 0,
+                keep: false,
+                method: VmMethod::All,
+            },
+            StressorCommand::Memory {
+                workers: 3,
+                bytes: 1 << 20,
+                growth_ms: 0,
+                hang_ms: 5000,
+                keep: true,
+                method: VmMethod::RandSet,
             },
         ] {
             let mut argv = vec!["stressor".to_owned()];
@@ -252,7 +337,7 @@ mod tests {
     #[test]
     fn thread_cpu_time_advances_with_work() {
         let before = thread_cpu();
-        spin(Duration::from_millis(30));
+        spin(Duration::from_millis(30), CpuMethod::Sqrt);
         assert!(thread_cpu() > before);
     }
 }

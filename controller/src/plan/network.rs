@@ -54,6 +54,7 @@ impl NetworkPlan {
             duration_ms,
             dry_run: false,
             netem_path: String::new(),
+            tc_ports: Vec::new(),
         }
     }
 }

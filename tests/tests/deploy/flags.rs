@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_yaml::Value;
 
 use crate::help::{self, Flag};
-use crate::{list, object, overlays, render, run, text};
+use crate::{faultline_overlays, list, object, overlays, render, run, text};
 
 /// What the issue asks the agent to hold when it is not privileged.
 const AGENT_CAPABILITIES: [&str; 8] = [
@@ -269,7 +269,13 @@ fn the_agent_daemonset_agrees_with_the_agents_flags() {
         let grpc = agent.check_listen("listen", "grpc");
         let http = agent.check_listen("http-listen", "http");
         agent.check_probes(http);
-        let service = object(&objects, "Service", "faultline-agent");
+        // Chaos Mesh's controller finds agents through the Service chaos-daemon.
+        let service_name = if overlay.ends_with("chaos-mesh") {
+            "chaos-daemon"
+        } else {
+            "faultline-agent"
+        };
+        let service = object(&objects, "Service", service_name);
         if service["spec"]["clusterIP"] != "None" {
             agent.error("the agents' Service is not headless".into());
         }
@@ -352,7 +358,7 @@ fn the_controller_deployment_agrees_with_the_controllers_flags() {
     let flags = help::parse(&run("faultline-controller", &["run", "--help"]));
     assert!(flags.contains_key("agent-server-name"), "{flags:?}");
     let mut errors = Vec::new();
-    for overlay in overlays() {
+    for overlay in faultline_overlays() {
         let objects = render(&overlay);
         let deployment = object(&objects, "Deployment", "faultline-controller");
         let mut controller = Invocation::new(deployment, flags.clone());
@@ -508,7 +514,7 @@ fn the_webhook_container_service_and_configuration_agree_with_the_webhooks_flags
     assert!(ca_bundle.is_some(), "certs sets no caBundle");
 
     let mut errors = Vec::new();
-    for overlay in overlays() {
+    for overlay in faultline_overlays() {
         let objects = render(&overlay);
         let deployment = object(&objects, "Deployment", "faultline-controller");
         let containers = list(&deployment["spec"]["template"]["spec"]["containers"]);

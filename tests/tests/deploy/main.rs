@@ -11,6 +11,7 @@
 
 #[path = "../e2e/binaries.rs"]
 mod binaries;
+mod chaos_mesh;
 mod dockerfile;
 mod flags;
 mod help;
@@ -38,6 +39,15 @@ pub fn overlays() -> Vec<PathBuf> {
     found.sort();
     assert!(found.len() >= 5, "overlays: {found:?}");
     found
+}
+
+/// The overlays that install faultline whole (controller, webhook, agents): every overlay but
+/// chaos-mesh, which installs only agents, for Chaos Mesh's controller to drive.
+pub fn faultline_overlays() -> Vec<PathBuf> {
+    overlays()
+        .into_iter()
+        .filter(|p| !p.ends_with("chaos-mesh"))
+        .collect()
 }
 
 pub fn kubectl() -> String {

@@ -32,10 +32,14 @@ import validate_manifests  # noqa: E402  (the controller's CRD -> JSON Schema co
 # checks pin, and the newest kubernetes-validate knows.
 K8S_VERSIONS = ["1.30.0", validate_manifests.K8S_VERSION, kubernetes_validate.utils.latest_version()]
 NAMESPACE = "faultline"
+# deploy/overlays/chaos-mesh puts the agent beside an existing Chaos Mesh install, in its namespace.
+OVERLAY_NAMESPACES = {"chaos-mesh": "chaos-mesh"}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
                   "MutatingWebhookConfiguration"}
 # Made outside the manifests by `faultline-controller certs` (or by the cert-manager overlay).
-EXTERNAL_SECRETS = {"faultline-agent-tls", "faultline-controller-tls", "faultline-webhook-tls"}
+EXTERNAL_SECRETS = {"faultline-agent-tls", "faultline-controller-tls", "faultline-webhook-tls",
+                    # made by Chaos Mesh's Helm chart, for deploy/overlays/chaos-mesh
+                    "chaos-mesh-daemon-certs"}
 
 
 def strict(properties, required=()):
@@ -128,7 +132,7 @@ def pod_specs(objects):
             yield o, o["spec"]["template"]
 
 
-def cross_errors(objects, crd_plurals):
+def cross_errors(objects, crd_plurals, namespace=NAMESPACE):
     errors = []
     seen = set()
     by_kind = {}
@@ -142,8 +146,8 @@ def cross_errors(objects, crd_plurals):
         if o["kind"] in CLUSTER_SCOPED:
             if "namespace" in meta:
                 errors.append(f"{o['kind']}/{meta['name']}: cluster-scoped, but has a namespace")
-        elif meta.get("namespace") != NAMESPACE:
-            errors.append(f"{o['kind']}/{meta['name']}: namespace {meta.get('namespace')!r}, not {NAMESPACE!r}")
+        elif meta.get("namespace") != namespace:
+            errors.append(f"{o['kind']}/{meta['name']}: namespace {meta.get('namespace')!r}, not {namespace!r}")
     names = lambda kind: set(by_kind.get(kind, {}))  # noqa: E731
     secrets = names("Secret") | EXTERNAL_SECRETS | {
         c["spec"]["secretName"] for c in by_kind.get("Certificate", {}).values()
@@ -235,7 +239,8 @@ def main():
                 bad += 1
         if "/overlays/" in directory:
             overlays += 1
-            for e in cross_errors(objects, crd_plurals):
+            namespace = OVERLAY_NAMESPACES.get(os.path.basename(directory), NAMESPACE)
+            for e in cross_errors(objects, crd_plurals, namespace):
                 failures.append(f"{rel}: {e}")
                 bad += 1
         kinds = sorted({o["kind"] for o in objects})

@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod binaries;
+mod chaos_mesh;
 mod handover;
 mod injector_in_pod;
 mod io_chaos;
@@ -39,6 +40,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(network::stories());
     all.extend(reconciler::stories());
     all.extend(sidecar::stories());
+    all.extend(chaos_mesh::stories());
     all
 }
 

@@ -46,11 +46,11 @@ pub fn stories() -> Vec<(&'static str, Story)> {
 const PORT: u16 = 7100;
 const UDP_PORT: u16 = 7101;
 
-fn idle_pod(tb: &Testbed, name: &str) -> anyhow::Result<Pod> {
+pub(crate) fn idle_pod(tb: &Testbed, name: &str) -> anyhow::Result<Pod> {
     Ok(tb.run_pod(PodSpec::new(name).shell("sleep 100000"))?)
 }
 
-fn ip(pod: &Pod) -> anyhow::Result<Ipv4Addr> {
+pub(crate) fn ip(pod: &Pod) -> anyhow::Result<Ipv4Addr> {
     pod.ipv4().context("the pod has no IP")
 }
 
@@ -73,13 +73,13 @@ fn join<T>(h: std::thread::JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
 }
 
 /// A TCP server in a pod: echoes what it reads; answers "done <bytes>" after a client's EOF.
-struct Server {
+pub(crate) struct Server {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Server {
-    fn start(pod: &Pod) -> anyhow::Result<Server> {
+    pub(crate) fn start(pod: &Pod) -> anyhow::Result<Server> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -135,7 +135,7 @@ impl Drop for Server {
 /// The fastest of 10 one-byte echoes over an established TCP connection, from `from` to `to`:
 /// a delay fault sets a floor under every round trip, and the minimum is what other stories
 /// running on the same two cores disturb least.
-fn echo_rtt(from: &Pod, to: Ipv4Addr) -> anyhow::Result<Duration> {
+pub(crate) fn echo_rtt(from: &Pod, to: Ipv4Addr) -> anyhow::Result<Duration> {
     join(in_netns(from.pid, move || {
         let mut conn =
             TcpStream::connect_timeout(&SocketAddr::from((to, PORT)), Duration::from_secs(5))?;
@@ -176,7 +176,7 @@ fn transfer(from: &Pod, to: Ipv4Addr, bytes: usize) -> anyhow::Result<Duration> 
 }
 
 /// Whether a TCP connection from `from` to `to` opens within a second.
-fn connects(from: &Pod, to: Ipv4Addr) -> anyhow::Result<bool> {
+pub(crate) fn connects(from: &Pod, to: Ipv4Addr) -> anyhow::Result<bool> {
     join(in_netns(from.pid, move || {
         Ok(
             TcpStream::connect_timeout(&SocketAddr::from((to, PORT)), Duration::from_secs(1))
@@ -257,7 +257,7 @@ fn udp_checksum_errors(pod: &Pod) -> anyhow::Result<u64> {
 }
 
 /// Runs a host tool inside the pod's network namespace.
-fn in_pod(pod: &Pod, tool: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn in_pod(pod: &Pod, tool: &[&str]) -> anyhow::Result<String> {
     // The sandbox's process: it holds the namespace even while the container is down.
     let out = Command::new("nsenter")
         .arg("-t")
@@ -277,7 +277,7 @@ fn in_pod(pod: &Pod, tool: &[&str]) -> anyhow::Result<String> {
 /// what recovery must give back. A table holding only built-in chains with ACCEPT policies and
 /// no rule is no filtering at all: once instantiated (by us or anyone) the legacy backend keeps
 /// it, so it counts as absent.
-fn network_state(pod: &Pod) -> anyhow::Result<String> {
+pub(crate) fn network_state(pod: &Pod) -> anyhow::Result<String> {
     let mut state = in_pod(pod, &["tc", "qdisc", "show"])?;
     for save in ["iptables-legacy-save", "iptables-nft-save"] {
         let text = in_pod(pod, &[save])?;

@@ -90,13 +90,13 @@ fn cancel_uid(cpu_uid: &str, memory_uid: &str) -> pb::CancelStressRequest {
     }
 }
 
-fn pod_cgroup(pod: &Pod) -> anyhow::Result<&PodCgroup> {
+pub(crate) fn pod_cgroup(pod: &Pod) -> anyhow::Result<&PodCgroup> {
     pod.cgroup.as_ref().context("the pod has no pod cgroup")
 }
 
 /// Whether any thread of the process with this PID is alive (a zombie leader whose threads are
 /// still exiting is running; a process whose every thread is a zombie is not).
-fn running(pid: u32) -> bool {
+pub(crate) fn running(pid: u32) -> bool {
     let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
@@ -190,7 +190,8 @@ fn cpu_half_load(tb: &Testbed) -> anyhow::Result<()> {
         .block_on(daemon.exec_stressors(cpu(
             &pod.container_uri(),
             pb::exec_stress_request::Scope::Pod,
-            "--cpu 1 --cpu-load 50",
+            // What Chaos Mesh's Stressors.Normalize sends for workers 1, load 50.
+            " --cpu-load-slice 10 --cpu-method sqrt --cpu 1 --cpu-load 50",
         )))?
         .into_inner();
     let pid = pid_of(&response.cpu_instance)?;
@@ -216,7 +217,7 @@ fn cpu_half_load(tb: &Testbed) -> anyhow::Result<()> {
     let load = loop {
         let (load, idle) = measure(cgroup, Duration::from_secs(5))?;
         eprintln!(
-            "stress::cpu: the pod cgroup used {load:.3} cores over 5 s at --cpu-load 50 (host idle {idle:.2} cores)"
+            "stress::cpu: the pod cgroup used {load:.3} cores over 5 s at Normalize's --cpu 1 --cpu-load 50 (host idle {idle:.2} cores)"
         );
         windows.push(format!("{load:.3} cores used, host idle {idle:.2}"));
         let saturated = load < 0.4 && idle < 0.2;
@@ -701,13 +702,14 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
     use tonic::Code;
     for (request, code, says) in [
         (
-            cpu(
-                &container,
-                Scope::Container,
-                "--cpu 1 --cpu-method matrixprod",
-            ),
+            cpu(&container, Scope::Container, "--cpu 1 --hdd 1"),
             Code::InvalidArgument,
-            "cpuStressors: unsupported option \"--cpu-method\"",
+            "cpuStressors: unsupported option \"--hdd\"",
+        ),
+        (
+            cpu(&container, Scope::Container, "--cpu 1 --cpu-method hanoi"),
+            Code::InvalidArgument,
+            "cpuStressors: --cpu-method \"hanoi\": unknown method",
         ),
         (
             cpu(&container, Scope::Container, "--cpu 1 --cpu-load 150"),
@@ -819,11 +821,24 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
 
     let status = rt
         .block_on(daemon.container_kill(pb::ContainerRequest {
-            action: None,
+            action: Some(pb::ContainerAction {
+                action: pb::container_action::Action::Kill as i32,
+            }),
             container_id: unknown.into(),
         }))
         .unwrap_err();
     ensure!(status.code() == Code::NotFound, "{status:?}");
+    // Without an action (chaos-daemon cannot read one): refused by name.
+    let status = rt
+        .block_on(daemon.container_kill(pb::ContainerRequest {
+            action: None,
+            container_id: container.clone(),
+        }))
+        .unwrap_err();
+    ensure!(
+        status.code() == Code::InvalidArgument && status.message().starts_with("action: missing"),
+        "{status:?}"
+    );
 
     let out = agent.cli(&[
         "attack",

@@ -156,7 +156,6 @@ impl Common {
             r#type: r#type as i32,
             ipset: self.ipset().map(|s| s.name).unwrap_or_default(),
             protocol: self.protocol.clone(),
-            egress_port: self.port.clone(),
             device: self.device.clone(),
             ..Default::default()
         }
@@ -177,8 +176,20 @@ impl Common {
     fn netem(&self, netem: pb::Netem) -> api::StartNetworkExperimentRequest {
         let mut tc = self.tc(pb::tc::Type::Netem);
         tc.netem = Some(netem);
+        self.one_tc(tc)
+    }
+
+    /// A request with one tc rule, filtered by --port when given.
+    fn one_tc(&self, tc: pb::Tc) -> api::StartNetworkExperimentRequest {
         let mut request = self.request();
         request.tcs = vec![tc];
+        if !self.port.is_empty() {
+            request.tc_ports = vec![api::TcPorts {
+                tc: 0,
+                egress_port: self.port.clone(),
+                ..Default::default()
+            }];
+        }
         request
     }
 }
@@ -253,9 +264,7 @@ impl NetworkAttack {
                     peak_rate: *peakrate,
                     min_burst: *minburst,
                 });
-                let mut request = common.request();
-                request.tcs = vec![tc];
-                request
+                common.one_tc(tc)
             }
             Action::Partition { common, direction } => {
                 let Some(set) = common.ipset() else {
