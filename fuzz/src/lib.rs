@@ -14,6 +14,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("injector_jsonrpc_lines", injector_jsonrpc_lines),
     ("injector_mountinfo", injector_mountinfo),
     ("network_requests", network_requests),
+    ("stress_options", stress_options),
     ("netlink_replies", netlink_replies),
     ("go_template", go_template),
     ("webhook_review", webhook_review),
@@ -128,7 +129,10 @@ pub fn network_requests(data: &[u8]) {
     let _ = spec.check_set_references(&Default::default());
     for tc in &spec.tcs {
         for arg in tc.filter.iptables_match() {
-            assert!(!arg.contains('\n'), "a line break in an iptables argument: {arg:?}");
+            assert!(
+                !arg.contains('\n'),
+                "a line break in an iptables argument: {arg:?}"
+            );
         }
     }
     for chain in &spec.chains {
@@ -147,6 +151,15 @@ pub fn network_requests(data: &[u8]) {
             );
         }
     }
+}
+
+/// StressChaos option strings as ExecStressors receives them (Chaos Mesh's Normalize prefix and
+/// the user's options): CPU and memory stressors parsed, or the option named.
+pub fn stress_options(data: &[u8]) {
+    use agent::stress::options::{CpuSpec, MemorySpec};
+    let (cpu, memory) = two(data);
+    let _ = CpuSpec::parse(&cpu, 2);
+    let _ = MemorySpec::parse(&memory, 2);
 }
 
 /// What the kernel answers over netlink, as our parsers read it: datagrams split into

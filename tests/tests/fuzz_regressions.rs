@@ -15,7 +15,9 @@ fn every_kept_fuzz_input_is_handled_without_a_panic() {
     let mut failures = Vec::new();
     for (name, body) in bodies::TARGETS {
         assert!(
-            fuzz.join("fuzz_targets").join(format!("{name}.rs")).is_file(),
+            fuzz.join("fuzz_targets")
+                .join(format!("{name}.rs"))
+                .is_file(),
             "fuzz target {name} has no fuzz_targets/{name}.rs"
         );
         for kind in ["corpus", "regressions"] {
