@@ -82,24 +82,44 @@ async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset()
                 b["status"]["experiment"]["peers"],
                 json!(["10.1.0.9/32", "192.0.2.0/24"])
             );
-            assert_eq!(
-                b["status"]["experiment"]["containerRecords"][0]["id"],
-                "demo/web-0"
-            );
+            assert_eq!(b["status"]["experiment"]["sourcePeers"], json!(["10.1.0.7/32"]));
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[0]["id"], "demo/web-0");
+            assert_eq!(records[0]["selectorKey"], ".");
+            assert_eq!(records[0]["phase"], "Not Injected");
+            // Chaos Mesh records the target pods too, under the selector key .Target.
+            assert_eq!(records[1]["id"], "demo/db-0");
+            assert_eq!(records[1]["selectorKey"], ".Target");
         }),
+        // The other NetworkChaos whose rules share the pod (none here).
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []}),
+        ),
         expect(
             Method::GET,
             "/api/v1/namespaces/demo/pods/web-0",
             pod("web-0", "web", "10.1.0.7"),
         ),
         event("Injected"),
-        expect(Method::PATCH, format!("{path}/status?"), answer),
+        // Direction to: nothing to do on the target pod, no call.
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer).body(|b| {
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[0]["phase"], "Injected");
+            assert_eq!(records[0]["injectedCount"], 1);
+            assert_eq!(records[0]["events"][0]["operation"], "Apply");
+            assert_eq!(records[0]["events"][0]["type"], "Succeeded");
+            assert_eq!(records[1]["phase"], "Injected");
+        }),
     ]);
     within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
         .await
         .expect("reconcile");
     finished(server).await;
     let calls = tb.agents.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
     let AgentCall::StartNetwork(request) = &calls[0].1 else {
         panic!("{calls:?}")
     };
@@ -108,7 +128,7 @@ async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset()
     assert_eq!(request.ipsets.len(), 1);
     let set = &request.ipsets[0];
     assert!(
-        set.name.starts_with("fl-") && set.name.len() <= 31,
+        set.name.starts_with("fl-") && set.name.ends_with("-tgt") && set.name.len() <= 31,
         "{}",
         set.name
     );

@@ -73,16 +73,46 @@ pub struct ExperimentStatus {
     /// a restarted controller recovers on time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
-    /// NetworkChaos: the CIDRs of the target pods and external targets, resolved when the
-    /// targets were selected.
+    /// NetworkChaos: the CIDRs of the target pods and external targets (`CIDR` or
+    /// `CIDR:port`), resolved when the targets were selected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// NetworkChaos: the CIDRs of the selected pods, the filter of the rules Chaos Mesh puts on
+    /// the target pods (direction from or both).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_peers: Vec<String>,
     /// One record per target (pod, or pod and container).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_records: Vec<TargetRecord>,
 }
 
-/// What is in force on one target.
+/// Chaos Mesh's phase of a record: whether the fault is in force.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RecordPhase {
+    #[default]
+    #[serde(rename = "Not Injected")]
+    NotInjected,
+    Injected,
+}
+
+/// Chaos Mesh's record event: one apply or recover, succeeded or failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordEvent {
+    /// Succeeded or Failed.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Apply or Recover.
+    pub operation: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// RFC 3339.
+    pub timestamp: String,
+}
+
+/// How many events a record keeps (the latest).
+pub const RECORD_EVENTS: usize = 10;
+
+/// What is in force on one target (faultline's finer phase; `phase` is Chaos Mesh's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum TargetPhase {
     /// Selected; not injected yet (or being retried).
@@ -101,6 +131,21 @@ pub enum TargetPhase {
 pub struct TargetRecord {
     /// `namespace/pod` or `namespace/pod/container`.
     pub id: String,
+    /// Which selector chose the target: `.` (the spec's selector) or `.Target` (NetworkChaos's
+    /// `target`), as Chaos Mesh's records say.
+    #[serde(default = "dot")]
+    pub selector_key: String,
+    /// Chaos Mesh's phase: `Not Injected` or `Injected`.
+    #[serde(default)]
+    pub phase: RecordPhase,
+    /// How often the fault was applied and recovered (Chaos Mesh's counters).
+    #[serde(default)]
+    pub injected_count: u32,
+    #[serde(default)]
+    pub recovered_count: u32,
+    /// The latest applies and recoveries (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<RecordEvent>,
     pub namespace: String,
     pub pod: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,7 +157,8 @@ pub struct TargetRecord {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
-    pub phase: TargetPhase,
+    /// faultline's phase: Pending, Injected, Recovered or Failed.
+    pub state: TargetPhase,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,6 +182,10 @@ pub struct TargetRecord {
     pub gone: bool,
 }
 
+fn dot() -> String {
+    ".".into()
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -152,13 +202,18 @@ impl TargetRecord {
         };
         TargetRecord {
             id,
+            selector_key: dot(),
+            phase: RecordPhase::NotInjected,
+            injected_count: 0,
+            recovered_count: 0,
+            events: Vec::new(),
             namespace: namespace.to_owned(),
             pod: pod.to_owned(),
             pod_uid: None,
             container: container.map(str::to_owned),
             container_id: None,
             node: None,
-            phase: TargetPhase::Pending,
+            state: TargetPhase::Pending,
             message: None,
             injected_at: None,
             recovered_at: None,
@@ -168,6 +223,50 @@ impl TargetRecord {
             uncertain: false,
             gone: false,
         }
+    }
+}
+
+impl TargetRecord {
+    /// Records an apply or recovery: the counters, Chaos Mesh's phase and an event.
+    pub fn record_event(&mut self, apply: bool, succeeded: bool, message: &str, now: &str) {
+        if succeeded {
+            if apply {
+                self.injected_count += 1;
+                self.phase = RecordPhase::Injected;
+            } else {
+                self.recovered_count += 1;
+                self.phase = RecordPhase::NotInjected;
+            }
+        }
+        self.events.push(RecordEvent {
+            type_: if succeeded { "Succeeded" } else { "Failed" }.into(),
+            operation: if apply { "Apply" } else { "Recover" }.into(),
+            message: message.to_owned(),
+            timestamp: now.to_owned(),
+        });
+        if self.events.len() > RECORD_EVENTS {
+            self.events.drain(..self.events.len() - RECORD_EVENTS);
+        }
+    }
+}
+
+impl ExperimentStatus {
+    /// The peers the network rules filter by, as recorded.
+    pub fn network_peers(&self) -> crate::plan::Peers {
+        let mut peers = crate::plan::Peers {
+            sources: self.source_peers.clone(),
+            ..Default::default()
+        };
+        for p in &self.peers {
+            match p
+                .rsplit_once(':')
+                .and_then(|(c, port)| Some((c, port.parse::<u16>().ok()?)))
+            {
+                Some((cidr, port)) => peers.target_ports.push((cidr.to_owned(), port)),
+                None => peers.targets.push(p.clone()),
+            }
+        }
+        peers
     }
 }
 

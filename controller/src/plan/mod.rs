@@ -15,7 +15,9 @@ use std::time::Duration;
 pub use duration::parse_go_duration;
 pub use invalid::{FieldProblem, InvalidSpec};
 pub use mode::Mode;
-pub use network::NetworkPlan;
+pub use network::{
+    External, NetworkFault, NetworkPlan, Peers, PodNetworkState, TARGET_KEY, network_request,
+};
 
 use crate::crd::{
     ContainerSelector, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec, StressChaos,
@@ -43,7 +45,7 @@ pub struct Selection {
 pub enum Scope {
     /// One target per pod.
     Pod,
-    /// One target per named container of each pod; empty names: every container.
+    /// One target per named container of each pod; no names: the pod's first container.
     Containers(Vec<String>),
 }
 
@@ -133,6 +135,24 @@ fn common(
                 problems.invalid(field, "Exists and DoesNotExist take no values")
             }
             _ => {}
+        }
+    }
+    for (i, phase) in selector.pod_phase_selectors.iter().enumerate() {
+        let name = phase.trim().strip_prefix('!').unwrap_or(phase.trim());
+        let label_key = !name.is_empty()
+            && name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !label_key {
+            problems.invalid(
+                format!("{field_prefix}selector.podPhaseSelectors[{i}]"),
+                format!(
+                    "{phase:?}: a pod phase (Pending, Running, Succeeded, Failed, Unknown) or its exclusion (!Running)"
+                ),
+            );
         }
     }
     match Mode::parse(pod_selector.mode, pod_selector.value.as_deref()) {

@@ -38,6 +38,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// How often an experiment is looked at without a change (vanished pods, new containers).
     pub resync: Duration,
+    /// The namespaces the controller may select pods in.
+    pub scoping: crate::selection::Scoping,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             resync: Duration::from_secs(300),
+            scoping: crate::selection::Scoping::default(),
         }
     }
 }

@@ -11,6 +11,7 @@
 mod conditions;
 mod context;
 mod kind;
+mod network;
 mod targets;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
+use rand::SeedableRng;
 use serde_json::json;
 
 pub use conditions::in_force;
@@ -235,17 +237,50 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
         .unwrap_or(0);
     let recovery = obj.recovery();
     let one_shot = plan.action.is_one_shot();
-    let peers = status.experiment.peers.clone();
+    let peers = status.experiment.network_peers();
     for i in 0..status.experiment.container_records.len() {
         let rec = status.experiment.container_records[i].clone();
         let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
         let updated = match desired {
             DesiredPhase::Run if due && needs_injection(&rec, one_shot) => {
-                let outcome = targets::inject(ctx, &plan, &peers, &rec, remaining_ms).await?;
+                let share = if side_is_empty(&plan, &rec, &peers) {
+                    None
+                } else {
+                    network_share(
+                        ctx,
+                        obj,
+                        Some(&plan),
+                        &peers,
+                        &status.experiment.container_records,
+                        i,
+                        status.experiment.deadline.as_deref(),
+                    )
+                    .await?
+                };
+                let duration_ms = match &share {
+                    Some(share) => share.duration_ms(now, deadline, true),
+                    None => remaining_ms,
+                };
+                let outcome =
+                    targets::inject(ctx, &plan, &peers, &rec, duration_ms, share.as_ref()).await?;
                 Some(injected(ctx, obj, rec, outcome, now).await)
             }
             DesiredPhase::Stop if due && in_force(&rec) => {
-                let outcome = targets::recover(ctx, &recovery, &rec).await?;
+                let share = if rec.container_id.is_none() {
+                    None
+                } else {
+                    network_share(
+                        ctx,
+                        obj,
+                        Some(&plan),
+                        &peers,
+                        &status.experiment.container_records,
+                        i,
+                        status.experiment.deadline.as_deref(),
+                    )
+                    .await?
+                };
+                let outcome = targets::recover(ctx, &recovery, &rec, share.as_ref(), now).await?;
                 Some(recovered(ctx, obj, rec, outcome, now).await)
             }
             _ => None,
@@ -316,13 +351,86 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
     ))
 }
 
+/// NetworkChaos: whether this record's side of the experiment has nothing to do.
+fn side_is_empty(plan: &Plan, rec: &TargetRecord, peers: &crate::plan::Peers) -> bool {
+    match &plan.action {
+        crate::plan::Action::Network(network) => network.state(&rec.selector_key, peers).is_empty(),
+        _ => false,
+    }
+}
+
+/// NetworkChaos: what the other experiments (and this one's other records on the same pod) keep
+/// in force on record `i`'s pod; None for the other kinds.
+async fn network_share<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    plan: Option<&Plan>,
+    peers: &crate::plan::Peers,
+    records: &[TargetRecord],
+    i: usize,
+    deadline: Option<&str>,
+) -> Result<Option<network::PodShare>> {
+    if obj.recovery() != Recovery::Network {
+        return Ok(None);
+    }
+    let mut share =
+        network::others_on_pod(&ctx.client, obj.meta().uid.as_deref(), &records[i]).await?;
+    if let Some(crate::plan::Action::Network(plan)) = plan.map(|p| &p.action) {
+        network::add_own(&mut share, plan, peers, records, i, deadline);
+    }
+    Ok(Some(share))
+}
+
 fn needs_injection(rec: &TargetRecord, one_shot: bool) -> bool {
-    match rec.phase {
+    match rec.state {
         TargetPhase::Pending => true,
         TargetPhase::Failed => rec.next_retry_at.is_some(),
         TargetPhase::Recovered => !rec.gone && !one_shot,
         TargetPhase::Injected => false,
     }
+}
+
+/// `externalTargets` as peers: CIDRs as they are, host names resolved to their IPv4 addresses
+/// (as Chaos Mesh's controller resolves them), `:port` kept.
+async fn resolve_externals(external: &[crate::plan::External]) -> Result<Vec<String>, String> {
+    use crate::plan::External;
+    let mut peers = Vec::new();
+    for e in external {
+        let (host, port) = match e {
+            External::Cidr(c) => {
+                peers.push(c.clone());
+                continue;
+            }
+            External::Host(h) => (h.as_str(), None),
+            External::WithPort { host, port } => (host.as_str(), Some(*port)),
+        };
+        let cidrs: Vec<String> = if host.contains('/') || host.parse::<std::net::IpAddr>().is_ok() {
+            vec![if host.contains('/') {
+                host.to_owned()
+            } else {
+                format!("{host}/32")
+            }]
+        } else {
+            tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("externalTargets: cannot resolve {host}: {e}"))?
+                .filter(|a| a.is_ipv4())
+                .map(|a| format!("{}/32", a.ip()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        if cidrs.is_empty() {
+            return Err(format!("externalTargets: {host} has no IPv4 address"));
+        }
+        for c in cidrs {
+            peers.push(match port {
+                Some(p) => format!("{c}:{p}"),
+                None => c,
+            });
+        }
+    }
+    Ok(peers)
 }
 
 /// Chooses the targets and records them (and, for NetworkChaos, the peers); None when the
@@ -336,12 +444,66 @@ async fn select<K: Chaos>(
 ) -> Result<Option<()>> {
     let now_text = rfc3339(now);
     let selection = &plan.selection;
-    let pods = selection::matching_pods(&ctx.client, &selection.selector).await?;
-    let pods = selection::with_containers(pods, &selection.scope);
-    let chosen = selection::choose(pods, selection.mode, &mut *ctx.rng.lock());
-    if chosen.is_empty() {
+    let view = selection::ApiView(ctx.client.clone());
+    let chosen = {
+        // The random source is locked only around choices made from what was already read.
+        let mut rng = rand::rngs::StdRng::from_rng(&mut *ctx.rng.lock());
+        selection::choose_targets(&view, plan, &ctx.settings.scoping, &mut rng).await
+    };
+    let chosen = match chosen {
+        Ok(chosen) => chosen,
+        Err(selection::SelectError::Kube(e)) => return Err(e.into()),
+        Err(e @ selection::SelectError::OutOfScope { .. }) => {
+            let message = e.to_string();
+            status.set_condition(
+                ConditionType::Selected,
+                ConditionStatus::False,
+                "OutOfScope",
+                message.clone(),
+                &now_text,
+            );
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "OutOfScope",
+                "Select",
+                message,
+                None,
+            )
+            .await;
+            return Ok(None);
+        }
+    };
+    let mut peers = chosen.target_cidrs.clone();
+    if let crate::plan::Action::Network(network) = &plan.action {
+        match resolve_externals(&network.external).await {
+            Ok(external) => peers.extend(external),
+            Err(message) => {
+                status.set_condition(
+                    ConditionType::Selected,
+                    ConditionStatus::False,
+                    "ResolveFailed",
+                    message.clone(),
+                    &now_text,
+                );
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "ResolveFailed",
+                    "Select",
+                    message,
+                    None,
+                )
+                .await;
+                return Ok(None);
+            }
+        }
+    }
+    if let Some(key) = chosen.no_match {
         let message = format!(
-            "no pod matches the selector (namespaces {}) with mode {:?}; trying again in {}s",
+            "no pod matches the selector {key} (namespaces {}) with mode {:?}; trying again in {}s",
             selection.selector.namespaces.join(", "),
             selection.mode,
             ctx.settings.no_match_retry.as_secs()
@@ -368,17 +530,11 @@ async fn select<K: Chaos>(
         }
         return Ok(None);
     }
-    if let crate::plan::Action::Network(network) = &plan.action {
-        let mut peers = Vec::new();
-        if let Some((selector, mode)) = &network.target {
-            let targets = selection::matching_pods(&ctx.client, selector).await?;
-            let targets = selection::choose(targets, *mode, &mut *ctx.rng.lock());
-            peers.extend(selection::pod_cidrs(&targets));
-        }
-        peers.extend(network.external.iter().cloned());
+    if matches!(plan.action, crate::plan::Action::Network(_)) {
         status.experiment.peers = peers;
+        status.experiment.source_peers = chosen.source_cidrs.clone();
     }
-    let records = selection::records(&chosen, &selection.scope);
+    let records = chosen.records;
     let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
     let message = format!("{} target(s): {}", records.len(), ids.join(", "));
     status.set_condition(
@@ -418,7 +574,8 @@ async fn injected<K: Chaos>(
             container_id,
             node,
         } => {
-            rec.phase = TargetPhase::Injected;
+            rec.state = TargetPhase::Injected;
+            rec.record_event(true, true, &detail, &rfc3339(now));
             rec.injected_at = Some(rfc3339(now));
             rec.recovered_at = None;
             rec.experiment_ids = ids;
@@ -471,7 +628,8 @@ async fn injected<K: Chaos>(
             transient,
             uncertain,
         } => {
-            rec.phase = TargetPhase::Failed;
+            rec.state = TargetPhase::Failed;
+            rec.record_event(true, false, &message, &rfc3339(now));
             rec.attempts += 1;
             rec.uncertain = rec.uncertain || uncertain;
             rec.next_retry_at =
@@ -497,7 +655,10 @@ async fn injected<K: Chaos>(
 }
 
 fn gone(rec: &mut TargetRecord, now: Timestamp) {
-    rec.phase = TargetPhase::Recovered;
+    if rec.phase == crate::crd::RecordPhase::Injected {
+        rec.record_event(false, true, "the pod is gone", &rfc3339(now));
+    }
+    rec.state = TargetPhase::Recovered;
     rec.gone = true;
     rec.uncertain = false;
     rec.next_retry_at = None;
@@ -514,7 +675,8 @@ async fn recovered<K: Chaos>(
 ) -> TargetRecord {
     match outcome {
         Outcome::Done { detail, .. } => {
-            rec.phase = TargetPhase::Recovered;
+            rec.state = TargetPhase::Recovered;
+            rec.record_event(false, true, &detail, &rfc3339(now));
             rec.recovered_at = Some(rfc3339(now));
             rec.attempts = 0;
             rec.next_retry_at = None;
@@ -556,6 +718,7 @@ async fn recovered<K: Chaos>(
         }
         Outcome::Failed { message, .. } => {
             // Still in force: retried with backoff whatever the error.
+            rec.record_event(false, false, &message, &rfc3339(now));
             rec.attempts += 1;
             let at = rfc3339(after(now, ctx.settings.backoff(rec.attempts)));
             let text = format!(
@@ -592,7 +755,22 @@ async fn cleanup<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Actio
         let rec = status.experiment.container_records[i].clone();
         let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
         if in_force(&rec) && due {
-            let outcome = targets::recover(ctx, &recovery, &rec).await?;
+            let plan = obj.plan().ok();
+            let share = if rec.container_id.is_none() {
+                None
+            } else {
+                network_share(
+                    ctx,
+                    obj,
+                    plan.as_ref(),
+                    &status.experiment.network_peers(),
+                    &status.experiment.container_records,
+                    i,
+                    status.experiment.deadline.as_deref(),
+                )
+                .await?
+            };
+            let outcome = targets::recover(ctx, &recovery, &rec, share.as_ref(), now).await?;
             status.experiment.container_records[i] = recovered(ctx, obj, rec, outcome, now).await;
         }
     }
