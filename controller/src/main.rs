@@ -31,10 +31,14 @@ enum Command {
     /// The mutating admission webhook of the template sidecar mode (POST /inject over HTTPS):
     /// watches the template and config ConfigMaps, or reads them from --manifests DIR.
     Webhook(Box<webhook_cmd::WebhookArgs>),
+    /// What chaos manifests would hit: validated and their targets chosen through the
+    /// reconciler's own code, against a saved cluster state (--cluster) or the live cluster.
+    Plan(Box<plan_cmd::PlanArgs>),
 }
 
 mod certs;
 
+mod plan_cmd;
 mod run_cmd;
 mod webhook_cmd;
 
@@ -45,6 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crdgen { out } => crdgen(out),
         Command::Certs(args) => certs::run(&args),
         Command::Webhook(args) => webhook_cmd::run(*args),
+        Command::Plan(args) => plan_cmd::run(*args),
     }
 }
 

@@ -8,6 +8,7 @@ mod io;
 mod mode;
 mod network;
 mod pod;
+pub mod preview;
 mod stress;
 
 use std::time::Duration;
