@@ -476,6 +476,40 @@ async fn deletion_keeps_the_finalizer_while_an_injected_target_cannot_be_recover
     );
 }
 
+/// Chaos Mesh (controllers/common/finalizers): `chaos-mesh.chaos-mesh.org/cleanFinalizer:
+/// forced` on a deleted experiment removes the finalizer whatever is left in force.
+#[tokio::test]
+async fn the_chaos_mesh_forced_clean_annotation_lets_an_unrecoverable_experiment_go() {
+    for key in [
+        "chaos-mesh.chaos-mesh.org/cleanFinalizer",
+        "chaos.faultline.dev/cleanFinalizer",
+    ] {
+        let tb = testbed();
+        tb.agents.answer(Err(AgentError::NoAgent {
+            node: "node-a".into(),
+            service: "faultline/faultline-agent".into(),
+        }));
+        let meta =
+            json!({"deletionTimestamp": "2026-11-24T12:00:30Z", "annotations": {key: "forced"}});
+        let server = tb.server.play(vec![
+            expect(Method::GET, POD, pod()),
+            expect(Method::POST, EVENTS, Value::Null).body(event_reason("RecoverFailed")),
+            expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()),
+            expect(Method::POST, EVENTS, Value::Null).body(event_reason("ForcedCleanup")),
+            expect(Method::PATCH, format!("{CHAOS}?"), chaos_json()).body(|b| {
+                assert_eq!(
+                    b[1],
+                    json!({"op": "remove", "path": "/metadata/finalizers/0"})
+                );
+            }),
+        ]);
+        run(Arc::new(io_chaos(meta, injected_status())), tb.ctx.clone())
+            .await
+            .expect("the finalizer goes");
+        finished(server).await;
+    }
+}
+
 #[tokio::test]
 async fn an_invalid_spec_gets_a_condition_and_an_event_and_nothing_is_selected() {
     let tb = testbed();

@@ -551,3 +551,158 @@ fn percent(problems: &mut InvalidSpec, field: &str, text: Option<&str>) -> f32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(yaml: &str) -> Result<NetworkPlan, InvalidSpec> {
+        let spec: NetworkChaosSpec = serde_yaml::from_str(yaml).expect("a NetworkChaos spec");
+        plan(&spec, "d", "n").map(|p| match p.action {
+            Action::Network(n) => *n,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    fn peers() -> Peers {
+        Peers {
+            targets: vec!["10.0.0.9/32".into()],
+            target_ports: vec![],
+            sources: vec!["10.0.0.7/32".into()],
+        }
+    }
+
+    const TARGET: &str = "target: {mode: all, selector: {labelSelectors: {app: db}}}";
+
+    /// Chaos Mesh (trafficcontrol Apply): direction to puts the rule on the selected pods
+    /// filtered by the targets' addresses; from puts it on the target pods filtered by the
+    /// selected pods' addresses (on targetDevice); both does both.
+    #[test]
+    fn traffic_control_sides_follow_the_direction() {
+        for (direction, source_side, target_side) in [
+            ("to", true, false),
+            ("from", false, true),
+            ("both", true, true),
+        ] {
+            let p = plan_of(&format!(
+                "{{action: delay, mode: all, selector: {{}}, delay: {{latency: 10ms}}, direction: {direction}, targetDevice: eth1, {TARGET}}}"
+            ))
+            .expect("accepted");
+            let here = p.state(".", &peers());
+            let there = p.state(TARGET_KEY, &peers());
+            assert_eq!(!here.is_empty(), source_side, "{direction}");
+            assert_eq!(!there.is_empty(), target_side, "{direction}");
+            if target_side {
+                assert_eq!(there.ipsets[0].cidrs, ["10.0.0.7/32"]);
+                assert_eq!(there.tcs[0].ipset, there.ipsets[0].name);
+                assert_eq!(there.tcs[0].device, "eth1");
+            }
+            if source_side {
+                assert_eq!(here.ipsets[0].cidrs, ["10.0.0.9/32"]);
+            }
+        }
+    }
+
+    /// Chaos Mesh (NetworkChaosSpec.Validate): from/both for traffic control needs a target and
+    /// no externalTargets; a partition is never refused for its direction.
+    #[test]
+    fn direction_rules() {
+        let e =
+            plan_of("{action: loss, mode: all, selector: {}, loss: {loss: '5'}, direction: both}")
+                .expect_err("both without a target");
+        assert_eq!(e.problems[0].field, "direction");
+        let e = plan_of(&format!(
+            "{{action: loss, mode: all, selector: {{}}, loss: {{loss: '5'}}, direction: from, externalTargets: [1.2.3.4], {TARGET}}}"
+        ))
+        .expect_err("from with externalTargets");
+        assert!(e.problems[0].problem.contains("external targets"));
+        plan_of("{action: partition, mode: all, selector: {}, direction: both}")
+            .expect("a partition in both directions without targets");
+        plan_of("{action: bandwidth, mode: all, selector: {}, direction: to, bandwidth: {rate: 1mbps, limit: 100, buffer: 100}}")
+            .expect("bandwidth");
+    }
+
+    /// Chaos Mesh (partition SetDrop): with no target and no external target the chain has no
+    /// ipset, so all traffic that way is dropped.
+    #[test]
+    fn partition_without_target_drops_everything() {
+        let p =
+            plan_of("{action: partition, mode: all, selector: {}, direction: both}").expect("ok");
+        let s = p.state(".", &Peers::default());
+        assert_eq!(s.chains.len(), 2);
+        assert!(
+            s.chains
+                .iter()
+                .all(|c| c.ipsets.is_empty() && c.target == "DROP")
+        );
+        assert!(s.ipsets.is_empty());
+    }
+
+    /// Chaos Mesh (netutils.ResolveCidr): externalTargets take IPs, CIDRs, host names and
+    /// host:port; ports go into a hash:net,port set joined with the nets by a list:set.
+    #[test]
+    fn external_targets_and_ports() {
+        let p = plan_of(
+            "{action: partition, mode: all, selector: {}, externalTargets: [example.com, '192.0.2.1:5432', 10.0.0.0/8, 'db.internal:80']}",
+        )
+        .expect("accepted");
+        assert_eq!(
+            p.external,
+            [
+                External::Host("example.com".into()),
+                External::WithPort {
+                    host: "192.0.2.1".into(),
+                    port: 5432
+                },
+                External::Cidr("10.0.0.0/8".into()),
+                External::WithPort {
+                    host: "db.internal".into(),
+                    port: 80
+                },
+            ]
+        );
+        let peers = Peers {
+            targets: vec!["10.0.0.0/8".into()],
+            target_ports: vec![("192.0.2.1/32".into(), 5432)],
+            sources: vec![],
+        };
+        let s = p.state(".", &peers);
+        let types: Vec<&str> = s.ipsets.iter().map(|i| i.r#type.as_str()).collect();
+        assert_eq!(types, ["hash:net", "hash:net,port", "list:set"]);
+        assert_eq!(s.chains[0].ipsets, [s.ipsets[2].name.clone()]);
+        assert!(s.ipsets.iter().all(|i| i.name.len() <= 31));
+        let e =
+            plan_of("{action: partition, mode: all, selector: {}, externalTargets: ['bad host!']}")
+                .expect_err("not a host");
+        assert_eq!(e.problems[0].field, "externalTargets[0]");
+    }
+
+    /// Chaos Mesh (Rate.Validate, TcParameter.rate): netem's rate is accepted with tc's units,
+    /// and `device: eth0@if12` means eth0 (NetworkChaosSpec.Default).
+    #[test]
+    fn netem_rate_and_device_default() {
+        let p = plan_of("{action: netem, mode: all, selector: {}, delay: {latency: 1ms}, rate: {rate: 1mbps}, device: eth0@if12}")
+            .expect("accepted");
+        let NetworkFault::Tc(tc) = &p.fault else {
+            panic!()
+        };
+        assert_eq!(tc.netem.as_ref().map(|n| n.rate.as_str()), Some("1mbps"));
+        assert_eq!(p.device, "eth0");
+        let e = plan_of(
+            "{action: netem, mode: all, selector: {}, delay: {latency: 1ms}, rate: {rate: fast}}",
+        )
+        .expect_err("no unit");
+        assert_eq!(e.problems[0].field, "rate.rate");
+    }
+
+    /// Several experiments on one pod: the states side by side.
+    #[test]
+    fn states_merge() {
+        let a =
+            plan_of("{action: delay, mode: all, selector: {}, delay: {latency: 1ms}}").expect("a");
+        let b = plan_of("{action: partition, mode: all, selector: {}}").expect("b");
+        let mut s = a.state(".", &Peers::default());
+        s.merge(b.state(".", &Peers::default()));
+        assert_eq!((s.tcs.len(), s.chains.len()), (1, 1));
+    }
+}

@@ -48,6 +48,24 @@ pub const CHAOS_MESH_PAUSE_ANNOTATION: &str = "experiment.chaos-mesh.org/pause";
 /// `true` lets a deleted experiment go although some targets could not be recovered (their
 /// agent is gone for good).
 pub const FORCE_CLEANUP_ANNOTATION: &str = "experiment.chaos.faultline.dev/force-cleanup";
+/// Chaos Mesh's way of saying the same (value `forced`): the finalizer goes whatever is left.
+pub const CHAOS_MESH_CLEAN_FINALIZER_ANNOTATION: &str = "chaos-mesh.chaos-mesh.org/cleanFinalizer";
+/// faultline's name for Chaos Mesh's annotation (value `forced`).
+pub const CLEAN_FINALIZER_ANNOTATION: &str = "chaos.faultline.dev/cleanFinalizer";
+
+/// Whether a deleted experiment may lose its finalizer with targets not recovered.
+pub fn forced_cleanup<K: Resource>(obj: &K) -> bool {
+    let forced = |key: &str| {
+        obj.meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .is_some_and(|v| v == "forced")
+    };
+    annotation_true(obj, FORCE_CLEANUP_ANNOTATION)
+        || forced(CHAOS_MESH_CLEAN_FINALIZER_ANNOTATION)
+        || forced(CLEAN_FINALIZER_ANNOTATION)
+}
 
 fn annotation_true<K: Resource>(obj: &K, key: &str) -> bool {
     obj.meta()
@@ -784,9 +802,9 @@ async fn cleanup<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Actio
     conditions::update(&mut status, is_paused(obj), false, &now_text);
     write_status(api, obj, &before, &status).await?;
     if !left.is_empty() {
-        if annotation_true(obj, FORCE_CLEANUP_ANNOTATION) {
+        if forced_cleanup(obj) {
             let note = format!(
-                "{FORCE_CLEANUP_ANNOTATION}: removing the finalizer with {} target(s) not recovered: {}",
+                "forced cleanup: removing the finalizer with {} target(s) not recovered: {}",
                 left.len(),
                 left.join("; ")
             );
