@@ -166,7 +166,8 @@ fn common(
 }
 
 fn duration(problems: &mut InvalidSpec, duration: Option<&str>) -> Option<Duration> {
-    let text = duration?;
+    // Chaos Mesh (Duration.Validate): an empty duration is allowed and means none.
+    let text = duration.filter(|d| !d.trim().is_empty())?;
     match parse_go_duration(text) {
         Ok(d) => Some(d),
         Err(problem) => {

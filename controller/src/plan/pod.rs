@@ -97,3 +97,25 @@ mod tests {
         assert_eq!(refused.problems[0].field, "containerNames");
     }
 }
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    /// Chaos Mesh (Duration.Validate): `duration: ""` is allowed (no duration); one that does
+    /// not parse is refused, naming the field.
+    #[test]
+    fn empty_duration_is_none() {
+        let spec: PodChaosSpec =
+            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: ''}")
+                .expect("spec");
+        assert_eq!(plan(&spec, "d").expect("accepted").duration, None);
+        let spec: PodChaosSpec =
+            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: soon}")
+                .expect("spec");
+        assert_eq!(
+            plan(&spec, "d").expect_err("refused").problems[0].field,
+            "duration"
+        );
+    }
+}

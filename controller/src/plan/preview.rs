@@ -189,7 +189,9 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
             v.kind,
             v.namespace,
             v.name,
-            if v.accepted {
+            if v.accepted && v.targets.is_empty() {
+                "accepted, no target (nothing matches: the controller would wait and retry)".into()
+            } else if v.accepted {
                 format!("accepted, {} target(s)", v.targets.len())
             } else {
                 "refused".into()
