@@ -347,3 +347,75 @@ async fn stress_chaos_starts_stressors_and_recovers_them_by_id() {
         ]
     );
 }
+
+/// Chaos Mesh (trafficcontrol Apply): with direction both, the selected pods get the rule
+/// filtered by the target pods' addresses, and the target pods (selector key .Target) get it
+/// filtered by the selected pods' addresses.
+#[tokio::test]
+async fn network_chaos_both_ways_puts_rules_on_the_target_pods_too() {
+    let tb = testbed();
+    let spec = json!({
+        "action": "loss", "mode": "all", "direction": "both",
+        "selector": {"labelSelectors": {"app": "web"}},
+        "loss": {"loss": "30"},
+        "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}
+    });
+    let nc: NetworkChaos = chaos("NetworkChaos", "both", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/networkchaos/both";
+    let answer = serde_json::to_value(&nc).expect("json");
+    let none = json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []});
+    for _ in 0..2 {
+        tb.agents.answer(Ok(AgentReply {
+            ids: vec!["net-1".into()],
+            ..Default::default()
+        }));
+    }
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Ddb",
+            list(vec![pod("db-0", "db", "10.1.0.9")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(Method::GET, "/apis/chaos.faultline.dev/v1alpha1/networkchaos?", none.clone()),
+        expect(Method::GET, "/api/v1/namespaces/demo/pods/web-0", pod("web-0", "web", "10.1.0.7")),
+        event("Injected"),
+        expect(Method::GET, "/apis/chaos.faultline.dev/v1alpha1/networkchaos?", none),
+        expect(Method::GET, "/api/v1/namespaces/demo/pods/db-0", pod("db-0", "db", "10.1.0.9")),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer).body(|b| {
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[1]["selectorKey"], ".Target");
+            assert_eq!(records[1]["containerId"], "containerd://db-0");
+            assert_eq!(records[1]["phase"], "Injected");
+        }),
+    ]);
+    within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let filter = |call: &AgentCall| {
+        let AgentCall::StartNetwork(r) = call else {
+            panic!("{call:?}")
+        };
+        assert_eq!(r.tcs.len(), 1);
+        assert_eq!(r.tcs[0].ipset, r.ipsets[0].name);
+        (r.container_id.clone(), r.ipsets[0].cidrs.clone())
+    };
+    assert_eq!(
+        filter(&calls[0].1),
+        ("containerd://web-0".to_string(), vec!["10.1.0.9/32".to_string()])
+    );
+    assert_eq!(
+        filter(&calls[1].1),
+        ("containerd://db-0".to_string(), vec!["10.1.0.7/32".to_string()])
+    );
+}
