@@ -78,9 +78,10 @@ async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset()
         ),
         event("Selected"),
         expect(Method::PATCH, format!("{path}/status?"), answer.clone()).body(|b| {
+            assert_eq!(b["status"]["experiment"]["peers"], json!(["10.1.0.9/32"]));
             assert_eq!(
-                b["status"]["experiment"]["peers"],
-                json!(["10.1.0.9/32", "192.0.2.0/24"])
+                b["status"]["experiment"]["externalPeers"],
+                json!(["192.0.2.0/24"])
             );
             assert_eq!(b["status"]["experiment"]["sourcePeers"], json!(["10.1.0.7/32"]));
             let records = &b["status"]["experiment"]["containerRecords"];
@@ -383,11 +384,27 @@ async fn network_chaos_both_ways_puts_rules_on_the_target_pods_too() {
         ),
         event("Selected"),
         expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
-        expect(Method::GET, "/apis/chaos.faultline.dev/v1alpha1/networkchaos?", none.clone()),
-        expect(Method::GET, "/api/v1/namespaces/demo/pods/web-0", pod("web-0", "web", "10.1.0.7")),
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            none.clone(),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
         event("Injected"),
-        expect(Method::GET, "/apis/chaos.faultline.dev/v1alpha1/networkchaos?", none),
-        expect(Method::GET, "/api/v1/namespaces/demo/pods/db-0", pod("db-0", "db", "10.1.0.9")),
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            none,
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/db-0",
+            pod("db-0", "db", "10.1.0.9"),
+        ),
         event("Injected"),
         expect(Method::PATCH, format!("{path}/status?"), answer).body(|b| {
             let records = &b["status"]["experiment"]["containerRecords"];
@@ -412,10 +429,73 @@ async fn network_chaos_both_ways_puts_rules_on_the_target_pods_too() {
     };
     assert_eq!(
         filter(&calls[0].1),
-        ("containerd://web-0".to_string(), vec!["10.1.0.9/32".to_string()])
+        (
+            "containerd://web-0".to_string(),
+            vec!["10.1.0.9/32".to_string()]
+        )
     );
     assert_eq!(
         filter(&calls[1].1),
-        ("containerd://db-0".to_string(), vec!["10.1.0.7/32".to_string()])
+        (
+            "containerd://db-0".to_string(),
+            vec!["10.1.0.7/32".to_string()]
+        )
     );
+}
+
+/// Chaos Mesh resolves externalTargets' host names at every apply: a running experiment whose
+/// host now resolves elsewhere gets its rules again with the new address.
+#[tokio::test]
+async fn external_host_names_are_resolved_again_while_running() {
+    let tb = testbed();
+    let spec = json!({
+        "action": "partition", "mode": "all",
+        "selector": {"labelSelectors": {"app": "web"}},
+        "externalTargets": ["localhost"], "duration": "10m"
+    });
+    let status = json!({
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Valid"}],
+        "experiment": {
+            "desiredPhase": "Run", "startTime": T0, "deadline": "2026-11-24T12:10:00Z",
+            "externalPeers": ["203.0.113.7/32"],
+            "containerRecords": [{
+                "id": "demo/web-0", "selectorKey": ".", "phase": "Injected", "state": "Injected",
+                "injectedCount": 1, "namespace": "demo", "pod": "web-0", "podUid": "uid-web-0",
+                "containerId": "containerd://web-0", "node": "node-a", "injectedAt": T0
+            }]
+        },
+        "observedGeneration": 1
+    });
+    let nc: NetworkChaos = chaos("NetworkChaos", "ext", spec, json!({}));
+    let mut value = serde_json::to_value(&nc).expect("json");
+    value["status"] = status;
+    let nc: NetworkChaos = serde_json::from_value(value.clone()).expect("with status");
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/networkchaos/ext";
+    tb.agents.answer(Ok(AgentReply::default()));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []}),
+        ),
+        expect(Method::GET, "/api/v1/namespaces/demo/pods/web-0", pod("web-0", "web", "10.1.0.7")),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), value).body(|b| {
+            assert_eq!(
+                b["status"]["experiment"]["externalPeers"],
+                json!(["127.0.0.1/32"])
+            );
+            assert_eq!(b["status"]["experiment"]["containerRecords"][0]["injectedCount"], 2);
+        }),
+    ]);
+    within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartNetwork(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.ipsets[0].cidrs, ["127.0.0.1/32"]);
+    assert_eq!(request.chains[0].ipsets, [request.ipsets[0].name.clone()]);
 }

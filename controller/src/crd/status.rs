@@ -73,10 +73,13 @@ pub struct ExperimentStatus {
     /// a restarted controller recovers on time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
-    /// NetworkChaos: the CIDRs of the target pods and external targets (`CIDR` or
-    /// `CIDR:port`), resolved when the targets were selected.
+    /// NetworkChaos: the CIDRs of the target pods, recorded when the targets were selected.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<String>,
+    /// NetworkChaos: `externalTargets` as CIDRs (`CIDR` or `CIDR:port`), host names resolved;
+    /// resolved again while the experiment runs, and the rules follow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_peers: Vec<String>,
     /// NetworkChaos: the CIDRs of the selected pods, the filter of the rules Chaos Mesh puts on
     /// the target pods (direction from or both).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -257,7 +260,7 @@ impl ExperimentStatus {
             sources: self.source_peers.clone(),
             ..Default::default()
         };
-        for p in &self.peers {
+        for p in self.peers.iter().chain(&self.external_peers) {
             match p
                 .rsplit_once(':')
                 .and_then(|(c, port)| Some((c, port.parse::<u16>().ok()?)))

@@ -245,6 +245,7 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
     };
     let was_paused = before.is_true(ConditionType::Paused);
     status.experiment.desired_phase = Some(desired);
+    let refresh = desired == DesiredPhase::Run && refresh_external_peers(&plan, &mut status).await;
 
     let remaining_ms = deadline
         .map(|d| {
@@ -260,7 +261,13 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
         let rec = status.experiment.container_records[i].clone();
         let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
         let updated = match desired {
-            DesiredPhase::Run if due && needs_injection(&rec, one_shot) => {
+            DesiredPhase::Run
+                if due
+                    && (needs_injection(&rec, one_shot)
+                        || (refresh
+                            && rec.state == TargetPhase::Injected
+                            && rec.selector_key != crate::plan::TARGET_KEY)) =>
+            {
                 let share = if side_is_empty(&plan, &rec, &peers) {
                     None
                 } else {
@@ -408,6 +415,42 @@ fn needs_injection(rec: &TargetRecord, one_shot: bool) -> bool {
     }
 }
 
+/// NetworkChaos with host names among its external targets: resolves them again (as Chaos
+/// Mesh's controller does at every apply); true when the addresses changed, so the selected
+/// pods get their rules again with the new ones. A failed lookup keeps the old addresses.
+async fn refresh_external_peers(plan: &Plan, status: &mut ChaosStatus) -> bool {
+    use crate::plan::External;
+    let crate::plan::Action::Network(network) = &plan.action else {
+        return false;
+    };
+    let has_host = network.external.iter().any(|e| match e {
+        External::Host(_) => true,
+        External::WithPort { host, .. } => {
+            !host.contains('/') && host.parse::<std::net::IpAddr>().is_err()
+        }
+        External::Cidr(_) => false,
+    });
+    if !has_host || status.experiment.container_records.is_empty() {
+        return false;
+    }
+    match resolve_externals(&network.external).await {
+        Ok(fresh) if fresh != status.experiment.external_peers => {
+            tracing::info!(
+                old = ?status.experiment.external_peers,
+                new = ?fresh,
+                "external targets resolve to new addresses"
+            );
+            status.experiment.external_peers = fresh;
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "external targets not resolved again; keeping the old addresses");
+            false
+        }
+    }
+}
+
 /// `externalTargets` as peers: CIDRs as they are, host names resolved to their IPv4 addresses
 /// (as Chaos Mesh's controller resolves them), `:port` kept.
 async fn resolve_externals(external: &[crate::plan::External]) -> Result<Vec<String>, String> {
@@ -493,10 +536,11 @@ async fn select<K: Chaos>(
             return Ok(None);
         }
     };
-    let mut peers = chosen.target_cidrs.clone();
+    let peers = chosen.target_cidrs.clone();
+    let mut external_peers = Vec::new();
     if let crate::plan::Action::Network(network) = &plan.action {
         match resolve_externals(&network.external).await {
-            Ok(external) => peers.extend(external),
+            Ok(external) => external_peers = external,
             Err(message) => {
                 status.set_condition(
                     ConditionType::Selected,
@@ -550,6 +594,7 @@ async fn select<K: Chaos>(
     }
     if matches!(plan.action, crate::plan::Action::Network(_)) {
         status.experiment.peers = peers;
+        status.experiment.external_peers = external_peers;
         status.experiment.source_peers = chosen.source_cidrs.clone();
     }
     let records = chosen.records;
