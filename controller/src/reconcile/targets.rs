@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -18,7 +19,6 @@ use crate::agent::{AgentCall, AgentError};
 use crate::crd::TargetRecord;
 use crate::error::Result;
 use crate::plan::{Action, Peers, Plan, network_request};
-use k8s_openapi::jiff::Timestamp;
 
 /// Annotation prefix under which pod-failure keeps each container's original image.
 pub const POD_FAILURE_ANNOTATION: &str = "pod-failure.chaos.faultline.dev";
