@@ -129,8 +129,10 @@ pub enum TargetPhase {
 }
 
 /// One target: a pod, or a container of a pod.
+// `remote = "Self"`: the derives become inherent functions, wrapped below so that a record
+// written by an earlier faultline (its `phase` was today's `state`) still reads back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", remote = "Self")]
 pub struct TargetRecord {
     /// `namespace/pod` or `namespace/pod/container`.
     pub id: String,
@@ -183,6 +185,47 @@ pub struct TargetRecord {
     /// The pod is gone (deleted, or replaced by one of the same name): it counts as recovered.
     #[serde(default, skip_serializing_if = "is_false")]
     pub gone: bool,
+}
+
+impl Serialize for TargetRecord {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TargetRecord::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for TargetRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut value = serde_json::Value::deserialize(deserializer)?;
+        upgrade_record(&mut value);
+        TargetRecord::deserialize(value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A record without `state` is an earlier faultline's: its `phase` (Pending, Injected,
+/// Recovered, Failed) is the state; Chaos Mesh's phase follows from it.
+fn upgrade_record(value: &mut serde_json::Value) {
+    let Some(record) = value.as_object_mut() else {
+        return;
+    };
+    if record.contains_key("state") {
+        return;
+    }
+    let Some(old) = record
+        .get("phase")
+        .and_then(|p| p.as_str())
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    if ["Pending", "Injected", "Recovered", "Failed"].contains(&old.as_str()) {
+        let phase = if old == "Injected" {
+            "Injected"
+        } else {
+            "Not Injected"
+        };
+        record.insert("state".into(), serde_json::Value::String(old));
+        record.insert("phase".into(), serde_json::Value::String(phase.into()));
+    }
 }
 
 fn dot() -> String {
@@ -310,5 +353,40 @@ impl ChaosStatus {
                 last_transition_time: Some(now.to_owned()),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_of_an_earlier_faultline_read_back() {
+        let old: TargetRecord = serde_json::from_value(serde_json::json!({
+            "id": "d/p", "namespace": "d", "pod": "p", "phase": "Injected",
+            "containerId": "containerd://x", "experimentIds": ["io-1"]
+        }))
+        .expect("an old record");
+        assert_eq!(old.state, TargetPhase::Injected);
+        assert_eq!(old.phase, RecordPhase::Injected);
+        assert_eq!(old.selector_key, ".");
+        let recovered: TargetRecord = serde_json::from_value(serde_json::json!({
+            "id": "d/p", "namespace": "d", "pod": "p", "phase": "Recovered"
+        }))
+        .expect("an old record");
+        assert_eq!(
+            (recovered.state, recovered.phase),
+            (TargetPhase::Recovered, RecordPhase::NotInjected)
+        );
+        // Today's records round-trip.
+        let mut rec = TargetRecord::new("d", "p", Some("c"));
+        rec.state = TargetPhase::Injected;
+        rec.record_event(true, true, "ok", "2026-01-01T00:00:00Z");
+        let back: TargetRecord =
+            serde_json::from_value(serde_json::to_value(&rec).expect("json")).expect("back");
+        assert_eq!(back, rec);
+        let json = serde_json::to_value(&rec).expect("json");
+        assert_eq!(json["phase"], "Injected");
+        assert_eq!(json["state"], "Injected");
     }
 }
