@@ -75,6 +75,10 @@ pub struct Context {
     pub settings: Settings,
     /// kind/namespace/name -> whether a fault is in force (the active-experiments gauge).
     pub active: Mutex<HashMap<String, (&'static str, bool)>>,
+    /// Held through a NetworkChaos reconcile, from reading the other experiments' records to
+    /// writing its own: the merged state one sends always includes what another just put in
+    /// force (the controller is the only writer: one leader).
+    pub network: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -94,6 +98,7 @@ impl Context {
             rng: Mutex::new(StdRng::from_os_rng()),
             settings,
             active: Mutex::new(HashMap::new()),
+            network: tokio::sync::Mutex::new(()),
         }
     }
 

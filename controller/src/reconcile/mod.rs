@@ -103,6 +103,12 @@ pub async fn reconcile<K: Chaos>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics.reconciled(K::KIND);
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Several NetworkChaos share a pod's state in the agent: one reconciles at a time.
+    let _network = if K::KIND == "NetworkChaos" {
+        Some(ctx.network.lock().await)
+    } else {
+        None
+    };
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(&api, obj.as_ref(), &ctx).await,
