@@ -28,7 +28,7 @@ pub struct PlanArgs {
     /// Seeds the random modes (one, fixed, fixed-percent, random-max-percent).
     #[arg(long)]
     seed: Option<u64>,
-    /// The time the plan is made at (RFC 3339); default now.
+    /// The time the plan is made at (RFC 3339), for the deadlines; default now.
     #[arg(long)]
     now: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value = "text")]
@@ -56,10 +56,12 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     if args.files.is_empty() {
         anyhow::bail!("plan: give the chaos manifests with -f FILE (or --list-kinds)");
     }
-    if let Some(now) = &args.now {
-        now.parse::<k8s_openapi::jiff::Timestamp>()
-            .with_context(|| format!("--now {now:?}: an RFC 3339 time"))?;
-    }
+    let now = match &args.now {
+        Some(now) => now
+            .parse::<k8s_openapi::jiff::Timestamp>()
+            .with_context(|| format!("--now {now:?}: an RFC 3339 time"))?,
+        None => k8s_openapi::jiff::Timestamp::now(),
+    };
     let mut objects = Vec::new();
     for file in &args.files {
         let text = if file.as_os_str() == "-" {
@@ -101,7 +103,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         };
         let mut verdicts = Vec::new();
         for object in &objects {
-            verdicts.push(preview::preview(view.as_ref(), &scoping, object, &mut rng).await?);
+            verdicts.push(preview::preview(view.as_ref(), &scoping, object, now, &mut rng).await?);
         }
         anyhow::Ok(verdicts)
     })?;

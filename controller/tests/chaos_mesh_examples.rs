@@ -69,6 +69,7 @@ fn plan_check(path: &Path) -> Result<(), Failed> {
                 &ClusterState::default(),
                 &Scoping::default(),
                 &doc,
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
                 &mut rand::rngs::StdRng::seed_from_u64(1),
             ))
             .map_err(|e| e.to_string())?;

@@ -108,6 +108,7 @@ fn json_has_one_element_per_object_in_input_order() {
         ["db-0/postgres@node-a", "db-1/postgres@node-b"]
     );
     assert_eq!(out[0]["namespace"], "shop");
+    assert!(out[0].get("deadline").is_none(), "no duration, no deadline");
     assert_eq!(out[1]["accepted"], false);
     assert_eq!(out[1]["problems"][0]["field"], "spec.containerNames");
     assert!(out[1]["targets"].as_array().is_some_and(|t| t.is_empty()));
@@ -278,11 +279,12 @@ fn network_chaos_lists_its_target_pods_under_dot_target() {
     let nc = chaos(
         "NetworkChaos",
         "net",
-        json!({"action": "delay", "mode": "all", "direction": "both", "delay": {"latency": "10ms"},
+        json!({"action": "delay", "mode": "all", "direction": "both", "delay": {"latency": "10ms"}, "duration": "10m",
                "selector": {"labelSelectors": {"app": "db"}, "podPhaseSelectors": ["Running"]},
                "target": {"mode": "one", "selector": {"pods": {"shop": ["web-0"]}}}}),
     );
-    let out = plan(&nc, &[]);
+    let out = plan(&nc, &["--now", "2026-01-02T03:04:05Z"]);
+    assert_eq!(out[0]["deadline"], "2026-01-02T03:14:05Z");
     let t = &out[0]["targets"];
     assert_eq!(out[0]["accepted"], true, "{}", out[0]);
     assert_eq!(

@@ -2,6 +2,7 @@
 //! the reconciler's own code ([`Plannable::plan`], [`crate::selection::choose_targets`]) against a
 //! [`ClusterView`], without changing anything. `faultline-controller plan` prints the result.
 
+use k8s_openapi::jiff::Timestamp;
 use rand::Rng;
 use serde::Serialize;
 use serde_json::Value;
@@ -42,6 +43,9 @@ pub struct Verdict {
     pub accepted: bool,
     pub problems: Vec<Problem>,
     pub targets: Vec<Target>,
+    /// When every target would be recovered (RFC 3339): the plan's time plus `duration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
 }
 
 fn problems_of(invalid: &InvalidSpec) -> Vec<Problem> {
@@ -80,6 +84,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         accepted: false,
         problems: vec![],
         targets: vec![],
+        deadline: None,
     };
     if !GROUPS.iter().any(|g| api_version.starts_with(g)) {
         verdict.problems.push(Problem {
@@ -126,12 +131,18 @@ pub async fn preview<R: Rng>(
     view: &dyn ClusterView,
     scoping: &Scoping,
     value: &Value,
+    now: Timestamp,
     rng: &mut R,
 ) -> Result<Verdict, kube::Error> {
     let (mut verdict, plan) = validate(value);
     let Some(plan) = plan else {
         return Ok(verdict);
     };
+    verdict.deadline = plan.duration.and_then(|d| {
+        let ms = i64::try_from(d.as_millis()).ok()?;
+        let at = Timestamp::from_millisecond(now.as_millisecond().checked_add(ms)?).ok()?;
+        Some(crate::reconcile::rfc3339(at))
+    });
     match choose_targets(view, &plan, scoping, rng).await {
         // A selector that matches nothing selects nothing at all (the reconciler waits).
         Ok(chosen) if chosen.no_match.is_some() => {}
