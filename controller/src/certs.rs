@@ -5,7 +5,8 @@
 //! IP and checks one of these names), the controller's client certificate (its identity, the
 //! SAN the agents' `--allowed-client` admits) and the webhook's serving certificate (the names
 //! of the webhook Service, which the API server checks). As Secrets, followed by the
-//! MutatingWebhookConfiguration of deploy/base/webhook.yaml with the CA as its caBundle (so
+//! MutatingWebhookConfiguration of deploy/base/webhook.yaml (and its chaos kinds' validating
+//! and defaulting configurations) with the CA as its caBundle (so
 //! `kubectl apply -f -` of the output also lets the API server trust the webhook). Written as
 //! Kubernetes Secrets of type
 //! `kubernetes.io/tls` with `ca.crt` beside `tls.crt`/`tls.key` (the layout cert-manager writes, so
@@ -353,8 +354,44 @@ pub fn secrets_yaml(args: &CertsArgs, bundle: &Bundle) -> anyhow::Result<String>
         "admissionregistration.k8s.io/v1",
         "MutatingWebhookConfiguration",
     )?);
+    for config in chaos_webhook_configurations(args, &bundle.ca_cert)? {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&config)?);
+    }
     Ok(out)
 }
+
+/// deploy/base/webhook.yaml's admission configurations of the chaos kinds (validation and
+/// defaults, both named `faultline-chaos`), pointed at the webhook Service in `--namespace`,
+/// with `ca_pem` as their caBundle.
+pub fn chaos_webhook_configurations(
+    args: &CertsArgs,
+    ca_pem: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(BASE_WEBHOOKS) {
+        let mut value: serde_json::Value = serde::Deserialize::deserialize(doc)?;
+        if value["metadata"]["name"] != "faultline-chaos" {
+            continue;
+        }
+        for hook in value["webhooks"].as_array_mut().into_iter().flatten() {
+            let client = &mut hook["clientConfig"];
+            client["caBundle"] = serde_json::Value::String(ca.clone());
+            client["service"]["namespace"] = serde_json::Value::String(args.namespace.clone());
+            client["service"]["name"] = serde_json::Value::String(args.webhook_service.clone());
+        }
+        out.push(value);
+    }
+    if out.len() != 2 {
+        bail!("deploy/base/webhook.yaml: expected the two faultline-chaos configurations");
+    }
+    Ok(out)
+}
+
+/// The base manifests of the webhooks, built in.
+const BASE_WEBHOOKS: &str = include_str!("../../deploy/base/webhook.yaml");
 
 /// An object's YAML with apiVersion and kind first (k8s-openapi's serialization leaves the
 /// type meta out; kubectl needs it).
@@ -544,7 +581,8 @@ mod tests {
         let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
             .collect();
-        assert_eq!(docs.len(), 4);
+        // Three Secrets, the sidecar webhook's configuration, the chaos kinds' two.
+        assert_eq!(docs.len(), 6);
         for (doc, name) in docs
             .iter()
             .zip([AGENT_SECRET, CONTROLLER_SECRET, WEBHOOK_SECRET])
@@ -570,7 +608,7 @@ mod tests {
         let yaml = secrets_yaml(&a, &bundle).unwrap();
         let last = serde_yaml::Deserializer::from_str(&yaml)
             .map(|d| serde_yaml::Value::deserialize(d).unwrap())
-            .last()
+            .nth(3)
             .unwrap();
         assert_eq!(last["kind"], "MutatingWebhookConfiguration");
         assert_eq!(last["apiVersion"], "admissionregistration.k8s.io/v1");
@@ -621,6 +659,36 @@ mod tests {
         verify("faultline-webhook.chaos.svc").unwrap();
         verify("faultline-webhook.chaos.svc.cluster.local").unwrap();
         assert!(verify("faultline-agent.chaos.svc").is_err());
+    }
+
+    #[test]
+    fn the_chaos_admission_configurations_trust_the_ca() {
+        let args = args(&["--namespace", "chaos-ns"]);
+        let configs = chaos_webhook_configurations(&args, "PEM").expect("configurations");
+        let kinds: Vec<&str> = configs.iter().filter_map(|c| c["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "ValidatingWebhookConfiguration",
+                "MutatingWebhookConfiguration"
+            ]
+        );
+        let validate = &configs[0]["webhooks"][0];
+        assert_eq!(validate["failurePolicy"], "Fail");
+        assert_eq!(validate["clientConfig"]["caBundle"], "UEVN");
+        assert_eq!(validate["clientConfig"]["service"]["namespace"], "chaos-ns");
+        assert_eq!(
+            validate["clientConfig"]["service"]["path"],
+            "/validate-chaos"
+        );
+        assert_eq!(
+            validate["rules"][0]["apiGroups"],
+            serde_json::json!(["chaos.faultline.dev"])
+        );
+        assert_eq!(
+            configs[1]["webhooks"][0]["clientConfig"]["service"]["path"],
+            "/default-chaos"
+        );
     }
 
     #[test]

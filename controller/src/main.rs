@@ -1,6 +1,7 @@
 //! faultline-controller: `run` watches the chaos resources and drives the node agents;
 //! `crdgen` writes the CRD manifests; `certs` makes the certificates; `webhook` serves the
-//! sidecar mode's mutating admission webhook.
+//! sidecar mode's mutating admission webhook and the chaos kinds' admission; `plan` shows what
+//! chaos manifests would hit.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -28,13 +29,18 @@ enum Command {
     /// Makes the mTLS certificates of the controller and the agents (a CA, the agents' server
     /// certificate, the controller's client certificate) as Secrets or PEM files.
     Certs(Box<certs::CertsArgs>),
-    /// The mutating admission webhook of the template sidecar mode (POST /inject over HTTPS):
-    /// watches the template and config ConfigMaps, or reads them from --manifests DIR.
+    /// The admission webhooks over HTTPS: the template sidecar mode's (POST /inject; watches the
+    /// template and config ConfigMaps, or reads them from --manifests DIR) and the chaos kinds'
+    /// validation and defaults (POST /validate-chaos, /default-chaos).
     Webhook(Box<webhook_cmd::WebhookArgs>),
+    /// What chaos manifests would hit: validated and their targets chosen through the
+    /// reconciler's own code, against a saved cluster state (--cluster) or the live cluster.
+    Plan(Box<plan_cmd::PlanArgs>),
 }
 
 mod certs;
 
+mod plan_cmd;
 mod run_cmd;
 mod webhook_cmd;
 
@@ -45,6 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Crdgen { out } => crdgen(out),
         Command::Certs(args) => certs::run(&args),
         Command::Webhook(args) => webhook_cmd::run(*args),
+        Command::Plan(args) => plan_cmd::run(*args),
     }
 }
 

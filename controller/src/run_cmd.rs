@@ -65,6 +65,14 @@ pub struct RunArgs {
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
+    /// Select pods in this namespace only (Chaos Mesh's clusterScoped=false with
+    /// targetNamespace); default: every namespace.
+    #[arg(long)]
+    target_namespace: Option<String>,
+    /// Select pods only in namespaces annotated chaos-mesh.org/inject=enabled (or
+    /// chaos.faultline.dev/inject=enabled), as Chaos Mesh's enableFilterNamespace.
+    #[arg(long)]
+    filter_namespaces: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -119,6 +127,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         settings: Settings {
             pause_image: args.pause_image,
+            scoping: controller::selection::Scoping {
+                cluster_scoped: args.target_namespace.is_none(),
+                target_namespace: args.target_namespace.unwrap_or_default(),
+                filter_namespaces: args.filter_namespaces,
+            },
             ..Settings::default()
         },
         http_listen: args.http_listen,

@@ -1,5 +1,6 @@
 //! `faultline-controller webhook`'s flags: the mutating admission webhook of the template
-//! sidecar mode, in a cluster (watching the API) or offline (`--manifests DIR`).
+//! sidecar mode, in a cluster (watching the API) or offline (`--manifests DIR`), and the chaos
+//! kinds' admission (stateless: the same in both).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use controller::webhook::{Source, WebhookConfig};
 
 #[derive(clap::Args)]
 pub struct WebhookArgs {
-    /// HTTPS address the API server calls (path /inject).
+    /// HTTPS address the API server calls (paths /inject, /validate-chaos, /default-chaos).
     #[arg(long, default_value = "0.0.0.0:9443")]
     listen: SocketAddr,
     /// The serving certificate (PEM); its SAN must be the webhook Service's DNS name.

@@ -78,28 +78,49 @@ async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset()
         ),
         event("Selected"),
         expect(Method::PATCH, format!("{path}/status?"), answer.clone()).body(|b| {
+            assert_eq!(b["status"]["experiment"]["peers"], json!(["10.1.0.9/32"]));
             assert_eq!(
-                b["status"]["experiment"]["peers"],
-                json!(["10.1.0.9/32", "192.0.2.0/24"])
+                b["status"]["experiment"]["externalPeers"],
+                json!(["192.0.2.0/24"])
             );
-            assert_eq!(
-                b["status"]["experiment"]["containerRecords"][0]["id"],
-                "demo/web-0"
-            );
+            assert_eq!(b["status"]["experiment"]["sourcePeers"], json!(["10.1.0.7/32"]));
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[0]["id"], "demo/web-0");
+            assert_eq!(records[0]["selectorKey"], ".");
+            assert_eq!(records[0]["phase"], "Not Injected");
+            // Chaos Mesh records the target pods too, under the selector key .Target.
+            assert_eq!(records[1]["id"], "demo/db-0");
+            assert_eq!(records[1]["selectorKey"], ".Target");
         }),
+        // The other NetworkChaos whose rules share the pod (none here).
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []}),
+        ),
         expect(
             Method::GET,
             "/api/v1/namespaces/demo/pods/web-0",
             pod("web-0", "web", "10.1.0.7"),
         ),
         event("Injected"),
-        expect(Method::PATCH, format!("{path}/status?"), answer),
+        // Direction to: nothing to do on the target pod, no call.
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer).body(|b| {
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[0]["phase"], "Injected");
+            assert_eq!(records[0]["injectedCount"], 1);
+            assert_eq!(records[0]["events"][0]["operation"], "Apply");
+            assert_eq!(records[0]["events"][0]["type"], "Succeeded");
+            assert_eq!(records[1]["phase"], "Injected");
+        }),
     ]);
     within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
         .await
         .expect("reconcile");
     finished(server).await;
     let calls = tb.agents.take_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
     let AgentCall::StartNetwork(request) = &calls[0].1 else {
         panic!("{calls:?}")
     };
@@ -108,7 +129,7 @@ async fn network_chaos_records_the_target_pods_and_filters_through_their_ipset()
     assert_eq!(request.ipsets.len(), 1);
     let set = &request.ipsets[0];
     assert!(
-        set.name.starts_with("fl-") && set.name.len() <= 31,
+        set.name.starts_with("fl-") && set.name.ends_with("-tgt") && set.name.len() <= 31,
         "{}",
         set.name
     );
@@ -326,4 +347,155 @@ async fn stress_chaos_starts_stressors_and_recovers_them_by_id() {
             ),
         ]
     );
+}
+
+/// Chaos Mesh (trafficcontrol Apply): with direction both, the selected pods get the rule
+/// filtered by the target pods' addresses, and the target pods (selector key .Target) get it
+/// filtered by the selected pods' addresses.
+#[tokio::test]
+async fn network_chaos_both_ways_puts_rules_on_the_target_pods_too() {
+    let tb = testbed();
+    let spec = json!({
+        "action": "loss", "mode": "all", "direction": "both",
+        "selector": {"labelSelectors": {"app": "web"}},
+        "loss": {"loss": "30"},
+        "target": {"mode": "all", "selector": {"labelSelectors": {"app": "db"}}}
+    });
+    let nc: NetworkChaos = chaos("NetworkChaos", "both", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/networkchaos/both";
+    let answer = serde_json::to_value(&nc).expect("json");
+    let none = json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []});
+    for _ in 0..2 {
+        tb.agents.answer(Ok(AgentReply {
+            ids: vec!["net-1".into()],
+            ..Default::default()
+        }));
+    }
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Ddb",
+            list(vec![pod("db-0", "db", "10.1.0.9")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            none.clone(),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Injected"),
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            none,
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/db-0",
+            pod("db-0", "db", "10.1.0.9"),
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer).body(|b| {
+            let records = &b["status"]["experiment"]["containerRecords"];
+            assert_eq!(records[1]["selectorKey"], ".Target");
+            assert_eq!(records[1]["containerId"], "containerd://db-0");
+            assert_eq!(records[1]["phase"], "Injected");
+        }),
+    ]);
+    within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    let filter = |call: &AgentCall| {
+        let AgentCall::StartNetwork(r) = call else {
+            panic!("{call:?}")
+        };
+        assert_eq!(r.tcs.len(), 1);
+        assert_eq!(r.tcs[0].ipset, r.ipsets[0].name);
+        (r.container_id.clone(), r.ipsets[0].cidrs.clone())
+    };
+    assert_eq!(
+        filter(&calls[0].1),
+        (
+            "containerd://web-0".to_string(),
+            vec!["10.1.0.9/32".to_string()]
+        )
+    );
+    assert_eq!(
+        filter(&calls[1].1),
+        (
+            "containerd://db-0".to_string(),
+            vec!["10.1.0.7/32".to_string()]
+        )
+    );
+}
+
+/// Chaos Mesh resolves externalTargets' host names at every apply: a running experiment whose
+/// host now resolves elsewhere gets its rules again with the new address.
+#[tokio::test]
+async fn external_host_names_are_resolved_again_while_running() {
+    let tb = testbed();
+    let spec = json!({
+        "action": "partition", "mode": "all",
+        "selector": {"labelSelectors": {"app": "web"}},
+        "externalTargets": ["localhost"], "duration": "10m"
+    });
+    let status = json!({
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Valid"}],
+        "experiment": {
+            "desiredPhase": "Run", "startTime": T0, "deadline": "2026-11-24T12:10:00Z",
+            "externalPeers": ["203.0.113.7/32"],
+            "containerRecords": [{
+                "id": "demo/web-0", "selectorKey": ".", "phase": "Injected", "state": "Injected",
+                "injectedCount": 1, "namespace": "demo", "pod": "web-0", "podUid": "uid-web-0",
+                "containerId": "containerd://web-0", "node": "node-a", "injectedAt": T0
+            }]
+        },
+        "observedGeneration": 1
+    });
+    let nc: NetworkChaos = chaos("NetworkChaos", "ext", spec, json!({}));
+    let mut value = serde_json::to_value(&nc).expect("json");
+    value["status"] = status;
+    let nc: NetworkChaos = serde_json::from_value(value.clone()).expect("with status");
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/networkchaos/ext";
+    tb.agents.answer(Ok(AgentReply::default()));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/apis/chaos.faultline.dev/v1alpha1/networkchaos?",
+            json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "NetworkChaosList", "metadata": {}, "items": []}),
+        ),
+        expect(Method::GET, "/api/v1/namespaces/demo/pods/web-0", pod("web-0", "web", "10.1.0.7")),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), value).body(|b| {
+            assert_eq!(
+                b["status"]["experiment"]["externalPeers"],
+                json!(["127.0.0.1/32"])
+            );
+            assert_eq!(b["status"]["experiment"]["containerRecords"][0]["injectedCount"], 2);
+        }),
+    ]);
+    within(reconcile::reconcile(Arc::new(nc), tb.ctx.clone()))
+        .await
+        .expect("reconcile");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartNetwork(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.ipsets[0].cidrs, ["127.0.0.1/32"]);
+    assert_eq!(request.chains[0].ipsets, [request.ipsets[0].name.clone()]);
 }

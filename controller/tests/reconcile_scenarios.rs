@@ -80,7 +80,7 @@ fn injected_status() -> Value {
             "containerRecords": [{
                 "id": "demo/web-0/app", "namespace": "demo", "pod": "web-0", "podUid": "pod-uid",
                 "container": "app", "containerId": "containerd://abc", "node": "node-a",
-                "phase": "Injected", "injectedAt": T0, "experimentIds": ["io-1"]
+                "phase": "Injected", "state": "Injected", "injectedCount": 1, "injectedAt": T0, "experimentIds": ["io-1"]
             }]
         },
         "observedGeneration": 1
@@ -139,7 +139,7 @@ async fn first_reconcile_selects_records_then_injects_through_the_agent() {
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Selected")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
             // Recorded before anything is injected.
-            assert_eq!(record(b)["phase"], "Pending");
+            assert_eq!(record(b)["state"], "Pending");
             assert_eq!(record(b)["id"], "demo/web-0/app");
             assert_eq!(record(b)["node"], "node-a");
             assert_eq!(
@@ -155,7 +155,7 @@ async fn first_reconcile_selects_records_then_injects_through_the_agent() {
             assert_eq!(b["note"], "demo/web-0/app on node-a: mount /data");
         }),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Injected");
+            assert_eq!(record(b)["state"], "Injected");
             assert_eq!(record(b)["experimentIds"], json!(["io-1"]));
             assert_eq!(record(b)["containerId"], "containerd://abc");
             assert_eq!(condition(b, "AllInjected")["status"], "True");
@@ -211,7 +211,7 @@ async fn at_the_deadline_every_target_is_recovered_and_the_experiment_finishes()
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Recovered")),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Finished")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Recovered");
+            assert_eq!(record(b)["state"], "Recovered");
             assert_eq!(record(b)["recoveredAt"], "2026-11-24T12:01:00Z");
             assert_eq!(b["status"]["experiment"]["desiredPhase"], "Stop");
             assert_eq!(condition(b, "AllRecovered")["status"], "True");
@@ -245,7 +245,7 @@ async fn pause_recovers_and_resume_injects_again() {
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Recovered")),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Paused")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Recovered");
+            assert_eq!(record(b)["state"], "Recovered");
             assert_eq!(condition(b, "Paused")["status"], "True");
             assert_eq!(condition(b, "AllRecovered")["status"], "True");
         }),
@@ -275,7 +275,7 @@ async fn pause_recovers_and_resume_injects_again() {
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Injected")),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Resumed")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Injected");
+            assert_eq!(record(b)["state"], "Injected");
             assert_eq!(record(b)["experimentIds"], json!(["io-2"]));
             assert_eq!(condition(b, "Paused")["status"], "False");
         }),
@@ -301,7 +301,7 @@ async fn deletion_recovers_every_target_then_removes_the_finalizer() {
         expect(Method::GET, POD, pod()),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("Recovered")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Recovered");
+            assert_eq!(record(b)["state"], "Recovered");
             assert_eq!(condition(b, "AllRecovered")["status"], "True");
         }),
         expect(Method::PATCH, format!("{CHAOS}?"), chaos_json()).body(|b| {
@@ -339,7 +339,7 @@ async fn a_vanished_pod_counts_as_recovered() {
         not_found(Method::GET, POD),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("TargetGone")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Recovered");
+            assert_eq!(record(b)["state"], "Recovered");
             assert_eq!(record(b)["gone"], true);
         }),
         expect(Method::PATCH, format!("{CHAOS}?"), chaos_json()),
@@ -376,7 +376,7 @@ async fn an_agent_that_is_down_fails_the_target_with_the_reason_and_is_retried_w
             assert_eq!(b["type"], "Warning");
         }),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Failed");
+            assert_eq!(record(b)["state"], "Failed");
             assert_eq!(record(b)["attempts"], 1);
             assert_eq!(record(b)["nextRetryAt"], "2026-11-24T12:00:05Z");
             let message = record(b)["message"].as_str().unwrap_or_default().to_owned();
@@ -452,7 +452,7 @@ async fn deletion_keeps_the_finalizer_while_an_injected_target_cannot_be_recover
         expect(Method::GET, POD, pod()),
         expect(Method::POST, EVENTS, Value::Null).body(event_reason("RecoverFailed")),
         expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()).body(|b| {
-            assert_eq!(record(b)["phase"], "Injected");
+            assert_eq!(record(b)["state"], "Injected");
             assert_eq!(condition(b, "AllRecovered")["reason"], "RecoveryFailed");
         }),
     ]);
@@ -474,6 +474,40 @@ async fn deletion_keeps_the_finalizer_while_an_injected_target_cannot_be_recover
         metrics.contains(r#"faultline_controller_reconcile_failures_total{kind="IOChaos",reason="recovery_incomplete"} 1"#),
         "{metrics}"
     );
+}
+
+/// Chaos Mesh (controllers/common/finalizers): `chaos-mesh.chaos-mesh.org/cleanFinalizer:
+/// forced` on a deleted experiment removes the finalizer whatever is left in force.
+#[tokio::test]
+async fn the_chaos_mesh_forced_clean_annotation_lets_an_unrecoverable_experiment_go() {
+    for key in [
+        "chaos-mesh.chaos-mesh.org/cleanFinalizer",
+        "chaos.faultline.dev/cleanFinalizer",
+    ] {
+        let tb = testbed();
+        tb.agents.answer(Err(AgentError::NoAgent {
+            node: "node-a".into(),
+            service: "faultline/faultline-agent".into(),
+        }));
+        let meta =
+            json!({"deletionTimestamp": "2026-11-24T12:00:30Z", "annotations": {key: "forced"}});
+        let server = tb.server.play(vec![
+            expect(Method::GET, POD, pod()),
+            expect(Method::POST, EVENTS, Value::Null).body(event_reason("RecoverFailed")),
+            expect(Method::PATCH, format!("{CHAOS}/status?"), chaos_json()),
+            expect(Method::POST, EVENTS, Value::Null).body(event_reason("ForcedCleanup")),
+            expect(Method::PATCH, format!("{CHAOS}?"), chaos_json()).body(|b| {
+                assert_eq!(
+                    b[1],
+                    json!({"op": "remove", "path": "/metadata/finalizers/0"})
+                );
+            }),
+        ]);
+        run(Arc::new(io_chaos(meta, injected_status())), tb.ctx.clone())
+            .await
+            .expect("the finalizer goes");
+        finished(server).await;
+    }
 }
 
 #[tokio::test]

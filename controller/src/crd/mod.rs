@@ -19,12 +19,12 @@ pub use network_chaos::{
 };
 pub use pod_chaos::{PodAction, PodChaos, PodChaosSpec};
 pub use selector::{
-    ContainerSelector, LabelOperator, LabelSelectorRequirement, PodPhase, PodSelector,
-    PodSelectorSpec, SelectorMode,
+    ContainerSelector, LabelOperator, LabelSelectorRequirement, PodSelector, PodSelectorSpec,
+    SelectorMode,
 };
 pub use status::{
     ChaosCondition, ChaosStatus, ConditionStatus, ConditionType, DesiredPhase, ExperimentStatus,
-    TargetPhase, TargetRecord,
+    RecordEvent, RecordPhase, TargetPhase, TargetRecord,
 };
 pub use stress_chaos::{CpuStressor, MemoryStressor, StressChaos, StressChaosSpec, Stressors};
 

@@ -6,18 +6,19 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The pods an experiment may act on. Every selector that is given must match (they are ANDed);
-/// with none, every pod of the experiment's namespace matches.
+/// The pods an experiment may act on. Every selector that is given must match (they are ANDed),
+/// except `pods`, which overrides all others, and `nodes` with `nodeSelectors`, whose nodes are
+/// united; with none, every pod of the experiment's namespace matches.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSelectorSpec {
     /// Namespaces the pods must be in; empty means the experiment's own namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// Names of the nodes the pods must run on.
+    /// Names of the nodes the pods must run on (together with the nodes `nodeSelectors` matches).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
-    /// Pods by name: namespace -> pod names.
+    /// Pods by name: namespace -> pod names. When given, every other selector is ignored.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pods: BTreeMap<String, Vec<String>>,
     /// Labels the pods' nodes must have.
@@ -35,9 +36,10 @@ pub struct PodSelectorSpec {
     /// Annotations the pods must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotation_selectors: BTreeMap<String, String>,
-    /// Phases the pods must be in.
+    /// Phases the pods must be in (Pending, Running, Succeeded, Failed, Unknown; any of them),
+    /// or, written `!Running`, must not be in (none of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pod_phase_selectors: Vec<PodPhase>,
+    pub pod_phase_selectors: Vec<String>,
 }
 
 /// A set-based label requirement, as `metav1.LabelSelectorRequirement`.
@@ -57,27 +59,6 @@ pub enum LabelOperator {
     DoesNotExist,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub enum PodPhase {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Unknown,
-}
-
-impl PodPhase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PodPhase::Pending => "Pending",
-            PodPhase::Running => "Running",
-            PodPhase::Succeeded => "Succeeded",
-            PodPhase::Failed => "Failed",
-            PodPhase::Unknown => "Unknown",
-        }
-    }
-}
-
 /// How many of the matching pods are taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -88,9 +69,9 @@ pub enum SelectorMode {
     All,
     /// `value` pods, chosen at random.
     Fixed,
-    /// `value` percent of the pods (rounded down), chosen at random.
+    /// `value` percent of the pods (rounded up), chosen at random.
     FixedPercent,
-    /// A random percentage between 0 and `value` of the pods.
+    /// A random percentage between 0 and `value` of the pods (rounded up).
     RandomMaxPercent,
 }
 
@@ -126,7 +107,7 @@ pub struct PodSelector {
 pub struct ContainerSelector {
     #[serde(flatten)]
     pub pod_selector: PodSelector,
-    /// Names of the containers to act on; empty means every container of the pod.
+    /// Names of the containers to act on; empty means the first container of each pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub container_names: Vec<String>,
 }

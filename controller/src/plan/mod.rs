@@ -8,6 +8,7 @@ mod io;
 mod mode;
 mod network;
 mod pod;
+pub mod preview;
 mod stress;
 
 use std::time::Duration;
@@ -15,7 +16,9 @@ use std::time::Duration;
 pub use duration::parse_go_duration;
 pub use invalid::{FieldProblem, InvalidSpec};
 pub use mode::Mode;
-pub use network::NetworkPlan;
+pub use network::{
+    External, NetworkFault, NetworkPlan, Peers, PodNetworkState, TARGET_KEY, network_request,
+};
 
 use crate::crd::{
     ContainerSelector, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec, StressChaos,
@@ -43,7 +46,7 @@ pub struct Selection {
 pub enum Scope {
     /// One target per pod.
     Pod,
-    /// One target per named container of each pod; empty names: every container.
+    /// One target per named container of each pod; no names: the pod's first container.
     Containers(Vec<String>),
 }
 
@@ -135,6 +138,24 @@ fn common(
             _ => {}
         }
     }
+    for (i, phase) in selector.pod_phase_selectors.iter().enumerate() {
+        let name = phase.trim().strip_prefix('!').unwrap_or(phase.trim());
+        let label_key = !name.is_empty()
+            && name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !label_key {
+            problems.invalid(
+                format!("{field_prefix}selector.podPhaseSelectors[{i}]"),
+                format!(
+                    "{phase:?}: a pod phase (Pending, Running, Succeeded, Failed, Unknown) or its exclusion (!Running)"
+                ),
+            );
+        }
+    }
     match Mode::parse(pod_selector.mode, pod_selector.value.as_deref()) {
         Ok(mode) => Some((selector, mode)),
         Err(problem) => {
@@ -145,7 +166,8 @@ fn common(
 }
 
 fn duration(problems: &mut InvalidSpec, duration: Option<&str>) -> Option<Duration> {
-    let text = duration?;
+    // Chaos Mesh (Duration.Validate): an empty duration is allowed and means none.
+    let text = duration.filter(|d| !d.trim().is_empty())?;
     match parse_go_duration(text) {
         Ok(d) => Some(d),
         Err(problem) => {

@@ -46,14 +46,15 @@ impl Mode {
                 Mode::Fixed(usize::try_from(n).unwrap_or(usize::MAX))
             }
             SelectorMode::FixedPercent => Mode::FixedPercent(percent(1)?),
-            SelectorMode::RandomMaxPercent => Mode::RandomMaxPercent(percent(0)?),
+            SelectorMode::RandomMaxPercent => Mode::RandomMaxPercent(percent(1)?),
         })
     }
 
     /// How many of `matching` pods to take; `random_percent` draws 0..=max for
     /// random-max-percent.
     pub fn count(self, matching: usize, random_percent: impl FnOnce(u8) -> u8) -> usize {
-        let of_percent = |p: u8| matching * usize::from(p) / 100;
+        // Rounded up, as Chaos Mesh's math.Ceil: at least one pod for any percentage above 0.
+        let of_percent = |p: u8| (matching * usize::from(p)).div_ceil(100);
         match self {
             Mode::One => matching.min(1),
             Mode::All => matching,
@@ -94,10 +95,40 @@ mod tests {
                 .unwrap_err()
                 .contains("out of range 1..=100")
         );
-        assert_eq!(
-            Mode::parse(RandomMaxPercent, Some("0")),
-            Ok(Mode::RandomMaxPercent(0))
+    }
+
+    /// Chaos Mesh (api/v1alpha1/common_webhook.go, PodSelector.Validate): fixed needs a value
+    /// above 0; fixed-percent and random-max-percent need a percentage in (0,100], so 0 is
+    /// refused for both; one and all ignore the value.
+    #[test]
+    fn zero_is_refused_as_chaos_mesh_refuses_it() {
+        use SelectorMode::*;
+        assert!(Mode::parse(Fixed, Some("0")).is_err());
+        assert!(Mode::parse(FixedPercent, Some("0")).is_err());
+        assert!(
+            Mode::parse(RandomMaxPercent, Some("0"))
+                .unwrap_err()
+                .contains("out of range 1..=100")
         );
+        assert!(Mode::parse(RandomMaxPercent, Some("101")).is_err());
+        assert_eq!(
+            Mode::parse(RandomMaxPercent, Some("100")),
+            Ok(Mode::RandomMaxPercent(100))
+        );
+        assert_eq!(Mode::parse(All, Some("0")), Ok(Mode::All));
+    }
+
+    /// Chaos Mesh (pkg/selector/generic/mode.go): fixed-percent and random-max-percent take
+    /// ceil(count * percent / 100) pods, so 25 % of 3 pods is 1 pod, not 0; random-max-percent
+    /// first draws the percentage uniformly from 0..=value.
+    #[test]
+    fn percentages_round_up() {
+        assert_eq!(Mode::FixedPercent(25).count(3, |_| 0), 1);
+        assert_eq!(Mode::FixedPercent(50).count(5, |_| 0), 3);
+        assert_eq!(Mode::FixedPercent(1).count(1000, |_| 0), 10);
+        assert_eq!(Mode::FixedPercent(1).count(1001, |_| 0), 11);
+        assert_eq!(Mode::RandomMaxPercent(60).count(3, |_| 10), 1);
+        assert_eq!(Mode::RandomMaxPercent(60).count(3, |_| 0), 0);
     }
 
     #[test]
@@ -107,8 +138,7 @@ mod tests {
         assert_eq!(Mode::All.count(5, |_| 0), 5);
         assert_eq!(Mode::Fixed(3).count(5, |_| 0), 3);
         assert_eq!(Mode::Fixed(9).count(5, |_| 0), 5);
-        // Rounded down, as Chaos Mesh's math.Floor.
-        assert_eq!(Mode::FixedPercent(50).count(5, |_| 0), 2);
+        assert_eq!(Mode::FixedPercent(50).count(4, |_| 0), 2);
         assert_eq!(Mode::FixedPercent(100).count(5, |_| 0), 5);
         assert_eq!(Mode::RandomMaxPercent(60).count(10, |max| max), 6);
         assert_eq!(Mode::RandomMaxPercent(60).count(10, |_| 20), 2);

@@ -34,24 +34,14 @@ pub(super) fn plan(spec: &PodChaosSpec, namespace: &str) -> Result<Plan, Invalid
             (Scope::Containers(names.clone()), Action::ContainerKill)
         }
     };
-    if spec.action != PodAction::ContainerKill && !names.is_empty() {
-        problems.invalid(
-            "containerNames",
-            format!(
-                "{} acts on whole pods; containerNames is for container-kill",
-                spec.action.as_str()
-            ),
-        );
-    }
-    if spec.action != PodAction::PodFailure && spec.duration.is_some() {
-        problems.invalid(
-            "duration",
-            format!(
-                "{} acts once; a duration is for pod-failure",
-                spec.action.as_str()
-            ),
-        );
-    }
+    // Chaos Mesh accepts containerNames on pod-kill and pod-failure (its selector for them is
+    // the pod selector, the names are ignored) and a duration on the one-shot actions (pod-kill,
+    // container-kill act once; the duration only bounds the experiment's life).
+    let duration = if spec.action == PodAction::PodFailure {
+        duration
+    } else {
+        None
+    };
     let plan = selection.map(|(selector, mode)| Plan {
         selection: Selection {
             selector,
@@ -62,4 +52,70 @@ pub(super) fn plan(spec: &PodChaosSpec, namespace: &str) -> Result<Plan, Invalid
         action,
     });
     problems.finish(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PodChaosSpec;
+
+    fn spec(yaml: &str) -> PodChaosSpec {
+        serde_yaml::from_str(yaml).expect("a PodChaos spec")
+    }
+
+    /// Chaos Mesh (api/v1alpha1/podchaos_webhook.go): the only PodChaos rule is that
+    /// container-kill needs containerNames; a duration on pod-kill or container-kill and
+    /// containerNames on pod-kill or pod-failure are accepted (and the names ignored:
+    /// GetSelectorSpecs uses the pod selector for those actions).
+    #[test]
+    fn accepts_what_chaos_mesh_accepts() {
+        let kill = plan(
+            &spec(
+                "{action: pod-kill, mode: one, selector: {}, duration: 30s, containerNames: [app]}",
+            ),
+            "d",
+        )
+        .expect("pod-kill with a duration and containerNames");
+        assert_eq!(kill.selection.scope, Scope::Pod);
+        let failure = plan(
+            &spec("{action: pod-failure, mode: one, selector: {}, duration: 30s, containerNames: [app]}"),
+            "d",
+        )
+        .expect("pod-failure with containerNames");
+        assert_eq!(failure.selection.scope, Scope::Pod);
+        assert!(failure.duration.is_some());
+        plan(
+            &spec("{action: container-kill, mode: one, selector: {}, duration: 30s, containerNames: [app]}"),
+            "d",
+        )
+        .expect("container-kill with a duration");
+        let refused = plan(
+            &spec("{action: container-kill, mode: one, selector: {}}"),
+            "d",
+        )
+        .expect_err("container-kill without names");
+        assert_eq!(refused.problems[0].field, "containerNames");
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    /// Chaos Mesh (Duration.Validate): `duration: ""` is allowed (no duration); one that does
+    /// not parse is refused, naming the field.
+    #[test]
+    fn empty_duration_is_none() {
+        let spec: PodChaosSpec =
+            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: ''}")
+                .expect("spec");
+        assert_eq!(plan(&spec, "d").expect("accepted").duration, None);
+        let spec: PodChaosSpec =
+            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: soon}")
+                .expect("spec");
+        assert_eq!(
+            plan(&spec, "d").expect_err("refused").problems[0].field,
+            "duration"
+        );
+    }
 }

@@ -15,6 +15,8 @@ pub(super) fn plan(spec: &StressChaosSpec, namespace: &str) -> Result<Plan, Inva
     super::remote_cluster(&mut problems, spec.remote_cluster.as_deref());
     let selection = super::container_selection(&mut problems, &spec.container_selector, namespace);
     let duration = super::duration(&mut problems, spec.duration.as_deref());
+    // Problems of the stressors themselves (the selector's are reported beside "no stressor").
+    let before = problems.problems.len();
 
     let mut oom_score_adj = 0;
     let (cpu, memory) = match spec
@@ -48,6 +50,11 @@ pub(super) fn plan(spec: &StressChaosSpec, namespace: &str) -> Result<Plan, Inva
                         8192,
                     );
                     memory = format!("--workers {}", m.workers);
+                    if let Some(size) = m.size.as_deref().filter(|s| !s.is_empty())
+                        && let Err(p) = bytes(size)
+                    {
+                        problems.invalid("stressors.memory.size", p);
+                    }
                     if let Some(size) = m.size.as_deref().filter(|s| !s.is_empty()) {
                         memory.push_str(&format!(" --size {size}"));
                     }
@@ -68,7 +75,7 @@ pub(super) fn plan(spec: &StressChaosSpec, namespace: &str) -> Result<Plan, Inva
             (cpu, memory)
         }
     };
-    if cpu.is_empty() && memory.is_empty() && problems.is_empty() {
+    if cpu.is_empty() && memory.is_empty() && problems.problems.len() == before {
         problems.invalid(
             "stressors",
             "no stressor: give stressors.cpu or stressors.memory with workers > 0, or stressngStressors",
@@ -88,6 +95,34 @@ pub(super) fn plan(spec: &StressChaosSpec, namespace: &str) -> Result<Plan, Inva
         },
     });
     problems.finish(plan)
+}
+
+/// Chaos Mesh's `Bytes`: a percentage 0-100 (`50%`) or a human size as go-units reads it
+/// (`256MB`, `1.5GiB`, `1024`).
+fn bytes(size: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("incorrect bytes format: {size:?}: {why}"));
+    if let Some(percent) = size.strip_suffix('%') {
+        return match percent.parse::<i64>() {
+            Ok(p) if (0..=100).contains(&p) => Ok(()),
+            Ok(_) => bad("illegal proportion"),
+            Err(_) => bad("not a whole percentage"),
+        };
+    }
+    let number_end = size
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(size.len());
+    let (number, unit) = size.split_at(number_end);
+    if number.is_empty() || number.parse::<f64>().is_err() {
+        return bad("a number, optionally with a unit (KB, MB, GiB...)");
+    }
+    let unit = unit.trim_start().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    if unit.is_empty() || (unit.len() == 1 && "kmgtpez".contains(unit)) {
+        Ok(())
+    } else {
+        bad("unknown unit")
+    }
 }
 
 fn check_range(problems: &mut InvalidSpec, field: &str, value: i64, low: i64, high: i64) {
@@ -150,6 +185,17 @@ mod tests {
         assert!(problems.is_empty(), "{problems}");
         assert_eq!(cpu, "--cpu 2 --cpu-load 50");
         assert_eq!(memory, "--vm 1 --vm-bytes 64M --vm-keep");
+    }
+
+    /// Chaos Mesh (Bytes.Validate): memory size is `N%` with N in 0..=100 or a go-units size.
+    #[test]
+    fn memory_size_is_checked_as_chaos_mesh_checks_it() {
+        for ok in ["50%", "0%", "256MB", "1.5GiB", "1024", "100 MB", "10k"] {
+            assert!(bytes(ok).is_ok(), "{ok}");
+        }
+        for bad in ["101%", "x%", "lots", "10 parsecs", ""] {
+            assert!(bytes(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,11 +6,11 @@ use crate::crd::{
 
 /// Whether a fault may be in force on the target.
 pub fn in_force(rec: &TargetRecord) -> bool {
-    rec.phase == TargetPhase::Injected || rec.uncertain
+    rec.state == TargetPhase::Injected || rec.uncertain
 }
 
 fn summary(records: &[TargetRecord]) -> String {
-    let count = |phase| records.iter().filter(|r| r.phase == phase).count();
+    let count = |phase| records.iter().filter(|r| r.state == phase).count();
     let mut text = format!(
         "{} injected, {} recovered, {} failed, {} pending of {}",
         count(TargetPhase::Injected),
@@ -21,7 +21,7 @@ fn summary(records: &[TargetRecord]) -> String {
     );
     for r in records
         .iter()
-        .filter(|r| r.phase == TargetPhase::Failed)
+        .filter(|r| r.state == TargetPhase::Failed)
         .take(3)
     {
         text.push_str(&format!(
@@ -43,14 +43,14 @@ pub fn update(status: &mut ChaosStatus, paused: bool, expired: bool, now: &str) 
 
     let all_injected = desired == DesiredPhase::Run
         && !live.is_empty()
-        && live.iter().all(|r| r.phase == TargetPhase::Injected);
+        && live.iter().all(|r| r.state == TargetPhase::Injected);
     let reason = if all_injected {
         "AllInjected"
     } else if paused {
         "Paused"
     } else if expired {
         "DurationOver"
-    } else if records.iter().any(|r| r.phase == TargetPhase::Failed) {
+    } else if records.iter().any(|r| r.state == TargetPhase::Failed) {
         "InjectionFailed"
     } else {
         "Injecting"

@@ -38,6 +38,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// How often an experiment is looked at without a change (vanished pods, new containers).
     pub resync: Duration,
+    /// The namespaces the controller may select pods in.
+    pub scoping: crate::selection::Scoping,
 }
 
 impl Default for Settings {
@@ -48,6 +50,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             resync: Duration::from_secs(300),
+            scoping: crate::selection::Scoping::default(),
         }
     }
 }
@@ -72,6 +75,10 @@ pub struct Context {
     pub settings: Settings,
     /// kind/namespace/name -> whether a fault is in force (the active-experiments gauge).
     pub active: Mutex<HashMap<String, (&'static str, bool)>>,
+    /// Held through a NetworkChaos reconcile, from reading the other experiments' records to
+    /// writing its own: the merged state one sends always includes what another just put in
+    /// force (the controller is the only writer: one leader).
+    pub network: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -91,6 +98,7 @@ impl Context {
             rng: Mutex::new(StdRng::from_os_rng()),
             settings,
             active: Mutex::new(HashMap::new()),
+            network: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -11,6 +11,7 @@
 mod conditions;
 mod context;
 mod kind;
+mod network;
 mod targets;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
+use rand::SeedableRng;
 use serde_json::json;
 
 pub use conditions::in_force;
@@ -46,6 +48,24 @@ pub const CHAOS_MESH_PAUSE_ANNOTATION: &str = "experiment.chaos-mesh.org/pause";
 /// `true` lets a deleted experiment go although some targets could not be recovered (their
 /// agent is gone for good).
 pub const FORCE_CLEANUP_ANNOTATION: &str = "experiment.chaos.faultline.dev/force-cleanup";
+/// Chaos Mesh's way of saying the same (value `forced`): the finalizer goes whatever is left.
+pub const CHAOS_MESH_CLEAN_FINALIZER_ANNOTATION: &str = "chaos-mesh.chaos-mesh.org/cleanFinalizer";
+/// faultline's name for Chaos Mesh's annotation (value `forced`).
+pub const CLEAN_FINALIZER_ANNOTATION: &str = "chaos.faultline.dev/cleanFinalizer";
+
+/// Whether a deleted experiment may lose its finalizer with targets not recovered.
+pub fn forced_cleanup<K: Resource>(obj: &K) -> bool {
+    let forced = |key: &str| {
+        obj.meta()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .is_some_and(|v| v == "forced")
+    };
+    annotation_true(obj, FORCE_CLEANUP_ANNOTATION)
+        || forced(CHAOS_MESH_CLEAN_FINALIZER_ANNOTATION)
+        || forced(CLEAN_FINALIZER_ANNOTATION)
+}
 
 fn annotation_true<K: Resource>(obj: &K, key: &str) -> bool {
     obj.meta()
@@ -83,6 +103,12 @@ pub async fn reconcile<K: Chaos>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Actio
     ctx.metrics.reconciled(K::KIND);
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Several NetworkChaos share a pod's state in the agent: one reconciles at a time.
+    let _network = if K::KIND == "NetworkChaos" {
+        Some(ctx.network.lock().await)
+    } else {
+        None
+    };
     finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(&api, obj.as_ref(), &ctx).await,
@@ -225,6 +251,7 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
     };
     let was_paused = before.is_true(ConditionType::Paused);
     status.experiment.desired_phase = Some(desired);
+    let refresh = desired == DesiredPhase::Run && refresh_external_peers(&plan, &mut status).await;
 
     let remaining_ms = deadline
         .map(|d| {
@@ -235,17 +262,56 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
         .unwrap_or(0);
     let recovery = obj.recovery();
     let one_shot = plan.action.is_one_shot();
-    let peers = status.experiment.peers.clone();
+    let peers = status.experiment.network_peers();
     for i in 0..status.experiment.container_records.len() {
         let rec = status.experiment.container_records[i].clone();
         let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
         let updated = match desired {
-            DesiredPhase::Run if due && needs_injection(&rec, one_shot) => {
-                let outcome = targets::inject(ctx, &plan, &peers, &rec, remaining_ms).await?;
+            DesiredPhase::Run
+                if due
+                    && (needs_injection(&rec, one_shot)
+                        || (refresh
+                            && rec.state == TargetPhase::Injected
+                            && rec.selector_key != crate::plan::TARGET_KEY)) =>
+            {
+                let share = if side_is_empty(&plan, &rec, &peers) {
+                    None
+                } else {
+                    network_share(
+                        ctx,
+                        obj,
+                        Some(&plan),
+                        &peers,
+                        &status.experiment.container_records,
+                        i,
+                        status.experiment.deadline.as_deref(),
+                    )
+                    .await?
+                };
+                let duration_ms = match &share {
+                    Some(share) => share.duration_ms(now, deadline, true),
+                    None => remaining_ms,
+                };
+                let outcome =
+                    targets::inject(ctx, &plan, &peers, &rec, duration_ms, share.as_ref()).await?;
                 Some(injected(ctx, obj, rec, outcome, now).await)
             }
             DesiredPhase::Stop if due && in_force(&rec) => {
-                let outcome = targets::recover(ctx, &recovery, &rec).await?;
+                let share = if rec.container_id.is_none() {
+                    None
+                } else {
+                    network_share(
+                        ctx,
+                        obj,
+                        Some(&plan),
+                        &peers,
+                        &status.experiment.container_records,
+                        i,
+                        status.experiment.deadline.as_deref(),
+                    )
+                    .await?
+                };
+                let outcome = targets::recover(ctx, &recovery, &rec, share.as_ref(), now).await?;
                 Some(recovered(ctx, obj, rec, outcome, now).await)
             }
             _ => None,
@@ -316,13 +382,122 @@ async fn apply<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Action>
     ))
 }
 
+/// NetworkChaos: whether this record's side of the experiment has nothing to do.
+fn side_is_empty(plan: &Plan, rec: &TargetRecord, peers: &crate::plan::Peers) -> bool {
+    match &plan.action {
+        crate::plan::Action::Network(network) => network.state(&rec.selector_key, peers).is_empty(),
+        _ => false,
+    }
+}
+
+/// NetworkChaos: what the other experiments (and this one's other records on the same pod) keep
+/// in force on record `i`'s pod; None for the other kinds.
+async fn network_share<K: Chaos>(
+    ctx: &Context,
+    obj: &K,
+    plan: Option<&Plan>,
+    peers: &crate::plan::Peers,
+    records: &[TargetRecord],
+    i: usize,
+    deadline: Option<&str>,
+) -> Result<Option<network::PodShare>> {
+    if obj.recovery() != Recovery::Network {
+        return Ok(None);
+    }
+    let mut share =
+        network::others_on_pod(&ctx.client, obj.meta().uid.as_deref(), &records[i]).await?;
+    if let Some(crate::plan::Action::Network(plan)) = plan.map(|p| &p.action) {
+        network::add_own(&mut share, plan, peers, records, i, deadline);
+    }
+    Ok(Some(share))
+}
+
 fn needs_injection(rec: &TargetRecord, one_shot: bool) -> bool {
-    match rec.phase {
+    match rec.state {
         TargetPhase::Pending => true,
         TargetPhase::Failed => rec.next_retry_at.is_some(),
         TargetPhase::Recovered => !rec.gone && !one_shot,
         TargetPhase::Injected => false,
     }
+}
+
+/// NetworkChaos with host names among its external targets: resolves them again (as Chaos
+/// Mesh's controller does at every apply); true when the addresses changed, so the selected
+/// pods get their rules again with the new ones. A failed lookup keeps the old addresses.
+async fn refresh_external_peers(plan: &Plan, status: &mut ChaosStatus) -> bool {
+    use crate::plan::External;
+    let crate::plan::Action::Network(network) = &plan.action else {
+        return false;
+    };
+    let has_host = network.external.iter().any(|e| match e {
+        External::Host(_) => true,
+        External::WithPort { host, .. } => {
+            !host.contains('/') && host.parse::<std::net::IpAddr>().is_err()
+        }
+        External::Cidr(_) => false,
+    });
+    if !has_host || status.experiment.container_records.is_empty() {
+        return false;
+    }
+    match resolve_externals(&network.external).await {
+        Ok(fresh) if fresh != status.experiment.external_peers => {
+            tracing::info!(
+                old = ?status.experiment.external_peers,
+                new = ?fresh,
+                "external targets resolve to new addresses"
+            );
+            status.experiment.external_peers = fresh;
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "external targets not resolved again; keeping the old addresses");
+            false
+        }
+    }
+}
+
+/// `externalTargets` as peers: CIDRs as they are, host names resolved to their IPv4 addresses
+/// (as Chaos Mesh's controller resolves them), `:port` kept.
+async fn resolve_externals(external: &[crate::plan::External]) -> Result<Vec<String>, String> {
+    use crate::plan::External;
+    let mut peers = Vec::new();
+    for e in external {
+        let (host, port) = match e {
+            External::Cidr(c) => {
+                peers.push(c.clone());
+                continue;
+            }
+            External::Host(h) => (h.as_str(), None),
+            External::WithPort { host, port } => (host.as_str(), Some(*port)),
+        };
+        let cidrs: Vec<String> = if host.contains('/') || host.parse::<std::net::IpAddr>().is_ok() {
+            vec![if host.contains('/') {
+                host.to_owned()
+            } else {
+                format!("{host}/32")
+            }]
+        } else {
+            tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("externalTargets: cannot resolve {host}: {e}"))?
+                .filter(|a| a.is_ipv4())
+                .map(|a| format!("{}/32", a.ip()))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        if cidrs.is_empty() {
+            return Err(format!("externalTargets: {host} has no IPv4 address"));
+        }
+        for c in cidrs {
+            peers.push(match port {
+                Some(p) => format!("{c}:{p}"),
+                None => c,
+            });
+        }
+    }
+    Ok(peers)
 }
 
 /// Chooses the targets and records them (and, for NetworkChaos, the peers); None when the
@@ -336,12 +511,67 @@ async fn select<K: Chaos>(
 ) -> Result<Option<()>> {
     let now_text = rfc3339(now);
     let selection = &plan.selection;
-    let pods = selection::matching_pods(&ctx.client, &selection.selector).await?;
-    let pods = selection::with_containers(pods, &selection.scope);
-    let chosen = selection::choose(pods, selection.mode, &mut *ctx.rng.lock());
-    if chosen.is_empty() {
+    let view = selection::ApiView(ctx.client.clone());
+    let chosen = {
+        // The random source is locked only around choices made from what was already read.
+        let mut rng = rand::rngs::StdRng::from_rng(&mut *ctx.rng.lock());
+        selection::choose_targets(&view, plan, &ctx.settings.scoping, &mut rng).await
+    };
+    let chosen = match chosen {
+        Ok(chosen) => chosen,
+        Err(selection::SelectError::Kube(e)) => return Err(e.into()),
+        Err(e @ selection::SelectError::OutOfScope { .. }) => {
+            let message = e.to_string();
+            status.set_condition(
+                ConditionType::Selected,
+                ConditionStatus::False,
+                "OutOfScope",
+                message.clone(),
+                &now_text,
+            );
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                "OutOfScope",
+                "Select",
+                message,
+                None,
+            )
+            .await;
+            return Ok(None);
+        }
+    };
+    let peers = chosen.target_cidrs.clone();
+    let mut external_peers = Vec::new();
+    if let crate::plan::Action::Network(network) = &plan.action {
+        match resolve_externals(&network.external).await {
+            Ok(external) => external_peers = external,
+            Err(message) => {
+                status.set_condition(
+                    ConditionType::Selected,
+                    ConditionStatus::False,
+                    "ResolveFailed",
+                    message.clone(),
+                    &now_text,
+                );
+                publish(
+                    ctx,
+                    obj,
+                    EventType::Warning,
+                    "ResolveFailed",
+                    "Select",
+                    message,
+                    None,
+                )
+                .await;
+                return Ok(None);
+            }
+        }
+    }
+    if let Some(key) = chosen.no_match {
         let message = format!(
-            "no pod matches the selector (namespaces {}) with mode {:?}; trying again in {}s",
+            "no pod matches the selector {key} (namespaces {}) with mode {:?}; trying again in {}s",
             selection.selector.namespaces.join(", "),
             selection.mode,
             ctx.settings.no_match_retry.as_secs()
@@ -368,17 +598,12 @@ async fn select<K: Chaos>(
         }
         return Ok(None);
     }
-    if let crate::plan::Action::Network(network) = &plan.action {
-        let mut peers = Vec::new();
-        if let Some((selector, mode)) = &network.target {
-            let targets = selection::matching_pods(&ctx.client, selector).await?;
-            let targets = selection::choose(targets, *mode, &mut *ctx.rng.lock());
-            peers.extend(selection::pod_cidrs(&targets));
-        }
-        peers.extend(network.external.iter().cloned());
+    if matches!(plan.action, crate::plan::Action::Network(_)) {
         status.experiment.peers = peers;
+        status.experiment.external_peers = external_peers;
+        status.experiment.source_peers = chosen.source_cidrs.clone();
     }
-    let records = selection::records(&chosen, &selection.scope);
+    let records = chosen.records;
     let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
     let message = format!("{} target(s): {}", records.len(), ids.join(", "));
     status.set_condition(
@@ -418,7 +643,8 @@ async fn injected<K: Chaos>(
             container_id,
             node,
         } => {
-            rec.phase = TargetPhase::Injected;
+            rec.state = TargetPhase::Injected;
+            rec.record_event(true, true, &detail, &rfc3339(now));
             rec.injected_at = Some(rfc3339(now));
             rec.recovered_at = None;
             rec.experiment_ids = ids;
@@ -471,7 +697,8 @@ async fn injected<K: Chaos>(
             transient,
             uncertain,
         } => {
-            rec.phase = TargetPhase::Failed;
+            rec.state = TargetPhase::Failed;
+            rec.record_event(true, false, &message, &rfc3339(now));
             rec.attempts += 1;
             rec.uncertain = rec.uncertain || uncertain;
             rec.next_retry_at =
@@ -497,7 +724,10 @@ async fn injected<K: Chaos>(
 }
 
 fn gone(rec: &mut TargetRecord, now: Timestamp) {
-    rec.phase = TargetPhase::Recovered;
+    if rec.phase == crate::crd::RecordPhase::Injected {
+        rec.record_event(false, true, "the pod is gone", &rfc3339(now));
+    }
+    rec.state = TargetPhase::Recovered;
     rec.gone = true;
     rec.uncertain = false;
     rec.next_retry_at = None;
@@ -514,7 +744,8 @@ async fn recovered<K: Chaos>(
 ) -> TargetRecord {
     match outcome {
         Outcome::Done { detail, .. } => {
-            rec.phase = TargetPhase::Recovered;
+            rec.state = TargetPhase::Recovered;
+            rec.record_event(false, true, &detail, &rfc3339(now));
             rec.recovered_at = Some(rfc3339(now));
             rec.attempts = 0;
             rec.next_retry_at = None;
@@ -556,6 +787,7 @@ async fn recovered<K: Chaos>(
         }
         Outcome::Failed { message, .. } => {
             // Still in force: retried with backoff whatever the error.
+            rec.record_event(false, false, &message, &rfc3339(now));
             rec.attempts += 1;
             let at = rfc3339(after(now, ctx.settings.backoff(rec.attempts)));
             let text = format!(
@@ -592,7 +824,22 @@ async fn cleanup<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Actio
         let rec = status.experiment.container_records[i].clone();
         let due = parse_time(rec.next_retry_at.as_deref()).is_none_or(|t| t <= now);
         if in_force(&rec) && due {
-            let outcome = targets::recover(ctx, &recovery, &rec).await?;
+            let plan = obj.plan().ok();
+            let share = if rec.container_id.is_none() {
+                None
+            } else {
+                network_share(
+                    ctx,
+                    obj,
+                    plan.as_ref(),
+                    &status.experiment.network_peers(),
+                    &status.experiment.container_records,
+                    i,
+                    status.experiment.deadline.as_deref(),
+                )
+                .await?
+            };
+            let outcome = targets::recover(ctx, &recovery, &rec, share.as_ref(), now).await?;
             status.experiment.container_records[i] = recovered(ctx, obj, rec, outcome, now).await;
         }
     }
@@ -606,9 +853,9 @@ async fn cleanup<K: Chaos>(api: &Api<K>, obj: &K, ctx: &Context) -> Result<Actio
     conditions::update(&mut status, is_paused(obj), false, &now_text);
     write_status(api, obj, &before, &status).await?;
     if !left.is_empty() {
-        if annotation_true(obj, FORCE_CLEANUP_ANNOTATION) {
+        if forced_cleanup(obj) {
             let note = format!(
-                "{FORCE_CLEANUP_ANNOTATION}: removing the finalizer with {} target(s) not recovered: {}",
+                "forced cleanup: removing the finalizer with {} target(s) not recovered: {}",
                 left.len(),
                 left.join("; ")
             );

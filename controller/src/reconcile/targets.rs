@@ -7,16 +7,18 @@ use std::collections::BTreeMap;
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::context::Context;
 use super::kind::Recovery;
+use super::network::PodShare;
 use crate::agent::{AgentCall, AgentError};
 use crate::crd::TargetRecord;
 use crate::error::Result;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Peers, Plan, network_request};
 
 /// Annotation prefix under which pod-failure keeps each container's original image.
 pub const POD_FAILURE_ANNOTATION: &str = "pod-failure.chaos.faultline.dev";
@@ -85,10 +87,25 @@ fn container_id(pod: &Pod, container: Option<&str>) -> Option<String> {
 pub async fn inject(
     ctx: &Context,
     plan: &Plan,
-    peers: &[String],
+    peers: &Peers,
     rec: &TargetRecord,
     duration_ms: u64,
+    network_share: Option<&PodShare>,
 ) -> Result<Outcome> {
+    let network_state = match &plan.action {
+        Action::Network(network) => {
+            let own = network.state(&rec.selector_key, peers);
+            if own.is_empty() {
+                // Chaos Mesh: a side with nothing to do (a `.Target` pod with direction to) is
+                // Injected without a call.
+                return Ok(done("nothing to do on this side of the experiment", vec![]));
+            }
+            let mut merged = network_share.map(|s| s.state.clone()).unwrap_or_default();
+            merged.merge(own);
+            Some(merged)
+        }
+        _ => None,
+    };
     let Some(pod) = current_pod(ctx, rec).await? else {
         return Ok(Outcome::Gone);
     };
@@ -125,9 +142,12 @@ pub async fn inject(
             dry_run: false,
             no_handover: false,
         }),
-        Action::Network(network) => {
-            AgentCall::StartNetwork(network.request(&cid, &pod_uid, peers, duration_ms))
-        }
+        Action::Network(_) => AgentCall::StartNetwork(network_request(
+            &network_state.unwrap_or_default(),
+            &cid,
+            &pod_uid,
+            duration_ms,
+        )),
         Action::Stress {
             cpu,
             memory,
@@ -218,7 +238,13 @@ pub fn pod_failure_restore_patch(pod: &Pod) -> Option<Value> {
         .then(|| json!({"metadata": {"annotations": remove}, "spec": {"containers": containers}}))
 }
 
-pub async fn recover(ctx: &Context, recovery: &Recovery, rec: &TargetRecord) -> Result<Outcome> {
+pub async fn recover(
+    ctx: &Context,
+    recovery: &Recovery,
+    rec: &TargetRecord,
+    network_share: Option<&PodShare>,
+    now: Timestamp,
+) -> Result<Outcome> {
     let Some(pod) = current_pod(ctx, rec).await? else {
         return Ok(Outcome::Gone);
     };
@@ -243,6 +269,17 @@ pub async fn recover(ctx: &Context, recovery: &Recovery, rec: &TargetRecord) -> 
                 .await?;
             return Ok(done("original images restored", vec![]));
         }
+        // The pod keeps what the other experiments hold there (Chaos Mesh's PodNetworkChaos
+        // without this one's rules); nothing left removes every rule.
+        Recovery::Network => {
+            let share = network_share.cloned().unwrap_or_default();
+            vec![AgentCall::StartNetwork(network_request(
+                &share.state,
+                &cid,
+                rec.pod_uid.as_deref().unwrap_or_default(),
+                share.duration_ms(now, None, false),
+            ))]
+        }
         _ if !rec.experiment_ids.is_empty() => rec
             .experiment_ids
             .iter()
@@ -254,13 +291,6 @@ pub async fn recover(ctx: &Context, recovery: &Recovery, rec: &TargetRecord) -> 
             container_id: cid.clone(),
             ..Default::default()
         })],
-        Recovery::Network => vec![AgentCall::StartNetwork(
-            api::StartNetworkExperimentRequest {
-                container_id: cid.clone(),
-                pod_uid: rec.pod_uid.clone().unwrap_or_default(),
-                ..Default::default()
-            },
-        )],
         Recovery::Stress => match ctx.agents.call(&node, AgentCall::ListExperiments).await {
             Ok(list) => list
                 .experiments

@@ -69,19 +69,51 @@ fn pod_field<'a>(pod: &'a Pod, field: &str) -> Option<&'a str> {
     }
 }
 
-/// Whether a pod passes every selector that the API server did not already apply: the label,
-/// field and namespace parts only when `listed` is false (pods fetched by name).
-pub fn pod_matches(pod: &Pod, selector: &PodSelectorSpec, listed: bool) -> bool {
+/// Whether the API server would list the pod for the selector's labels, expressions and fields.
+pub fn listed_by_api(pod: &Pod, selector: &PodSelectorSpec) -> bool {
     let empty = BTreeMap::new();
-    let meta = &pod.metadata;
-    if meta.deletion_timestamp.is_some() {
-        return false;
-    }
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    labels_match(
+        labels,
+        &selector.label_selectors,
+        &selector.expression_selectors,
+    ) && selector
+        .field_selectors
+        .iter()
+        .all(|(k, v)| pod_field(pod, k) == Some(v.as_str()))
+}
+
+/// Chaos Mesh's `podPhaseSelectors`: `Running` includes (any inclusion may match), `!Running`
+/// excludes (every exclusion must hold); with no inclusion, every phase not excluded passes.
+pub fn phase_matches(phase: Option<&str>, selectors: &[String]) -> bool {
+    let phase = phase.unwrap_or_default();
+    let mut includes = selectors
+        .iter()
+        .filter(|s| !s.trim_start().starts_with('!'))
+        .peekable();
+    let included = includes.peek().is_none() || includes.any(|s| s.trim() == phase);
+    let excluded = selectors
+        .iter()
+        .filter_map(|s| s.trim_start().strip_prefix('!'))
+        .any(|s| s.trim() == phase);
+    included && !excluded
+}
+
+/// The selectors applied in memory after listing: nodes (when `nodes` is given, the pod's node
+/// must be one of them), annotations and phases.
+pub fn passes_filters(
+    pod: &Pod,
+    selector: &PodSelectorSpec,
+    nodes: Option<&std::collections::BTreeSet<String>>,
+) -> bool {
+    let empty = BTreeMap::new();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-    if !selector.nodes.is_empty() && !node.is_some_and(|n| selector.nodes.iter().any(|x| x == n)) {
+    if let Some(nodes) = nodes
+        && !node.is_some_and(|n| nodes.contains(n))
+    {
         return false;
     }
-    let annotations = meta.annotations.as_ref().unwrap_or(&empty);
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
     if !selector
         .annotation_selectors
         .iter()
@@ -90,35 +122,20 @@ pub fn pod_matches(pod: &Pod, selector: &PodSelectorSpec, listed: bool) -> bool 
         return false;
     }
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    if !selector.pod_phase_selectors.is_empty()
-        && !phase.is_some_and(|p| selector.pod_phase_selectors.iter().any(|x| x.as_str() == p))
-    {
-        return false;
-    }
-    if !listed {
-        let labels = meta.labels.as_ref().unwrap_or(&empty);
-        if !labels_match(
-            labels,
-            &selector.label_selectors,
-            &selector.expression_selectors,
-        ) {
-            return false;
-        }
-        if !selector
-            .field_selectors
-            .iter()
-            .all(|(k, v)| pod_field(pod, k) == Some(v.as_str()))
-        {
-            return false;
-        }
-    }
-    true
+    phase_matches(phase, &selector.pod_phase_selectors)
+}
+
+/// Whether a pod passes every selector that the API server did not already apply: the label
+/// and field parts only when `listed` is false (pods fetched by name). Nodes by name only.
+pub fn pod_matches(pod: &Pod, selector: &PodSelectorSpec, listed: bool) -> bool {
+    let nodes: Option<std::collections::BTreeSet<String>> =
+        (!selector.nodes.is_empty()).then(|| selector.nodes.iter().cloned().collect());
+    passes_filters(pod, selector, nodes.as_ref()) && (listed || listed_by_api(pod, selector))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PodPhase;
     use serde_json::json;
 
     fn pod(value: serde_json::Value) -> Pod {
@@ -163,9 +180,9 @@ mod tests {
         s.nodes = vec!["n2".into()];
         assert!(!pod_matches(&p, &s, false));
         s.nodes = vec!["n1".into()];
-        s.pod_phase_selectors = vec![PodPhase::Pending];
+        s.pod_phase_selectors = vec!["Pending".into()];
         assert!(!pod_matches(&p, &s, false));
-        s.pod_phase_selectors = vec![PodPhase::Running];
+        s.pod_phase_selectors = vec!["Running".into()];
         s.annotation_selectors = BTreeMap::from([("team".into(), "x".into())]);
         assert!(pod_matches(&p, &s, false));
         s.label_selectors = BTreeMap::from([("app".into(), "db".into())]);
@@ -180,5 +197,44 @@ mod tests {
         s.label_selectors.clear();
         s.field_selectors = BTreeMap::from([("spec.nodeName".into(), "n1".into())]);
         assert!(pod_matches(&p, &s, false));
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::phase_matches;
+
+    fn sel(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Chaos Mesh (pkg/selector/pod/phase_selector.go): `podPhaseSelectors` is parsed as a label
+    /// selector; a bare phase is an inclusion (one of them must match), `!Phase` an exclusion
+    /// (none may match), and with only exclusions every other phase passes.
+    #[test]
+    fn phase_inclusions_and_exclusions() {
+        assert!(phase_matches(Some("Running"), &[]));
+        assert!(phase_matches(
+            Some("Running"),
+            &sel(&["Pending", "Running"])
+        ));
+        assert!(!phase_matches(
+            Some("Failed"),
+            &sel(&["Pending", "Running"])
+        ));
+        assert!(!phase_matches(Some("Running"), &sel(&["!Running"])));
+        assert!(phase_matches(Some("Pending"), &sel(&["!Running"])));
+        assert!(phase_matches(
+            Some("Pending"),
+            &sel(&["!Running", "!Failed"])
+        ));
+        assert!(!phase_matches(
+            Some("Failed"),
+            &sel(&["!Running", "!Failed"])
+        ));
+        assert!(!phase_matches(
+            Some("Running"),
+            &sel(&["Running", "!Running"])
+        ));
     }
 }

@@ -1,95 +1,160 @@
-//! Choosing the targets of an experiment: the pods the selector matches (listed through the API
-//! server with label and field selectors, or fetched by name), filtered by node, annotation and
-//! phase, then as many as the mode says, chosen at random; then one target per pod or per named
-//! container.
+//! Choosing the targets of an experiment exactly as Chaos Mesh's `pkg/selector` does: the pods
+//! the selector matches (or, when `pods` is given, those pods and nothing else), as many of them
+//! as the mode says (percentages rounded up), chosen at random; then one target per pod, or per
+//! named container (no names: the pod's first container). The cluster is read through a
+//! [`ClusterView`], the API server or a saved state, so the reconciler and `plan` share this code.
 
 mod matching;
+mod targets;
+mod view;
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::Api;
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::Pod;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-pub use matching::{field_selector, label_selector, pod_matches};
+pub use matching::{
+    field_selector, label_selector, listed_by_api, passes_filters, phase_matches, pod_matches,
+};
+pub use targets::{Chosen, choose_targets};
+pub use view::{ApiView, ClusterState, ClusterView, StateError};
 
 use crate::crd::{PodSelectorSpec, TargetRecord};
 use crate::plan::{Mode, Scope};
 
-/// The pods the selector matches, in namespace/name order.
+/// Chaos Mesh's annotation on a namespace that lets experiments in when the controller filters
+/// namespaces (`enableFilterNamespace`).
+pub const INJECT_ANNOTATION: &str = "chaos-mesh.org/inject";
+/// faultline's name for the same annotation; either one with the value `enabled` allows.
+pub const FAULTLINE_INJECT_ANNOTATION: &str = "chaos.faultline.dev/inject";
+
+/// Which namespaces the controller may act in, as Chaos Mesh's controller is configured
+/// (`clusterScoped`, `targetNamespace`, `enableFilterNamespace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scoping {
+    /// false: only `target_namespace`.
+    pub cluster_scoped: bool,
+    pub target_namespace: String,
+    /// Only namespaces annotated `chaos-mesh.org/inject: enabled`.
+    pub filter_namespaces: bool,
+}
+
+impl Default for Scoping {
+    fn default() -> Self {
+        Scoping {
+            cluster_scoped: true,
+            target_namespace: String::new(),
+            filter_namespaces: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The selector names namespaces the controller is not allowed into.
+    #[error("{field}: {reason}")]
+    OutOfScope { field: &'static str, reason: String },
+}
+
+/// The pods the selector matches (before the mode), in namespace/name order.
 pub async fn matching_pods(
-    client: &kube::Client,
+    view: &dyn ClusterView,
     selector: &PodSelectorSpec,
-) -> Result<Vec<Pod>, kube::Error> {
+    scoping: &Scoping,
+) -> Result<Vec<Pod>, SelectError> {
+    let mut allowed = std::collections::BTreeMap::new();
     let mut pods = Vec::new();
-    if selector.pods.is_empty() {
-        let mut params = ListParams::default();
-        if let Some(labels) =
-            label_selector(&selector.label_selectors, &selector.expression_selectors)
-        {
-            params = params.labels(&labels);
-        }
-        if let Some(fields) = field_selector(&selector.field_selectors) {
-            params = params.fields(&fields);
-        }
-        for namespace in &selector.namespaces {
-            let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-            pods.extend(
-                api.list(&params)
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| pod_matches(p, selector, true)),
-            );
-        }
-    } else {
+    if !selector.pods.is_empty() {
+        // `pods` overrides every other selector (selectSpecifiedPods).
         for (namespace, names) in &selector.pods {
-            if !selector.namespaces.is_empty() && !selector.namespaces.contains(namespace) {
+            if !scoping.cluster_scoped && *namespace != scoping.target_namespace {
                 continue;
             }
-            let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+            if !namespace_allowed(view, scoping, namespace, &mut allowed).await? {
+                continue;
+            }
             for name in names {
-                if let Some(pod) = api.get_opt(name).await?
-                    && pod_matches(&pod, selector, false)
-                {
+                if let Some(pod) = view.get_pod(namespace, name).await? {
                     pods.push(pod);
                 }
             }
         }
-    }
-    if !selector.node_selectors.is_empty() {
-        let labels = label_selector(&selector.node_selectors, &[]).unwrap_or_default();
-        let nodes: Api<Node> = Api::all(client.clone());
-        let names: BTreeSet<String> = nodes
-            .list(&ListParams::default().labels(&labels))
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|n| n.metadata.name)
-            .collect();
-        pods.retain(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_ref())
-                .is_some_and(|n| names.contains(n))
-        });
+    } else {
+        if !scoping.cluster_scoped {
+            if selector.namespaces.len() > 1 {
+                return Err(SelectError::OutOfScope {
+                    field: "selector.namespaces",
+                    reason: format!(
+                        "more than one namespace while the controller is scoped to namespace {}",
+                        scoping.target_namespace
+                    ),
+                });
+            }
+            if let Some(ns) = selector.namespaces.first()
+                && *ns != scoping.target_namespace
+            {
+                return Err(SelectError::OutOfScope {
+                    field: "selector.namespaces",
+                    reason: format!(
+                        "namespace {ns} is out of the controller's scope (namespace {})",
+                        scoping.target_namespace
+                    ),
+                });
+            }
+        }
+        let namespaces = if selector.namespaces.is_empty() {
+            vec![scoping.target_namespace.clone()]
+        } else {
+            selector.namespaces.clone()
+        };
+        for namespace in &namespaces {
+            if !namespace_allowed(view, scoping, namespace, &mut allowed).await? {
+                continue;
+            }
+            pods.extend(view.list_pods(namespace, selector).await?);
+        }
+        // Nodes: those named plus those the node selectors match (their union).
+        let nodes: Option<BTreeSet<String>> =
+            if selector.nodes.is_empty() && selector.node_selectors.is_empty() {
+                None
+            } else {
+                let mut names: BTreeSet<String> = selector.nodes.iter().cloned().collect();
+                if !selector.node_selectors.is_empty() {
+                    names.extend(view.node_names(&selector.node_selectors).await?);
+                }
+                Some(names)
+            };
+        pods.retain(|p| passes_filters(p, selector, nodes.as_ref()));
     }
     pods.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     pods.dedup_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
     Ok(pods)
 }
 
-/// The pods that have a container the scope names (every pod for a pod scope or no names).
-pub fn with_containers(pods: Vec<Pod>, scope: &Scope) -> Vec<Pod> {
-    match scope {
-        Scope::Containers(names) if !names.is_empty() => pods
-            .into_iter()
-            .filter(|p| container_names(p).iter().any(|c| names.contains(c)))
-            .collect(),
-        _ => pods,
+async fn namespace_allowed(
+    view: &dyn ClusterView,
+    scoping: &Scoping,
+    namespace: &str,
+    cache: &mut std::collections::BTreeMap<String, bool>,
+) -> Result<bool, SelectError> {
+    if !scoping.filter_namespaces {
+        return Ok(true);
     }
+    if let Some(allowed) = cache.get(namespace) {
+        return Ok(*allowed);
+    }
+    let allowed = view.get_namespace(namespace).await?.is_some_and(|ns| {
+        ns.metadata.annotations.is_some_and(|a| {
+            [INJECT_ANNOTATION, FAULTLINE_INJECT_ANNOTATION]
+                .iter()
+                .any(|k| a.get(*k).is_some_and(|v| v == "enabled"))
+        })
+    });
+    cache.insert(namespace.to_owned(), allowed);
+    Ok(allowed)
 }
 
 /// `mode` applied: a random subset of the right size, kept in namespace/name order.
@@ -103,15 +168,21 @@ pub fn choose<R: Rng>(mut pods: Vec<Pod>, mode: Mode, rng: &mut R) -> Vec<Pod> {
     pods
 }
 
-fn container_names(pod: &Pod) -> Vec<String> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
-        .collect()
+/// The pods the selector and mode choose.
+pub async fn select<R: Rng>(
+    view: &dyn ClusterView,
+    selector: &PodSelectorSpec,
+    mode: Mode,
+    scoping: &Scoping,
+    rng: &mut R,
+) -> Result<Vec<Pod>, SelectError> {
+    let pods = matching_pods(view, selector, scoping).await?;
+    Ok(choose(pods, mode, rng))
 }
 
-/// One record per target of the chosen pods.
-pub fn records(pods: &[Pod], scope: &Scope) -> Vec<TargetRecord> {
+/// One record per target of the chosen pods, with its selector key (`.` or `.Target`). Named
+/// containers a pod does not have give no target (Chaos Mesh selects the pods first).
+pub fn records(pods: &[Pod], scope: &Scope, selector_key: &str) -> Vec<TargetRecord> {
     let mut records = Vec::new();
     for pod in pods {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
@@ -119,16 +190,24 @@ pub fn records(pods: &[Pod], scope: &Scope) -> Vec<TargetRecord> {
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let mut add = |container: Option<&str>| {
             let mut record = TargetRecord::new(namespace, name, container);
+            record.selector_key = selector_key.to_owned();
             record.pod_uid = pod.metadata.uid.clone();
             record.node = node.clone();
             records.push(record);
         };
+        let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
         match scope {
             Scope::Pod => add(None),
+            Scope::Containers(names) if names.is_empty() => {
+                // No names: the first container (Chaos Mesh's container selector).
+                if let Some(first) = containers.clone().next() {
+                    add(Some(&first.name));
+                }
+            }
             Scope::Containers(names) => {
-                for c in container_names(pod) {
-                    if names.is_empty() || names.contains(&c) {
-                        add(Some(&c));
+                for c in containers {
+                    if names.contains(&c.name) {
+                        add(Some(&c.name));
                     }
                 }
             }
@@ -147,64 +226,4 @@ pub fn pod_cidrs(pods: &[Pod]) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use serde_json::json;
-
-    fn pod(ns: &str, name: &str, containers: &[&str]) -> Pod {
-        let containers: Vec<_> = containers.iter().map(|c| json!({"name": c})).collect();
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
-            "spec": {"nodeName": "n1", "containers": containers},
-            "status": {"podIP": "10.1.0.7"}
-        }))
-        .expect("pod")
-    }
-
-    #[test]
-    fn modes_choose_subsets_in_order() {
-        let pods: Vec<Pod> = (0..10)
-            .map(|i| pod("d", &format!("p{i}"), &["c"]))
-            .collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        assert_eq!(choose(pods.clone(), Mode::All, &mut rng).len(), 10);
-        assert_eq!(choose(pods.clone(), Mode::One, &mut rng).len(), 1);
-        let three = choose(pods.clone(), Mode::Fixed(3), &mut rng);
-        assert_eq!(three.len(), 3);
-        let names: Vec<_> = three
-            .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(names, sorted);
-        assert_eq!(
-            choose(pods.clone(), Mode::FixedPercent(25), &mut rng).len(),
-            2
-        );
-        assert!(choose(pods, Mode::RandomMaxPercent(30), &mut rng).len() <= 3);
-    }
-
-    #[test]
-    fn records_per_pod_or_container() {
-        let pods = vec![pod("d", "a", &["app", "sidecar"]), pod("d", "b", &["app"])];
-        let per_pod = records(&pods, &Scope::Pod);
-        assert_eq!(per_pod.len(), 2);
-        assert_eq!(per_pod[0].id, "d/a");
-        assert_eq!(per_pod[0].pod_uid.as_deref(), Some("uid-a"));
-        assert_eq!(per_pod[0].node.as_deref(), Some("n1"));
-        let all = records(&pods, &Scope::Containers(vec![]));
-        assert_eq!(
-            all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["d/a/app", "d/a/sidecar", "d/b/app"]
-        );
-        let named = with_containers(pods.clone(), &Scope::Containers(vec!["sidecar".into()]));
-        assert_eq!(named.len(), 1);
-        assert_eq!(
-            records(&named, &Scope::Containers(vec!["sidecar".into()]))[0].id,
-            "d/a/sidecar"
-        );
-        assert_eq!(pod_cidrs(&pods), ["10.1.0.7/32", "10.1.0.7/32"]);
-    }
-}
+mod tests;

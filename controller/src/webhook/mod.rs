@@ -8,9 +8,13 @@
 //! with what a pod is injected), `mutate` (the patch), `review` (AdmissionReview in and out),
 //! `sources` (ConfigMaps and Namespaces from files or watched in a cluster), `server` (HTTPS).
 //!
+//! The same server answers the chaos kinds' admission (`chaos`): validation as the controller
+//! validates, and Chaos Mesh's defaults.
+//!
 //! Boundaries: the webhook only answers the API server; it never writes to the cluster.
 
 pub mod catalog;
+pub mod chaos;
 pub mod config;
 pub mod decide;
 pub mod mutate;

@@ -39,7 +39,7 @@ impl Namespaces for Store<Namespace> {
 
 #[derive(Debug, thiserror::Error)]
 #[error("not an AdmissionReview with a request: {0}")]
-pub struct BadReview(String);
+pub struct BadReview(pub(super) String);
 
 pub struct Webhook {
     settings: Settings,
@@ -159,15 +159,15 @@ impl Webhook {
     }
 }
 
-const ADMISSION_V1: &str = "admission.k8s.io/v1";
+pub(super) const ADMISSION_V1: &str = "admission.k8s.io/v1";
 
 /// The AdmissionReview sent back.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'a str,
-    kind: &'static str,
-    response: Response,
+pub(super) struct ReviewOut<'a> {
+    pub api_version: &'a str,
+    pub kind: &'static str,
+    pub response: Response,
 }
 
 /// `AdmissionResponse` (admission.k8s.io/v1), with the patch base64-encoded as the API server
@@ -193,6 +193,29 @@ pub struct Response {
 pub struct Status {
     pub code: u16,
     pub message: String,
+    /// `Invalid` for a refused spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Which fields, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+}
+
+/// metav1.StatusDetails: the object and one cause per field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusDetails {
+    pub name: String,
+    pub group: String,
+    pub kind: String,
+    pub causes: Vec<StatusCause>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusCause {
+    /// `FieldValueInvalid`.
+    pub reason: String,
+    pub message: String,
+    pub field: String,
 }
 
 impl Response {
@@ -214,7 +237,12 @@ impl Response {
 
     pub fn deny(mut self, message: String) -> Response {
         self.allowed = false;
-        self.status = Some(Status { code: 403, message });
+        self.status = Some(Status {
+            code: 403,
+            message,
+            reason: None,
+            details: None,
+        });
         self
     }
 

@@ -158,6 +158,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 pub fn router(webhook: Arc<Webhook>) -> Router {
     Router::new()
         .route(INJECT_PATH, post(inject))
+        .route(super::chaos::VALIDATE_PATH, post(validate_chaos))
+        .route(super::chaos::DEFAULT_PATH, post(default_chaos))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(webhook)
 }
@@ -170,6 +172,24 @@ async fn inject(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response {
             (StatusCode::BAD_REQUEST, e.to_string()).into_response()
         }
     }
+}
+
+fn answer(result: Result<Vec<u8>, super::review::BadReview>) -> Response {
+    match result {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "bad admission request");
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+    }
+}
+
+async fn validate_chaos(body: Bytes) -> Response {
+    answer(super::chaos::validate_review(&body))
+}
+
+async fn default_chaos(body: Bytes) -> Response {
+    answer(super::chaos::default_review(&body))
 }
 
 /// Serves HTTPS on `listener` until the process ends; a failing connection only ends itself.

@@ -54,7 +54,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn secrets(yaml: &str) -> Secrets {
     serde_yaml::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("YAML"))
-        .filter(|doc: &Value| doc["kind"] != "MutatingWebhookConfiguration")
+        .filter(|doc: &Value| !text(&doc["kind"]).ends_with("WebhookConfiguration"))
         .map(|secret: Value| {
             assert_eq!(secret["kind"], "Secret");
             assert_eq!(secret["type"], "kubernetes.io/tls");

@@ -35,7 +35,7 @@ NAMESPACE = "faultline"
 # deploy/overlays/chaos-mesh puts the agent beside an existing Chaos Mesh install, in its namespace.
 OVERLAY_NAMESPACES = {"chaos-mesh": "chaos-mesh"}
 CLUSTER_SCOPED = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
-                  "MutatingWebhookConfiguration"}
+                  "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
 # Made outside the manifests by `faultline-controller certs` (or by the cert-manager overlay).
 EXTERNAL_SECRETS = {"faultline-agent-tls", "faultline-controller-tls", "faultline-webhook-tls",
                     # made by Chaos Mesh's Helm chart, for deploy/overlays/chaos-mesh
@@ -199,14 +199,16 @@ def cross_errors(objects, crd_plurals, namespace=NAMESPACE):
             bases = {r.split("/")[0] for r in rule["resources"]}
             if bases != crd_plurals:
                 errors.append(f"{role['kind']}/{role['metadata']['name']}: chaos.faultline.dev rule names {sorted(bases)}, the CRDs are {sorted(crd_plurals)}")
-    for config in by_kind.get("MutatingWebhookConfiguration", {}).values():
+    configs = [(kind, config) for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+               for config in by_kind.get(kind, {}).values()]
+    for kind, config in configs:
         for hook in config["webhooks"]:
             ref = hook["clientConfig"].get("service")
             svc = by_kind.get("Service", {}).get(ref["name"]) if ref else None
             if not svc or svc["metadata"].get("namespace") != ref.get("namespace"):
-                errors.append(f"MutatingWebhookConfiguration/{config['metadata']['name']}: Service {ref} is not in the manifests")
+                errors.append(f"{kind}/{config['metadata']['name']}: Service {ref} is not in the manifests")
             elif ref.get("port", 443) not in {p["port"] for p in svc["spec"]["ports"]}:
-                errors.append(f"MutatingWebhookConfiguration/{config['metadata']['name']}: Service {ref['name']} has no port {ref.get('port', 443)}")
+                errors.append(f"{kind}/{config['metadata']['name']}: Service {ref['name']} has no port {ref.get('port', 443)}")
     for cert in by_kind.get("Certificate", {}).values():
         if cert["spec"]["issuerRef"]["name"] not in names("Issuer"):
             errors.append(f"Certificate/{cert['metadata']['name']}: Issuer {cert['spec']['issuerRef']['name']} is not in the manifests")

@@ -211,7 +211,7 @@ fn iochaos_through_the_agent(tb: &Testbed) -> anyhow::Result<()> {
     rt.block_on(reconcile::reconcile(Arc::new(chaos(&state)?), ctx.clone()))
         .context("the reconcile")?;
     let record = state.lock().chaos["status"]["experiment"]["containerRecords"][0].clone();
-    ensure!(record["phase"] == "Injected", "the record: {record}");
+    ensure!(record["state"] == "Injected", "the record: {record}");
     ensure!(record["node"] == NODE, "the record: {record}");
     let failed = eventually(Duration::from_secs(10), || {
         log()
@@ -238,7 +238,7 @@ fn iochaos_through_the_agent(tb: &Testbed) -> anyhow::Result<()> {
     rt.block_on(reconcile::reconcile(Arc::new(chaos(&state)?), ctx.clone()))
         .context("the cleanup")?;
     let record = state.lock().chaos["status"]["experiment"]["containerRecords"][0].clone();
-    ensure!(record["phase"] == "Recovered", "the record: {record}");
+    ensure!(record["state"] == "Recovered", "the record: {record}");
     let mark = log().len();
     let healthy = eventually(Duration::from_secs(10), || {
         let log = log();

@@ -1,0 +1,232 @@
+//! "What would this experiment hit?": each chaos object validated and its targets chosen through
+//! the reconciler's own code ([`Plannable::plan`], [`crate::selection::choose_targets`]) against a
+//! [`ClusterView`], without changing anything. `faultline-controller plan` prints the result.
+
+use k8s_openapi::jiff::Timestamp;
+use rand::Rng;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{InvalidSpec, Plannable};
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
+
+/// The kinds the controller supports.
+pub const KINDS: [&str; 4] = ["IOChaos", "NetworkChaos", "PodChaos", "StressChaos"];
+
+/// The API groups a chaos object may name: ours, and Chaos Mesh's (a manifest written for it).
+pub const GROUPS: [&str; 2] = ["chaos.faultline.dev/", "chaos-mesh.org/"];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Target {
+    pub namespace: String,
+    pub pod: String,
+    pub container: Option<String>,
+    pub node: Option<String>,
+    /// `.` (the selector) or `.Target` (NetworkChaos's target).
+    #[serde(rename = "selectorKey")]
+    pub selector_key: String,
+}
+
+/// One chaos object's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub accepted: bool,
+    pub problems: Vec<Problem>,
+    pub targets: Vec<Target>,
+    /// When every target would be recovered (RFC 3339): the plan's time plus `duration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+}
+
+fn problems_of(invalid: &InvalidSpec) -> Vec<Problem> {
+    invalid
+        .problems
+        .iter()
+        .map(|p| Problem {
+            field: format!("spec.{}", p.field),
+            message: p.problem.clone(),
+        })
+        .collect()
+}
+
+/// A chaos object parsed: its kind's type, or why not.
+fn parse<K: serde::de::DeserializeOwned>(value: Value) -> Result<K, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| Problem {
+        field: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+/// Validates one chaos object (any document: kind and group are checked here) and nothing more.
+pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let kind = text(value.get("kind"));
+    let api_version = text(value.get("apiVersion"));
+    let meta = value.get("metadata");
+    let mut verdict = Verdict {
+        kind: kind.clone(),
+        namespace: meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_owned(),
+        name: text(meta.and_then(|m| m.get("name"))),
+        accepted: false,
+        problems: vec![],
+        targets: vec![],
+        deadline: None,
+    };
+    if !GROUPS.iter().any(|g| api_version.starts_with(g)) {
+        verdict.problems.push(Problem {
+            field: "apiVersion".into(),
+            message: format!(
+                "{api_version:?}: chaos.faultline.dev/v1alpha1 (or Chaos Mesh's chaos-mesh.org/v1alpha1)"
+            ),
+        });
+        return (verdict, None);
+    }
+    let mut value = value.clone();
+    if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.entry("namespace")
+            .or_insert_with(|| Value::String("default".into()));
+    }
+    let planned = match kind.as_str() {
+        "IOChaos" => parse::<IOChaos>(value).map(|c| c.plan()),
+        "NetworkChaos" => parse::<NetworkChaos>(value).map(|c| c.plan()),
+        "PodChaos" => parse::<PodChaos>(value).map(|c| c.plan()),
+        "StressChaos" => parse::<StressChaos>(value).map(|c| c.plan()),
+        other => Err(Problem {
+            field: "kind".into(),
+            message: format!("{other:?} is not supported: {}", KINDS.join(", ")),
+        }),
+    };
+    match planned {
+        Err(problem) => {
+            verdict.problems.push(problem);
+            (verdict, None)
+        }
+        Ok(Err(invalid)) => {
+            verdict.problems = problems_of(&invalid);
+            (verdict, None)
+        }
+        Ok(Ok(plan)) => {
+            verdict.accepted = true;
+            (verdict, Some(plan))
+        }
+    }
+}
+
+/// Validates one chaos object and chooses its targets.
+pub async fn preview<R: Rng>(
+    view: &dyn ClusterView,
+    scoping: &Scoping,
+    value: &Value,
+    now: Timestamp,
+    rng: &mut R,
+) -> Result<Verdict, kube::Error> {
+    let (mut verdict, plan) = validate(value);
+    let Some(plan) = plan else {
+        return Ok(verdict);
+    };
+    verdict.deadline = plan.duration.and_then(|d| {
+        let ms = i64::try_from(d.as_millis()).ok()?;
+        let at = Timestamp::from_millisecond(now.as_millisecond().checked_add(ms)?).ok()?;
+        Some(crate::reconcile::rfc3339(at))
+    });
+    match choose_targets(view, &plan, scoping, rng).await {
+        // A selector that matches nothing selects nothing at all (the reconciler waits).
+        Ok(chosen) if chosen.no_match.is_some() => {}
+        Ok(chosen) => {
+            verdict.targets = chosen
+                .records
+                .into_iter()
+                .map(|r| Target {
+                    namespace: r.namespace,
+                    pod: r.pod,
+                    container: r.container,
+                    node: r.node,
+                    selector_key: r.selector_key,
+                })
+                .collect();
+        }
+        Err(SelectError::Kube(e)) => return Err(e),
+        Err(SelectError::OutOfScope { field, reason }) => {
+            verdict.accepted = false;
+            verdict.problems.push(Problem {
+                field: format!("spec.{field}"),
+                message: reason,
+            });
+        }
+    }
+    Ok(verdict)
+}
+
+/// The chaos objects of a YAML (or JSON) text: every document, `List` items unpacked.
+pub fn documents(text: &str) -> Result<Vec<Value>, serde_yaml::Error> {
+    let mut out = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(text) {
+        let value: Value = serde::Deserialize::deserialize(document)?;
+        match value.get("kind").and_then(Value::as_str) {
+            _ if value.is_null() => {}
+            Some(k) if k == "List" || k.ends_with("List") => out.extend(
+                value
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            _ => out.push(value),
+        }
+    }
+    Ok(out)
+}
+
+/// A readable table.
+pub fn text_table(verdicts: &[Verdict]) -> String {
+    let mut out = String::new();
+    for v in verdicts {
+        out.push_str(&format!(
+            "{} {}/{}: {}\n",
+            v.kind,
+            v.namespace,
+            v.name,
+            if v.accepted && v.targets.is_empty() {
+                "accepted, no target (nothing matches: the controller would wait and retry)".into()
+            } else if v.accepted {
+                format!("accepted, {} target(s)", v.targets.len())
+            } else {
+                "refused".into()
+            }
+        ));
+        for p in &v.problems {
+            out.push_str(&format!("  problem  {}: {}\n", p.field, p.message));
+        }
+        if !v.targets.is_empty() {
+            out.push_str(&format!(
+                "  {:<10} {:<20} {:<30} {:<15} {}\n",
+                "SELECTOR", "NAMESPACE", "POD", "CONTAINER", "NODE"
+            ));
+        }
+        for t in &v.targets {
+            out.push_str(&format!(
+                "  {:<10} {:<20} {:<30} {:<15} {}\n",
+                t.selector_key,
+                t.namespace,
+                t.pod,
+                t.container.as_deref().unwrap_or("-"),
+                t.node.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    out
+}
