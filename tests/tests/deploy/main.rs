@@ -14,6 +14,7 @@ mod binaries;
 mod dockerfile;
 mod flags;
 mod help;
+mod images;
 mod mtls;
 mod schemas;
 
