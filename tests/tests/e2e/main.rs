@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod binaries;
+mod daemonset;
 mod handover;
 mod injector_in_pod;
 mod io_chaos;
@@ -39,6 +40,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(network::stories());
     all.extend(reconciler::stories());
     all.extend(sidecar::stories());
+    all.extend(daemonset::stories());
     all
 }
 
