@@ -540,11 +540,15 @@ impl Listener {
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
                 Ok(TcpListener::bind(("0.0.0.0", PORT))?)
             })();
-            let ok = listener.is_ok();
-            let _ = tx.send(listener.map(drop).map_err(|e| e.to_string()));
-            while ok && !flag.load(Ordering::Relaxed) {
+            let (held, reply) = match listener {
+                Ok(l) => (Some(l), Ok(())),
+                Err(e) => (None, Err(e.to_string())),
+            };
+            let _ = tx.send(reply);
+            while held.is_some() && !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            drop(held);
         });
         rx.recv_timeout(Duration::from_secs(5))
             .context("the listener did not start")?
@@ -684,9 +688,10 @@ fn injects_and_recovers(tb: &Testbed) -> anyhow::Result<()> {
         .collect();
     ensure!(
         first_after.first().and_then(|l| page_of(l)) == Some(last_good + 1),
-        "the reader resumed at {:?}, expected page {} (its offset moved); now {resumed}",
+        "the reader resumed at {:?}, expected page {} (its offset moved); now {resumed}; its log: {:?}",
         first_after.first(),
-        last_good + 1
+        last_good + 1,
+        w.lines("reader")
     );
     ensure!(
         fault_mounts(w.pod.pid).is_empty(),
@@ -713,6 +718,8 @@ fn injects_and_recovers(tb: &Testbed) -> anyhow::Result<()> {
         ])?,
         "faultline attack network delay over mTLS",
     )?;
+    // The experiment's ID, then what is in force.
+    let id = id.split_whitespace().next().unwrap_or_default().to_owned();
     let delayed = fastest_connect(&w.pod, peer_ip)?;
     eprintln!("daemonset: connect {base:?} -> {delayed:?} with a 100 ms delay");
     ensure!(
@@ -845,6 +852,9 @@ fn killed_and_restarted(tb: &Testbed) -> anyhow::Result<()> {
         "{}",
         agent.log()
     );
+    for line in agent.log().lines().filter(|l| l.contains("previous run")) {
+        eprintln!("daemonset: the restarted agent: {line}");
+    }
     ensure!(
         ok(agent.cli(&["list"])?, "faultline list")?.is_empty(),
         "experiments left"
