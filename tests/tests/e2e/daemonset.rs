@@ -69,14 +69,14 @@ fn target_dir() -> anyhow::Result<(PathBuf, String)> {
 /// The images, built once per test process by scripts/build-images.sh from the binaries this
 /// suite built (release images would mean a second, release build of everything: the script
 /// makes those when run by hand), and imported into the testbed.
-struct Images {
-    agent: PathBuf,
+pub struct Images {
+    pub agent: PathBuf,
 }
 
 static IMAGES: OnceLock<Result<Images, String>> = OnceLock::new();
 static IMAGES_LOCK: Mutex<()> = Mutex::new(());
 
-fn images(tb: &Testbed) -> anyhow::Result<&'static Images> {
+pub fn images(tb: &Testbed) -> anyhow::Result<&'static Images> {
     let _one_at_a_time = IMAGES_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let built = IMAGES.get_or_init(|| build_and_import(tb).map_err(|e| format!("{e:#}")));
     built.as_ref().map_err(|e| anyhow::anyhow!("{e}"))
@@ -162,11 +162,16 @@ pub struct AgentPod {
 
 impl AgentPod {
     pub fn start(tb: &Testbed, name: &str) -> anyhow::Result<AgentPod> {
+        let pki = Pki::create(&tb.base_dir().join(name).join("pki"))?;
+        AgentPod::start_with(tb, name, pki)
+    }
+
+    /// With the given certificates (`pki.dir` holds `ca.pem`).
+    pub fn start_with(tb: &Testbed, name: &str, pki: Pki) -> anyhow::Result<AgentPod> {
         images(tb)?;
         let objects = rendered()?;
         let daemonset = object(&objects, "DaemonSet", "faultline-agent")?;
         let base = tb.base_dir().join(name);
-        let pki = Pki::create(&base.join("pki"))?;
         std::fs::write(pki.dir.join("controller.crt"), &pki.controller.cert)?;
         std::fs::write(pki.dir.join("controller.key"), &pki.controller.key)?;
         let secret = manifest_pod::write_secret(
@@ -233,40 +238,7 @@ impl AgentPod {
     /// Until the readiness probe passes, as kubelet would mark the pod ready; then the
     /// liveness probe must pass too.
     pub fn wait_ready(&self) -> anyhow::Result<()> {
-        let ip = self.ip()?;
-        let probe = |kind: &str| -> anyhow::Result<Probe> {
-            self.probes
-                .iter()
-                .find(|p| p.kind == kind)
-                .cloned()
-                .with_context(|| format!("the DaemonSet has no {kind}"))
-        };
-        let readiness = probe("readinessProbe")?;
-        let mut last = String::new();
-        let ready = eventually(Duration::from_secs(60), || {
-            match manifest_pod::http_probe(&ip, &readiness, Duration::from_secs(2)) {
-                Ok(code) if (200..400).contains(&code) => true,
-                Ok(code) => {
-                    last = format!("HTTP {code}");
-                    std::thread::sleep(Duration::from_millis(200));
-                    false
-                }
-                Err(e) => {
-                    last = e.to_string();
-                    std::thread::sleep(Duration::from_millis(200));
-                    false
-                }
-            }
-        });
-        ensure!(
-            ready,
-            "the agent pod never got ready ({last}); its log: {}",
-            self.log()
-        );
-        let liveness = probe("livenessProbe")?;
-        let code = manifest_pod::http_probe(&ip, &liveness, Duration::from_secs(2))?;
-        ensure!((200..400).contains(&code), "liveness probe: HTTP {code}");
-        Ok(())
+        wait_ready(&self.ip()?, &self.probes, || self.log())
     }
 
     pub fn log(&self) -> String {
@@ -354,6 +326,44 @@ impl AgentPod {
         tb.restart_main(&mut self.pod, self.restarts)?;
         self.wait_ready()
     }
+}
+
+/// Until every HTTP readiness probe of the pod passes, as kubelet would mark it ready; then
+/// every HTTP liveness probe must pass too. (HTTPS probes are not run here.)
+pub fn wait_ready(ip: &str, probes: &[Probe], log: impl Fn() -> String) -> anyhow::Result<()> {
+    let http: Vec<&Probe> = probes.iter().filter(|p| p.scheme == "HTTP").collect();
+    ensure!(
+        http.iter().any(|p| p.kind == "readinessProbe"),
+        "no HTTP readiness probe in {probes:?}"
+    );
+    for probe in http.iter().filter(|p| p.kind == "readinessProbe") {
+        let mut last = String::new();
+        let ready = eventually(Duration::from_secs(60), || {
+            match manifest_pod::http_probe(ip, probe, Duration::from_secs(2)) {
+                Ok(code) if (200..400).contains(&code) => true,
+                outcome => {
+                    last = format!("{outcome:?}");
+                    std::thread::sleep(Duration::from_millis(200));
+                    false
+                }
+            }
+        });
+        ensure!(
+            ready,
+            "container {} never got ready ({last}); its log: {}",
+            probe.container,
+            log()
+        );
+    }
+    for probe in http.iter().filter(|p| p.kind == "livenessProbe") {
+        let code = manifest_pod::http_probe(ip, probe, Duration::from_secs(2))?;
+        ensure!(
+            (200..400).contains(&code),
+            "{} liveness probe: HTTP {code}",
+            probe.container
+        );
+    }
+    Ok(())
 }
 
 fn container_port(workload: &Value, name: &str) -> anyhow::Result<u16> {

@@ -7,6 +7,7 @@
 
 mod agent_support;
 mod binaries;
+mod controller_pod;
 mod daemonset;
 mod handover;
 mod injector_in_pod;
@@ -41,6 +42,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(reconciler::stories());
     all.extend(sidecar::stories());
     all.extend(daemonset::stories());
+    all.extend(controller_pod::stories());
     all
 }
 
