@@ -495,3 +495,102 @@ pub fn write_secret(dir: &Path, name: &str, keys: &[(&str, &str)]) -> Result<Pat
     }
     Ok(secret)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(scratch: &Path) -> Node {
+        Node {
+            name: "n1".into(),
+            scratch: scratch.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn workload(pod: Value) -> Value {
+        serde_json::json!({
+            "kind": "DaemonSet",
+            "metadata": {"name": "w", "namespace": "ns"},
+            "spec": {"template": {"metadata": {"labels": {"app": "w"}}, "spec": pod}},
+        })
+    }
+
+    #[test]
+    fn a_template_becomes_the_pod_kubelet_would_ask_for() {
+        let dir = tempdir("translate");
+        let state = dir.join("state");
+        let pod = workload(serde_json::json!({
+            "hostPID": true,
+            "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "runAsNonRoot": true},
+            "containers": [{
+                "name": "c", "image": "img:1", "command": ["/bin/x"], "args": ["serve"],
+                "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                        {"name": "A", "value": "b"}],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "state", "mountPath": "/var/lib/x", "mountPropagation": "HostToContainer"}],
+            }],
+            "volumes": [{"name": "state", "hostPath": {"path": state.to_str().unwrap(), "type": "DirectoryOrCreate"}}],
+        }));
+        let made = from_workload(&pod, &node(&dir)).expect("translates");
+        assert!(state.is_dir(), "DirectoryOrCreate creates");
+        let spec = &made.spec;
+        assert!(spec.host_pid);
+        assert_eq!(spec.namespace, "ns");
+        let c = &spec.main;
+        assert_eq!((c.run_as_user, c.run_as_group), (Some(65532), Some(65532)));
+        assert!(c.readonly_rootfs && c.no_new_privs);
+        assert_eq!(c.drop_capabilities, ["ALL"]);
+        assert!(c.env.contains(&("NODE".into(), "n1".into())));
+        assert_eq!(c.volumes[0].propagation, Propagation::HostToContainer);
+        assert_eq!(made.probes[0].port, 8080);
+        assert_eq!(made.probes[0].path, "/healthz");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn what_kubelet_would_refuse_or_we_do_not_understand_is_an_error_naming_it() {
+        let dir = tempdir("refuse");
+        let cases = [
+            (
+                serde_json::json!({"containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "v", "hostPath": {"path": "/nonexistent-dir-x", "type": "Directory"}}]}),
+                "is not a directory",
+            ),
+            (
+                serde_json::json!({"securityContext": {"runAsNonRoot": true},
+                    "containers": [{"name": "c", "image": "i"}]}),
+                "runAsNonRoot",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "c", "image": "i"}],
+                    "volumes": [{"name": "v", "configMap": {"name": "x"}}]}),
+                "only hostPath, secret and emptyDir",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "c", "image": "i",
+                    "readinessProbe": {"httpGet": {"port": "nope"}}}]}),
+                "names no port",
+            ),
+            (
+                serde_json::json!({"containers": [{"name": "c", "image": "i",
+                    "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]}]}),
+                "status.hostIP",
+            ),
+        ];
+        for (pod, expected) in cases {
+            let err = from_workload(&workload(pod.clone()), &node(&dir)).expect_err(expected);
+            assert!(err.to_string().contains(expected), "{pod}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("manifest-pod-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
