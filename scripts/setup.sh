@@ -11,6 +11,7 @@ packages=(
   bindfs fio sqlite3 git                                       # benchmarks and real-tool checks
   python3 python3-venv                                         # schema checks (kubernetes-validate from PyPI)
   ca-certificates pkg-config gcc
+  mmdebstrap                                                   # images without Docker (scripts/build-images.sh)
   libc6-dev                                                    # static test programs (handover: gcc -static)
 )
 # kubectl renders deploy/ (kubectl kustomize) in tests/tests/deploy: Debian's kubernetes-client,

@@ -22,13 +22,16 @@ mod cgroups;
 mod containerd;
 mod cri;
 mod ctr;
+pub mod dockerfile;
 mod error;
 mod forwarding;
 mod grpc;
 mod image;
 mod layout;
+pub mod manifest_pod;
 mod mounts;
 mod network;
+pub mod oci_archive;
 mod pod;
 mod pod_cgroup;
 mod process;
@@ -393,6 +396,36 @@ impl Testbed {
             *slot = started.clone();
         }
         Ok(started)
+    }
+
+    /// Imports an OCI image archive (`ctr images import`, unpacked for CRI), as a node that
+    /// pre-loads images does.
+    pub fn import_image(&self, archive: &Path) -> Result<()> {
+        self.check_running()?;
+        image::import(&self.ctr, archive)
+    }
+
+    /// Starts the pod's main container again after it exited, as kubelet does for
+    /// `restartPolicy: Always`: a new container of attempt `attempt` (1 for the first restart)
+    /// in the same sandbox. `pod` then names the new one.
+    pub fn restart_main(&self, pod: &mut Pod, attempt: u32) -> Result<()> {
+        self.check_running()?;
+        let config = pod
+            .spec
+            .config_of_attempt(&pod.spec.main, &pod.name, &pod.uid, attempt);
+        let cri = &self.session.cri;
+        let (id, pid) = self.session.block_on(async {
+            let id = cri
+                .create_container(&pod.sandbox_id, config, pod.sandbox_config.clone())
+                .await?;
+            self.state().ids.push(id.clone());
+            cri.start_container(&id).await?;
+            let pid = cri.container_pid(&id).await?;
+            Ok::<_, Error>((id, pid))
+        })?;
+        pod.container_id = id;
+        pod.pid = pid;
+        Ok(())
     }
 
     /// StopPodSandbox + RemovePodSandbox.

@@ -124,6 +124,11 @@ pub struct ContainerSpec {
     pub(crate) volumes: Vec<Volume>,
     pub(crate) privileged: bool,
     pub(crate) capabilities: Vec<String>,
+    pub(crate) drop_capabilities: Vec<String>,
+    pub(crate) run_as_user: Option<i64>,
+    pub(crate) run_as_group: Option<i64>,
+    pub(crate) readonly_rootfs: bool,
+    pub(crate) no_new_privs: bool,
 }
 
 impl ContainerSpec {
@@ -137,6 +142,11 @@ impl ContainerSpec {
             volumes: Vec::new(),
             privileged: false,
             capabilities: Vec::new(),
+            drop_capabilities: Vec::new(),
+            run_as_user: None,
+            run_as_group: None,
+            readonly_rootfs: false,
+            no_new_privs: false,
         }
     }
 
@@ -188,6 +198,31 @@ impl ContainerSpec {
         self
     }
 
+    /// `securityContext.capabilities.drop` (`ALL` drops every one).
+    pub fn drop_capability(mut self, capability: impl Into<String>) -> ContainerSpec {
+        self.drop_capabilities.push(capability.into());
+        self
+    }
+
+    /// `securityContext.runAsUser` / `runAsGroup`.
+    pub fn run_as(mut self, user: Option<i64>, group: Option<i64>) -> ContainerSpec {
+        self.run_as_user = user;
+        self.run_as_group = group;
+        self
+    }
+
+    /// `securityContext.readOnlyRootFilesystem: true`.
+    pub fn readonly_rootfs(mut self) -> ContainerSpec {
+        self.readonly_rootfs = true;
+        self
+    }
+
+    /// `securityContext.allowPrivilegeEscalation: false` (no_new_privs).
+    pub fn no_new_privs(mut self) -> ContainerSpec {
+        self.no_new_privs = true;
+        self
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -209,6 +244,7 @@ pub struct PodSpec {
     pub(crate) sidecars: Vec<ContainerSpec>,
     pub(crate) pod_cgroup: bool,
     pub(crate) resources: crate::pod_cgroup::PodResources,
+    pub(crate) host_pid: bool,
 }
 
 impl PodSpec {
@@ -225,7 +261,20 @@ impl PodSpec {
             sidecars: Vec::new(),
             pod_cgroup: false,
             resources: Default::default(),
+            host_pid: false,
         }
+    }
+
+    /// `hostPID: true`: the sandbox and every container in the node's PID namespace.
+    pub fn host_pid(mut self) -> PodSpec {
+        self.host_pid = true;
+        self
+    }
+
+    /// Replaces the main container (its name included).
+    pub fn main_container(mut self, container: ContainerSpec) -> PodSpec {
+        self.main = container;
+        self
     }
 
     pub fn namespace(mut self, namespace: impl Into<String>) -> PodSpec {
@@ -408,6 +457,11 @@ impl PodSpec {
             PodNetwork::Cni => cri::NamespaceMode::Pod,
             PodNetwork::Host => cri::NamespaceMode::Node,
         };
+        let pid = if self.host_pid {
+            cri::NamespaceMode::Node
+        } else {
+            pid
+        };
         cri::NamespaceOption {
             network: network as i32,
             pid: pid as i32,
@@ -537,10 +591,16 @@ impl PodSpec {
                 security_context: Some(cri::LinuxContainerSecurityContext {
                     namespace_options: Some(self.namespace_options(cri::NamespaceMode::Container)),
                     privileged: c.privileged,
-                    capabilities: (!c.capabilities.is_empty()).then(|| cri::Capability {
-                        add_capabilities: c.capabilities.clone(),
-                        ..Default::default()
-                    }),
+                    capabilities: (!c.capabilities.is_empty() || !c.drop_capabilities.is_empty())
+                        .then(|| cri::Capability {
+                            add_capabilities: c.capabilities.clone(),
+                            drop_capabilities: c.drop_capabilities.clone(),
+                            ..Default::default()
+                        }),
+                    run_as_user: c.run_as_user.map(|value| cri::Int64Value { value }),
+                    run_as_group: c.run_as_group.map(|value| cri::Int64Value { value }),
+                    readonly_rootfs: c.readonly_rootfs,
+                    no_new_privs: c.no_new_privs,
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -15,6 +15,7 @@ mod chaos_mesh;
 mod dockerfile;
 mod flags;
 mod help;
+mod images;
 mod mtls;
 mod schemas;
 

@@ -8,6 +8,8 @@
 mod agent_support;
 mod binaries;
 mod chaos_mesh;
+mod controller_pod;
+mod daemonset;
 mod handover;
 mod injector_in_pod;
 mod io_chaos;
@@ -41,6 +43,8 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(reconciler::stories());
     all.extend(sidecar::stories());
     all.extend(chaos_mesh::stories());
+    all.extend(daemonset::stories());
+    all.extend(controller_pod::stories());
     all
 }
 
