@@ -6,9 +6,68 @@
 //! first open decides for all concurrent opens of the inode, and one backing file per inode
 //! is shared by all of them.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use fuser::BackingId;
+
+/// What a mount does with the data of files no rule in force may read or write: the
+/// per-mount choice between reach and speed, shown by `get_status` (`fileIo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileIo {
+    /// Every read and write of every file comes to the daemon (`FOPEN_DIRECT_IO`): a rule put
+    /// in force at any time reaches every open file, whenever it was opened. The mode for
+    /// mounts whose rules arrive or change later (sidecar mode, rule updates).
+    #[default]
+    Reachable,
+    /// Kernel passthrough for files no rule in force may read or write (native speed, where
+    /// the kernel offers it). A rule added later misses such a file until it is closed and
+    /// reopened; `update` and `get_status` then say so with a warning.
+    Passthrough,
+    /// Through the daemon with the kernel page cache (no passthrough): writes reach the
+    /// daemon, reads of cached pages do not, so a read rule added later misses them.
+    Cached,
+}
+
+impl FileIo {
+    pub const ALL: [FileIo; 3] = [FileIo::Reachable, FileIo::Passthrough, FileIo::Cached];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FileIo::Reachable => "reachable",
+            FileIo::Passthrough => "passthrough",
+            FileIo::Cached => "cached",
+        }
+    }
+
+    /// Can a rule added while a file is open always reach that file's reads and writes?
+    pub fn late_rules_reach_open_files(self) -> bool {
+        matches!(self, FileIo::Reachable)
+    }
+}
+
+impl fmt::Display for FileIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown `--file-io` value.
+#[derive(Debug, thiserror::Error)]
+#[error("file-io: {0:?} is not a mode (reachable, passthrough or cached)")]
+pub struct UnknownFileIo(String);
+
+impl FromStr for FileIo {
+    type Err = UnknownFileIo;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FileIo::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| UnknownFileIo(s.to_owned()))
+    }
+}
 
 /// The IO mode of one open file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +213,22 @@ mod tests {
         s.add_passthrough(Arc::new(1), false);
         assert_eq!(s.plan(true, false), Plan::Reuse(Arc::new(1)));
         assert_eq!(s.plan(true, true), Plan::Conflict);
+    }
+
+    #[test]
+    fn file_io_modes_parse_by_name_and_refuse_others() {
+        for m in FileIo::ALL {
+            assert_eq!(m.name().parse::<FileIo>().expect("parse"), m);
+        }
+        let err = "fast".parse::<FileIo>().expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "file-io: \"fast\" is not a mode (reachable, passthrough or cached)"
+        );
+        assert_eq!(FileIo::default(), FileIo::Reachable);
+        assert!(FileIo::Reachable.late_rules_reach_open_files());
+        assert!(!FileIo::Passthrough.late_rules_reach_open_files());
+        assert!(!FileIo::Cached.late_rules_reach_open_files());
     }
 
     #[test]

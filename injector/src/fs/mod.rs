@@ -39,7 +39,7 @@ use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 use parking_lot::RwLock;
 
-pub use io_mode::IoMode;
+pub use io_mode::{FileIo, IoMode};
 
 use crate::control::FsStatus;
 use crate::fault_rules::{Injection, Method, MethodSet, RuleStore};
@@ -52,8 +52,9 @@ pub struct FsOptions {
     /// Entry and attribute timeout for paths no rule may touch. Changes made to the original
     /// behind the mount's back are seen late by up to this much.
     pub cache_ttl: Duration,
-    /// Use kernel FUSE passthrough for files no rule may touch (when the kernel allows it).
-    pub passthrough: bool,
+    /// What happens to the data of files no rule in force may read or write: through the
+    /// daemon, so that later rules reach them (the default), or kernel passthrough.
+    pub file_io: FileIo,
     /// How many inodes may hold an `O_PATH` descriptor; the rest are kept as file handles.
     /// `None`: derived from the open-files limit, keeping a reserve for open files.
     pub max_held_fds: Option<usize>,
@@ -63,7 +64,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         Self {
             cache_ttl: Duration::from_secs(60),
-            passthrough: true,
+            file_io: FileIo::default(),
             max_held_fds: None,
         }
     }
@@ -322,6 +323,10 @@ impl FsStatus for FsHandle {
     fn io_uring(&self) -> bool {
         self.io_uring_active()
     }
+
+    fn file_io(&self) -> FileIo {
+        self.shared.opts.file_io
+    }
 }
 
 /// Replies that can carry an error (every reply type the filesystem uses).
@@ -533,7 +538,7 @@ impl Shared {
     }
 
     fn passthrough_enabled(&self) -> bool {
-        self.opts.passthrough && self.passthrough.load(Ordering::Relaxed)
+        self.opts.file_io == FileIo::Passthrough && self.passthrough.load(Ordering::Relaxed)
     }
 
     fn disable_passthrough(&self, why: &io::Error) {

@@ -71,7 +71,7 @@ impl Filesystem for PassthroughFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let sh = &self.shared;
-        if sh.opts.passthrough {
+        if sh.opts.file_io == super::FileIo::Passthrough {
             match config.add_capabilities(F::FUSE_PASSTHROUGH) {
                 Ok(()) => {
                     // 2: backing files may live on overlayfs (a container's rootfs).
