@@ -252,8 +252,14 @@ fn files_open_in_passthrough_are_reported_unreachable() {
         let mut buf = [0u8; 16];
         held.read_exact(&mut buf).expect("passthrough read");
     }
+    // ... but a fresh open goes through the daemon, also while the first is still open in
+    // passthrough ...
+    let err = fs::read(fx.at("data/f")).expect_err("EIO on a new open");
+    assert!(eio(&err), "{err}");
+    let mut buf = [0u8; 16];
+    held.read_exact(&mut buf).expect("passthrough read");
     drop(held);
-    // ... but a fresh open goes through the daemon.
+    // ... and after it is closed.
     let err = fs::read(fx.at("data/f")).expect_err("EIO after reopen");
     assert!(eio(&err), "{err}");
 }

@@ -217,7 +217,8 @@ impl Shared {
         } else {
             IoMode::Cached
         };
-        let (mode, backing) = match io.plan(want_passthrough, writes) {
+        let (mode, backing) = match io.plan(want_passthrough, daemon_mode == IoMode::Direct, writes)
+        {
             Plan::Reuse(b) => {
                 io.add_passthrough(b.clone(), true);
                 (IoMode::Passthrough, Some(b))
