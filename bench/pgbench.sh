@@ -67,14 +67,14 @@ trap cleanup EXIT
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$BENCH_DIR"
-mkdir -p "$DIR/other" "$SOCK"
+mkdir -p "$DIR/other" "$SOCK" "$BENCH_DIR/logs"
 chmod 755 "$BENCH_DIR"
-chown -R postgres: "$DIR" "$SOCK"
+chown -R postgres: "$DIR" "$SOCK" "$BENCH_DIR/logs"
 if [ -w "$uring" ]; then uring_was=$(cat "$uring"); echo Y >"$uring"; fi
 
 as_pg "$PG/initdb" -D "$DATA" -k -A trust -U postgres >/dev/null
 start_pg() {
-  as_pg "$PG/pg_ctl" -D "$DATA" -l "$BENCH_DIR/postgres.log" -w -t 300 \
+  as_pg "$PG/pg_ctl" -D "$DATA" -l "$BENCH_DIR/logs/postgres.log" -w -t 300 \
     -o "-p $PORT -k $SOCK -c listen_addresses=''" start >/dev/null
 }
 start_pg
