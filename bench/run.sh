@@ -82,13 +82,15 @@ start_injector() { # DIR [RULES] [EXTRA ARGS...]
   exit 1
 }
 
-start_injector "$BENCH_DIR/faultline"
-start_injector "$BENCH_DIR/devfuse" "" --no-io-uring
+# "faultline" and "devfuse" measure kernel passthrough (no rule may read or write their
+# files); the default mode, reachable, serves like "rule" and "rule-devfuse".
+start_injector "$BENCH_DIR/faultline" "" --file-io passthrough
+start_injector "$BENCH_DIR/devfuse" "" --no-io-uring --file-io passthrough
 bindfs --multithreaded "$BENCH_DIR/bindfs-src" "$BENCH_DIR/bindfs"
 mounts+=("$BENCH_DIR/bindfs")
 rule_on() { echo '[{"type":"latency","path":"'"$BENCH_DIR/$1"'/*.dat","methods":["read","write"],"latency":"0ms"}]'; }
-start_injector "$BENCH_DIR/rule" "$(rule_on rule)"
-start_injector "$BENCH_DIR/rule-devfuse" "$(rule_on rule-devfuse)" --no-io-uring
+start_injector "$BENCH_DIR/rule" "$(rule_on rule)" --file-io passthrough
+start_injector "$BENCH_DIR/rule-devfuse" "$(rule_on rule-devfuse)" --no-io-uring --file-io passthrough
 grep -q '"io_uring":true' "$BENCH_DIR/injector-faultline.log" || URING="$URING (not offered: kernel < 6.14?)"
 
 # fio JOB DIR -> one result: MB/s (seqread, seqwrite) or IOPS (randread).

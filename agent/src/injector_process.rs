@@ -156,15 +156,15 @@ impl InjectorProcess {
         }
     }
 
-    /// Replaces the rule set, live.
-    pub async fn update(&self, actions: &str) -> Result<(), InjectorError> {
+    /// Replaces the rule set, live. Returns the injector's warnings: open files the new rules
+    /// cannot reach (only where it was mounted with `--file-io passthrough` or `cached`).
+    pub async fn update(&self, actions: &str) -> Result<Vec<String>, InjectorError> {
         let actions: Value = serde_json::from_str(actions).map_err(|e| InjectorError::Refused {
             method: "update",
             message: e.to_string(),
         })?;
-        self.call("update", json!({ "actions": actions }))
-            .await
-            .map(drop)
+        let report = self.call("update", json!({ "actions": actions })).await?;
+        Ok(warnings_of(&report))
     }
 
     /// The injector's own status document.
@@ -292,4 +292,16 @@ pub async fn cleanup_mount(
             message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         })
     }
+}
+
+/// The `warnings` of an injector's `update` or `get_status` answer.
+pub fn warnings_of(report: &Value) -> Vec<String> {
+    report["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|w| w.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -104,6 +104,22 @@ impl Drop for BusyGuard<'_> {
     }
 }
 
+/// An injector's warnings after an update: open files the rules in force do not reach.
+fn warn_unreachable(id: &str, warnings: &[String]) {
+    for warning in warnings {
+        tracing::warn!(%id, "{warning}");
+    }
+}
+
+/// An injector's status with its warnings in front, so that a report never shows an open
+/// file the rules in force cannot reach without saying so first.
+fn loudly(warnings: &[String], status: String) -> String {
+    if warnings.is_empty() {
+        return status;
+    }
+    format!("WARNING: {} | {status}", warnings.join(" | "))
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -282,11 +298,14 @@ impl IoChaos {
                     tracing::error!(%id, %err, "could not journal the fault mount of the handover");
                 }
             }
-            if let Err(err) = injector.update(&actions_text).await {
-                self.metrics.failure("io", "injector");
-                hand_back_and_stop(&injector, target_pid, &key.volume, done.fault, &id).await;
-                let _ = self.journal.remove(&id);
-                return Err(err.into());
+            match injector.update(&actions_text).await {
+                Ok(warnings) => warn_unreachable(&id, &warnings),
+                Err(err) => {
+                    self.metrics.failure("io", "injector");
+                    hand_back_and_stop(&injector, target_pid, &key.volume, done.fault, &id).await;
+                    let _ = self.journal.remove(&id);
+                    return Err(err.into());
+                }
             }
             Some(done)
         } else {
@@ -335,7 +354,8 @@ impl IoChaos {
         }
         // The record on disk already covers the mount, which is all recovery undoes; the new
         // rules are written after they are in force, off the caller's path.
-        experiment.injector.update(&actions_text).await?;
+        let warnings = experiment.injector.update(&actions_text).await?;
+        warn_unreachable(&record.id, &warnings);
         let applied = Applied::Updated {
             id: record.id.clone(),
             target_pid: record.target.pid,
@@ -528,9 +548,12 @@ impl IoChaos {
                 match tokio::time::timeout(Duration::from_secs(1), experiment.injector.status())
                     .await
                 {
-                    Ok(Ok(status)) => format!(
-                        "running (pid {}): {status}",
-                        experiment.injector.identity.pid
+                    Ok(Ok(status)) => loudly(
+                        &crate::injector_process::warnings_of(&status),
+                        format!(
+                            "running (pid {}): {status}",
+                            experiment.injector.identity.pid
+                        ),
                     ),
                     Ok(Err(err)) => format!(
                         "unreachable (pid {}): {err}",
@@ -651,4 +674,33 @@ fn namespace_inode(pid: u32, kind: &str) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
         .ok()
         .map(|m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::injector_process::warnings_of;
+
+    #[test]
+    fn an_unreachable_open_file_is_reported_first_and_loudly() {
+        let status = serde_json::json!({
+            "ready": true, "fileIo": "passthrough",
+            "unreachableOpenFiles": ["/data/wal"],
+            "warnings": ["NOT FAULTED: 1 open file(s) ...: /data/wal"],
+        });
+        let line = loudly(&warnings_of(&status), format!("running (pid 7): {status}"));
+        assert!(
+            line.starts_with(
+                "WARNING: NOT FAULTED: 1 open file(s) ...: /data/wal | running (pid 7): "
+            ),
+            "{line}"
+        );
+        let quiet = serde_json::json!({"ready": true, "warnings": []});
+        assert_eq!(
+            loudly(&warnings_of(&quiet), "running (pid 7)".into()),
+            "running (pid 7)"
+        );
+        // An injector from before warnings existed answers without the field.
+        assert!(warnings_of(&serde_json::json!({"ready": true})).is_empty());
+    }
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use injector::control::{ControlContext, ControlPlane, FsStatus, LinesEnded};
 use injector::fault_rules::RuleStore;
-use injector::fs::{FsHandle, FsOptions};
+use injector::fs::{FileIo, FsHandle, FsOptions};
 use injector::mount::{self, LinuxMountSys, MountRequest, Target};
 use injector::serve::{self, ServeOptions};
 use injector::sidecar::PidFile;
@@ -67,6 +67,22 @@ struct SidecarArgs {
     rules_file: Option<PathBuf>,
     #[command(flatten)]
     tuning: Tuning,
+}
+
+fn parse_file_io(value: &str) -> Result<FileIo, String> {
+    value
+        .parse()
+        .map_err(|e: injector::fs::io_mode::UnknownFileIo| e.to_string())
+}
+
+impl Tuning {
+    fn file_io(&self) -> FileIo {
+        if self.no_passthrough {
+            FileIo::Cached
+        } else {
+            self.file_io
+        }
+    }
 }
 
 fn parse_addr(value: &str) -> Result<SocketAddr, String> {
@@ -134,8 +150,16 @@ struct Tuning {
     /// Kernel entry/attribute cache timeout for paths no rule touches.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     cache_ttl: Duration,
-    /// Serve every read and write through the daemon (no kernel passthrough).
-    #[arg(long)]
+    /// What happens to the data of files no rule in force may read or write. `reachable`:
+    /// every read and write comes to the daemon, so a rule put in force later reaches every
+    /// open file (the contract of `update`). `passthrough`: kernel FUSE passthrough (near
+    /// native speed), but a rule added later misses files already open until they are
+    /// reopened (`update` and `get_status` warn). `cached`: through the daemon with the page
+    /// cache (later read rules miss cached pages).
+    #[arg(long, default_value = "reachable", value_parser = parse_file_io)]
+    file_io: FileIo,
+    /// The same as `--file-io cached` (kept for older command lines).
+    #[arg(long, conflicts_with = "file_io")]
     no_passthrough: bool,
     /// Read requests from /dev/fuse only, even where the kernel offers FUSE over io_uring.
     #[arg(long)]
@@ -164,8 +188,7 @@ fn target(pid: Option<u32>) -> Target {
 }
 
 /// `FsStatus` before the filesystem exists: not mounted, nothing open.
-#[derive(Default)]
-struct LateFs(OnceLock<FsHandle>);
+struct LateFs(OnceLock<FsHandle>, FileIo);
 
 impl FsStatus for LateFs {
     fn mounted(&self) -> bool {
@@ -181,6 +204,10 @@ impl FsStatus for LateFs {
 
     fn io_uring(&self) -> bool {
         self.0.get().is_some_and(FsHandle::io_uring_active)
+    }
+
+    fn file_io(&self) -> FileIo {
+        self.1
     }
 }
 
@@ -272,7 +299,7 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
     let rules = Arc::new(RuleStore::new(&args.path));
-    let late_fs = Arc::new(LateFs::default());
+    let late_fs = Arc::new(LateFs(OnceLock::new(), args.tuning.file_io()));
     let context = ControlContext::new(rules.clone(), late_fs.clone());
     // Bad rules are refused before anything is mounted.
     if let Some(actions) = initial_rules(&args)? {
@@ -348,7 +375,7 @@ async fn serve_until_recovered(
         io_uring: !args.tuning.no_io_uring,
         fs: FsOptions {
             cache_ttl: args.tuning.cache_ttl,
-            passthrough: !args.tuning.no_passthrough,
+            file_io: args.tuning.file_io(),
             max_held_fds: args.tuning.max_held_fds,
         },
     };
@@ -375,6 +402,7 @@ async fn serve_until_recovered(
                 "ready": true,
                 "path": request.path,
                 "pid": args.pid,
+                "fileIo": args.tuning.file_io().name(),
                 "passthrough": running.fs().passthrough_active(),
                 "io_uring": running.fs().io_uring_active(),
                 "listen": http.as_ref().map(|h| h.local_addr()),

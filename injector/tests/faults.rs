@@ -9,6 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
 use common::{Fixture, root_or_skip};
+use injector::fs::{FileIo, FsOptions};
+use injector::serve::ServeOptions;
 use serde_json::json;
 
 fn data_file(p: &std::path::Path) {
@@ -222,7 +224,16 @@ fn files_open_in_passthrough_are_reported_unreachable() {
     if !root_or_skip("unreachable") {
         return;
     }
-    let fx = Fixture::mount_with(data_file);
+    let fx = Fixture::mount_opts(
+        data_file,
+        ServeOptions {
+            fs: FsOptions {
+                file_io: FileIo::Passthrough,
+                ..FsOptions::default()
+            },
+            ..ServeOptions::default()
+        },
+    );
     let passthrough = fx.running().fs().passthrough_active();
     let mut held = File::open(fx.at("data/f")).expect("open before the rule");
     fx.update(json!([{
@@ -236,12 +247,19 @@ fn files_open_in_passthrough_are_reported_unreachable() {
             [fx.at("data/f")],
             "{status:?}"
         );
+        assert_eq!(status.warnings.len(), 1, "said loudly: {status:?}");
         // The kernel serves it directly: the rule cannot reach it ...
         let mut buf = [0u8; 16];
         held.read_exact(&mut buf).expect("passthrough read");
     }
+    // ... but a fresh open goes through the daemon, also while the first is still open in
+    // passthrough ...
+    let err = fs::read(fx.at("data/f")).expect_err("EIO on a new open");
+    assert!(eio(&err), "{err}");
+    let mut buf = [0u8; 16];
+    held.read_exact(&mut buf).expect("passthrough read");
     drop(held);
-    // ... but a fresh open goes through the daemon.
+    // ... and after it is closed.
     let err = fs::read(fx.at("data/f")).expect_err("EIO after reopen");
     assert!(eio(&err), "{err}");
 }

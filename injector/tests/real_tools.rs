@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{Fixture, root_or_skip};
-use injector::fs::FsOptions;
+use injector::fs::{FileIo, FsOptions};
 use injector::serve::ServeOptions;
 
 #[derive(Debug, Clone, Copy)]
@@ -37,7 +37,11 @@ fn mount(mode: Mode) -> Fixture {
     let opts = ServeOptions {
         io_uring: !matches!(mode, Mode::DevFuseOnly),
         fs: FsOptions {
-            passthrough: !matches!(mode, Mode::PageCache),
+            file_io: match mode {
+                Mode::Passthrough => FileIo::Passthrough,
+                Mode::PageCache => FileIo::Cached,
+                Mode::ThroughTheDaemon | Mode::DevFuseOnly => FileIo::Reachable,
+            },
             ..FsOptions::default()
         },
         ..ServeOptions::default()

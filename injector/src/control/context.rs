@@ -12,6 +12,7 @@ use super::error::UpdateError;
 use super::recovery::RecoverySignal;
 use super::reports::{RecoverReport, StatusReport, UpdateReport};
 use crate::fault_rules::{MethodSet, RuleSet, RuleStore, container_path};
+use crate::fs::FileIo;
 
 /// Facts about the mounted filesystem that the control plane reports.
 pub trait FsStatus: Send + Sync + 'static {
@@ -26,6 +27,32 @@ pub trait FsStatus: Send + Sync + 'static {
     fn io_uring(&self) -> bool {
         false
     }
+
+    /// The mount's choice for files no rule in force may read or write.
+    fn file_io(&self) -> FileIo;
+}
+
+/// The warning for open files the rules in force cannot reach (none when there are none).
+pub fn unreachable_warning(file_io: FileIo, unreachable: &[PathBuf]) -> Option<String> {
+    if unreachable.is_empty() {
+        return None;
+    }
+    let how = match file_io {
+        FileIo::Cached => "the kernel's page cache serves their reads",
+        _ => "the kernel serves their reads and writes directly (FUSE passthrough)",
+    };
+    let list: Vec<String> = unreachable
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    Some(format!(
+        "NOT FAULTED: {} open file(s) are out of reach of the rules in force until they are \
+         closed and reopened, because {how} (file-io mode {file_io}): {}. Restart the \
+         application to reach them, or mount with --file-io reachable so that rules reach \
+         every open file",
+        list.len(),
+        list.join(", ")
+    ))
 }
 
 /// Everything the control methods need; cheap to clone.
@@ -70,16 +97,17 @@ impl ControlContext {
         };
         tracing::info!(generation, rule_count, "fault rules updated");
         let unreachable_open_files = self.unreachable_open_files(&self.fs.open_passthrough_files());
-        if !unreachable_open_files.is_empty() {
-            tracing::warn!(
-                files = ?unreachable_open_files,
-                "files open through kernel passthrough escape the new read/write rules until reopened"
-            );
+        let warnings: Vec<String> = unreachable_warning(self.fs.file_io(), &unreachable_open_files)
+            .into_iter()
+            .collect();
+        for warning in &warnings {
+            tracing::warn!(generation, "{warning}");
         }
         Ok(UpdateReport {
             generation,
             rule_count,
             unreachable_open_files,
+            warnings,
         })
     }
 
@@ -97,7 +125,11 @@ impl ControlContext {
             generation: rules.generation,
             rule_count: rules.rules.len(),
             rules: rules.rules,
+            file_io: self.fs.file_io().name(),
             open_passthrough_files: open.iter().map(|p| self.container_path(p)).collect(),
+            warnings: unreachable_warning(self.fs.file_io(), &unreachable_open_files)
+                .into_iter()
+                .collect(),
             unreachable_open_files,
             io_uring: self.fs.io_uring(),
         }

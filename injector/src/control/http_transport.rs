@@ -1,9 +1,17 @@
 //! JSON-RPC over HTTP (sidecar mode, `--listen ADDR`), served by jsonrpsee's server.
+//!
+//! The endpoint speaks nothing but JSON-RPC, so every POST body is read as JSON whatever its
+//! `Content-Type` says: `curl -d '{...}' http://POD_IP:65533/`, as the documentation (and
+//! chaosfs's users) write it, sends `application/x-www-form-urlencoded`, which jsonrpsee
+//! alone refuses ("Content-Type: application/json is required"). A body that is not JSON
+//! still gets JSON-RPC's parse error.
 
 use std::net::SocketAddr;
+use std::task::{Context, Poll};
 
+use http::header::{CONTENT_TYPE, HeaderValue};
 use jsonrpsee::RpcModule;
-use jsonrpsee::server::{Server, ServerConfig, ServerHandle};
+use jsonrpsee::server::{HttpRequest, Server, ServerConfig, ServerHandle};
 
 use super::context::ControlContext;
 use super::error::ControlError;
@@ -46,6 +54,7 @@ pub(super) async fn start(
     };
     let server = Server::builder()
         .set_config(ServerConfig::builder().http_only().build())
+        .set_http_middleware(tower::ServiceBuilder::new().layer(BodyIsJsonLayer))
         .build(addr)
         .await
         .map_err(bind_error)?;
@@ -53,4 +62,43 @@ pub(super) async fn start(
     let handle = server.start(module);
     tracing::info!(%local_addr, "HTTP control server listening");
     Ok(HttpControl { local_addr, handle })
+}
+
+/// Marks every POST body as JSON (see the module comment).
+#[derive(Debug, Clone, Copy)]
+struct BodyIsJsonLayer;
+
+impl<S> tower::Layer<S> for BodyIsJsonLayer {
+    type Service = BodyIsJson<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BodyIsJson { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BodyIsJson<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<HttpRequest<B>> for BodyIsJson<S>
+where
+    S: tower::Service<HttpRequest<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: HttpRequest<B>) -> Self::Future {
+        if request.method() == http::Method::POST {
+            request
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        self.inner.call(request)
+    }
 }

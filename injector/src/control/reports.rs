@@ -17,6 +17,9 @@ pub struct UpdateReport {
     /// corrupt on read/write: the kernel serves their data directly, so those reads and
     /// writes escape the rules until the files are closed and reopened.
     pub unreachable_open_files: Vec<PathBuf>,
+    /// Said loudly: what the rules in force cannot reach, and what to do about it. Empty
+    /// when every operation the rules match is faulted.
+    pub warnings: Vec<String>,
 }
 
 /// `get_status`'s answer.
@@ -32,10 +35,17 @@ pub struct StatusReport {
     pub generation: u64,
     pub rule_count: usize,
     pub rules: Vec<RuleStatus>,
-    /// Files open through kernel passthrough (container paths).
+    /// The mount's choice for files no rule in force may read or write: `reachable` (every
+    /// read and write through the daemon: later rules reach every open file), `passthrough`
+    /// or `cached` (faster; later rules miss files already open).
+    pub file_io: &'static str,
+    /// Files open through kernel passthrough, or the page cache in the `cached` mode
+    /// (container paths).
     pub open_passthrough_files: Vec<PathBuf>,
     /// The subset the rules in force cannot reach on read/write (see [`UpdateReport`]).
     pub unreachable_open_files: Vec<PathBuf>,
+    /// As in [`UpdateReport`]: never an unreachable open file without a warning here.
+    pub warnings: Vec<String>,
     /// Requests come through FUSE over io_uring, each CPU's on that CPU (else from
     /// `/dev/fuse`).
     pub io_uring: bool,

@@ -17,6 +17,7 @@ use crate::fault_rules::{Method, RuleStore, SleepOutcome};
 struct FakeFs {
     mounted: AtomicBool,
     passthrough: Mutex<Vec<String>>,
+    file_io: Mutex<crate::fs::FileIo>,
 }
 
 impl FsStatus for FakeFs {
@@ -26,6 +27,10 @@ impl FsStatus for FakeFs {
 
     fn open_passthrough_files(&self) -> Vec<String> {
         self.passthrough.lock().clone()
+    }
+
+    fn file_io(&self) -> crate::fs::FileIo {
+        *self.file_io.lock()
     }
 }
 
@@ -276,6 +281,7 @@ async fn no_rules_after_recovery() {
 #[tokio::test]
 async fn files_open_in_passthrough_that_new_rules_cannot_reach_are_reported() {
     let (plane, fs) = control_plane();
+    *fs.file_io.lock() = crate::fs::FileIo::Passthrough;
     *fs.passthrough.lock() = vec!["db/wal.log".into(), "cache/x".into()];
     let context = plane.context();
     let report = context
@@ -289,6 +295,19 @@ async fn files_open_in_passthrough_that_new_rules_cannot_reach_are_reported() {
         report.unreachable_open_files,
         [Path::new("/data/db/wal.log")]
     );
+    // Said loudly, with the file, the reason and the way out.
+    assert_eq!(report.warnings.len(), 1, "{report:?}");
+    let warning = &report.warnings[0];
+    for part in [
+        "NOT FAULTED: 1 open file(s)",
+        "/data/db/wal.log",
+        "file-io mode passthrough",
+        "--file-io reachable",
+    ] {
+        assert!(warning.contains(part), "{part:?} missing in {warning}");
+    }
+    assert_eq!(context.status().warnings, report.warnings);
+    assert_eq!(context.status().file_io, "passthrough");
     let status = context.status();
     assert_eq!(
         status.open_passthrough_files,
@@ -302,10 +321,22 @@ async fn files_open_in_passthrough_that_new_rules_cannot_reach_are_reported() {
 
 /// A minimal HTTP/1.1 client: one POST, `Connection: close`, the JSON body back.
 async fn http_post(addr: std::net::SocketAddr, body: &Value) -> Value {
+    http_post_as(addr, body, Some("application/json")).await
+}
+
+/// The same with another `Content-Type` header, or none.
+async fn http_post_as(
+    addr: std::net::SocketAddr,
+    body: &Value,
+    content_type: Option<&str>,
+) -> Value {
     let body = body.to_string();
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let content_type = content_type
+        .map(|t| format!("Content-Type: {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST / HTTP/1.1\r\nHost: {addr}\r\n{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -355,6 +386,51 @@ async fn sidecar_mode_serves_the_same_methods_over_http() {
     .await;
     assert_eq!(recovered["result"]["recovering"], true, "{recovered}");
     assert!(plane.context().recovery().is_requested());
+    http.stop().await;
+}
+
+/// `curl -d BODY URL` (the documented call) sends `application/x-www-form-urlencoded`; other
+/// clients send `text/plain` or nothing. The endpoint speaks only JSON-RPC, so each is read
+/// as JSON, and a body that is not JSON gets JSON-RPC's parse error, not an HTTP refusal.
+#[tokio::test]
+async fn a_json_body_is_taken_whatever_its_content_type_says() {
+    let (plane, _fs) = control_plane();
+    let http = plane
+        .serve_http("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = http.local_addr();
+    for (id, content_type) in [
+        Some("application/x-www-form-urlencoded"),
+        None,
+        Some("text/plain"),
+        Some("application/json; charset=utf-8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let status = http_post_as(
+            addr,
+            &json!({"jsonrpc": "2.0", "id": id, "method": "get_status"}),
+            content_type,
+        )
+        .await;
+        assert_eq!(
+            status["result"]["ready"], true,
+            "{content_type:?}: {status}"
+        );
+    }
+    let not_json = {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 5\r\nConnection: close\r\n\r\na=b&c")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    };
+    assert!(not_json.contains("-32700"), "{not_json}");
     http.stop().await;
 }
 

@@ -18,7 +18,7 @@ use nix::unistd::{Gid, Uid, fchownat};
 use super::attr::{apply_override, key_of, kind_of_mode, to_attr};
 use super::handle::{FileHandle as OpenFile, Handle};
 use super::inode::Inode;
-use super::io_mode::{IoMode, Plan};
+use super::io_mode::{FileIo, IoMode, Plan};
 use super::umask::with_caller_umask;
 use super::{Injection, Method, MethodSet, Shared, errno};
 
@@ -210,12 +210,15 @@ impl Shared {
             && inode.kind == FileType::RegularFile
             && self.passthrough_enabled();
         let mut io = inode.io.lock();
-        let daemon_mode = if faults_on_data {
+        // In the reachable mode every file is opened so that a rule put in force later still
+        // sees each of its reads and writes.
+        let daemon_mode = if faults_on_data || self.opts.file_io == FileIo::Reachable {
             IoMode::Direct
         } else {
             IoMode::Cached
         };
-        let (mode, backing) = match io.plan(want_passthrough, writes) {
+        let (mode, backing) = match io.plan(want_passthrough, daemon_mode == IoMode::Direct, writes)
+        {
             Plan::Reuse(b) => {
                 io.add_passthrough(b.clone(), true);
                 (IoMode::Passthrough, Some(b))

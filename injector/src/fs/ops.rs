@@ -71,7 +71,7 @@ impl Filesystem for PassthroughFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let sh = &self.shared;
-        if sh.opts.passthrough {
+        if sh.opts.file_io == super::FileIo::Passthrough {
             match config.add_capabilities(F::FUSE_PASSTHROUGH) {
                 Ok(()) => {
                     // 2: backing files may live on overlayfs (a container's rootfs).
@@ -502,18 +502,23 @@ impl Filesystem for PassthroughFs {
                 Ok(h) => h,
                 Err(e) => return reply.error(e),
             };
-            let Handle::File(f) = &*h else {
+            if !matches!(&*h, Handle::File(_)) {
                 return reply.error(Errno::EBADF);
-            };
-            let r = if datasync {
-                fdatasync(f.fd.as_fd())
-            } else {
-                fsync(f.fd.as_fd())
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
             }
+            sh.offload(move || {
+                let Handle::File(f) = &*h else {
+                    return reply.error(Errno::EBADF);
+                };
+                let r = if datasync {
+                    fdatasync(f.fd.as_fd())
+                } else {
+                    fsync(f.fd.as_fd())
+                };
+                match r {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(e)),
+                }
+            });
         });
     }
 
@@ -597,19 +602,24 @@ impl Filesystem for PassthroughFs {
                 Ok(h) => h,
                 Err(e) => return reply.error(e),
             };
-            let Handle::Dir(d) = &*h else {
+            if !matches!(&*h, Handle::Dir(_)) {
                 return reply.error(Errno::EBADF);
-            };
-            let stream = d.stream.lock();
-            let r = if datasync {
-                fdatasync(stream.fd().as_fd())
-            } else {
-                fsync(stream.fd().as_fd())
-            };
-            match r {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
             }
+            sh.offload(move || {
+                let Handle::Dir(d) = &*h else {
+                    return reply.error(Errno::EBADF);
+                };
+                let stream = d.stream.lock();
+                let r = if datasync {
+                    fdatasync(stream.fd().as_fd())
+                } else {
+                    fsync(stream.fd().as_fd())
+                };
+                match r {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(e)),
+                }
+            });
         });
     }
 

@@ -13,6 +13,7 @@ use injector::fault_rules::RuleStore;
 use injector::mount::{MountRequest, Target};
 use injector::serve::{self, RunningFs, ServeOptions, Stopped};
 
+pub mod injector_bin;
 pub mod xattr;
 
 /// Debian's python3 (scripts/setup.sh installs it): unprivileged children can run it too,

@@ -19,6 +19,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "io::fault_then_live_update_then_recovery_over_mtls",
             fault_update_recover,
         ),
+        (
+            "io::a_file_held_open_is_faulted_after_a_rule_update",
+            held_file_rule_update,
+        ),
         ("io::mtls_refuses_unknown_clients", mtls_refuses),
         ("io::agent_crash_is_recovered_from_the_journal", agent_crash),
         (
@@ -142,6 +146,78 @@ impl Workload {
         );
         Ok(())
     }
+}
+
+/// Opens /data/held once, at start, and every 20 ms appends a line through that descriptor,
+/// logging the outcome to /out/log.
+const HELD_WRITER: &str = "exec 3>>/data/held; i=0; while true; do i=$((i+1)); \
+    if echo \"line $i\" >&3 2>/out/err; then w=ok; else w=\"FAIL $(cat /out/err)\"; fi; \
+    echo \"$i held:$w\" >> /out/log; sleep 0.02; done";
+
+/// Issue 25's agent-mode hole: an experiment starts with a rule elsewhere in the volume (the
+/// handover moves the pod's open file onto the fault mount, where no rule matches it), then
+/// Chaos Mesh's controller updates the volume's rules (a second IOChaos). Once the update
+/// returns, the file the pod has held open all along must get the fault (it used to stay in
+/// kernel passthrough, out of reach); after recovery its writes succeed again.
+fn held_file_rule_update(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-held"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-held")?;
+    let data = tb.host_dir("held-data")?;
+    let out = tb.host_dir("held-out")?;
+    let pod = tb.run_pod(
+        PodSpec::new("held-writer")
+            .shell(HELD_WRITER)
+            .volume(Volume::host_dir(&data, "/data"))
+            .volume(Volume::host_dir(&out, "/out")),
+    )?;
+    let log = || -> Vec<String> {
+        std::fs::read_to_string(out.join("log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let line_after = |skip: usize, what: &str| -> Option<String> {
+        let mut found = None;
+        eventually(Duration::from_secs(10), || {
+            found = log().into_iter().skip(skip).find(|l| l.contains(what));
+            found.is_some()
+        });
+        found
+    };
+    ensure!(line_after(0, "held:ok").is_some(), "the writer never ran");
+    let rt = runtime()?;
+    let (mut daemon, _api) = rt.block_on(agent.controller(&pki))?;
+    let container = pod.container_uri();
+
+    let elsewhere = r#"[{"type":"fault","path":"/data/other/**","percent":100,"faults":[{"errno":5,"weight":1}]}]"#;
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, elsewhere)))?;
+    let mark = log().len();
+    ensure!(
+        line_after(mark + 3, "held:ok").is_some(),
+        "writes failed under a rule elsewhere: {:?}",
+        log().iter().rev().take(5).collect::<Vec<_>>()
+    );
+
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, &fault_actions(5))))?;
+    let mark = log().len();
+    let failed = line_after(mark, "held:FAIL").with_context(|| {
+        format!(
+            "the held file escaped the updated rules: {:?}",
+            log().iter().rev().take(5).collect::<Vec<_>>()
+        )
+    })?;
+    ensure!(failed.contains(EIO_TEXT), "{failed}");
+
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, "")))?;
+    let mark = log().len();
+    ensure!(
+        line_after(mark + 1, "held:ok").is_some(),
+        "writes did not recover: {:?}",
+        log().iter().rev().take(5).collect::<Vec<_>>()
+    );
+    ensure!(fault_mounts(pod.pid).is_empty(), "mounts left");
+    Ok(())
 }
 
 fn fault_actions(errno: i32) -> String {
