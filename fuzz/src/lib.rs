@@ -61,6 +61,9 @@ impl injector::control::FsStatus for Mounted {
     fn open_passthrough_files(&self) -> Vec<String> {
         Vec::new()
     }
+    fn file_io(&self) -> injector::fs::FileIo {
+        injector::fs::FileIo::Reachable
+    }
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
