@@ -7,8 +7,11 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
+/// A target's body: any bytes in, a normal return out.
+pub type Body = fn(&[u8]);
+
 /// The names of the targets, as `fuzz_targets/NAME.rs` and the input directories name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Body)] = &[
     ("io_actions", io_actions),
     ("io_request", io_request),
     ("injector_jsonrpc_lines", injector_jsonrpc_lines),
