@@ -326,29 +326,29 @@ async fn run_if_due<K: Chaos>(
     let Some(missed) = due.missed else {
         return Ok(later(due.next));
     };
-    if let Some(secs) = obj.spec.starting_deadline_seconds {
-        if missed.as_second().saturating_add(secs) < now.as_second() {
-            let note = format!(
-                "missed the run at {} by more than startingDeadlineSeconds ({secs}s)",
-                rfc3339(missed)
-            );
-            publish(ctx, obj, EventType::Warning, "MissedSchedule", note).await;
-            return Ok(later(due.next));
-        }
+    if let Some(secs) = obj.spec.starting_deadline_seconds
+        && missed.as_second().saturating_add(secs) < now.as_second()
+    {
+        let note = format!(
+            "missed the run at {} by more than startingDeadlineSeconds ({secs}s)",
+            rfc3339(missed)
+        );
+        publish(ctx, obj, EventType::Warning, "MissedSchedule", note).await;
+        return Ok(later(due.next));
     }
-    if obj.spec.concurrency_policy == ConcurrencyPolicy::Forbid {
-        if let Some(running) = kids.iter().find(|k| !k.finished) {
-            let note = format!(
-                "run at {} not started: {} is still running (concurrencyPolicy Forbid)",
-                rfc3339(missed),
-                running.name
-            );
-            publish(ctx, obj, EventType::Normal, "ScheduleForbid", note).await;
-            // Come back when the child may have finished (its changes wake us too).
-            return Ok(Action::requeue(
-                ctx.settings.no_match_retry.min(ctx.settings.resync),
-            ));
-        }
+    if obj.spec.concurrency_policy == ConcurrencyPolicy::Forbid
+        && let Some(running) = kids.iter().find(|k| !k.finished)
+    {
+        let note = format!(
+            "run at {} not started: {} is still running (concurrencyPolicy Forbid)",
+            rfc3339(missed),
+            running.name
+        );
+        publish(ctx, obj, EventType::Normal, "ScheduleForbid", note).await;
+        // Come back when the child may have finished (its changes wake us too).
+        return Ok(Action::requeue(
+            ctx.settings.no_match_retry.min(ctx.settings.resync),
+        ));
     }
     let spec = match obj.spec.child_spec() {
         Ok(spec) => spec,
