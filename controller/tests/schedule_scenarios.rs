@@ -22,11 +22,12 @@ const LIST: &str =
     "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/podchaos?&labelSelector=managed-by%3Dsd";
 const STATUS: &str = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/schedules/sd/status?";
 
-/// Every 5 minutes; each run a pod-failure of one minute.
+/// Every 5 minutes, 10 children kept; each run a pod-failure of one minute.
 fn sd(extra_spec: Value, meta: Value, status: Value) -> Schedule {
     let mut spec = json!({
         "schedule": "*/5 * * * *",
         "type": "PodChaos",
+        "historyLimit": 10,
         "podChaos": {"action": "pod-failure", "mode": "one", "duration": "1m",
                      "selector": {"labelSelectors": {"app": "web"}}}
     });
@@ -303,6 +304,46 @@ async fn history_limit_deletes_the_oldest_finished_children() {
         ),
     )
     .await;
+    finished(server).await;
+}
+
+#[tokio::test]
+async fn without_history_limit_no_finished_child_is_kept() {
+    // Chaos Mesh: historyLimit unset is 0 (its gc subtracts the zero value).
+    let tb = testbed();
+    tb.clock.set("2026-11-24T12:07:00Z");
+    let status = json!({"lastScheduleTime": "2026-11-24T12:05:00Z",
+        "active": [reference("sd-a"), reference("sd-b")]});
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            LIST,
+            list(vec![
+                child(
+                    "sd-a",
+                    "2026-11-24T12:00:00Z",
+                    "2026-11-24T12:01:00Z",
+                    false,
+                    json!({}),
+                ),
+                child(
+                    "sd-b",
+                    "2026-11-24T12:05:00Z",
+                    "2026-11-24T12:08:00Z",
+                    true,
+                    json!({}),
+                ),
+            ]),
+        ),
+        expect(
+            Method::DELETE,
+            format!("{CHILDREN}/sd-a?"),
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        expect(Method::PATCH, STATUS, any_sd())
+            .body(|b| assert_eq!(b["status"]["active"], json!([reference("sd-b")]))),
+    ]);
+    run(&tb, sd(json!({"historyLimit": null}), json!({}), status)).await;
     finished(server).await;
 }
 

@@ -35,7 +35,8 @@ pub struct ScheduleSpec {
     /// Forbid (default): no run while a child is still running; Allow: runs overlap.
     #[serde(default)]
     pub concurrency_policy: ConcurrencyPolicy,
-    /// How many children are kept; the oldest finished ones beyond it are deleted.
+    /// How many children are kept; the oldest finished ones beyond it are deleted (unset: none
+    /// is kept once finished, as in Chaos Mesh).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub history_limit: Option<i64>,

@@ -225,11 +225,13 @@ async fn pass<K: Chaos>(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> R
         kid.paused = paused;
     }
 
-    // History: the oldest finished children beyond historyLimit go.
-    if let Some(limit) = obj.spec.history_limit {
+    // History: the oldest finished children beyond historyLimit go. Unset is 0, as in Chaos
+    // Mesh (its gc subtracts the zero value): every finished child goes.
+    {
+        let limit = obj.spec.history_limit.unwrap_or(0).max(0);
         let excess = kids
             .len()
-            .saturating_sub(usize::try_from(limit.max(0)).unwrap_or(0));
+            .saturating_sub(usize::try_from(limit).unwrap_or(usize::MAX));
         let doomed: Vec<String> = kids[..excess]
             .iter()
             .filter(|k| k.finished)
