@@ -457,3 +457,70 @@ async fn delete_children<K: Chaos>(obj: &Schedule, ctx: &Context) -> Result<Acti
         ),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("time")
+    }
+
+    #[test]
+    fn due_follows_chaos_mesh_get_recent_unmet_schedule_time() {
+        let every5 = Cron::parse("*/5 * * * *").expect("cron");
+        let created = at("2026-11-24T11:58:00Z");
+        // Nothing since the creation time yet: the next is 12:00.
+        assert_eq!(
+            due(&every5, None, created, None, at("2026-11-24T11:59:59Z")),
+            Ok(Due {
+                missed: None,
+                next: Some(at("2026-11-24T12:00:00Z"))
+            })
+        );
+        // A run exactly at now is due (robfig's loop runs while !t.After(now)).
+        assert_eq!(
+            due(&every5, None, created, None, at("2026-11-24T12:00:00Z")).map(|d| d.missed),
+            Ok(Some(at("2026-11-24T12:00:00Z")))
+        );
+        // Several missed: the most recent one.
+        assert_eq!(
+            due(
+                &every5,
+                Some(at("2026-11-24T12:00:00Z")),
+                created,
+                None,
+                at("2026-11-24T12:17:00Z")
+            ),
+            Ok(Due {
+                missed: Some(at("2026-11-24T12:15:00Z")),
+                next: Some(at("2026-11-24T12:20:00Z"))
+            })
+        );
+        // @every counts from the last run (Chaos Mesh records the start time, not the cron's).
+        let every = Cron::parse("@every 90s").expect("cron");
+        assert_eq!(
+            due(
+                &every,
+                Some(at("2026-11-24T12:00:07Z")),
+                created,
+                None,
+                at("2026-11-24T12:01:40Z")
+            )
+            .map(|d| d.missed),
+            Ok(Some(at("2026-11-24T12:01:37Z")))
+        );
+        // A last run in the future is clock skew.
+        assert!(
+            due(
+                &every5,
+                Some(at("2026-11-24T13:00:00Z")),
+                created,
+                None,
+                at("2026-11-24T12:00:00Z")
+            )
+            .unwrap_err()
+            .contains("clock skew")
+        );
+    }
+}
