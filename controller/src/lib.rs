@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod run;
+pub mod schedule;
 pub mod selection;
 pub mod webhook;

@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -59,6 +59,31 @@ async fn controller<K: Chaos>(client: kube::Client, ctx: Arc<Context>) {
         .await;
 }
 
+/// Schedules, woken by their children's changes too (a finished child lets a Forbid run start).
+async fn schedules(client: kube::Client, ctx: Arc<Context>) {
+    let config = watcher::Config::default();
+    Controller::new(Api::<Schedule>::all(client.clone()), config.clone())
+        .owns(Api::<PodChaos>::all(client.clone()), config.clone())
+        .owns(Api::<NetworkChaos>::all(client.clone()), config.clone())
+        .owns(Api::<IOChaos>::all(client.clone()), config.clone())
+        .owns(Api::<StressChaos>::all(client), config)
+        .shutdown_on_signal()
+        .run(
+            crate::schedule::reconcile,
+            crate::schedule::error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => {
+                    tracing::debug!(kind = "Schedule", object = %object.name, "reconciled")
+                }
+                Err(e) => tracing::debug!(kind = "Schedule", error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
@@ -91,11 +116,12 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         agents,
         config.settings,
     ));
-    let controllers = futures::future::join4(
+    let controllers = futures::future::join5(
         controller::<IOChaos>(client.clone(), ctx.clone()),
         controller::<NetworkChaos>(client.clone(), ctx.clone()),
         controller::<PodChaos>(client.clone(), ctx.clone()),
-        controller::<StressChaos>(client, ctx),
+        controller::<StressChaos>(client.clone(), ctx.clone()),
+        schedules(client, ctx),
     );
     let lost = async {
         match &elector {

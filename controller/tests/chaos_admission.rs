@@ -244,3 +244,43 @@ async fn the_webhook_binary_refuses_an_invalid_chaos_over_tls() {
     assert_eq!(out["response"]["allowed"], false, "{out}");
     assert_eq!(fields(&out["response"]), ["spec.value", "spec.stressors"]);
 }
+
+#[test]
+fn schedule_admission_checks_the_cron_and_the_embedded_spec_and_allows_spec_updates() {
+    let spec = |schedule: &str, duration: &str| {
+        json!({"schedule": schedule, "type": "PodChaos", "podChaos": {
+            "action": "pod-failure", "mode": "one", "duration": duration,
+            "selector": {"labelSelectors": {"app": "web"}}}})
+    };
+    // A bad cron and a bad duration inside podChaos, each named.
+    check(
+        "Schedule",
+        "schedules",
+        spec("@every 5m", "30s"),
+        spec("*/5 * * *", "soon"),
+        &["spec.schedule", "spec.podChaos.duration"],
+    );
+    // Chaos Mesh lets a Schedule's spec change (its webhook validates the new one).
+    let update = answer(
+        validate_review(&review(
+            "UPDATE",
+            "Schedule",
+            "schedules",
+            spec("@hourly", "30s"),
+            Some(spec("@every 5m", "30s")),
+        ))
+        .expect("review"),
+    );
+    assert_eq!(update["allowed"], true, "{update}");
+    let bad_update = answer(
+        validate_review(&review(
+            "UPDATE",
+            "Schedule",
+            "schedules",
+            spec("@fortnightly", "30s"),
+            Some(spec("@every 5m", "30s")),
+        ))
+        .expect("review"),
+    );
+    assert_eq!(fields(&bad_update), ["spec.schedule"], "{bad_update}");
+}

@@ -73,6 +73,10 @@ fn plan_check(path: &Path) -> Result<(), Failed> {
                 &mut rand::rngs::StdRng::seed_from_u64(1),
             ))
             .map_err(|e| e.to_string())?;
+        // A Schedule shows its next 3 runs (from the plan's time, the Unix epoch here).
+        if doc["kind"] == "Schedule" && verdict.next_runs.len() != preview::NEXT_RUNS {
+            return Err(format!("{}: nextRuns {:?}", path.display(), verdict.next_runs).into());
+        }
         // Chaos Mesh's multi-cluster mode is the one thing faultline does not do: such an example
         // must be refused naming that field, and nothing else.
         if doc["spec"].get("remoteCluster").is_some() {

@@ -36,6 +36,36 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
         "NetworkChaos" => parsed::<NetworkChaos>(path, value).plan(),
         "PodChaos" => parsed::<PodChaos>(path, value).plan(),
         "StressChaos" => parsed::<StressChaos>(path, value).plan(),
+        // A Schedule: its cron, then the experiment each run creates.
+        "Schedule" => {
+            let schedule = parsed::<controller::crd::Schedule>(path, value);
+            if let Err(e) = controller::schedule::Cron::parse(&schedule.spec.schedule) {
+                let mut invalid = InvalidSpec::default();
+                invalid.invalid("schedule", e.reason);
+                return Err(invalid);
+            }
+            let spec = schedule
+                .spec
+                .child_spec()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let child = serde_yaml::to_value(serde_json::json!({
+                "apiVersion": "chaos.faultline.dev/v1alpha1",
+                "kind": schedule.spec.type_.as_str(),
+                "metadata": {"name": "run", "namespace": "demo"},
+                "spec": spec,
+            }))
+            .expect("YAML");
+            match schedule.spec.type_ {
+                controller::crd::ScheduleType::IOChaos => parsed::<IOChaos>(path, child).plan(),
+                controller::crd::ScheduleType::NetworkChaos => {
+                    parsed::<NetworkChaos>(path, child).plan()
+                }
+                controller::crd::ScheduleType::PodChaos => parsed::<PodChaos>(path, child).plan(),
+                controller::crd::ScheduleType::StressChaos => {
+                    parsed::<StressChaos>(path, child).plan()
+                }
+            }
+        }
         other => panic!("{}: unknown kind {other}", path.display()),
     }
 }

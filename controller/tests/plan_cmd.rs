@@ -310,7 +310,13 @@ fn list_kinds_and_text_output() {
     let kinds: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(
         kinds,
-        json!(["IOChaos", "NetworkChaos", "PodChaos", "StressChaos"])
+        json!([
+            "IOChaos",
+            "NetworkChaos",
+            "PodChaos",
+            "Schedule",
+            "StressChaos"
+        ])
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("c.yaml");
@@ -334,4 +340,50 @@ fn list_kinds_and_text_output() {
         "{text}"
     );
     assert!(text.contains("db-1"), "{text}");
+}
+
+#[test]
+fn schedule_shows_its_next_runs_and_the_targets_of_the_next_one() {
+    let sd = chaos(
+        "Schedule",
+        "nightly",
+        json!({"schedule": "30 2 * * *", "type": "NetworkChaos", "historyLimit": 2,
+               "networkChaos": {"action": "delay", "mode": "all", "delay": {"latency": "10ms"},
+                                "duration": "10m", "selector": {"labelSelectors": {"app": "db"}}}}),
+    );
+    let out = plan(&sd, &["--now", "2026-01-02T03:04:05Z"]);
+    assert_eq!(out[0]["accepted"], true, "{}", out[0]);
+    assert_eq!(
+        out[0]["nextRuns"],
+        json!([
+            "2026-01-03T02:30:00Z",
+            "2026-01-04T02:30:00Z",
+            "2026-01-05T02:30:00Z"
+        ])
+    );
+    // The experiment the 02:30 run creates lasts until 02:40.
+    assert_eq!(out[0]["deadline"], "2026-01-03T02:40:00Z");
+    assert_eq!(targets(&out[0]), ["db-0@node-a", "db-1@node-b"]);
+
+    // A bad cron and a bad embedded spec are named as such.
+    let bad = chaos(
+        "Schedule",
+        "bad",
+        json!({"schedule": "61 * * * *", "type": "PodChaos",
+               "podChaos": {"action": "pod-kill", "mode": "sometimes", "selector": {}}}),
+    );
+    let out = plan(&bad, &[]);
+    assert_eq!(out[0]["accepted"], false);
+    let fields: Vec<&str> = out[0]["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["field"].as_str())
+        .collect();
+    assert!(fields.contains(&"spec.schedule"), "{}", out[0]);
+    assert!(
+        fields.iter().any(|f| f.starts_with("spec.podChaos")),
+        "{}",
+        out[0]
+    );
 }

@@ -5,6 +5,7 @@
 mod io_chaos;
 mod network_chaos;
 mod pod_chaos;
+mod schedule;
 mod selector;
 mod status;
 mod stress_chaos;
@@ -18,6 +19,9 @@ pub use network_chaos::{
     NetworkChaos, NetworkChaosSpec, RateSpec, ReorderSpec,
 };
 pub use pod_chaos::{PodAction, PodChaos, PodChaosSpec};
+pub use schedule::{
+    ChildReference, ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus, ScheduleType,
+};
 pub use selector::{
     ContainerSelector, LabelOperator, LabelSelectorRequirement, PodSelector, PodSelectorSpec,
     SelectorMode,
@@ -40,6 +44,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("iochaos.yaml", IOChaos::crd()),
         ("networkchaos.yaml", NetworkChaos::crd()),
         ("podchaos.yaml", PodChaos::crd()),
+        ("schedules.yaml", Schedule::crd()),
         ("stresschaos.yaml", StressChaos::crd()),
     ]
 }

@@ -8,11 +8,21 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{InvalidSpec, Plannable};
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::schedule::{Cron, next_runs};
 use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
 
 /// The kinds the controller supports.
-pub const KINDS: [&str; 4] = ["IOChaos", "NetworkChaos", "PodChaos", "StressChaos"];
+pub const KINDS: [&str; 5] = [
+    "IOChaos",
+    "NetworkChaos",
+    "PodChaos",
+    "Schedule",
+    "StressChaos",
+];
+
+/// How many of a Schedule's next runs a plan shows.
+pub const NEXT_RUNS: usize = 3;
 
 /// The API groups a chaos object may name: ours, and Chaos Mesh's (a manifest written for it).
 pub const GROUPS: [&str; 2] = ["chaos.faultline.dev/", "chaos-mesh.org/"];
@@ -46,6 +56,10 @@ pub struct Verdict {
     /// When every target would be recovered (RFC 3339): the plan's time plus `duration`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// A Schedule's next runs after the plan's time (RFC 3339); `targets` and `deadline` are
+    /// those of the experiment the first of them would create.
+    #[serde(rename = "nextRuns", skip_serializing_if = "Vec::is_empty")]
+    pub next_runs: Vec<String>,
 }
 
 fn problems_of(invalid: &InvalidSpec) -> Vec<Problem> {
@@ -85,6 +99,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         problems: vec![],
         targets: vec![],
         deadline: None,
+        next_runs: vec![],
     };
     if !GROUPS.iter().any(|g| api_version.starts_with(g)) {
         verdict.problems.push(Problem {
@@ -105,6 +120,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         "NetworkChaos" => parse::<NetworkChaos>(value).map(|c| c.plan()),
         "PodChaos" => parse::<PodChaos>(value).map(|c| c.plan()),
         "StressChaos" => parse::<StressChaos>(value).map(|c| c.plan()),
+        "Schedule" => return validate_schedule(verdict, value),
         other => Err(Problem {
             field: "kind".into(),
             message: format!("{other:?} is not supported: {}", KINDS.join(", ")),
@@ -126,6 +142,61 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
     }
 }
 
+/// A Schedule: its cron, then its embedded spec validated as the object each run creates
+/// (problems named under `spec.<type's field>`).
+fn validate_schedule(mut verdict: Verdict, value: Value) -> (Verdict, Option<super::Plan>) {
+    // The cron first, so that it is named even when the embedded spec does not parse.
+    if let Some(Err(e)) = value
+        .pointer("/spec/schedule")
+        .and_then(Value::as_str)
+        .map(Cron::parse)
+    {
+        verdict.problems.push(Problem {
+            field: "spec.schedule".into(),
+            message: e.reason,
+        });
+    }
+    let schedule = match parse::<Schedule>(value) {
+        Ok(s) => s,
+        Err(problem) => {
+            verdict.problems.push(problem);
+            return (verdict, None);
+        }
+    };
+    let field = schedule.spec.type_.field();
+    let child = match schedule.spec.child_spec() {
+        Ok(spec) => serde_json::json!({
+            "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+            "kind": schedule.spec.type_.as_str(),
+            "metadata": {"name": verdict.name, "namespace": verdict.namespace},
+            "spec": spec,
+        }),
+        Err(message) => {
+            verdict.problems.push(Problem {
+                field: format!("spec.{field}"),
+                message,
+            });
+            return (verdict, None);
+        }
+    };
+    let (inner, plan) = validate(&child);
+    verdict
+        .problems
+        .extend(inner.problems.into_iter().map(|p| Problem {
+            field: match p.field.strip_prefix("spec") {
+                Some(rest) => format!("spec.{field}{rest}"),
+                None => format!("spec.{field}.{}", p.field),
+            },
+            message: p.message,
+        }));
+    if verdict.problems.is_empty() {
+        verdict.accepted = true;
+        (verdict, plan)
+    } else {
+        (verdict, None)
+    }
+}
+
 /// Validates one chaos object and chooses its targets.
 pub async fn preview<R: Rng>(
     view: &dyn ClusterView,
@@ -138,6 +209,20 @@ pub async fn preview<R: Rng>(
     let Some(plan) = plan else {
         return Ok(verdict);
     };
+    let mut now = now;
+    if verdict.kind == "Schedule" {
+        let cron = value
+            .pointer("/spec/schedule")
+            .and_then(Value::as_str)
+            .and_then(|s| Cron::parse(s).ok());
+        if let Some(cron) = cron {
+            let runs = next_runs(&cron, now, NEXT_RUNS);
+            if let Some(first) = runs.first() {
+                now = *first;
+            }
+            verdict.next_runs = runs.into_iter().map(crate::reconcile::rfc3339).collect();
+        }
+    }
     verdict.deadline = plan.duration.and_then(|d| {
         let ms = i64::try_from(d.as_millis()).ok()?;
         let at = Timestamp::from_millisecond(now.as_millisecond().checked_add(ms)?).ok()?;
@@ -208,6 +293,12 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
                 "refused".into()
             }
         ));
+        if !v.next_runs.is_empty() {
+            out.push_str(&format!(
+                "  next runs {} (targets: the first one's)\n",
+                v.next_runs.join(", ")
+            ));
+        }
         for p in &v.problems {
             out.push_str(&format!("  problem  {}: {}\n", p.field, p.message));
         }

@@ -88,7 +88,7 @@ def errors_of(schemas, doc):
     return errors
 
 
-SUPPORTED = {"IOChaos", "NetworkChaos", "PodChaos", "StressChaos"}
+SUPPORTED = {"IOChaos", "NetworkChaos", "PodChaos", "Schedule", "StressChaos"}
 
 
 def check_chaos_mesh_examples(schemas, root):

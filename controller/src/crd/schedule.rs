@@ -1,0 +1,138 @@
+//! Schedule: runs an experiment on a cron (Chaos Mesh's `ScheduleSpec`): each run creates a
+//! child chaos object of `type` from the embedded spec, owned by the Schedule.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec};
+
+/// Schedule: a chaos experiment created on a cron.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "chaos.faultline.dev",
+    version = "v1alpha1",
+    kind = "Schedule",
+    plural = "schedules",
+    singular = "schedule",
+    namespaced,
+    status = "ScheduleStatus",
+    shortname = "sd",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
+    printcolumn = r#"{"name":"Last","type":"date","jsonPath":".status.lastScheduleTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSpec {
+    /// Cron (5 fields, or 6 with seconds first) or a descriptor (@every 5m, @hourly, @daily,
+    /// @weekly, @monthly, @yearly), in UTC.
+    pub schedule: String,
+    /// A run missed by more than this many seconds (controller down, Forbid) is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Forbid (default): no run while a child is still running; Allow: runs overlap.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// How many children are kept; the oldest finished ones beyond it are deleted (unset: none
+    /// is kept once finished, as in Chaos Mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub history_limit: Option<i64>,
+    /// The kind each run creates; its spec is the field of the same name below.
+    #[serde(rename = "type")]
+    pub type_: ScheduleType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_chaos: Option<PodChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_chaos: Option<NetworkChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ioChaos")]
+    pub io_chaos: Option<IOChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress_chaos: Option<StressChaosSpec>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    #[default]
+    Forbid,
+    Allow,
+}
+
+/// The chaos kinds a Schedule can create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ScheduleType {
+    PodChaos,
+    NetworkChaos,
+    IOChaos,
+    StressChaos,
+}
+
+impl ScheduleType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleType::PodChaos => "PodChaos",
+            ScheduleType::NetworkChaos => "NetworkChaos",
+            ScheduleType::IOChaos => "IOChaos",
+            ScheduleType::StressChaos => "StressChaos",
+        }
+    }
+
+    /// The spec field that goes with the type.
+    pub fn field(self) -> &'static str {
+        match self {
+            ScheduleType::PodChaos => "podChaos",
+            ScheduleType::NetworkChaos => "networkChaos",
+            ScheduleType::IOChaos => "ioChaos",
+            ScheduleType::StressChaos => "stressChaos",
+        }
+    }
+}
+
+impl ScheduleSpec {
+    /// The embedded spec of `type`, as JSON; an error names the missing field.
+    pub fn child_spec(&self) -> Result<serde_json::Value, String> {
+        let value = match self.type_ {
+            ScheduleType::PodChaos => self.pod_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::NetworkChaos => self.network_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::IOChaos => self.io_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::StressChaos => self.stress_chaos.as_ref().map(serde_json::to_value),
+        };
+        match value {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => Err(format!("spec.{}: {e}", self.type_.field())),
+            None => Err(format!(
+                "spec.{}: required when spec.type is {}",
+                self.type_.field(),
+                self.type_.as_str()
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// The children that exist (sorted by name), as Chaos Mesh lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub active: Vec<ChildReference>,
+    /// When the last run was started (RFC 3339); Chaos Mesh's JSON name `time` is written too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+/// A child, as an ObjectReference names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
