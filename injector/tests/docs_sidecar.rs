@@ -192,9 +192,13 @@ fn the_documented_sidecar_and_curl_calls_work_as_written() {
     assert_eq!(calls.len(), 3, "{calls:?}");
 
     // The pod: its data volume prepared as init.sh leaves it, then the sidecar, as documented.
-    let prepare = "ip link set lo up && mount -t tmpfs tmpfs /var/lib && mount -t tmpfs tmpfs /tmp \
+    // The injector is held open (fd 9) before the tmpfs mounts: the checkout, and with it the
+    // binary's path, may itself lie under /tmp or /var/lib (CI clones into a temporary folder),
+    // and the magic link /proc/self/fd/9 reaches the file whatever now covers its path.
+    let prepare = "exec 9<\"$1\" && shift && ip link set lo up && mount -t tmpfs tmpfs /var/lib \
+                   && mount -t tmpfs tmpfs /tmp \
                    && mkdir -p /var/lib/tikv/data /var/lib/tikv/fuse-data /tmp/fuse \
-                   && echo 'the data' > /var/lib/tikv/fuse-data/f && exec \"$@\"";
+                   && echo 'the data' > /var/lib/tikv/fuse-data/f && exec /proc/self/fd/9 \"$@\"";
     let mut pod = Pod(Command::new("unshare")
         .args(["--mount", "--net", "--propagation", "private", "--"])
         .args(["sh", "-c", prepare, "sh", BIN])
