@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ctr::Ctr;
 use crate::error::{Error, Result};
+use crate::oci_archive::oci_arch;
 
 /// The image pods and plain containers run unless told otherwise.
 pub const WORKLOAD_IMAGE: &str = "docker.io/library/bbox:test";
@@ -232,16 +233,6 @@ fn json_err(e: serde_json::Error) -> Error {
     Error::BadResponse {
         call: "serializing image metadata",
         detail: e.to_string(),
-    }
-}
-
-/// The OCI name of this machine's architecture (containerd imports only the host platform).
-fn oci_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "powerpc64" => "ppc64le",
-        other => other,
     }
 }
 

@@ -397,7 +397,7 @@ fn json_err(e: serde_json::Error) -> Error {
 }
 
 /// The OCI name of this machine's architecture (containerd imports only the host platform).
-fn oci_arch() -> &'static str {
+pub(crate) fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
