@@ -23,7 +23,8 @@ for t in "${targets[@]}"; do
   cargo fuzz run "$t" "corpus/$t" "regressions/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
     grep -E "^(stat::|Done|==|SUMMARY|artifact_prefix|Test unit written)|ERROR|panicked" || true
-  if ls "artifacts/$t"/crash-* "artifacts/$t"/oom-* "artifacts/$t"/timeout-* >/dev/null 2>&1; then
+  if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/oom-*" >/dev/null ||
+    compgen -G "artifacts/$t/timeout-*" >/dev/null; then
     echo "fuzz: $t found inputs that fail: fuzz/artifacts/$t" >&2
     exit 1
   fi

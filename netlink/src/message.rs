@@ -192,7 +192,8 @@ pub fn parse_error(flags: u16, payload: &[u8]) -> Result<(), NetlinkError> {
         }
     }
     Err(NetlinkError::Kernel {
-        errno: nix::errno::Errno::from_raw(-code),
+        // A kernel error is -errno; a peer that sends i32::MIN gets no overflow.
+        errno: nix::errno::Errno::from_raw(code.saturating_neg()),
         message,
     })
 }
