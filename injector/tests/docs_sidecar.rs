@@ -11,8 +11,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use common::PYTHON;
 use common::injector_bin::BIN;
-use common::{PYTHON, root_or_skip};
 use serde_json::Value;
 
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/sidecar.md");
@@ -167,11 +167,7 @@ impl Pod {
     }
 }
 
-#[test]
 fn the_documented_sidecar_and_curl_calls_work_as_written() {
-    if !root_or_skip("docs_sidecar") {
-        return;
-    }
     for tool in ["unshare", "nsenter", "ip", "curl"] {
         assert!(
             Command::new("sh")
@@ -249,4 +245,14 @@ fn the_documented_sidecar_and_curl_calls_work_as_written() {
     .expect("SIGTERM");
     let exit = pod.0.wait().expect("wait");
     assert!(exit.success(), "{exit}");
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[(
+            "the_documented_sidecar_and_curl_calls_work_as_written",
+            the_documented_sidecar_and_curl_calls_work_as_written,
+        )],
+        &[],
+    )
 }

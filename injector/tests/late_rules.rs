@@ -15,8 +15,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use common::PYTHON;
 use common::injector_bin::{AgentInjector, Sidecar};
-use common::{PYTHON, root_or_skip};
 use serde_json::{Value, json};
 
 /// Opens its file once (read-write) and then, per line on stdin, does one operation on that
@@ -112,11 +112,7 @@ fn sidecar_dir() -> tempfile::TempDir {
     dir
 }
 
-#[test]
 fn sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns() {
-    if !root_or_skip("sidecar_late_rules") {
-        return;
-    }
     let dir = sidecar_dir();
     let sidecar = Sidecar::start(dir.path(), &[]);
     let status = sidecar.call("get_status", json!([]));
@@ -152,11 +148,7 @@ fn sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns() {
 /// What the contract rules out, and that it is never silent: with `--file-io passthrough`
 /// the kernel serves the open file's reads and writes itself, so they escape the rule (its
 /// fsync still comes to the injector), and both `update` and `get_status` say so.
-#[test]
 fn sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly() {
-    if !root_or_skip("sidecar_passthrough") {
-        return;
-    }
     let dir = sidecar_dir();
     let sidecar = Sidecar::start(dir.path(), &["-file-io=passthrough"]);
     if !sidecar.passthrough {
@@ -186,11 +178,7 @@ fn sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly() {
 
 // ---- agent mode ---------------------------------------------------------------------------
 
-#[test]
 fn agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update() {
-    if !root_or_skip("agent_late_rules") {
-        return;
-    }
     let dir = tempfile::Builder::new()
         .prefix("faultline-late-")
         .tempdir()
@@ -221,4 +209,24 @@ fn agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update() {
     assert_eq!(app.all(), OK, "the rule on the file removed");
     injector.call("update", json!({"actions": []}));
     assert_eq!(app.all(), OK, "rules cleared");
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns",
+                sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns,
+            ),
+            (
+                "sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly",
+                sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly,
+            ),
+            (
+                "agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update",
+                agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update,
+            ),
+        ],
+        &[],
+    )
 }

@@ -26,7 +26,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::injector_bin::{AgentInjector, Control, Sidecar};
-use common::root_or_skip;
 use serde_json::{Value, json};
 
 /// pgbench's scale: 100,000 accounts per unit.
@@ -444,11 +443,7 @@ fn workdir() -> tempfile::TempDir {
     dir
 }
 
-#[test]
 fn postgres_under_a_sidecar_mount_gets_every_fault_and_loses_nothing() {
-    if !root_or_skip("postgres_sidecar") {
-        return;
-    }
     let work = workdir();
     let user = nix::unistd::User::from_name("postgres")
         .expect("passwd")
@@ -462,11 +457,7 @@ fn postgres_under_a_sidecar_mount_gets_every_fault_and_loses_nothing() {
     sidecar.stop();
 }
 
-#[test]
 fn postgres_in_an_agent_mode_experiment_gets_the_updated_rules() {
-    if !root_or_skip("postgres_agent") {
-        return;
-    }
     let work = workdir();
     let user = nix::unistd::User::from_name("postgres")
         .expect("passwd")
@@ -485,7 +476,6 @@ fn postgres_in_an_agent_mode_experiment_gets_the_updated_rules() {
     story(&mut injector, &volume, work.path(), elsewhere);
 }
 
-#[test]
 fn postgres_log_times_are_read_as_utc_milliseconds() {
     assert_eq!(
         log_time_ms("2026-12-07 11:36:37.232 UTC [3792] PANIC:  could not write"),
@@ -496,4 +486,23 @@ fn postgres_log_times_are_read_as_utc_milliseconds() {
         Some(1005)
     );
     assert_eq!(log_time_ms("not a log line"), None);
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "postgres_under_a_sidecar_mount_gets_every_fault_and_loses_nothing",
+                postgres_under_a_sidecar_mount_gets_every_fault_and_loses_nothing,
+            ),
+            (
+                "postgres_in_an_agent_mode_experiment_gets_the_updated_rules",
+                postgres_in_an_agent_mode_experiment_gets_the_updated_rules,
+            ),
+        ],
+        &[(
+            "postgres_log_times_are_read_as_utc_milliseconds",
+            postgres_log_times_are_read_as_utc_milliseconds,
+        )],
+    )
 }

@@ -30,6 +30,37 @@ pub fn root_or_skip(test: &str) -> bool {
     }
 }
 
+/// Runs a test binary's tests under libtest-mimic: `root` ones are reported *ignored* (and why)
+/// when not root, `plain` ones always run. A panicking test fails, as under libtest.
+pub fn run_tests(
+    root: &[(&'static str, fn())],
+    plain: &[(&'static str, fn())],
+) -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let is_root = nix::unistd::geteuid().is_root();
+    if !is_root && !root.is_empty() {
+        eprintln!("not running as root: the tests that mount FUSE are ignored");
+    }
+    let trial = |name: &'static str, test: fn()| {
+        libtest_mimic::Trial::test(name, move || {
+            std::panic::catch_unwind(test).map_err(|e| {
+                let text = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                libtest_mimic::Failed::from(text)
+            })
+        })
+    };
+    let trials = root
+        .iter()
+        .map(|&(name, test)| trial(name, test).with_ignored_flag(!is_root))
+        .chain(plain.iter().map(|&(name, test)| trial(name, test)))
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
 pub struct Fixture {
     _dir: tempfile::TempDir,
     /// Where the fault filesystem is mounted (over the original).
