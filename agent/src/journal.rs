@@ -92,6 +92,8 @@ pub enum Fault {
     },
     /// Network faults of one pod (its sandbox's network namespace).
     Network(Box<crate::network::NetworkRecord>),
+    /// A DNS fault (resolv.conf rewritten, or a responder and its redirect).
+    Dns(Box<crate::dns::DnsRecord>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +134,7 @@ impl Fault {
             Fault::Io { .. } => "io",
             Fault::Network(_) => "network",
             Fault::Stress { .. } => "stress",
+            Fault::Dns(_) => "dns",
         }
     }
 }

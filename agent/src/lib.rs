@@ -7,6 +7,7 @@ pub mod client;
 pub mod container_fs;
 pub mod container_kill;
 pub mod container_runtime;
+pub mod dns;
 pub mod error;
 pub mod fuse_io_uring;
 pub mod grpc;

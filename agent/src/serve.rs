@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// The injector binary (default: faultline-injector beside this binary).
     #[arg(long)]
     injector_bin: Option<PathBuf>,
+    /// The DNS responder binary (default: faultline-dns-responder beside this binary).
+    #[arg(long)]
+    dns_responder_bin: Option<PathBuf>,
     /// Where netem runs: auto (the kernel's netem qdisc; the userspace NFQUEUE path when the
     /// kernel refuses it), kernel, or userspace.
     #[arg(long, default_value = "auto")]
@@ -150,6 +153,30 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             tracing::error!(%id, %err, "journal recovery left this network fault in place");
         }
     }
+    let dns_responder_binary = match args.dns_responder_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the agent binary has no directory")?
+            .join("faultline-dns-responder"),
+    };
+    let dns = agent::dns::DnsChaos::new(
+        journal.clone(),
+        Arc::clone(&metrics),
+        Arc::new(agent::dns::host::NodeHost::new(
+            resolver.clone(),
+            dns_responder_binary,
+        )),
+        Arc::new(agent::network::runner::NamespaceRunner),
+    );
+    for (id, outcome) in dns.recover_journal().await {
+        match outcome {
+            Ok(()) => tracing::info!(%id, "recovered a DNS fault left by a previous run"),
+            Err(err) => {
+                tracing::error!(%id, %err, "journal recovery left this DNS fault in place")
+            }
+        }
+    }
 
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
@@ -188,9 +215,13 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     });
     let chaos =
         ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let chaos = chaos.with_network(Arc::clone(&network));
+    let chaos = chaos
+        .with_network(Arc::clone(&network))
+        .with_dns(Arc::clone(&dns));
     let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let agent = agent.with_network(Arc::clone(&network));
+    let agent = agent
+        .with_network(Arc::clone(&network))
+        .with_dns(Arc::clone(&dns));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
 
@@ -203,6 +234,11 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     for id in network.ids() {
         if let Err(err) = network.recover(&id).await {
             tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
+        }
+    }
+    for id in dns.ids() {
+        if let Err(err) = dns.recover(&id).await {
+            tracing::error!(%id, %err, "DNS recovery at shutdown failed; the journal keeps the record");
         }
     }
     for id in stress.ids() {

@@ -78,6 +78,26 @@ enum Attack {
     Stress(Box<StressAttack>),
     /// SIGKILL every process of a container, through its runtime.
     Kill(KillAttack),
+    /// DNS faults on a pod: a responder in its network namespace fails (`error`) or fakes
+    /// (`random`) the lookups of the names the patterns cover; the rest resolve as before.
+    Dns(DnsAttack),
+}
+
+#[derive(Args)]
+struct DnsAttack {
+    /// The container: containerd://ID, cri-o://ID, docker://ID or a bare ID (its pod is hit).
+    #[arg(long)]
+    container: String,
+    /// error (lookups fail with SERVFAIL) or random (a random address).
+    #[arg(long, default_value = "error")]
+    action: String,
+    /// A domain pattern (repeat or comma-separate): `?` one character, `*` any run, e.g.
+    /// '*.example.com'. None: every name.
+    #[arg(long = "pattern", value_delimiter = ',')]
+    patterns: Vec<String>,
+    /// Recover by itself after this long (e.g. 30s).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
 }
 
 #[derive(Args)]
@@ -416,6 +436,27 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("{}\n{}\n{}", response.id, response.plan, response.status);
             }
+        }
+        Command::Attack {
+            kind: Attack::Dns(attack),
+        } => {
+            // Checked here too, so a typo is named before anything is sent.
+            dns_responder::ResponderSpec::parse(&attack.action, &attack.patterns)?;
+            let response = client
+                .start_dns_experiment(api::StartDnsExperimentRequest {
+                    container_id: attack.container.clone(),
+                    action: attack.action.clone(),
+                    patterns: attack.patterns.clone(),
+                    duration_ms: attack
+                        .duration
+                        .map(|d| Duration::from(d).as_millis() as u64)
+                        .unwrap_or(0),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{}", response.id);
+            eprintln!("{}", response.plan);
         }
         Command::List => {
             let response = client

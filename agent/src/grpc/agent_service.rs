@@ -19,6 +19,7 @@ pub struct AgentService {
     io: Arc<IoChaos>,
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
+    dns: Option<Arc<crate::dns::DnsChaos>>,
 }
 
 impl AgentService {
@@ -28,7 +29,24 @@ impl AgentService {
             io,
             stress: None,
             network: None,
+            dns: None,
         }
+    }
+
+    /// Serves DNS experiments (and includes them in listing and recovery).
+    pub fn with_dns(mut self, dns: Arc<crate::dns::DnsChaos>) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    fn dns(&self) -> Result<&Arc<crate::dns::DnsChaos>, AgentError> {
+        self.dns.as_ref().ok_or(AgentError::Unimplemented(
+            "DNS experiments (not configured)",
+        ))
+    }
+
+    fn dns_ids(&self) -> Vec<String> {
+        self.dns.as_ref().map(|d| d.ids()).unwrap_or_default()
     }
 
     /// Serves network experiments (and includes them in listing and recovery).
@@ -137,7 +155,7 @@ impl Agent for AgentService {
                     Fault::Io {
                         actions, volume, ..
                     } => (actions.clone(), volume.clone()),
-                    Fault::Stress { .. } | Fault::Network(_) => Default::default(),
+                    Fault::Stress { .. } | Fault::Network(_) | Fault::Dns(_) => Default::default(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -168,7 +186,7 @@ impl Agent for AgentService {
                         stressor.name(),
                         scope.name()
                     ),
-                    Fault::Io { .. } | Fault::Network(_) => String::new(),
+                    Fault::Io { .. } | Fault::Network(_) | Fault::Dns(_) => String::new(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -189,6 +207,10 @@ impl Agent for AgentService {
             experiments.extend(super::network_rpc::experiments(network).await);
             experiments.sort_by_key(|e| e.since_unix_ms);
         }
+        if let Some(dns) = &self.dns {
+            experiments.extend(super::dns_rpc::experiments(dns));
+            experiments.sort_by_key(|e| e.since_unix_ms);
+        }
         Ok(Response::new(api::ListExperimentsResponse { experiments }))
     }
 
@@ -202,6 +224,7 @@ impl Agent for AgentService {
                 let mut ids = self.io.ids();
                 ids.extend(self.stress_ids());
                 ids.extend(self.network_ids());
+                ids.extend(self.dns_ids());
                 ids
             }
             (false, false) => vec![request.id],
@@ -225,6 +248,9 @@ impl Agent for AgentService {
                         Some(network) => network.recover(&id).await,
                         None => Err(AgentError::UnknownExperiment(id.clone())),
                     }
+                }
+                Err(AgentError::UnknownExperiment(_)) if self.dns_ids().contains(&id) => {
+                    self.dns()?.recover(&id).await.map_err(AgentError::from)
                 }
                 other => other,
             };
@@ -296,6 +322,14 @@ impl Agent for AgentService {
             plan,
             target_pid: outcome.target_pid,
         }))
+    }
+
+    async fn start_dns_experiment(
+        &self,
+        request: Request<api::StartDnsExperimentRequest>,
+    ) -> Result<Response<api::StartDnsExperimentResponse>, Status> {
+        let response = super::dns_rpc::start(self.dns()?, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn kill_container(

@@ -18,6 +18,7 @@ pub struct ChaosDaemonService {
     io: Arc<IoChaos>,
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
+    dns: Option<Arc<crate::dns::DnsChaos>>,
 }
 
 impl ChaosDaemonService {
@@ -27,7 +28,14 @@ impl ChaosDaemonService {
             io,
             stress: None,
             network: None,
+            dns: None,
         }
+    }
+
+    /// Serves SetDNSServer.
+    pub fn with_dns(mut self, dns: Arc<crate::dns::DnsChaos>) -> Self {
+        self.dns = Some(dns);
+        self
     }
 
     /// Serves SetTcs, FlushIPSets and SetIptablesChains.
@@ -308,9 +316,14 @@ impl ChaosDaemon for ChaosDaemonService {
 
     async fn set_dns_server(
         &self,
-        _: Request<pb::SetDnsServerRequest>,
+        request: Request<pb::SetDnsServerRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(kind_not_yet("SetDNSServer"))
+        let dns = self
+            .dns
+            .as_ref()
+            .ok_or_else(|| kind_not_yet("SetDNSServer"))?;
+        super::dns_rpc::set_dns_server(dns, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn apply_block_chaos(
