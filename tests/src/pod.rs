@@ -245,6 +245,8 @@ pub struct PodSpec {
     pub(crate) pod_cgroup: bool,
     pub(crate) resources: crate::pod_cgroup::PodResources,
     pub(crate) host_pid: bool,
+    /// CRI DNSConfig servers (kubelet's from the pod's dnsPolicy); empty: the node's resolv.conf.
+    pub(crate) dns_servers: Vec<String>,
 }
 
 impl PodSpec {
@@ -262,7 +264,14 @@ impl PodSpec {
             pod_cgroup: false,
             resources: Default::default(),
             host_pid: false,
+            dns_servers: Vec::new(),
         }
+    }
+
+    /// The pod's resolv.conf names these nameservers (as kubelet's DNSConfig does).
+    pub fn dns_server(mut self, server: impl Into<String>) -> PodSpec {
+        self.dns_servers.push(server.into());
+        self
     }
 
     /// `hostPID: true`: the sandbox and every container in the node's PID namespace.
@@ -513,6 +522,11 @@ impl PodSpec {
             log_directory: log_dir.to_owned(),
             labels: self.kubelet_labels(name, uid, None),
             annotations: self.annotations.clone().into_iter().collect(),
+            dns_config: (!self.dns_servers.is_empty()).then(|| cri::DnsConfig {
+                servers: self.dns_servers.clone(),
+                searches: vec!["default.svc.cluster.local".into()],
+                options: vec!["ndots:1".into()],
+            }),
             linux: Some(cri::LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.unwrap_or_default().to_owned(),
                 security_context: Some(cri::LinuxSandboxSecurityContext {

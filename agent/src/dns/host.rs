@@ -100,10 +100,13 @@ impl NodeHost {
             OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let how = OpenHow::new()
+        let mut how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC)
-            .mode(Mode::from_bits_truncate(0o644))
             .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        // openat2 refuses a mode without O_CREAT (EINVAL).
+        if flags.contains(OFlag::O_CREAT) {
+            how = how.mode(Mode::from_bits_truncate(0o644));
+        }
         openat2(&root, path.trim_start_matches('/'), how)
     }
 }

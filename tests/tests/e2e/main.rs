@@ -10,6 +10,7 @@ mod binaries;
 mod chaos_mesh;
 mod controller_pod;
 mod daemonset;
+mod dns;
 mod handover;
 mod injector_in_pod;
 mod io_chaos;
@@ -45,6 +46,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(chaos_mesh::stories());
     all.extend(daemonset::stories());
     all.extend(controller_pod::stories());
+    all.extend(dns::stories());
     all
 }
 
