@@ -267,6 +267,27 @@ impl DnsChaos {
         if let Some(other) = self.records()?.into_iter().find(|r| {
             r.namespace_inode == inode && matches!(dns_record(r), Some(DnsRecord::Responder { .. }))
         }) {
+            // The same experiment again (a retried call, or a second container of the pod):
+            // it is in force already.
+            if let Some(DnsRecord::Responder {
+                action,
+                patterns,
+                upstreams,
+                backend,
+                responder: Some(responder),
+                ..
+            }) = dns_record(&other)
+                && *action == spec.responder.action
+                && *patterns == spec.responder.pattern_strings()
+            {
+                return Ok(Started {
+                    id: other.id.clone(),
+                    responder_pid: responder.pid,
+                    started_at_ms: other.started_at_ms,
+                    upstreams: upstreams.clone(),
+                    backend: *backend,
+                });
+            }
             return Err(DnsError::AlreadyActive {
                 container: container.into(),
                 id: other.id,

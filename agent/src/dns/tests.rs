@@ -283,7 +283,11 @@ async fn one_responder_per_pod_and_recovery_by_id() {
     let s = Setup::new();
     let dns = s.service();
     let started = dns.start(&error_spec(None)).await.unwrap();
-    let err = dns.start(&error_spec(None)).await.unwrap_err();
+    // The same experiment again is the one in force; another is refused.
+    assert_eq!(dns.start(&error_spec(None)).await.unwrap(), started);
+    let mut other = error_spec(None);
+    other.responder = ResponderSpec::parse("random", &["*.example.com"]).unwrap();
+    let err = dns.start(&other).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
     assert!(err.to_string().contains(&started.id), "{err}");
     dns.recover(&started.id).await.unwrap();
