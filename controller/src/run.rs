@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{DNSChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -121,8 +121,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::<NetworkChaos>(client.clone(), ctx.clone()),
         controller::<PodChaos>(client.clone(), ctx.clone()),
         controller::<StressChaos>(client.clone(), ctx.clone()),
-        schedules(client, ctx),
+        schedules(client.clone(), ctx.clone()),
     );
+    let controllers = futures::future::join(controllers, controller::<DNSChaos>(client, ctx));
     let lost = async {
         match &elector {
             Some(elector) => elector.hold().await,

@@ -311,6 +311,7 @@ fn list_kinds_and_text_output() {
     assert_eq!(
         kinds,
         json!([
+            "DNSChaos",
             "IOChaos",
             "NetworkChaos",
             "PodChaos",

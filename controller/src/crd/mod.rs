@@ -2,6 +2,7 @@
 //! meanings follow Chaos Mesh's `api/v1alpha1`, so a Chaos Mesh manifest of a supported kind
 //! works after its apiVersion is changed.
 
+mod dns_chaos;
 mod io_chaos;
 mod network_chaos;
 mod pod_chaos;
@@ -10,6 +11,7 @@ mod selector;
 mod status;
 mod stress_chaos;
 
+pub use dns_chaos::{DNSChaos, DNSChaosSpec, DnsChaosAction};
 pub use io_chaos::{
     AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
     Timespec,
@@ -41,6 +43,7 @@ pub const VERSION: &str = "v1alpha1";
 /// Every CRD, with the file name `crdgen` writes it to.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
+        ("dnschaos.yaml", DNSChaos::crd()),
         ("iochaos.yaml", IOChaos::crd()),
         ("networkchaos.yaml", NetworkChaos::crd()),
         ("podchaos.yaml", PodChaos::crd()),

@@ -2,6 +2,7 @@
 //! selection (selector, mode, containers), the duration, and the per-target action. Everything
 //! a spec asks that faultline cannot do is refused here, naming the field.
 
+mod dns;
 mod duration;
 mod invalid;
 mod io;
@@ -21,7 +22,8 @@ pub use network::{
 };
 
 use crate::crd::{
-    ContainerSelector, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec, StressChaos,
+    ContainerSelector, DNSChaos, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec,
+    StressChaos,
 };
 
 /// A validated experiment.
@@ -65,6 +67,11 @@ pub enum Action {
         memory: String,
         oom_score_adj: i32,
     },
+    /// The agent's DNS experiment: a responder in the pod answering `patterns` per `action`.
+    Dns {
+        action: String,
+        patterns: Vec<String>,
+    },
     PodKill {
         grace_period_seconds: i64,
     },
@@ -105,6 +112,12 @@ impl Plannable for NetworkChaos {
 impl Plannable for StressChaos {
     fn plan(&self) -> Result<Plan, InvalidSpec> {
         stress::plan(&self.spec, namespace_of(&self.metadata))
+    }
+}
+
+impl Plannable for DNSChaos {
+    fn plan(&self) -> Result<Plan, InvalidSpec> {
+        dns::plan(&self.spec, namespace_of(&self.metadata))
     }
 }
 
