@@ -1,11 +1,13 @@
 //! HTTPChaos rules as Chaos Mesh's controller sends them in `ApplyHttpChaosRequest` (the tproxy
 //! configuration: `rules` JSON, `proxy_ports`, `tls` JSON), parsed once into types that cannot
 //! be invalid ([`HttpChaosSpec`]), and what a rule does to the head of a request or a response
-//! ([`engine`]). The proxy that serves them in a pod is not part of this crate.
+//! ([`engine`]), and the proxy serving them in a pod ([`proxy`], the `faultline-http-proxy`
+//! binary).
 #![forbid(unsafe_code)]
 
 pub mod duration;
 pub mod engine;
+pub mod proxy;
 pub mod spec;
 
 pub use spec::{Action, BodyChange, HttpChaosSpec, Rule, Selector, SpecError, Target, TlsConfig};
