@@ -40,6 +40,8 @@ pub enum AgentError {
     Stress(#[from] StressError),
     #[error(transparent)]
     Dns(#[from] crate::dns::DnsError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }
 
 impl AgentError {
@@ -62,6 +64,7 @@ impl AgentError {
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
             AgentError::Dns(err) => err.code(),
+            AgentError::Http(err) => err.code(),
         }
     }
 
@@ -81,6 +84,7 @@ impl AgentError {
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),
             AgentError::Dns(err) => err.reason(),
+            AgentError::Http(err) => err.reason(),
         }
     }
 }

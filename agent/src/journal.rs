@@ -94,6 +94,8 @@ pub enum Fault {
     Network(Box<crate::network::NetworkRecord>),
     /// A DNS fault (resolv.conf rewritten, or a responder and its redirect).
     Dns(Box<crate::dns::DnsRecord>),
+    /// An HTTP proxy in a pod and the redirect to it.
+    Http(Box<crate::http::HttpRecord>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +137,7 @@ impl Fault {
             Fault::Network(_) => "network",
             Fault::Stress { .. } => "stress",
             Fault::Dns(_) => "dns",
+            Fault::Http(_) => "http",
         }
     }
 }

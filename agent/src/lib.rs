@@ -11,6 +11,7 @@ pub mod dns;
 pub mod error;
 pub mod fuse_io_uring;
 pub mod grpc;
+pub mod http;
 pub mod injector_process;
 pub mod io_chaos;
 pub mod io_handover;

@@ -54,6 +54,9 @@ pub struct ServeArgs {
     /// The DNS responder binary (default: faultline-dns-responder beside this binary).
     #[arg(long)]
     dns_responder_bin: Option<PathBuf>,
+    /// The HTTP proxy binary (default: faultline-http-proxy beside this binary).
+    #[arg(long)]
+    http_proxy_bin: Option<PathBuf>,
     /// Where netem runs: auto (the kernel's netem qdisc; the userspace NFQUEUE path when the
     /// kernel refuses it), kernel, or userspace.
     #[arg(long, default_value = "auto")]
@@ -177,6 +180,30 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             }
         }
     }
+    let http_proxy_binary = match args.http_proxy_bin {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the agent binary has no directory")?
+            .join("faultline-http-proxy"),
+    };
+    let http = agent::http::HttpChaos::new(
+        journal.clone(),
+        Arc::clone(&metrics),
+        Arc::new(agent::http::host::NodeHost::new(
+            resolver.clone(),
+            http_proxy_binary,
+        )),
+        Arc::new(agent::network::runner::NamespaceRunner),
+    );
+    for (id, outcome) in http.recover_journal().await {
+        match outcome {
+            Ok(()) => tracing::info!(%id, "recovered an HTTP fault left by a previous run"),
+            Err(err) => {
+                tracing::error!(%id, %err, "journal recovery left this HTTP fault in place")
+            }
+        }
+    }
 
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
@@ -217,11 +244,13 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let chaos = chaos
         .with_network(Arc::clone(&network))
-        .with_dns(Arc::clone(&dns));
+        .with_dns(Arc::clone(&dns))
+        .with_http(Arc::clone(&http));
     let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let agent = agent
         .with_network(Arc::clone(&network))
-        .with_dns(Arc::clone(&dns));
+        .with_dns(Arc::clone(&dns))
+        .with_http(Arc::clone(&http));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
 
@@ -234,6 +263,11 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     for id in network.ids() {
         if let Err(err) = network.recover(&id).await {
             tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
+        }
+    }
+    for id in http.ids() {
+        if let Err(err) = http.recover(&id).await {
+            tracing::error!(%id, %err, "HTTP recovery at shutdown failed; the journal keeps the record");
         }
     }
     for id in dns.ids() {

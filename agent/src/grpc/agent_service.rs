@@ -20,6 +20,7 @@ pub struct AgentService {
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
     dns: Option<Arc<crate::dns::DnsChaos>>,
+    http: Option<Arc<crate::http::HttpChaos>>,
 }
 
 impl AgentService {
@@ -30,7 +31,18 @@ impl AgentService {
             stress: None,
             network: None,
             dns: None,
+            http: None,
         }
+    }
+
+    /// Includes HTTP experiments in listing and recovery.
+    pub fn with_http(mut self, http: Arc<crate::http::HttpChaos>) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    fn http_ids(&self) -> Vec<String> {
+        self.http.as_ref().map(|h| h.ids()).unwrap_or_default()
     }
 
     /// Serves DNS experiments (and includes them in listing and recovery).
@@ -155,7 +167,9 @@ impl Agent for AgentService {
                     Fault::Io {
                         actions, volume, ..
                     } => (actions.clone(), volume.clone()),
-                    Fault::Stress { .. } | Fault::Network(_) | Fault::Dns(_) => Default::default(),
+                    Fault::Stress { .. } | Fault::Network(_) | Fault::Dns(_) | Fault::Http(_) => {
+                        Default::default()
+                    }
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -186,7 +200,9 @@ impl Agent for AgentService {
                         stressor.name(),
                         scope.name()
                     ),
-                    Fault::Io { .. } | Fault::Network(_) | Fault::Dns(_) => String::new(),
+                    Fault::Io { .. } | Fault::Network(_) | Fault::Dns(_) | Fault::Http(_) => {
+                        String::new()
+                    }
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -211,6 +227,10 @@ impl Agent for AgentService {
             experiments.extend(super::dns_rpc::experiments(dns));
             experiments.sort_by_key(|e| e.since_unix_ms);
         }
+        if let Some(http) = &self.http {
+            experiments.extend(super::http_rpc::experiments(http));
+            experiments.sort_by_key(|e| e.since_unix_ms);
+        }
         Ok(Response::new(api::ListExperimentsResponse { experiments }))
     }
 
@@ -225,6 +245,7 @@ impl Agent for AgentService {
                 ids.extend(self.stress_ids());
                 ids.extend(self.network_ids());
                 ids.extend(self.dns_ids());
+                ids.extend(self.http_ids());
                 ids
             }
             (false, false) => vec![request.id],
@@ -251,6 +272,12 @@ impl Agent for AgentService {
                 }
                 Err(AgentError::UnknownExperiment(_)) if self.dns_ids().contains(&id) => {
                     self.dns()?.recover(&id).await.map_err(AgentError::from)
+                }
+                Err(AgentError::UnknownExperiment(_)) if self.http_ids().contains(&id) => {
+                    match &self.http {
+                        Some(http) => http.recover(&id).await.map_err(AgentError::from),
+                        None => Err(AgentError::UnknownExperiment(id.clone())),
+                    }
                 }
                 other => other,
             };

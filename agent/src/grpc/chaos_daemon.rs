@@ -19,6 +19,7 @@ pub struct ChaosDaemonService {
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
     dns: Option<Arc<crate::dns::DnsChaos>>,
+    http: Option<Arc<crate::http::HttpChaos>>,
 }
 
 impl ChaosDaemonService {
@@ -29,7 +30,14 @@ impl ChaosDaemonService {
             stress: None,
             network: None,
             dns: None,
+            http: None,
         }
+    }
+
+    /// Serves ApplyHttpChaos.
+    pub fn with_http(mut self, http: Arc<crate::http::HttpChaos>) -> Self {
+        self.http = Some(http);
+        self
     }
 
     /// Serves SetDNSServer.
@@ -309,9 +317,14 @@ impl ChaosDaemon for ChaosDaemonService {
 
     async fn apply_http_chaos(
         &self,
-        _: Request<pb::ApplyHttpChaosRequest>,
+        request: Request<pb::ApplyHttpChaosRequest>,
     ) -> Result<Response<pb::ApplyHttpChaosResponse>, Status> {
-        Err(kind_not_yet("ApplyHttpChaos"))
+        let http = self
+            .http
+            .as_ref()
+            .ok_or_else(|| kind_not_yet("ApplyHttpChaos"))?;
+        let response = super::http_rpc::apply_http_chaos(http, request.into_inner()).await?;
+        Ok(Response::new(response))
     }
 
     async fn set_dns_server(

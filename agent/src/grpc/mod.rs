@@ -4,6 +4,7 @@
 mod agent_service;
 mod chaos_daemon;
 mod dns_rpc;
+mod http_rpc;
 mod metrics_layer;
 mod network_rpc;
 mod serve;

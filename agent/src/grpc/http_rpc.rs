@@ -1,0 +1,69 @@
+//! The HTTP rpc, as thin as possible: parse the request into the HTTP module's spec, call it,
+//! answer as chaos-daemon does (statusCode 200, which Chaos Mesh's controller checks).
+
+use faultline_proto::agent::v1 as api;
+use faultline_proto::pb;
+
+use crate::error::AgentError;
+use crate::http::{Applied, HttpChaos};
+use crate::journal::Fault;
+
+pub async fn apply_http_chaos(
+    http: &std::sync::Arc<HttpChaos>,
+    request: pb::ApplyHttpChaosRequest,
+) -> Result<pb::ApplyHttpChaosResponse, AgentError> {
+    let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, &request.tls)
+        .map_err(crate::http::HttpError::from)?;
+    let applied = http
+        .apply(&request.container_id, &request.rules, &spec)
+        .await?;
+    Ok(match applied {
+        Applied::InForce {
+            id,
+            proxy_pid,
+            started_at_ms,
+        } => pb::ApplyHttpChaosResponse {
+            instance: i64::from(proxy_pid),
+            start_time: started_at_ms as i64,
+            status_code: 200,
+            error: String::new(),
+            instance_uid: id,
+        },
+        Applied::Removed => pb::ApplyHttpChaosResponse {
+            status_code: 200,
+            ..Default::default()
+        },
+    })
+}
+
+/// Every HTTP experiment, as listed.
+pub fn experiments(http: &HttpChaos) -> Vec<api::Experiment> {
+    http.records()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|record| {
+            let Fault::Http(fault) = &record.fault else {
+                return None;
+            };
+            let status = match (fault.proxy, fault.port) {
+                (Some(p), Some(port)) => format!(
+                    "proxy pid {} on port {port}, redirecting {:?}",
+                    p.pid, fault.proxy_ports
+                ),
+                _ => "starting".into(),
+            };
+            Some(api::Experiment {
+                kind: record.fault.kind().into(),
+                rules: fault.rules.clone(),
+                id: record.id,
+                container_id: record.container_id,
+                target_pid: record.target.pid,
+                since_unix_ms: record.started_at_ms as i64,
+                deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
+                volume: String::new(),
+                injector_status: status,
+                handover: None,
+            })
+        })
+        .collect()
+}
