@@ -12,6 +12,7 @@ mod controller_pod;
 mod daemonset;
 mod dns;
 mod handover;
+mod http;
 mod injector_in_pod;
 mod io_chaos;
 mod network;
@@ -47,6 +48,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(daemonset::stories());
     all.extend(controller_pod::stories());
     all.extend(dns::stories());
+    all.extend(http::stories());
     all
 }
 
