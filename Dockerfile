@@ -16,7 +16,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked \
-      -p faultline-agent -p faultline-injector -p faultline-nsexec -p faultline-controller -p faultline-dns-responder --bins
+      -p faultline-agent -p faultline-injector -p faultline-nsexec -p faultline-controller -p faultline-dns-responder -p faultline-http-chaos --bins
 
 # The controller: an API client and an mTLS client; no privileges, no shell tools needed.
 FROM debian:bookworm-slim AS controller
@@ -35,6 +35,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/faultline-agent /usr/local/bin/faultline-agent
 COPY --from=build /src/target/release/faultline-injector /usr/local/bin/faultline-injector
 COPY --from=build /src/target/release/faultline-dns-responder /usr/local/bin/faultline-dns-responder
+COPY --from=build /src/target/release/faultline-http-proxy /usr/local/bin/faultline-http-proxy
 COPY --from=build /src/target/release/faultline /usr/local/bin/faultline
 COPY --from=build /src/target/release/nsexec /usr/local/bin/nsexec
 # The template sidecar mode runs this image too: init.sh in the init container, then
