@@ -81,6 +81,110 @@ enum Attack {
     /// DNS faults on a pod: a responder in its network namespace fails (`error`) or fakes
     /// (`random`) the lookups of the names the patterns cover; the rest resolve as before.
     Dns(DnsAttack),
+    /// HTTP faults on a pod's server ports: a proxy in its network namespace aborts, delays,
+    /// replaces or patches the selected requests or responses.
+    Http(Box<HttpAttack>),
+}
+
+#[derive(Args)]
+struct HttpAttack {
+    /// The container: containerd://ID, cri-o://ID, docker://ID or a bare ID (its pod is hit).
+    #[arg(long)]
+    container: String,
+    /// A port of the pod whose incoming traffic goes through the proxy (repeat).
+    #[arg(long = "port", required = true)]
+    ports: Vec<u32>,
+    /// Request or Response.
+    #[arg(long, default_value = "Request")]
+    target: String,
+    /// Only this path (glob: `*`, `?`).
+    #[arg(long)]
+    path: Option<String>,
+    /// Only this method.
+    #[arg(long)]
+    method: Option<String>,
+    /// Only responses with this status (Response target).
+    #[arg(long)]
+    code: Option<u16>,
+    /// Close the connection without an answer.
+    #[arg(long)]
+    abort: bool,
+    /// Delay (a Go duration, e.g. 400ms).
+    #[arg(long)]
+    delay: Option<String>,
+    /// Replace the status (Response target).
+    #[arg(long)]
+    replace_code: Option<u16>,
+    /// Replace the body with this text.
+    #[arg(long)]
+    replace_body: Option<String>,
+    /// Add a header, NAME=VALUE (repeat).
+    #[arg(long = "patch-header")]
+    patch_headers: Vec<String>,
+    /// The whole rules JSON (Chaos Mesh's tproxy format) instead of the flags above.
+    #[arg(long, conflicts_with_all = ["path", "method", "code", "abort", "delay", "replace_code", "replace_body", "patch_headers"])]
+    rules: Option<String>,
+    /// Recover by itself after this long (e.g. 30s).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+}
+
+impl HttpAttack {
+    /// One rule from the flags, in Chaos Mesh's format (checked by the same parser the agent
+    /// uses before anything is sent).
+    fn rules(&self) -> anyhow::Result<String> {
+        if let Some(rules) = &self.rules {
+            return Ok(rules.clone());
+        }
+        let mut selector = serde_json::Map::new();
+        if let Some(path) = &self.path {
+            selector.insert("path".into(), path.clone().into());
+        }
+        if let Some(method) = &self.method {
+            selector.insert("method".into(), method.clone().into());
+        }
+        if let Some(code) = self.code {
+            selector.insert("code".into(), code.into());
+        }
+        let mut actions = serde_json::Map::new();
+        if self.abort {
+            actions.insert("abort".into(), true.into());
+        }
+        if let Some(delay) = &self.delay {
+            actions.insert("delay".into(), delay.clone().into());
+        }
+        let mut replace = serde_json::Map::new();
+        if let Some(code) = self.replace_code {
+            replace.insert("code".into(), code.into());
+        }
+        if let Some(body) = &self.replace_body {
+            replace.insert(
+                "body".into(),
+                serde_json::json!({"type": "TEXT", "value": body}),
+            );
+        }
+        if !replace.is_empty() {
+            actions.insert("replace".into(), replace.into());
+        }
+        let headers = self
+            .patch_headers
+            .iter()
+            .map(|h| {
+                h.split_once('=')
+                    .map(|(k, v)| serde_json::json!([k, v]))
+                    .ok_or_else(|| anyhow::anyhow!("--patch-header {h:?}: NAME=VALUE"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if !headers.is_empty() {
+            actions.insert("patch".into(), serde_json::json!({"headers": headers}));
+        }
+        Ok(serde_json::json!([{
+            "target": self.target,
+            "selector": selector,
+            "actions": actions,
+        }])
+        .to_string())
+    }
 }
 
 #[derive(Args)]
@@ -447,6 +551,27 @@ async fn main() -> anyhow::Result<()> {
                     container_id: attack.container.clone(),
                     action: attack.action.clone(),
                     patterns: attack.patterns.clone(),
+                    duration_ms: attack
+                        .duration
+                        .map(|d| Duration::from(d).as_millis() as u64)
+                        .unwrap_or(0),
+                })
+                .await
+                .map_err(explain)?
+                .into_inner();
+            println!("{}", response.id);
+            eprintln!("{}", response.plan);
+        }
+        Command::Attack {
+            kind: Attack::Http(attack),
+        } => {
+            let rules = attack.rules()?;
+            http_chaos::HttpChaosSpec::parse(&rules, &attack.ports, "")?;
+            let response = client
+                .start_http_experiment(api::StartHttpExperimentRequest {
+                    container_id: attack.container.clone(),
+                    rules,
+                    proxy_ports: attack.ports.clone(),
                     duration_ms: attack
                         .duration
                         .map(|d| Duration::from(d).as_millis() as u64)

@@ -351,6 +351,17 @@ impl Agent for AgentService {
         }))
     }
 
+    async fn start_http_experiment(
+        &self,
+        request: Request<api::StartHttpExperimentRequest>,
+    ) -> Result<Response<api::StartHttpExperimentResponse>, Status> {
+        let http = self.http.as_ref().ok_or(AgentError::Unimplemented(
+            "HTTP experiments (not configured)",
+        ))?;
+        let response = super::http_rpc::start(http, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
     async fn start_dns_experiment(
         &self,
         request: Request<api::StartDnsExperimentRequest>,

@@ -36,6 +36,38 @@ pub async fn apply_http_chaos(
     })
 }
 
+pub async fn start(
+    http: &std::sync::Arc<HttpChaos>,
+    request: api::StartHttpExperimentRequest,
+) -> Result<api::StartHttpExperimentResponse, AgentError> {
+    let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, "")
+        .map_err(crate::http::HttpError::from)?;
+    let applied = http
+        .apply(&request.container_id, &request.rules, &spec)
+        .await?;
+    Ok(match applied {
+        Applied::InForce { id, proxy_pid, .. } => {
+            if request.duration_ms > 0 {
+                http.recover_after(&id, std::time::Duration::from_millis(request.duration_ms))?;
+            }
+            api::StartHttpExperimentResponse {
+                plan: format!(
+                    "{} rule(s) on ports {:?} of the pod of {}: proxy pid {proxy_pid}",
+                    spec.rules.len(),
+                    spec.proxy_ports,
+                    request.container_id
+                ),
+                id,
+                proxy_pid,
+            }
+        }
+        Applied::Removed => api::StartHttpExperimentResponse {
+            plan: "no HTTP fault in force".into(),
+            ..Default::default()
+        },
+    })
+}
+
 /// Every HTTP experiment, as listed.
 pub fn experiments(http: &HttpChaos) -> Vec<api::Experiment> {
     http.records()

@@ -279,6 +279,34 @@ impl HttpChaos {
         })
     }
 
+    /// Ends experiment `id` by itself after `duration` (journaled as its deadline).
+    pub fn recover_after(
+        self: &Arc<Self>,
+        id: &str,
+        duration: std::time::Duration,
+    ) -> Result<(), HttpError> {
+        if let Some(mut record) = self.journal.get(id)? {
+            record.deadline_ms = Some(crate::io_chaos::now_ms() + duration.as_millis() as u64);
+            self.journal.write(&record)?;
+        }
+        let this = Arc::clone(self);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            let due = this
+                .journal
+                .get(&id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.deadline_ms)
+                .is_some_and(|d| d <= crate::io_chaos::now_ms() + 5);
+            if due && let Err(err) = this.recover(&id).await {
+                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+            }
+        });
+        Ok(())
+    }
+
     /// A proxy that dies takes its redirect with it at once: traffic flows directly again.
     fn watch(self: &Arc<Self>, id: String, exited: tokio::sync::oneshot::Receiver<String>) {
         let this = Arc::clone(self);

@@ -23,6 +23,7 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             "http::a_killed_proxy_and_an_agent_crash_leave_no_redirect",
             proxy_and_agent_die,
         ),
+        ("http::cli_attack_with_duration_recovers_by_itself", cli),
     ]
 }
 
@@ -294,5 +295,56 @@ fn proxy_and_agent_die(tb: &Testbed) -> anyhow::Result<()> {
         "the restarted agent left the proxy running"
     );
     bed.expect_direct()?;
+    bed.remove(tb)
+}
+
+fn cli(tb: &Testbed) -> anyhow::Result<()> {
+    let bed = Bed::new(tb, "http-cli")?;
+    let out = bed.agent.cli(&[
+        "attack",
+        "http",
+        "--container",
+        &bed.server.container_uri(),
+        "--port",
+        "8080",
+        "--path",
+        "/abort.html",
+        "--abort",
+        "--duration",
+        "3s",
+    ])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        !bed.fetch("/abort.html")?.ok,
+        "the CLI's abort is not in force"
+    );
+    ensure!(bed.fetch("/index.html")?.ok);
+    ensure!(
+        eventually(Duration::from_secs(10), || redirect_rules(&bed.server)
+            .is_ok_and(|r| r.is_empty())),
+        "the experiment did not end after its duration"
+    );
+    bed.expect_direct()?;
+    // A bad flag is named before anything is sent.
+    let out = bed.agent.cli(&[
+        "attack",
+        "http",
+        "--container",
+        &bed.server.container_uri(),
+        "--port",
+        "8080",
+        "--delay",
+        "10",
+    ])?;
+    ensure!(!out.status.success());
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("rules[0].actions.delay"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bed.remove(tb)
 }
