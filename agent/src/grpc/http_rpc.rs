@@ -15,7 +15,7 @@ pub async fn apply_http_chaos(
     let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, &request.tls)
         .map_err(crate::http::HttpError::from)?;
     let applied = http
-        .apply(&request.container_id, &request.rules, &spec)
+        .apply(&request.container_id, &request.rules, &spec, false)
         .await?;
     Ok(match applied {
         Applied::InForce {
@@ -43,7 +43,7 @@ pub async fn start(
     let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, "")
         .map_err(crate::http::HttpError::from)?;
     let applied = http
-        .apply(&request.container_id, &request.rules, &spec)
+        .apply(&request.container_id, &request.rules, &spec, true)
         .await?;
     Ok(match applied {
         Applied::InForce { id, proxy_pid, .. } => {

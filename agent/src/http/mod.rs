@@ -33,6 +33,10 @@ pub enum HttpError {
         "{target} shares the node's network namespace (hostNetwork): a redirect there would hit the node; refused"
     )]
     HostNetwork { target: String },
+    #[error(
+        "the pod of {container} already has HTTP chaos {id} with other rules; recover it first"
+    )]
+    AlreadyActive { container: String, id: String },
     #[error("tls: HTTPS interception is not supported yet; nothing was changed")]
     TlsUnsupported,
     #[error("the HTTP proxy: {0}")]
@@ -52,6 +56,7 @@ impl HttpError {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => Code::InvalidArgument,
             HttpError::HostNetwork { .. } => Code::FailedPrecondition,
             HttpError::TlsUnsupported => Code::Unimplemented,
+            HttpError::AlreadyActive { .. } => Code::AlreadyExists,
             HttpError::Runtime(e) => e.code(),
             HttpError::Network(e) => e.code(),
             HttpError::Proxy(_) | HttpError::Journal(_) => Code::Internal,
@@ -63,6 +68,7 @@ impl HttpError {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => "invalid_argument",
             HttpError::HostNetwork { .. } => "host_network",
             HttpError::TlsUnsupported => "unimplemented",
+            HttpError::AlreadyActive { .. } => "busy",
             HttpError::Proxy(_) => "proxy",
             HttpError::Runtime(_) => "runtime",
             HttpError::Network(e) => e.reason(),
@@ -140,12 +146,15 @@ impl HttpChaos {
     }
 
     /// ApplyHttpChaos: the pod of `container_id` gets exactly `spec` (rules and ports), live
-    /// if a proxy serves it already; no rules and no ports removes.
+    /// if a proxy serves it already; no rules and no ports removes. `exclusive` (our own API):
+    /// an experiment with other rules in the pod is not replaced but refused, and the same one
+    /// again is answered as it is.
     pub async fn apply(
         self: &Arc<Self>,
         container_id: &str,
         rules_json: &str,
         spec: &HttpChaosSpec,
+        exclusive: bool,
     ) -> Result<Applied, HttpError> {
         if spec.tls.is_some() {
             return Err(HttpError::TlsUnsupported);
@@ -181,6 +190,19 @@ impl HttpChaos {
             rules_json.to_owned()
         };
         if let Some(mut record) = existing {
+            if exclusive && let Some(http) = http_record(&record) {
+                if http.rules == rules_json && http.proxy_ports == spec.proxy_ports {
+                    return Ok(Applied::InForce {
+                        id: record.id.clone(),
+                        proxy_pid: http.proxy.map(|p| p.pid).unwrap_or_default(),
+                        started_at_ms: record.started_at_ms,
+                    });
+                }
+                return Err(HttpError::AlreadyActive {
+                    container: container_id.into(),
+                    id: record.id,
+                });
+            }
             return self.update(&mut record, pid, &rules_json, spec).await;
         }
         let backend = iptables::detect_backend(&*self.runner, pid).await?;

@@ -103,7 +103,7 @@ async fn inject_update_crash_recover() {
     };
     let http = service();
     let Applied::InForce { id, proxy_pid, .. } = http
-        .apply(CONTAINER, ABORT, &spec(ABORT, &[8080]))
+        .apply(CONTAINER, ABORT, &spec(ABORT, &[8080]), false)
         .await
         .unwrap()
     else {
@@ -135,7 +135,7 @@ async fn inject_update_crash_recover() {
     // a second jump.
     let before = runner.calls().len();
     let again = http
-        .apply(CONTAINER, DELAY, &spec(DELAY, &[8080, 9090]))
+        .apply(CONTAINER, DELAY, &spec(DELAY, &[8080, 9090]), false)
         .await
         .unwrap();
     assert!(matches!(again, Applied::InForce { id: ref i, proxy_pid: 7000, .. } if *i == id));
@@ -180,20 +180,24 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
         host.clone(),
         runner.clone(),
     );
-    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]))
+    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]), false)
         .await
         .unwrap();
     assert_eq!(
-        http.apply(CONTAINER, "", &spec("", &[])).await.unwrap(),
+        http.apply(CONTAINER, "", &spec("", &[]), false)
+            .await
+            .unwrap(),
         Applied::Removed
     );
     assert!(journal.list().unwrap().0.is_empty());
     assert_eq!(
-        http.apply(CONTAINER, "", &spec("", &[])).await.unwrap(),
+        http.apply(CONTAINER, "", &spec("", &[]), false)
+            .await
+            .unwrap(),
         Applied::Removed
     );
 
-    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]))
+    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]), false)
         .await
         .unwrap();
     let before = runner.calls().len();
@@ -226,13 +230,44 @@ async fn tls_and_unknown_containers_are_refused_before_anything_changes() {
     );
     let tls = r#"{"cert_file": {"type": "Contents", "value": "Q0VSVA=="}, "key_file": {"type": "Contents", "value": "S0VZ"}}"#;
     let with_tls = HttpChaosSpec::parse(ABORT, &[443], tls).unwrap();
-    let err = http.apply(CONTAINER, ABORT, &with_tls).await.unwrap_err();
+    let err = http
+        .apply(CONTAINER, ABORT, &with_tls, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     let err = http
-        .apply("containerd://gone", ABORT, &spec(ABORT, &[80]))
+        .apply("containerd://gone", ABORT, &spec(ABORT, &[80]), false)
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("container_id: "), "{err}");
     assert!(host.calls().is_empty());
     assert!(journal.list().unwrap().0.is_empty());
+}
+
+/// Our own API (StartHttpExperiment): another experiment's rules are refused, not replaced.
+#[tokio::test]
+async fn exclusive_apply_refuses_other_rules_and_answers_the_same_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let http = HttpChaos::new(
+        journal,
+        Arc::new(Metrics::new()),
+        Arc::new(FakeHost::default()),
+        runner(),
+    );
+    let first = http
+        .apply(CONTAINER, ABORT, &spec(ABORT, &[80]), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]), true)
+            .await
+            .unwrap(),
+        first
+    );
+    let err = http
+        .apply(CONTAINER, DELAY, &spec(DELAY, &[80]), true)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
 }
