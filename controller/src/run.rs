@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{DNSChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -123,7 +123,11 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::<StressChaos>(client.clone(), ctx.clone()),
         schedules(client.clone(), ctx.clone()),
     );
-    let controllers = futures::future::join(controllers, controller::<DNSChaos>(client, ctx));
+    let controllers = futures::future::join3(
+        controllers,
+        controller::<DNSChaos>(client.clone(), ctx.clone()),
+        controller::<HTTPChaos>(client, ctx),
+    );
     let lost = async {
         match &elector {
             Some(elector) => elector.hold().await,

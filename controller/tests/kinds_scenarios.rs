@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 
 use controller::agent::{AgentCall, AgentReply};
-use controller::crd::{DNSChaos, NetworkChaos, PodChaos, StressChaos};
+use controller::crd::{DNSChaos, HTTPChaos, NetworkChaos, PodChaos, StressChaos};
 use controller::reconcile::{self, FINALIZER};
 use faultline_proto::pb;
 use http::Method;
@@ -422,6 +422,89 @@ async fn dns_chaos_starts_the_pods_responder_and_recovers_it_by_id() {
         vec![(
             "node-a".to_string(),
             AgentCall::Recover { id: "dns-1".into() }
+        )]
+    );
+}
+
+/// HTTPChaos starts the agent's HTTP experiment (one tproxy rule, the port as the proxy port)
+/// in the selected pod and recovers it by id.
+#[tokio::test]
+async fn http_chaos_starts_the_pods_proxy_and_recovers_it_by_id() {
+    let tb = testbed();
+    let spec = json!({
+        "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+        "target": "Request", "port": 8080, "path": "/api/*", "abort": true,
+        "duration": "10s"
+    });
+    let dc: HTTPChaos = chaos("HTTPChaos", "http", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/httpchaos/http";
+    let answer = serde_json::to_value(&dc).expect("json");
+    tb.agents.answer(Ok(AgentReply {
+        ids: vec!["http-1".into()],
+        ..Default::default()
+    }));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+    ]);
+    within(reconcile::reconcile(Arc::new(dc.clone()), tb.ctx.clone()))
+        .await
+        .expect("inject");
+    let seen = finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartHttp(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.proxy_ports, [8080]);
+    let rules: Value = serde_json::from_str(&request.rules).expect("rules JSON");
+    assert_eq!(
+        rules,
+        json!([{"target": "Request", "selector": {"port": 8080, "path": "/api/*"}, "actions": {"abort": true}}])
+    );
+    assert_eq!(request.duration_ms, 10_000);
+    assert!(
+        request.container_id.starts_with("containerd://"),
+        "{request:?}"
+    );
+
+    let mut done = dc;
+    done.status = Some(
+        serde_json::from_value(seen.last().expect("status").1["status"].clone()).expect("status"),
+    );
+    tb.clock.set("2026-11-24T12:00:10Z");
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Recovered"),
+        event("Finished"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(done), tb.ctx.clone()))
+        .await
+        .expect("recover");
+    finished(server).await;
+    assert_eq!(
+        tb.agents.take_calls(),
+        vec![(
+            "node-a".to_string(),
+            AgentCall::Recover {
+                id: "http-1".into()
+            }
         )]
     );
 }

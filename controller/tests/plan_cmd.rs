@@ -312,6 +312,7 @@ fn list_kinds_and_text_output() {
         kinds,
         json!([
             "DNSChaos",
+            "HTTPChaos",
             "IOChaos",
             "NetworkChaos",
             "PodChaos",

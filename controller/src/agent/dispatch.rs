@@ -49,6 +49,14 @@ pub(super) async fn dispatch(
                 ..Default::default()
             }
         }
+        AgentCall::StartHttp(request) => {
+            let r = agent.start_http_experiment(request).await?.into_inner();
+            AgentReply {
+                ids: [r.id].into_iter().filter(|id| !id.is_empty()).collect(),
+                detail: r.plan,
+                ..Default::default()
+            }
+        }
         AgentCall::KillContainer(request) => {
             let r = agent.kill_container(request).await?.into_inner();
             AgentReply {

@@ -20,6 +20,7 @@ pub enum AgentCall {
     StartNetwork(api::StartNetworkExperimentRequest),
     StartStress(api::StartStressExperimentRequest),
     StartDns(api::StartDnsExperimentRequest),
+    StartHttp(api::StartHttpExperimentRequest),
     KillContainer(api::KillContainerRequest),
     /// Recovers one experiment by id; an id the agent does not know counts as recovered.
     Recover {
@@ -39,6 +40,7 @@ impl AgentCall {
             AgentCall::StartNetwork(_) => "StartNetworkExperiment",
             AgentCall::StartStress(_) => "StartStressExperiment",
             AgentCall::StartDns(_) => "StartDnsExperiment",
+            AgentCall::StartHttp(_) => "StartHttpExperiment",
             AgentCall::KillContainer(_) => "KillContainer",
             AgentCall::Recover { .. } => "Recover",
             AgentCall::ApplyIo(_) => "ApplyIOChaos",

@@ -3,6 +3,7 @@
 //! works after its apiVersion is changed.
 
 mod dns_chaos;
+mod http_chaos;
 mod io_chaos;
 mod network_chaos;
 mod pod_chaos;
@@ -12,6 +13,7 @@ mod status;
 mod stress_chaos;
 
 pub use dns_chaos::{DNSChaos, DNSChaosSpec, DnsChaosAction};
+pub use http_chaos::{HTTPChaos, HTTPChaosSpec, HttpTarget};
 pub use io_chaos::{
     AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
     Timespec,
@@ -44,6 +46,7 @@ pub const VERSION: &str = "v1alpha1";
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("dnschaos.yaml", DNSChaos::crd()),
+        ("httpchaos.yaml", HTTPChaos::crd()),
         ("iochaos.yaml", IOChaos::crd()),
         ("networkchaos.yaml", NetworkChaos::crd()),
         ("podchaos.yaml", PodChaos::crd()),

@@ -4,6 +4,7 @@
 
 mod dns;
 mod duration;
+mod http;
 mod invalid;
 mod io;
 mod mode;
@@ -22,8 +23,8 @@ pub use network::{
 };
 
 use crate::crd::{
-    ContainerSelector, DNSChaos, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec,
-    StressChaos,
+    ContainerSelector, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, PodSelector,
+    PodSelectorSpec, StressChaos,
 };
 
 /// A validated experiment.
@@ -72,6 +73,12 @@ pub enum Action {
         action: String,
         patterns: Vec<String>,
     },
+    /// The agent's HTTP experiment: a proxy in the pod on `port` with `rules` (Chaos Mesh's
+    /// tproxy JSON).
+    Http {
+        rules: String,
+        port: u16,
+    },
     PodKill {
         grace_period_seconds: i64,
     },
@@ -118,6 +125,12 @@ impl Plannable for StressChaos {
 impl Plannable for DNSChaos {
     fn plan(&self) -> Result<Plan, InvalidSpec> {
         dns::plan(&self.spec, namespace_of(&self.metadata))
+    }
+}
+
+impl Plannable for HTTPChaos {
+    fn plan(&self) -> Result<Plan, InvalidSpec> {
+        http::plan(&self.spec, namespace_of(&self.metadata))
     }
 }
 

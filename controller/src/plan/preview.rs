@@ -8,13 +8,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{InvalidSpec, Plannable};
-use crate::crd::{DNSChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
 use crate::schedule::{Cron, next_runs};
 use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
 
 /// The kinds the controller supports.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 7] = [
     "DNSChaos",
+    "HTTPChaos",
     "IOChaos",
     "NetworkChaos",
     "PodChaos",
@@ -118,6 +119,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
     }
     let planned = match kind.as_str() {
         "DNSChaos" => parse::<DNSChaos>(value).map(|c| c.plan()),
+        "HTTPChaos" => parse::<HTTPChaos>(value).map(|c| c.plan()),
         "IOChaos" => parse::<IOChaos>(value).map(|c| c.plan()),
         "NetworkChaos" => parse::<NetworkChaos>(value).map(|c| c.plan()),
         "PodChaos" => parse::<PodChaos>(value).map(|c| c.plan()),

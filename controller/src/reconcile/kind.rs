@@ -9,7 +9,9 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::crd::{ChaosStatus, DNSChaos, IOChaos, NetworkChaos, PodAction, PodChaos, StressChaos};
+use crate::crd::{
+    ChaosStatus, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodAction, PodChaos, StressChaos,
+};
 use crate::plan::Plannable;
 
 /// How a kind's injected targets are put back.
@@ -23,6 +25,8 @@ pub enum Recovery {
     Stress,
     /// The agent's DNS experiment by id; without one, those the agent lists for the container.
     Dns,
+    /// The agent's HTTP experiment by id; without one, those the agent lists for the container.
+    Http,
     /// The original images, kept in the pod's annotations, put back.
     PodFailure,
     /// One-shot actions (pod-kill, container-kill) leave nothing to recover.
@@ -84,6 +88,16 @@ impl Chaos for DNSChaos {
     }
     fn recovery(&self) -> Recovery {
         Recovery::Dns
+    }
+}
+
+impl Chaos for HTTPChaos {
+    const KIND: &'static str = "HTTPChaos";
+    fn status(&self) -> Option<&ChaosStatus> {
+        self.status.as_ref()
+    }
+    fn recovery(&self) -> Recovery {
+        Recovery::Http
     }
 }
 

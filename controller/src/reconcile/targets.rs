@@ -167,6 +167,12 @@ pub async fn inject(
             patterns: patterns.clone(),
             duration_ms,
         }),
+        Action::Http { rules, port } => AgentCall::StartHttp(api::StartHttpExperimentRequest {
+            container_id: cid.clone(),
+            rules: rules.clone(),
+            proxy_ports: vec![u32::from(*port)],
+            duration_ms,
+        }),
         Action::ContainerKill => AgentCall::KillContainer(api::KillContainerRequest {
             container_id: cid.clone(),
             dry_run: false,
@@ -258,7 +264,7 @@ pub async fn recover(
     let cid = rec.container_id.clone().unwrap_or_default();
     let by_agent = matches!(
         recovery,
-        Recovery::Io { .. } | Recovery::Network | Recovery::Stress | Recovery::Dns
+        Recovery::Io { .. } | Recovery::Network | Recovery::Stress | Recovery::Dns | Recovery::Http
     );
     if by_agent && (node.is_empty() || cid.is_empty()) {
         // Never reached an agent: nothing can be in force.
@@ -297,16 +303,16 @@ pub async fn recover(
             container_id: cid.clone(),
             ..Default::default()
         })],
-        Recovery::Stress | Recovery::Dns => {
+        Recovery::Stress | Recovery::Dns | Recovery::Http => {
             match ctx.agents.call(&node, AgentCall::ListExperiments).await {
                 Ok(list) => list
                     .experiments
                     .into_iter()
                     .filter(|e| {
-                        let kind = if *recovery == Recovery::Dns {
-                            "dns"
-                        } else {
-                            "stress"
+                        let kind = match recovery {
+                            Recovery::Dns => "dns",
+                            Recovery::Http => "http",
+                            _ => "stress",
                         };
                         e.kind == kind && e.container_id == cid
                     })
