@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, root_or_skip};
+use common::Fixture;
 use injector::fs::{FileIo, FsOptions};
 use injector::serve::ServeOptions;
 use serde_json::json;
@@ -25,11 +25,7 @@ fn eio(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EIO)
 }
 
-#[test]
 fn fault_rule_fails_reads_under_the_glob_until_removed() {
-    if !root_or_skip("fault_rule") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     let mount_id = fx.running().mount().expect("mounted").mount_id();
     let glob = format!("{}/data/**", fx.path.display());
@@ -59,11 +55,7 @@ fn fault_rule_fails_reads_under_the_glob_until_removed() {
     );
 }
 
-#[test]
 fn write_faults_hit_writes() {
-    if !root_or_skip("write_fault") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "fault", "path": format!("{}/data/*", fx.path.display()),
@@ -77,11 +69,7 @@ fn write_faults_hit_writes() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
 }
 
-#[test]
 fn latency_delays_reads_and_nothing_else() {
-    if !root_or_skip("latency") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -101,11 +89,7 @@ fn latency_delays_reads_and_nothing_else() {
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
 }
 
-#[test]
 fn removing_a_latency_rule_cuts_sleeps_short() {
-    if !root_or_skip("latency_cut_short") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -123,11 +107,7 @@ fn removing_a_latency_rule_cuts_sleeps_short() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
-#[test]
 fn delayed_operations_do_not_hold_up_other_files() {
-    if !root_or_skip("delay_isolation") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -153,11 +133,7 @@ fn delayed_operations_do_not_hold_up_other_files() {
     }
 }
 
-#[test]
 fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
-    if !root_or_skip("attr_override") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     // Cached by the kernel with the long timeout while no rule exists.
     let before = fs::metadata(fx.at("data/f")).expect("stat");
@@ -180,11 +156,7 @@ fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
     );
 }
 
-#[test]
 fn lookup_faults_reach_cached_entries() {
-    if !root_or_skip("lookup_fault") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     assert!(fx.at("data/f").exists());
     fx.update(json!([{
@@ -197,11 +169,7 @@ fn lookup_faults_reach_cached_entries() {
     assert!(fx.at("data/f").exists());
 }
 
-#[test]
 fn mistakes_corrupt_read_data_only() {
-    if !root_or_skip("mistake") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "mistake", "path": format!("{}/data/**", fx.path.display()),
@@ -219,11 +187,7 @@ fn mistakes_corrupt_read_data_only() {
     );
 }
 
-#[test]
 fn files_open_in_passthrough_are_reported_unreachable() {
-    if !root_or_skip("unreachable") {
-        return;
-    }
     let fx = Fixture::mount_opts(
         data_file,
         ServeOptions {
@@ -262,4 +226,45 @@ fn files_open_in_passthrough_are_reported_unreachable() {
     // ... and after it is closed.
     let err = fs::read(fx.at("data/f")).expect_err("EIO after reopen");
     assert!(eio(&err), "{err}");
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "fault_rule_fails_reads_under_the_glob_until_removed",
+                fault_rule_fails_reads_under_the_glob_until_removed,
+            ),
+            ("write_faults_hit_writes", write_faults_hit_writes),
+            (
+                "latency_delays_reads_and_nothing_else",
+                latency_delays_reads_and_nothing_else,
+            ),
+            (
+                "removing_a_latency_rule_cuts_sleeps_short",
+                removing_a_latency_rule_cuts_sleeps_short,
+            ),
+            (
+                "delayed_operations_do_not_hold_up_other_files",
+                delayed_operations_do_not_hold_up_other_files,
+            ),
+            (
+                "attr_override_shows_even_for_attributes_the_kernel_had_cached",
+                attr_override_shows_even_for_attributes_the_kernel_had_cached,
+            ),
+            (
+                "lookup_faults_reach_cached_entries",
+                lookup_faults_reach_cached_entries,
+            ),
+            (
+                "mistakes_corrupt_read_data_only",
+                mistakes_corrupt_read_data_only,
+            ),
+            (
+                "files_open_in_passthrough_are_reported_unreachable",
+                files_open_in_passthrough_are_reported_unreachable,
+            ),
+        ],
+        &[],
+    )
 }
