@@ -26,10 +26,10 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// Parses a manifest as its kind and plans it.
 fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
     let text = std::fs::read_to_string(path).expect("readable manifest");
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let value: yaml_serde::Value = yaml_serde::from_str(&text).expect("YAML");
     let kind = value["kind"].as_str().expect("a kind").to_owned();
-    fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: serde_yaml::Value) -> K {
-        serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: yaml_serde::Value) -> K {
+        yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
     match kind.as_str() {
         "IOChaos" => parsed::<IOChaos>(path, value).plan(),
@@ -48,7 +48,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
                 .spec
                 .child_spec()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let child = serde_yaml::to_value(serde_json::json!({
+            let child = yaml_serde::to_value(serde_json::json!({
                 "apiVersion": "chaos.faultline.dev/v1alpha1",
                 "kind": schedule.spec.type_.as_str(),
                 "metadata": {"name": "run", "namespace": "demo"},

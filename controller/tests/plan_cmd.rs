@@ -36,7 +36,7 @@ fn plan(manifests: &str, extra: &[&str]) -> Value {
 }
 
 fn chaos(kind: &str, name: &str, spec: Value) -> String {
-    serde_yaml::to_string(&json!({
+    yaml_serde::to_string(&json!({
         "apiVersion": "chaos.faultline.dev/v1alpha1", "kind": kind,
         "metadata": {"name": name, "namespace": "shop"}, "spec": spec
     }))

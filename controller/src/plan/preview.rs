@@ -257,9 +257,9 @@ pub async fn preview<R: Rng>(
 }
 
 /// The chaos objects of a YAML (or JSON) text: every document, `List` items unpacked.
-pub fn documents(text: &str) -> Result<Vec<Value>, serde_yaml::Error> {
+pub fn documents(text: &str) -> Result<Vec<Value>, yaml_serde::Error> {
     let mut out = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
+    for document in yaml_serde::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(document)?;
         match value.get("kind").and_then(Value::as_str) {
             _ if value.is_null() => {}
