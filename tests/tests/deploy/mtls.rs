@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use faultline_proto::agent::v1::HealthRequest;
 use faultline_proto::agent::v1::agent_client::AgentClient;
 use serde::Deserialize;
-use yaml_serde::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use yaml_serde::Value;
 
 use controller::agent::tls::ClientTls;
 
