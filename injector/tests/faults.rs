@@ -228,9 +228,120 @@ fn files_open_in_passthrough_are_reported_unreachable() {
     assert!(eio(&err), "{err}");
 }
 
+/// A python3 child doing `script` on the file at `p`, printing "done" when it returns.
+fn python_on(path: &std::path::Path, script: &str) -> std::process::Child {
+    std::process::Command::new(common::PYTHON)
+        .arg("-c")
+        .arg(format!(
+            "import os, signal, sys\np = sys.argv[1]\n{script}\nprint('done', flush=True)"
+        ))
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+/// Waits for `child` to exit, up to `within` (a liveness bound, far below the injected delay).
+fn exits_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits until the rule has delayed at least `n` operations.
+fn delayed_at_least(fx: &Fixture, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fx.status().rules[0].injected < n {
+        assert!(
+            Instant::now() < deadline,
+            "the operation never reached the delay"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let the request settle into the kernel's wait for our answer.
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Issue 23: a process blocked in an `open` latency of 1,000,000 h could not be killed (the
+/// kernel waits for the answer of a request it has sent, and our ENOSYS answer to its first
+/// FUSE_INTERRUPT had turned interrupts off). Now a SIGKILL ends the delay of every method.
+fn a_process_killed_in_an_injected_delay_dies_at_once() {
+    let fx = Fixture::mount_with(data_file);
+    let cases = [
+        ("open", "open(p, 'rb')"),
+        ("read", "f = open(p, 'rb', buffering=0)\nf.read(4096)"),
+        ("write", "f = open(p, 'r+b', buffering=0)\nf.write(b'x')"),
+    ];
+    for (method, script) in cases {
+        fx.update(json!([{
+            "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+            "methods": [method], "latency": "1000000h"
+        }]));
+        let mut child = python_on(&fx.at("data/f"), script);
+        delayed_at_least(&fx, 1);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL");
+        let status = exits_within(&mut child, Duration::from_secs(30));
+        assert!(
+            status.is_some(),
+            "{method}: a SIGKILLed process is still held in the delay"
+        );
+    }
+    fx.update(json!([]));
+    assert_eq!(
+        fs::read(fx.at("data/f")).expect("read after").len(),
+        64 * 1024
+    );
+}
+
+/// A signal that does not kill (a handler runs) ends the delay too, and the operation then
+/// completes as if the delay had run out: the caller gets its data, never an `EINTR`.
+fn a_handled_signal_ends_the_delay_and_the_read_completes() {
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "1000000h"
+    }]));
+    let script = "signal.signal(signal.SIGUSR1, lambda *_: None)\n\
+                  fd = os.open(p, os.O_RDONLY)\n\
+                  assert len(os.read(fd, 65536)) == 65536";
+    let mut child = python_on(&fx.at("data/f"), script);
+    delayed_at_least(&fx, 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .expect("SIGUSR1");
+    let status = exits_within(&mut child, Duration::from_secs(30));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("out");
+    assert_eq!(out.trim(), "done");
+}
+
 fn main() -> std::process::ExitCode {
     common::run_tests(
         &[
+            (
+                "a_process_killed_in_an_injected_delay_dies_at_once",
+                a_process_killed_in_an_injected_delay_dies_at_once,
+            ),
+            (
+                "a_handled_signal_ends_the_delay_and_the_read_completes",
+                a_handled_signal_ends_the_delay_and_the_read_completes,
+            ),
             (
                 "fault_rule_fails_reads_under_the_glob_until_removed",
                 fault_rule_fails_reads_under_the_glob_until_removed,

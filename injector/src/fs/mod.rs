@@ -15,6 +15,7 @@ mod data;
 mod dir;
 mod handle;
 mod inode;
+mod interrupts;
 pub mod io_mode;
 mod meta;
 mod names;
@@ -101,6 +102,8 @@ pub(crate) struct Shared {
     /// before invalidating, so no reply computed under the old rules lands after that.
     epoch: RwLock<()>,
     delayed: AtomicUsize,
+    /// Requests held in a delay, for FUSE interrupts to end it.
+    interrupts: interrupts::Interrupts,
     /// Blocking calls running on threads of their own ([`Shared::offload`]).
     offloaded: AtomicUsize,
     ready: AtomicBool,
@@ -178,6 +181,7 @@ impl PassthroughFs {
             notifier: OnceLock::new(),
             epoch: RwLock::new(()),
             delayed: AtomicUsize::new(0),
+            interrupts: interrupts::Interrupts::default(),
             offloaded: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             euid: nix::unistd::geteuid().as_raw(),
@@ -411,6 +415,7 @@ impl Shared {
     /// injected errno, or the rest runs on a delay thread through `resume`).
     fn faults<R: ErrorReply>(
         self: &Arc<Self>,
+        unique: u64,
         method: Method,
         path: Option<&Path>,
         reply: R,
@@ -429,7 +434,7 @@ impl Shared {
         };
         if self.delayed.fetch_add(1, Ordering::Relaxed) >= MAX_DELAYED {
             self.delayed.fetch_sub(1, Ordering::Relaxed);
-            self.rules.sleep(delay, inj.generation);
+            self.sleep(unique, delay, inj.generation);
             if let Some(e) = inj.errno {
                 reply.fail(Errno::from_i32(e));
                 return None;
@@ -444,7 +449,7 @@ impl Shared {
             .name("fault-delay".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                sh.rules.sleep(delay, inj.generation);
+                sh.sleep(unique, delay, inj.generation);
                 sh.delayed.fetch_sub(1, Ordering::Relaxed);
                 match inj.errno {
                     Some(e) => reply.fail(Errno::from_i32(e)),
@@ -457,6 +462,24 @@ impl Shared {
             tracing::warn!(error = %e, "cannot start a delay thread");
         }
         None
+    }
+
+    /// Sleeps an injected delay for request `unique`: until it runs out, the rules change,
+    /// or the kernel interrupts the request (see [`interrupts`]).
+    fn sleep(&self, unique: u64, delay: std::time::Duration, generation: u64) {
+        let cancelled = self.interrupts.register(unique);
+        let outcome = self.rules.sleep_unless(delay, generation, &cancelled);
+        self.interrupts.unregister(unique);
+        if outcome == crate::fault_rules::SleepOutcome::Interrupted {
+            tracing::debug!(unique, "injected delay ended by a FUSE interrupt");
+        }
+    }
+
+    /// The kernel interrupts request `unique`: end its delay if it sleeps in one.
+    pub(crate) fn interrupt(&self, unique: u64) {
+        if self.interrupts.interrupt(unique) {
+            self.rules.wake_sleepers();
+        }
     }
 
     /// Runs `job`, a call that may block for milliseconds (fsync: a journal commit), on a
