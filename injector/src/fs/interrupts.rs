@@ -2,9 +2,12 @@
 //!
 //! When a process waiting on a FUSE request gets a signal, the kernel sends FUSE_INTERRUPT
 //! for that request and then waits, unkillably, for its answer. A latency of an hour would
-//! keep a SIGKILLed process in D state for the hour. So a delay ends when its request is
-//! interrupted, and the operation then goes on as if the delay had run out (never an
-//! unexpected `EINTR`: a harmless signal only shortens that one delay).
+//! keep a SIGKILLed process in D state for the hour. So once its request is interrupted, a
+//! delay watches the process that asked: when it is dying (SIGKILL pending, or gone) the
+//! delay ends and the operation goes on as if it had run out (never an unexpected `EINTR`).
+//! A signal that does not kill leaves the delay in force — the kernel also interrupts for
+//! things that are not signals at all (io_uring task work) — but the watch goes on, every
+//! [`WATCH_EVERY`], since the kernel interrupts a request only once.
 //!
 //! An interrupt may be read (by another worker thread) before its request starts sleeping;
 //! such early interrupts are kept, a bounded number of the latest, and a request that finds
@@ -18,6 +21,52 @@ use parking_lot::Mutex;
 
 /// Early interrupts kept; most are for requests that were answered without a delay.
 const EARLY_KEPT: usize = 256;
+
+/// How often an interrupted delay looks again whether the process that asked is dying.
+pub(crate) const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The request a delay holds: its id and the thread that sent it (as the kernel numbers it
+/// in the pid namespace of the mount's connection, ours in both modes; 0 when it has none).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Requester {
+    pub unique: u64,
+    pub pid: u32,
+}
+
+impl Requester {
+    pub fn of(req: &fuser::Request) -> Requester {
+        Requester {
+            unique: req.unique().0,
+            pid: req.pid(),
+        }
+    }
+
+    /// The thread that asked is being killed or is gone. Unknown (no pid, or a /proc that
+    /// cannot say) counts as dying: a delay never holds a process we cannot see.
+    pub fn dying(&self) -> bool {
+        if self.pid == 0 {
+            return true;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
+            Ok(status) => fatal_signal_pending(&status).unwrap_or(true),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Whether SIGKILL is pending for the thread (`SigPnd`) or its process (`ShdPnd`) in the
+/// text of `/proc/TID/status`; `None` if the fields are missing or malformed.
+fn fatal_signal_pending(status: &str) -> Option<bool> {
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    };
+    let pending = mask("SigPnd:")? | mask("ShdPnd:")?;
+    Some(pending & SIGKILL_BIT != 0)
+}
 
 #[derive(Default)]
 pub(crate) struct Interrupts {
@@ -94,6 +143,49 @@ mod tests {
         interrupts.unregister(7);
         // Used once: the same id does not stay flagged.
         assert!(!interrupts.register(7).load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn sigkill_pending_is_read_from_either_mask() {
+        let status = |sig: &str, shd: &str| format!("Name:\tx\nSigPnd:\t{sig}\nShdPnd:\t{shd}\n");
+        assert_eq!(
+            fatal_signal_pending(&status("0000000000000000", "0000000000000000")),
+            Some(false)
+        );
+        // SIGUSR1 (10) only.
+        assert_eq!(
+            fatal_signal_pending(&status("0000000000000200", "0000000000000000")),
+            Some(false)
+        );
+        assert_eq!(
+            fatal_signal_pending(&status("0000000000000100", "0000000000000000")),
+            Some(true)
+        );
+        assert_eq!(
+            fatal_signal_pending(&status("0000000000000000", "0000000000000100")),
+            Some(true)
+        );
+        assert_eq!(fatal_signal_pending("Name:\tx\n"), None);
+        assert_eq!(fatal_signal_pending("SigPnd:\tzz\nShdPnd:\t0\n"), None);
+    }
+
+    #[test]
+    fn an_unknown_or_gone_requester_counts_as_dying_and_we_do_not() {
+        assert!(Requester { unique: 1, pid: 0 }.dying());
+        assert!(
+            Requester {
+                unique: 1,
+                pid: u32::MAX
+            }
+            .dying()
+        );
+        assert!(
+            !Requester {
+                unique: 1,
+                pid: std::process::id()
+            }
+            .dying()
+        );
     }
 
     #[test]

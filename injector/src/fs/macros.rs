@@ -19,7 +19,7 @@ macro_rules! run {
                 let () = $body;
             })
         };
-        if let Some(($inj, $r)) = $sh.faults($req.unique().0, $op, $path.as_deref(), $reply, resume) {
+        if let Some(($inj, $r)) = $sh.faults(super::interrupts::Requester::of($req), $op, $path.as_deref(), $reply, resume) {
             let _ = &$inj;
             #[allow(clippy::needless_borrow, clippy::borrow_deref_ref)]
             let () = $body;
