@@ -283,7 +283,16 @@ pub struct StoreBed {
 
 pub fn store_testbed() -> StoreBed {
     let clock = Arc::new(FixedClock(Mutex::new(T0.parse().expect("time"))));
-    let (client, store) = store::Store::start(clock.clone());
+    let stamp = clock.clone();
+    let store = Arc::new(store::Store::new(Box::new(move || stamp.now().to_string())));
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let serving = store.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            send.send_response(serving.serve(request).await);
+        }
+    });
+    let client = kube::Client::new(service, "default");
     let agents = Arc::new(FakeAgents::default());
     let mut ctx = Context::new(
         client,
