@@ -292,25 +292,51 @@ async fn a_task_s_result_chooses_its_branch() {
     assert_eq!(phase(&bed, "entry"), "Accomplished");
 }
 
-/// An HTTP server answering every request with `code`; returns its URL.
-async fn http_server(code: u16) -> String {
+/// An HTTP server answering every request with `code`; returns its URL and what it was sent.
+async fn http_server(code: u16) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            let log = log.clone();
             tokio::spawn(async move {
+                // The head, then as many body bytes as content-length says.
+                let mut text = String::new();
                 let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        if n == 0 {
+                            break;
+                        }
+                        continue;
+                    };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0usize);
+                    if n == 0 || body.len() >= length {
+                        break;
+                    }
+                }
+                log.lock().expect("lock").push(text);
                 let reply =
                     format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 let _ = stream.write_all(reply.as_bytes()).await;
             });
         }
     });
-    format!("http://{addr}/healthz")
+    (format!("http://{addr}/healthz"), seen)
 }
 
 async fn check_pass(bed: &StoreBed, name: &str) -> Action {
@@ -331,7 +357,7 @@ async fn check_pass(bed: &StoreBed, name: &str) -> Action {
 #[tokio::test]
 async fn a_failing_status_check_aborts_the_workflow_and_its_experiment_is_recovered() {
     let bed = store_testbed();
-    let url = http_server(503).await;
+    let (url, _) = http_server(503).await;
     put_workflow(
         &bed,
         json!({"entry": "entry", "templates": [
@@ -492,4 +518,86 @@ async fn deleting_a_workflow_waits_for_what_it_started() {
     pass(&bed).await;
     assert!(bed.store.get("networkchaos", "demo", &network).is_none());
     assert!(bed.store.get("workflows", "demo", "wf").is_none());
+}
+
+#[tokio::test]
+async fn a_passing_synchronous_check_lets_the_serial_go_on() {
+    let bed = store_testbed();
+    let (url, seen) = http_server(200).await;
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": [
+            {"name": "entry", "templateType": "Serial", "children": ["check", "then"]},
+            {"name": "check", "templateType": "StatusCheck", "abortWithStatusCheck": true,
+             "statusCheck": {"intervalSeconds": 1, "http": {"url": url, "method": "POST",
+                 "headers": {"X-Probe": ["workflow"]}, "body": "{}",
+                 "criteria": {"statusCode": "200"}}}},
+            {"name": "then", "templateType": "Schedule", "deadline": "1h", "schedule": {
+                "schedule": "@every 5m", "type": "PodChaos", "historyLimit": 2,
+                "podChaos": {"action": "pod-kill", "mode": "one",
+                             "selector": {"labelSelectors": {"app": "web"}}}}}]}),
+    );
+    pass(&bed).await;
+    let check = chaos_of(&bed, "check");
+    // Started now; the first request one interval later.
+    assert_eq!(
+        check_pass(&bed, &check).await,
+        Action::requeue(Duration::from_secs(1))
+    );
+    bed.clock.set("2026-11-24T12:00:01Z");
+    // Chaos Mesh's default successThreshold 1 in Synchronous mode: one success completes it.
+    assert_eq!(check_pass(&bed, &check).await, Action::await_change());
+    let sc = bed
+        .store
+        .get("statuschecks", "demo", &check)
+        .expect("check");
+    assert_eq!(sc["status"]["records"][0]["outcome"], "Success", "{sc}");
+    let request = seen.lock().expect("lock")[0].to_lowercase();
+    assert!(request.starts_with("post /healthz http/1.1"), "{request}");
+    assert!(
+        request.contains("x-probe: workflow") && request.ends_with("{}"),
+        "{request}"
+    );
+    pass(&bed).await;
+    let check_node = node(&bed, "check").expect("check node");
+    assert_eq!(
+        condition(&check_node, "Accomplished"),
+        ("True".into(), "StatusCheckCompleted".into())
+    );
+    let wf = bed.store.get("workflows", "demo", "wf").expect("wf");
+    assert!(wf["metadata"]["annotations"].is_null(), "not aborted: {wf}");
+    // The Schedule template: a Schedule object with the template's schedule spec.
+    let schedule = bed
+        .store
+        .get("schedules", "demo", &chaos_of(&bed, "then"))
+        .expect("the Schedule");
+    assert_eq!(schedule["spec"]["schedule"], "@every 5m");
+    assert_eq!(schedule["spec"]["podChaos"]["action"], "pod-kill");
+    // At its deadline the Schedule goes (its finalizer deletes its runs).
+    bed.clock.set("2026-11-24T13:00:01Z");
+    pass(&bed).await;
+    assert!(bed.store.list("schedules", "demo").is_empty());
+    assert_eq!(phase(&bed, "entry"), "Accomplished");
+}
+
+#[tokio::test]
+async fn an_invalid_workflow_runs_nothing_and_says_why() {
+    let bed = store_testbed();
+    put_workflow(
+        &bed,
+        json!({"entry": "missing", "templates": [
+            {"name": "wait", "templateType": "Suspend"}]}),
+    );
+    assert_eq!(pass(&bed).await, Action::await_change());
+    assert!(bed.store.list("workflownodes", "demo").is_empty());
+    let wf = bed.store.get("workflows", "demo", "wf").expect("wf");
+    let accepted = &wf["status"]["conditions"][0];
+    assert_eq!(accepted["type"], "Accepted");
+    assert_eq!(accepted["status"], "False");
+    let message = accepted["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("spec.entry") && message.contains("spec.templates[0].deadline"),
+        "{message}"
+    );
+    assert_eq!(bed.store.events.lock().len(), 1, "one InvalidSpec event");
 }
