@@ -1,5 +1,7 @@
 //! One HTTP status check request: the method, headers and body of the spec, within the timeout;
-//! success when the response's status code is in `criteria.statusCode`.
+//! success when the response's status code is in `criteria.statusCode`. Redirects are followed as
+//! Go's http.Client (Chaos Mesh's) follows them: at most 10; 301, 302 and 303 go on as a GET
+//! without the body, 307 and 308 repeat the method and body.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use crate::crd::{HttpMethod, HttpStatusCheck, StatusCodes};
 
 /// Ok when the response's code matches; otherwise what went wrong.
 pub async fn probe(check: &HttpStatusCheck, timeout: Duration) -> Result<(), String> {
-    match tokio::time::timeout(timeout, request(check)).await {
+    match tokio::time::timeout(timeout, follow(check)).await {
         Err(_) => Err(format!("no response within {}s", timeout.as_secs())),
         Ok(Err(e)) => Err(e),
         Ok(Ok(code)) => {
@@ -29,7 +31,47 @@ pub async fn probe(check: &HttpStatusCheck, timeout: Duration) -> Result<(), Str
     }
 }
 
-async fn request(check: &HttpStatusCheck) -> Result<u16, String> {
+/// Go's http.Client stops after 10 redirects.
+const MAX_REDIRECTS: usize = 10;
+
+/// The final status code after the redirects.
+async fn follow(check: &HttpStatusCheck) -> Result<u16, String> {
+    let mut current = check.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        let (code, location) = request(&current).await?;
+        let Some(location) = location.filter(|_| matches!(code, 301 | 302 | 303 | 307 | 308))
+        else {
+            return Ok(code);
+        };
+        current.url = resolve(&current.url, &location)?;
+        if matches!(code, 301..=303) {
+            current.method = HttpMethod::GET;
+            current.body.clear();
+        }
+    }
+    Err(format!(
+        "{}: stopped after {MAX_REDIRECTS} redirects",
+        check.url
+    ))
+}
+
+/// A Location header against the URL that answered it.
+fn resolve(base: &str, location: &str) -> Result<String, String> {
+    if location.contains("://") {
+        return Ok(location.to_owned());
+    }
+    let uri: Uri = base.parse().map_err(|e| format!("{base:?}: {e}"))?;
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if location.starts_with('/') {
+        return Ok(format!("{scheme}://{authority}{location}"));
+    }
+    let dir = uri.path().rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    Ok(format!("{scheme}://{authority}{dir}/{location}"))
+}
+
+/// One request: its status code and Location header.
+async fn request(check: &HttpStatusCheck) -> Result<(u16, Option<String>), String> {
     let uri: Uri = check
         .url
         .parse()
@@ -80,7 +122,12 @@ async fn request(check: &HttpStatusCheck) -> Result<u16, String> {
         .send_request(request)
         .await
         .map_err(|e| format!("{} {}: {e}", check.method_name(), check.url))?;
-    Ok(response.status().as_u16())
+    let location = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    Ok((response.status().as_u16(), location))
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -186,9 +233,58 @@ mod tests {
             "{error}"
         );
         // An unsupported scheme is a failure that says so.
+        assert_eq!(
+            resolve("http://a:1/x/y?q", "z").as_deref(),
+            Ok("http://a:1/x/z")
+        );
         let error = probe(&check("ftp://localhost/".into()), Duration::from_secs(1))
             .await
             .expect_err("ftp");
         assert!(error.contains("not supported"), "{error}");
+    }
+
+    /// 302 to a relative path, then 200: Go's client follows it, so the check succeeds; a POST
+    /// goes on as a GET. A loop stops after 10.
+    #[tokio::test]
+    async fn redirects_are_followed_like_go_s_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 2048];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = head.lines().next().unwrap_or_default().to_owned();
+                log.lock().expect("lock").push(line.clone());
+                let reply = if line.contains(" /start ") {
+                    "HTTP/1.1 302 Found\r\nlocation: /ok\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else if line.contains(" /loop ") {
+                    "HTTP/1.1 307 Again\r\nlocation: /loop\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        let mut post = check(format!("http://127.0.0.1:{port}/start"));
+        post.method = HttpMethod::POST;
+        post.body = "x".into();
+        assert_eq!(probe(&post, Duration::from_secs(5)).await, Ok(()));
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            ["POST /start HTTP/1.1", "GET /ok HTTP/1.1"]
+        );
+        let error = probe(
+            &check(format!("http://127.0.0.1:{port}/loop")),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect_err("a loop");
+        assert!(error.contains("stopped after 10 redirects"), "{error}");
     }
 }
