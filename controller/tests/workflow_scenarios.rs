@@ -601,3 +601,29 @@ async fn an_invalid_workflow_runs_nothing_and_says_why() {
     );
     assert_eq!(bed.store.events.lock().len(), 1, "one InvalidSpec event");
 }
+
+#[tokio::test]
+async fn an_object_made_before_its_node_s_status_was_written_is_adopted() {
+    let bed = store_testbed();
+    put_workflow(
+        &bed,
+        json!({"entry": "net", "templates": [
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()}]}),
+    );
+    pass(&bed).await;
+    let network = chaos_of(&bed, "net");
+    // As if the pass had stopped between creating the NetworkChaos and writing the node.
+    let node_name = node(&bed, "net").expect("net")["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    bed.store
+        .update("workflownodes", "demo", &node_name, json!({"status": null}));
+    pass(&bed).await;
+    assert_eq!(
+        bed.store.list("networkchaos", "demo").len(),
+        1,
+        "not made twice"
+    );
+    assert_eq!(chaos_of(&bed, "net"), network);
+}

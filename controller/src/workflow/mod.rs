@@ -151,7 +151,7 @@ async fn apply(api: &Api<Workflow>, wf: &Workflow, ctx: &Context) -> Result<Acti
     let entry = match entry {
         Some(entry) => entry,
         None => {
-            let template = pass.template(&wf.spec.entry).clone();
+            let template = pass.template(&wf.spec.entry)?;
             let created = pass.create_node(None, &template).await?;
             publish(
                 ctx,
@@ -319,14 +319,16 @@ impl<'a> Pass<'a> {
         })
     }
 
-    fn template(&self, name: &str) -> &Template {
-        // Validated: every name a node or a template refers to exists.
+    /// The template of that name; a node started from an older spec may name one the Workflow
+    /// no longer has (Chaos Mesh's NoSuchTemplate): an error, retried, until the spec has it.
+    fn template(&self, name: &str) -> Result<Template> {
         self.wf
             .spec
             .templates
             .iter()
             .find(|t| t.name == name)
-            .unwrap_or(&self.wf.spec.templates[0])
+            .cloned()
+            .ok_or_else(|| Error::Build(format!("a node: the workflow has no template {name:?}")))
     }
 
     fn children(&self, parent: &str) -> Vec<usize> {
@@ -462,7 +464,7 @@ impl<'a> Pass<'a> {
                     if children.iter().all(|&c| self.nodes[c].status.finished()) {
                         match spec.children.get(children.len()) {
                             Some(next) => {
-                                let template = self.template(next).clone();
+                                let template = self.template(next)?;
                                 self.create_node(Some(i), &template).await?;
                             }
                             None => st.set(ACCOMPLISHED, true, "NodeAccomplished"),
@@ -473,7 +475,7 @@ impl<'a> Pass<'a> {
                     let children = self.children(&name);
                     if children.is_empty() && !spec.children.is_empty() {
                         for child in &spec.children {
-                            let template = self.template(child).clone();
+                            let template = self.template(child)?;
                             self.create_node(Some(i), &template).await?;
                         }
                     } else if children.iter().all(|&c| self.nodes[c].status.finished()) {
@@ -565,6 +567,21 @@ impl<'a> Pass<'a> {
         let name = self.nodes[i].obj.name_any();
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         let Some(resource) = st.chaos_resource.clone() else {
+            // A pod made before the node's status was written is adopted.
+            let selector = format!("{CONTROLLED_BY_LABEL}={name}");
+            if let Some(existing) = pods
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items
+                .first()
+            {
+                st.chaos_resource = Some(ChaosResource {
+                    api_group: None,
+                    kind: "Pod".into(),
+                    name: existing.name_any(),
+                });
+                return Ok(());
+            }
             let task = spec.task.clone().unwrap_or_default();
             let pod_name = format!("{name}-{}", crate::schedule::suffix(self.ctx));
             let mut labels: BTreeMap<String, String> = task.labels.clone();
@@ -675,7 +692,7 @@ impl<'a> Pass<'a> {
             )
             .await;
             for target in chosen {
-                let template = self.template(&target).clone();
+                let template = self.template(&target)?;
                 self.create_node(Some(i), &template).await?;
             }
             return Ok(());
@@ -702,8 +719,23 @@ impl<'a> Pass<'a> {
     /// Creates a chaos object, Schedule or StatusCheck for node `i`, owned by it.
     async fn create_object(&self, i: usize, kind: &str, spec: Value) -> Result<ChaosResource> {
         let node = self.nodes[i].obj.name_any();
-        let name = format!("{node}-{}", crate::schedule::suffix(self.ctx));
         let (api, resource) = dynamic_api(self.ctx, &self.namespace, kind);
+        // One made before its node's status was written (a failed pass, a restart) is adopted,
+        // not made twice (Chaos Mesh finds a node's objects by this label too).
+        let selector = format!("{CONTROLLED_BY_LABEL}={node}");
+        if let Some(existing) = api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .first()
+        {
+            return Ok(ChaosResource {
+                api_group: Some(GROUP.into()),
+                kind: kind.into(),
+                name: existing.name_any(),
+            });
+        }
+        let name = format!("{node}-{}", crate::schedule::suffix(self.ctx));
         let mut object = DynamicObject::new(&name, &resource).within(&self.namespace);
         object.metadata.labels = Some(BTreeMap::from([
             (CONTROLLED_BY_LABEL.to_owned(), node.clone()),
