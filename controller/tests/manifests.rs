@@ -32,6 +32,26 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
         yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
     match kind.as_str() {
+        // No plan of their own: validated as `plan` does, each embedded spec as its kind.
+        "Workflow" | "StatusCheck" => {
+            let json: serde_json::Value = serde_yaml::from_value(value).expect("JSON");
+            let (verdict, _) = controller::plan::preview::validate(&json);
+            let mut invalid = InvalidSpec::default();
+            for p in verdict.problems {
+                invalid.invalid(p.field.trim_start_matches("spec."), p.message);
+            }
+            // An accepted object of these kinds has no Plan: a trivial one stands for it.
+            let stand_in: PodChaos = serde_json::from_value(serde_json::json!({
+                "apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "PodChaos",
+                "metadata": {"name": "x", "namespace": "demo"},
+                "spec": {"action": "pod-kill", "mode": "all", "selector": {"namespaces": ["demo"]}}}))
+            .expect("a PodChaos");
+            if invalid.is_empty() {
+                stand_in.plan()
+            } else {
+                Err(invalid)
+            }
+        }
         "IOChaos" => parsed::<IOChaos>(path, value).plan(),
         "NetworkChaos" => parsed::<NetworkChaos>(path, value).plan(),
         "PodChaos" => parsed::<PodChaos>(path, value).plan(),

@@ -407,7 +407,7 @@ async fn run_if_due<K: Chaos>(
 }
 
 /// Five characters as Kubernetes' generateName appends (lowercase consonants and digits).
-fn suffix(ctx: &Context) -> String {
+pub(crate) fn suffix(ctx: &Context) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = ctx.rng.lock();
     (0..5)

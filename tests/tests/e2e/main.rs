@@ -20,6 +20,7 @@ mod resolution;
 mod sidecar;
 mod stress;
 mod testbed_pods;
+mod workflow;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(stress::stories());
     all.extend(network::stories());
     all.extend(reconciler::stories());
+    all.extend(workflow::stories());
     all.extend(sidecar::stories());
     all.extend(chaos_mesh::stories());
     all.extend(daemonset::stories());
