@@ -34,7 +34,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
     match kind.as_str() {
         // No plan of their own: validated as `plan` does, each embedded spec as its kind.
         "Workflow" | "StatusCheck" => {
-            let json: serde_json::Value = serde_yaml::from_value(value).expect("JSON");
+            let json: serde_json::Value = yaml_serde::from_value(value).expect("JSON");
             let (verdict, _) = controller::plan::preview::validate(&json);
             let mut invalid = InvalidSpec::default();
             for p in verdict.problems {
