@@ -15,7 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Command;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::journal::ProcessIdentity;
+use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
 /// The descriptor number the control socket gets in the injector.
@@ -44,6 +44,11 @@ pub enum InjectorError {
     },
     #[error("setting up the injector process: {0}")]
     Setup(#[from] nsexec::Error),
+    #[error("reading the injector's process identity: {source}")]
+    Identity {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What to mount, where.
@@ -105,9 +110,18 @@ impl InjectorProcess {
                 binary: request.binary.to_owned(),
                 source,
             })?;
-        let pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        let process = SupervisedChild::adopt(child, "injector");
+        // Without its identity a left-over injector could never be told from a stranger after
+        // a crash: no identity, no injector.
+        let identity = match SupervisedChild::identity_of(&child) {
+            Ok(identity) => identity,
+            Err(source) => {
+                let mut child = child;
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(InjectorError::Identity { source });
+            }
+        };
+        let process = SupervisedChild::adopt(child, identity, "injector");
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
@@ -186,18 +200,20 @@ impl InjectorProcess {
         within: Duration,
         meanwhile: impl std::future::Future<Output = ()>,
     ) -> Result<ExitStatus, InjectorError> {
-        let asked = self.call("recover", json!({})).await;
+        if let Err(err) = self.call("recover", json!({})).await {
+            // Dead (its channel closed) or refusing: it has not unmounted, whatever its exit
+            // status says. Make sure it is gone; the caller unmounts from the agent.
+            self.terminate(TERM_GRACE).await;
+            return Err(err);
+        }
         meanwhile.await;
         match tokio::time::timeout(within, self.wait()).await {
             Ok(status) => Ok(status),
             Err(_) => {
                 self.terminate(TERM_GRACE).await;
-                Err(match asked {
-                    Err(err) => err,
-                    Ok(_) => InjectorError::Control(format!(
-                        "did not exit within {within:?} after recover"
-                    )),
-                })
+                Err(InjectorError::Control(format!(
+                    "did not exit within {within:?} after recover"
+                )))
             }
         }
     }

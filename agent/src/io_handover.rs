@@ -128,7 +128,18 @@ pub async fn back_to_original(target_pid: u32, volume: &str, fault: FaultMount) 
     let volume = PathBuf::from(volume);
     let work = move || {
         let deadline = Instant::now() + DETACH_WITHIN;
-        while still_attached(target_pid, fault.mount_id) {
+        loop {
+            match still_attached(target_pid, fault.mount_id) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(err) => {
+                    return failed(
+                        target_pid,
+                        "mount",
+                        format!("cannot tell whether the fault mount is detached: {err}"),
+                    );
+                }
+            }
             if Instant::now() >= deadline {
                 return failed(
                     target_pid,
@@ -151,14 +162,19 @@ pub async fn back_to_original(target_pid: u32, volume: &str, fault: FaultMount) 
         .unwrap_or_else(|err| failed(target_pid, "handover", err.to_string()))
 }
 
-fn still_attached(pid: u32, mount_id: u64) -> bool {
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
-        return false; // the namespace is gone, and the mount with it
+/// Whether the mount is still in `pid`'s mount table. A process that is gone took its
+/// namespace (and the mount) with it; any other failure to read is an error, not "detached".
+fn still_attached(pid: u32, mount_id: u64) -> std::io::Result<bool> {
+    let table = match std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+        Ok(table) => table,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return Ok(false),
+        Err(e) => return Err(e),
     };
     let id = mount_id.to_string();
-    table
+    Ok(table
         .lines()
-        .any(|l| l.split(' ').next() == Some(id.as_str()))
+        .any(|l| l.split(' ').next() == Some(id.as_str())))
 }
 
 #[cfg(test)]

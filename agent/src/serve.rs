@@ -5,11 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::container_runtime::Resolver;
+use agent::faults::{Faults, FaultsConfig};
 use agent::grpc::{AgentService, ChaosDaemonService, Listeners, serve};
-use agent::io_chaos::{IoChaos, IoChaosConfig};
 use agent::journal::Journal;
 use agent::metrics::Metrics;
-use agent::stress::{StressChaos, StressConfig};
 use agent::tls::{ClientIdentity, TlsSettings, server_config};
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -113,43 +112,19 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
 
     let metrics = Arc::new(Metrics::new());
     let journal = Journal::open(&args.state_dir)?;
-    let io = IoChaos::new(
-        IoChaosConfig { injector_binary },
-        resolver.clone(),
-        journal.clone(),
-        Arc::clone(&metrics),
-    );
-    for (id, outcome) in io.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this experiment in place");
-        }
-    }
     // Stressors are the agent binary itself (its hidden `stressor` subcommand).
-    let stress = StressChaos::new(
-        StressConfig {
+    let faults = Arc::new(Faults::build(
+        FaultsConfig {
+            injector_binary,
             stressor_binary: std::env::current_exe()?,
+            netem_path: args.netem_path,
         },
-        resolver.clone(),
-        journal.clone(),
+        resolver,
+        journal,
         Arc::clone(&metrics),
-    );
-    for (id, outcome) in stress.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this stressor in place");
-        }
-    }
-    let network = agent::network::NetworkChaos::new(
-        resolver.clone(),
-        journal.clone(),
-        Arc::clone(&metrics),
-        Arc::new(agent::network::runner::NamespaceRunner),
-        args.netem_path,
-    );
-    for (id, outcome) in network.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this network fault in place");
-        }
-    }
+    ));
+    // The journal is read here, once: whatever a previous run left in force is undone.
+    faults.registry.recover_left_over().await;
 
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
@@ -186,30 +161,15 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         wait_for_signal().await;
         on_signal.cancel();
     });
-    let chaos =
-        ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let chaos = chaos.with_network(Arc::clone(&network));
-    let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let agent = agent.with_network(Arc::clone(&network));
+    let chaos = ChaosDaemonService::new(Arc::clone(&faults));
+    let agent = AgentService::new(Arc::clone(&faults));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
 
     // A clean stop recovers everything: a fault must never outlive the agent that can undo it.
-    for id in io.ids() {
-        if let Err(err) = io.recover(&id).await {
-            tracing::error!(%id, %err, "recovery at shutdown failed; the journal keeps the record");
-        }
-    }
-    for id in network.ids() {
-        if let Err(err) = network.recover(&id).await {
-            tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
-        }
-    }
-    for id in stress.ids() {
-        if let Err(err) = stress.recover(&id).await {
-            tracing::error!(%id, %err, "stopping a stressor at shutdown failed; the journal keeps the record");
-        }
-    }
+    // A clean stop recovers everything the journal holds: a fault must never outlive the agent
+    // that can undo it.
+    faults.registry.recover_all().await;
     if let Some(path) = &args.unix_socket {
         let _ = std::fs::remove_file(path);
     }

@@ -222,16 +222,24 @@ pub async fn detect_backend(runner: &dyn Runner, pid: u32) -> Result<Backend, Ne
         (Some(l), Some(n)) if n > l => return Ok(Backend::Nft),
         _ => {}
     }
+    // Both backends equally used: the pod's default `iptables` decides. If it cannot say, the
+    // backend is not guessed: rules in the wrong one would silently not apply.
+    let version_args = args(&["--version"]);
     let version = runner
-        .run(pid, "iptables", &args(&["--version"]), None)
-        .await
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    Ok(if version.contains("legacy") {
-        Backend::Legacy
+        .run(pid, "iptables", &version_args, None)
+        .await?
+        .check("iptables", &version_args)?
+        .stdout;
+    if version.contains("legacy") {
+        Ok(Backend::Legacy)
+    } else if version.contains("nf_tables") {
+        Ok(Backend::Nft)
     } else {
-        Backend::Nft
-    })
+        Err(NetworkError::Internal(format!(
+            "cannot tell the iptables backend: `iptables --version` says {:?}",
+            version.trim()
+        )))
+    }
 }
 
 /// Applies our rules of one table in a pod and fixes the jumps into our base chains: present

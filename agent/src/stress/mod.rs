@@ -18,6 +18,7 @@ mod error;
 pub mod methods;
 pub mod options;
 pub mod process;
+mod record;
 mod request;
 pub mod worker;
 
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::error::StressError;
+pub use self::record::{StressRecord, StressScope, StressorKind};
 pub use self::request::{InstanceRef, Outcome, Started, StressRequest};
 
 use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
@@ -34,9 +36,11 @@ use self::options::{CpuSpec, MemorySpec, OptionsError};
 use self::process::StressorProcess;
 use self::request::{matches, validate};
 use self::worker::StressorCommand;
+use crate::clock::now_ms;
 use crate::container_runtime::{Resolver, RuntimeError};
 use crate::error::AgentError;
-use crate::journal::{Fault, Journal, ProcessIdentity, Record, StressScope, StressorKind};
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 
 /// How many ended instances are remembered, so that cancelling one that ended on its own (OOM
@@ -45,7 +49,26 @@ const REMEMBER_ENDED: usize = 1024;
 /// How long a stressor left by a previous run may take to die.
 const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
 /// The metrics and journal kind.
-const KIND: &str = "stress";
+const KIND: &str = StressRecord::KIND;
+
+/// Killing a stressor a previous run left (no longer our child), behind a trait so recovery
+/// from a record is tested without root.
+#[tonic::async_trait]
+pub trait Orphans: Send + Sync + std::fmt::Debug {
+    /// SIGKILLs `identity` if it is still that very process; true once it is gone.
+    async fn kill(&self, identity: ProcessIdentity, within: Duration) -> bool;
+}
+
+/// The real [`Orphans`]: signals and /proc.
+#[derive(Debug, Default)]
+pub struct RealOrphans;
+
+#[tonic::async_trait]
+impl Orphans for RealOrphans {
+    async fn kill(&self, identity: ProcessIdentity, within: Duration) -> bool {
+        process::kill_orphan(identity, within).await
+    }
+}
 
 /// Settings of stress chaos.
 #[derive(Clone, Debug)]
@@ -54,27 +77,13 @@ pub struct StressConfig {
     pub stressor_binary: PathBuf,
 }
 
-/// The public view of a running stressor.
-#[derive(Clone, Debug)]
-pub struct StressView {
-    pub record: Record,
-    pub summary: String,
-    pub status: String,
-}
-
 #[derive(Debug)]
 struct Instance {
-    record: Record,
+    record: Record<StressRecord>,
     process: StressorProcess,
     placement: Placement,
     summary: String,
     oom_kills_before: Option<u64>,
-}
-
-impl Instance {
-    fn created(&self) -> Vec<PathBuf> {
-        self.placement.created()
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +111,7 @@ pub struct StressChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     fs: Arc<dyn HostFs>,
+    orphans: Arc<dyn Orphans>,
     active: Mutex<HashMap<String, Arc<Instance>>>,
     ended: Mutex<VecDeque<Ended>>,
 }
@@ -113,12 +123,32 @@ impl StressChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::with_host(
+            config,
+            resolver,
+            journal,
+            metrics,
+            Arc::new(RealFs),
+            Arc::new(RealOrphans),
+        )
+    }
+
+    /// [`Self::new`] on another host (recording doubles in tests).
+    pub fn with_host(
+        config: StressConfig,
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        fs: Arc<dyn HostFs>,
+        orphans: Arc<dyn Orphans>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             resolver,
             journal,
             metrics,
-            fs: Arc::new(RealFs),
+            fs,
+            orphans,
             active: Mutex::default(),
             ended: Mutex::default(),
         })
@@ -314,7 +344,7 @@ impl StressChaos {
         id: String,
         prepared: Prepared,
     ) -> Result<Started, AgentError> {
-        let started_at_ms = crate::io_chaos::now_ms();
+        let started_at_ms = now_ms();
         // The request's duration or the stressor's --timeout, whichever ends first.
         let lifetime = match (request.duration, prepared.timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -326,8 +356,13 @@ impl StressChaos {
             deadline_ms: lifetime.map(|d| started_at_ms + d.as_millis() as u64),
             container_id: request.container_id.to_owned(),
             target,
-            namespace_inode: cgroup_namespace_inode(target.pid),
-            fault: Fault::Stress {
+            namespace_inode: cgroup_namespace_inode(target.pid).map_err(|_| {
+                RuntimeError::NotRunning {
+                    id: request.container_id.to_owned(),
+                    runtime: "host".into(),
+                }
+            })?,
+            fault: StressRecord {
                 stressor: prepared.kind,
                 scope: request.scope,
                 options: prepared.options.clone(),
@@ -351,9 +386,7 @@ impl StressChaos {
             }
         };
         let pid = process.identity.pid;
-        if let Fault::Stress { process: slot, .. } = &mut record.fault {
-            *slot = Some(process.identity);
-        }
+        record.fault.process = Some(process.identity);
         let released = async {
             self.journal.write(&record)?;
             prepared
@@ -474,52 +507,66 @@ impl StressChaos {
         Err(StressError::UnknownInstance(name).into())
     }
 
-    /// Recovers one experiment by id (the agent API's recover).
-    pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
-        if !self.ids().iter().any(|i| i == id) {
-            return Err(AgentError::UnknownExperiment(id.to_owned()));
+    /// Kills, reaps and cleans up after one instance by id, as its journal record says; a no-op
+    /// if someone else already did.
+    async fn stop(&self, id: &str) -> Result<(), AgentError> {
+        match self.journal.get_as::<StressRecord>(id)? {
+            Some(record) => self.recover_record(&record).await,
+            None => Ok(()),
         }
-        self.stop(id).await
     }
 
-    /// Kills, reaps and cleans up after one instance; a no-op if someone else already did.
-    async fn stop(&self, id: &str) -> Result<(), AgentError> {
+    /// Undoes a stressor as its record says: kills it (through the handle this agent holds, or
+    /// by identity when a previous run left it), removes the cgroups made for it, forgets it.
+    async fn recover_record(&self, record: &Record<StressRecord>) -> Result<(), AgentError> {
+        let id = record.id.as_str();
         // Remembered as ended before it leaves the active set: a CancelStressors that arrives
         // meanwhile (the controller cancelling a stressor its --timeout just ended) finds it
         // in one or the other, never in neither.
-        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.get(id).cloned() else {
-            return Ok(());
-        };
-        self.remember(&instance);
-        if self
-            .active
-            .lock()
-            .map_err(|_| poisoned())?
-            .remove(id)
-            .is_none()
-        {
-            return Ok(());
+        let live = self.active.lock().map_err(|_| poisoned())?.get(id).cloned();
+        if let Some(instance) = &live {
+            self.remember(instance);
+            self.active.lock().map_err(|_| poisoned())?.remove(id);
         }
-        let status = instance.process.kill().await;
-        self.remove_cgroups(instance.created())
+        match (&live, record.fault.process) {
+            (Some(instance), _) => {
+                let status = instance.process.kill().await;
+                tracing::info!(%id, %status, "stressor cancelled");
+            }
+            (None, Some(process)) => {
+                if !self.orphans.kill(process, ORPHAN_KILL_WITHIN).await {
+                    return Err(StressError::ExitedEarly {
+                        status: "still running after SIGKILL".into(),
+                        stderr: format!("stressor {} did not die", process.pid),
+                    }
+                    .into());
+                }
+            }
+            (None, None) => {} // journaled before it was spawned
+        }
+        self.remove_cgroups(record.fault.created_cgroups.clone())
             .await
             .map_err(StressError::from)?;
         self.journal.remove(id)?;
         self.metrics.recovered(KIND);
-        tracing::info!(%id, %status, "stressor cancelled");
         Ok(())
     }
 
     fn remember(&self, instance: &Instance) {
-        if let Ok(mut ended) = self.ended.lock() {
-            if ended.len() == REMEMBER_ENDED {
-                ended.pop_front();
+        match self.ended.lock() {
+            Ok(mut ended) => {
+                if ended.len() == REMEMBER_ENDED {
+                    ended.pop_front();
+                }
+                ended.push_back(Ended {
+                    id: instance.record.id.clone(),
+                    pid: instance.process.identity.pid,
+                    started_at_ms: instance.record.started_at_ms,
+                });
             }
-            ended.push_back(Ended {
-                id: instance.record.id.clone(),
-                pid: instance.process.identity.pid,
-                started_at_ms: instance.record.started_at_ms,
-            });
+            Err(_) => {
+                tracing::error!(id = %instance.record.id, "state lock poisoned: a cancel of this ended stressor will find nothing")
+            }
         }
     }
 
@@ -529,21 +576,15 @@ impl StressChaos {
         tokio::spawn(async move {
             let status = instance.process.wait().await;
             let id = instance.record.id.clone();
-            let same = |active: &HashMap<String, Arc<Instance>>| {
-                active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance))
+            let still_active = match this.active.lock() {
+                Ok(active) => active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance)),
+                Err(_) => {
+                    tracing::error!(%id, "state lock poisoned: the journal keeps the record for the next start");
+                    return;
+                }
             };
-            if !this.active.lock().ok().is_some_and(|active| same(&active)) {
-                return;
-            }
-            // Remembered before it leaves the active set, as in stop().
-            this.remember(&instance);
-            let still_active = this
-                .active
-                .lock()
-                .ok()
-                .is_some_and(|mut active| same(&active) && active.remove(&id).is_some());
             if !still_active {
-                return;
+                return; // stopped on purpose
             }
             use std::os::unix::process::ExitStatusExt;
             let oom_killed = status.signal() == Some(nix::libc::SIGKILL)
@@ -559,113 +600,69 @@ impl StressChaos {
                 tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
                 this.metrics.failure(KIND, "stressor_exited");
             }
-            this.metrics.recovered(KIND);
-            match this.remove_cgroups(instance.created()).await {
-                Ok(()) => {
-                    let _ = this.journal.remove(&id);
-                }
-                Err(err) => {
-                    tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
-                }
+            if let Err(err) = this.stop(&id).await {
+                tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
             }
         });
     }
 
     fn recover_after(self: &Arc<Self>, id: &str, duration: Duration) {
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            if let Err(err) = this.stop(&id).await {
-                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
-            }
-        });
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id.to_owned(), duration);
     }
 
-    /// Ids of every running stressor.
-    pub fn ids(&self) -> Vec<String> {
-        self.active
-            .lock()
-            .map(|a| a.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Every running stressor, oldest first.
-    pub fn list(&self) -> Vec<StressView> {
-        let mut views: Vec<StressView> = self
-            .active
-            .lock()
-            .map(|active| {
-                active
-                    .values()
-                    .map(|i| StressView {
-                        record: i.record.clone(),
-                        summary: i.summary.clone(),
-                        status: match i.process.exited() {
-                            Some(status) => format!("exited ({status})"),
-                            None => format!(
-                                "running (pid {}) in {}",
-                                i.process.identity.pid,
-                                describe(&i.placement)
-                            ),
-                        },
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        views.sort_by(|a, b| {
-            (a.record.started_at_ms, &a.record.id).cmp(&(b.record.started_at_ms, &b.record.id))
-        });
-        views
-    }
-
-    /// After a restart: kills every stressor the journal says a previous run left (if it is
-    /// still that very process) and removes the cgroups made for them. Records of other kinds
-    /// are left to their own modules.
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), AgentError>)> {
-        let (records, _broken) = match self.journal.list() {
-            Ok(listing) => listing,
-            Err(err) => return vec![("journal".into(), Err(err.into()))],
+    /// Every running stressor.
+    fn views(&self) -> Vec<ExperimentView> {
+        let Ok(active) = self.active.lock() else {
+            tracing::error!("state lock poisoned: stressors not listed");
+            return Vec::new();
         };
-        let mut outcomes = Vec::new();
-        for record in records {
-            let Fault::Stress {
-                process,
-                created_cgroups,
-                stressor,
-                ..
-            } = &record.fault
-            else {
-                continue;
-            };
-            let result = async {
-                if let Some(process) = process
-                    && !process::kill_orphan(*process, ORPHAN_KILL_WITHIN).await
-                {
-                    return Err(AgentError::from(StressError::ExitedEarly {
-                        status: "still running after SIGKILL".into(),
-                        stderr: format!("stressor {} did not die", process.pid),
-                    }));
+        active
+            .values()
+            .map(|i| {
+                let fault = &i.record.fault;
+                ExperimentView {
+                    record: i.record.with_fault(()),
+                    kind: KIND,
+                    rules: format!(
+                        "{} ({} stressor, {} scope: {})",
+                        i.summary,
+                        fault.stressor.name(),
+                        fault.scope.name(),
+                        fault.options
+                    ),
+                    volume: String::new(),
+                    status: match i.process.exited() {
+                        Some(status) => format!("exited ({status})"),
+                        None => format!(
+                            "running (pid {}) in {}",
+                            i.process.identity.pid,
+                            describe(&i.placement)
+                        ),
+                    },
+                    handover: None,
                 }
-                self.remove_cgroups(created_cgroups.clone())
-                    .await
-                    .map_err(StressError::from)?;
-                self.journal.remove(&record.id)?;
-                Ok(())
-            }
-            .await;
-            match &result {
-                Ok(()) => {
-                    self.metrics.recovered(KIND);
-                    tracing::info!(id = %record.id, container = %record.container_id, ?stressor, "recovered a stressor left by a previous run")
-                }
-                Err(err) => {
-                    tracing::error!(id = %record.id, %err, "could not recover a stressor left by a previous run")
-                }
-            }
-            outcomes.push((record.id.clone(), result));
-        }
-        outcomes
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl FaultKind for StressChaos {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "a stressor"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        self.recover_record(&record.decode()?).await
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        self.views()
     }
 }
 
@@ -733,30 +730,151 @@ fn new_instance_id(kind: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "stress-{kind}-{:x}-{:x}-{n}",
-        crate::io_chaos::now_ms(),
-        std::process::id()
-    )
+    format!("stress-{kind}-{:x}-{:x}-{n}", now_ms(), std::process::id())
 }
 
-fn cgroup_namespace_inode(pid: u32) -> u64 {
+fn cgroup_namespace_inode(pid: u32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/cgroup"))
-        .map(|m| m.ino())
-        .unwrap_or_default()
+    std::fs::metadata(format!("/proc/{pid}/ns/cgroup")).map(|m| m.ino())
 }
 
 fn poisoned() -> AgentError {
-    AgentError::InvalidArgument {
-        field: "state",
-        reason: "internal state lock poisoned".into(),
-    }
+    AgentError::Internal("internal state lock poisoned".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault_kinds::Registry;
+    use crate::stress::cgroup::fake_fs::FakeFs;
+
+    /// Processes that die when told (or refuse to), recording who was told.
+    #[derive(Debug, Default)]
+    struct RecordingOrphans {
+        killed: Mutex<Vec<ProcessIdentity>>,
+        immortal: bool,
+    }
+
+    #[tonic::async_trait]
+    impl Orphans for RecordingOrphans {
+        async fn kill(&self, identity: ProcessIdentity, _: Duration) -> bool {
+            self.killed.lock().unwrap().push(identity);
+            !self.immortal
+        }
+    }
+
+    const STRESSOR: ProcessIdentity = ProcessIdentity {
+        pid: 5151,
+        start_time: 9,
+    };
+
+    /// The record a memory stressor's start leaves once it runs, in a cgroup made for it.
+    fn injected(id: &str) -> Record<StressRecord> {
+        Record {
+            id: id.into(),
+            started_at_ms: 1,
+            deadline_ms: None,
+            container_id: "containerd://abc".into(),
+            target: ProcessIdentity {
+                pid: 4242,
+                start_time: 7,
+            },
+            namespace_inode: 4026531835,
+            fault: StressRecord {
+                stressor: StressorKind::Memory,
+                scope: StressScope::Pod,
+                options: "--size 64MB".into(),
+                cgroups: vec!["/sys/fs/cgroup/pod/faultline-x".into()],
+                created_cgroups: vec![
+                    "/sys/fs/cgroup/pod/faultline-x".into(),
+                    "/sys/fs/cgroup/pod/faultline-x/leaf".into(),
+                ],
+                process: Some(STRESSOR),
+            },
+        }
+    }
+
+    fn restarted(
+        dir: &std::path::Path,
+        fs: Arc<FakeFs>,
+        orphans: Arc<RecordingOrphans>,
+    ) -> (Registry, Journal) {
+        let journal = Journal::open(dir).unwrap();
+        let stress = StressChaos::with_host(
+            StressConfig {
+                stressor_binary: "/nonexistent/faultline-agent".into(),
+            },
+            Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
+                crate::container_runtime::RuntimeKind::Containerd,
+            )),
+            journal.clone(),
+            Arc::new(Metrics::new()),
+            fs,
+            orphans,
+        );
+        let registry = Registry::new(journal.clone()).register(stress as Arc<dyn FaultKind>);
+        (registry, journal)
+    }
+
+    #[tokio::test]
+    async fn a_crash_is_recovered_from_the_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("stress-memory-1"))
+            .unwrap();
+        let fs = Arc::new(FakeFs::default());
+        fs.dir("/sys/fs/cgroup/pod/faultline-x")
+            .dir("/sys/fs/cgroup/pod/faultline-x/leaf");
+        let orphans = Arc::new(RecordingOrphans::default());
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(*orphans.killed.lock().unwrap(), [STRESSOR]);
+        // Innermost first; only what was made for it.
+        assert_eq!(
+            *fs.removed.lock().unwrap(),
+            [
+                PathBuf::from("/sys/fs/cgroup/pod/faultline-x/leaf"),
+                PathBuf::from("/sys/fs/cgroup/pod/faultline-x"),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stressor_that_will_not_die_keeps_its_cgroups_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("stress-memory-2"))
+            .unwrap();
+        let fs = Arc::new(FakeFs::default());
+        let orphans = Arc::new(RecordingOrphans {
+            immortal: true,
+            ..Default::default()
+        });
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), orphans);
+        let outcomes = registry.recover_all().await;
+        assert!(outcomes[0].1.is_err(), "{outcomes:?}");
+        assert!(fs.removed.lock().unwrap().is_empty());
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_journaled_before_the_spawn_only_has_cgroups_to_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = injected("stress-cpu-3");
+        record.fault.process = None;
+        Journal::open(dir.path()).unwrap().write(&record).unwrap();
+        let fs = Arc::new(FakeFs::default());
+        let orphans = Arc::new(RecordingOrphans::default());
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        registry.recover("stress-cpu-3").await.unwrap();
+        assert!(orphans.killed.lock().unwrap().is_empty());
+        assert_eq!(fs.removed.lock().unwrap().len(), 2);
+        assert!(journal.list().unwrap().0.is_empty());
+    }
 
     #[test]
     fn sizes_read_like_a_person_writes_them() {

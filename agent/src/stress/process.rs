@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use super::worker::{RELEASE, StressorCommand};
-use crate::journal::ProcessIdentity;
+use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,11 @@ pub enum ProcessError {
     },
     #[error("setting up the stressor process: {0}")]
     Setup(#[from] nsexec::Error),
+    #[error("reading the stressor's process identity: {source}")]
+    Identity {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("releasing stressor {pid}: {source}")]
     Release {
         pid: u32,
@@ -72,11 +77,13 @@ impl StressorProcess {
                 binary: binary.to_owned(),
                 source,
             })?;
-        let pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+        // Held on its pipe, it cannot have exited; without its identity it could never be
+        // told from a stranger after a crash. (Dropping the child kills it: kill_on_drop.)
+        let identity = SupervisedChild::identity_of(&child)
+            .map_err(|source| ProcessError::Identity { source })?;
         Ok(Self {
             identity,
-            process: SupervisedChild::adopt(child, "stressor"),
+            process: SupervisedChild::adopt(child, identity, "stressor"),
             hold: Mutex::new(Some(std::fs::File::from(write_end))),
         })
     }
