@@ -360,22 +360,9 @@ impl IoChaos {
         };
         let target = ProcessIdentity::of(target_pid).map_err(|_| not_running())?;
         let namespace_inode = namespace_inode(target_pid, "mnt").map_err(|_| not_running())?;
-        let started_at_ms = now_ms();
         let actions_text = actions.to_string();
-        let mut record = Record {
-            id: new_experiment_id(),
-            started_at_ms,
-            deadline_ms: duration.map(|d| started_at_ms + d.as_millis() as u64),
-            container_id: key.container.clone(),
-            target,
-            namespace_inode,
-            fault: IoRecord {
-                volume: key.volume.clone(),
-                actions: actions_text.clone(),
-                injector: None,
-                fault_mount: None,
-            },
-        };
+        let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
+        let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
         let injector = match self.spawn_injector(&record, actions, handover).await {
             Ok(injector) => injector,
@@ -674,6 +661,31 @@ impl FaultKind for IoChaos {
 
     async fn list(&self) -> Vec<ExperimentView> {
         self.views().await
+    }
+}
+
+/// The record of an experiment about to start: nothing is in force yet.
+fn new_record(
+    key: &MountKey,
+    target: ProcessIdentity,
+    namespace_inode: u64,
+    actions: &str,
+    duration: Option<Duration>,
+) -> Record<IoRecord> {
+    let started_at_ms = now_ms();
+    Record {
+        id: new_experiment_id(),
+        started_at_ms,
+        deadline_ms: duration.map(|d| started_at_ms + d.as_millis() as u64),
+        container_id: key.container.clone(),
+        target,
+        namespace_inode,
+        fault: IoRecord {
+            volume: key.volume.clone(),
+            actions: actions.to_owned(),
+            injector: None,
+            fault_mount: None,
+        },
     }
 }
 

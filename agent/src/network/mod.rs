@@ -338,6 +338,8 @@ impl NetworkChaos {
         })
     }
 
+    /// Makes the pod's state `desired`: pre-flight (changing nothing), journal first, apply,
+    /// and on failure roll back to what was there.
     #[allow(clippy::too_many_arguments)]
     async fn reconcile(
         &self,
@@ -354,15 +356,44 @@ impl NetworkChaos {
             .as_ref()
             .map(|r| r.fault.clone())
             .unwrap_or_default();
+        let baselines = self.preflight(pid, inode, &old, &desired).await?;
+        let mut userspace = self.userspace(path)?;
+        let mut record = self
+            .plan_record(target, pid, &old, &desired, userspace, baselines)
+            .await?;
 
-        // Pre-flight, changing nothing: devices exist, trees we would replace can be put back.
+        // Journal first: the record covers everything that may be in force while we work.
+        let mut journal_record = self.journal_first(pod, target, pid, inode, &record, duration)?;
+        let outcome = self
+            .apply_state(pod, pid, inode, &old, &mut record, &mut userspace, path)
+            .await;
+        if let Err(err) = outcome {
+            journal_record.fault = record;
+            pod.record = Some(journal_record);
+            self.roll_back(pod, target, pid, inode, &old, path, &err)
+                .await;
+            return Err(err);
+        }
+        journal_record.fault = record;
+        self.settle(pod, pid, journal_record, old_record.is_none())
+    }
+
+    /// Changes nothing: the devices exist, and the trees we would replace can be put back
+    /// (their baselines, recorded); a set we did not make is not ours to fill, swap or destroy
+    /// (a rollback would destroy it).
+    async fn preflight(
+        &self,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        desired: &NetworkSpec,
+    ) -> Result<Vec<DeviceRecord>, NetworkError> {
         let known: BTreeSet<String> = old.devices.iter().map(|d| d.device.clone()).collect();
-        let tc_devices = desired.devices();
         let chain_devices: Vec<String> = desired.chains.iter().map(|c| c.device.clone()).collect();
-        let new_devices: Vec<String> = tc_devices
-            .iter()
-            .filter(|d| !known.contains(*d))
-            .cloned()
+        let new_devices: Vec<String> = desired
+            .devices()
+            .into_iter()
+            .filter(|d| !known.contains(d))
             .collect();
         let baselines = in_tc(&*self.netns, pid, inode, move |tc| {
             for device in &chain_devices {
@@ -384,7 +415,6 @@ impl NetworkChaos {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-        // A set we did not make is not ours to fill, swap or destroy (a rollback would destroy it).
         let new_sets: Vec<&str> = desired
             .ipsets
             .iter()
@@ -399,13 +429,26 @@ impl NetworkChaos {
                 });
             }
         }
-        let mut userspace = self.userspace(path)?;
+        Ok(baselines)
+    }
+
+    /// What will be in force (and must be undone) once `desired` is applied: the old record
+    /// widened by the new devices, chains, sets and tables, with the iptables backend.
+    async fn plan_record(
+        &self,
+        target: &Target,
+        pid: u32,
+        old: &NetworkRecord,
+        desired: &NetworkSpec,
+        userspace: bool,
+        baselines: Vec<DeviceRecord>,
+    ) -> Result<NetworkRecord, NetworkError> {
         let has_netem = desired
             .tcs
             .iter()
             .any(|t| matches!(t.action, TcAction::Netem(_)));
         if userspace {
-            check_userspace_can(&desired, self.refusal())?;
+            check_userspace_can(desired, self.refusal())?;
         }
         let needs_iptables = !desired.chains.is_empty()
             || desired.tcs.iter().any(|t| !t.filter.is_global())
@@ -416,8 +459,6 @@ impl NetworkChaos {
             None if needs_iptables => Some(iptables::detect_backend(&*self.runner, pid).await?),
             None => None,
         };
-
-        // Journal first: the record covers everything that may be in force while we work.
         let mut record = NetworkRecord {
             pod_uid: target.pod_uid.clone(),
             spec: desired.clone(),
@@ -440,8 +481,22 @@ impl NetworkChaos {
             record.tables.insert("filter".into());
             record.tables.insert("mangle".into());
         }
+        Ok(record)
+    }
+
+    /// Writes the pod's record (a new experiment's, or the current one's updated) before
+    /// anything changes.
+    fn journal_first(
+        &self,
+        pod: &mut Pod,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        record: &NetworkRecord,
+        duration: Option<Duration>,
+    ) -> Result<Record<NetworkRecord>, NetworkError> {
         let now = now_ms();
-        let mut journal_record = match &old_record {
+        let mut journal_record = match &pod.record {
             Some(r) => r.clone(),
             None => Record {
                 id: format!("net-{inode:x}-{now:x}"),
@@ -464,31 +519,53 @@ impl NetworkChaos {
             .write(&journal_record)
             .map_err(|e| NetworkError::Internal(e.to_string()))?;
         pod.record = Some(journal_record.clone());
+        Ok(journal_record)
+    }
 
-        let outcome = self
-            .apply_state(pod, pid, inode, &old, &mut record, &mut userspace, path)
-            .await;
-        if let Err(err) = outcome {
-            tracing::warn!(id = %journal_record.id, %err, "network fault not applied; rolling back");
-            journal_record.fault = record;
-            pod.record = Some(journal_record);
-            if let Err(undo) = self.undo(pod, pid, inode).await {
-                tracing::error!(%undo, "rollback incomplete; the journal keeps the record");
-                return Err(err);
-            }
-            if !old.spec.is_empty() {
-                // Put the previous state back (best effort; it was valid a moment ago).
-                let previous =
-                    Box::pin(self.reconcile(pod, target, pid, inode, old.spec.clone(), path, None))
-                        .await;
-                if let Err(again) = previous {
-                    tracing::error!(%again, "the previous network state could not be restored");
-                }
-            }
-            return Err(err);
+    /// After a failed apply: undoes what the record says may be in force, then puts the
+    /// previous state back (best effort; it was valid a moment ago).
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_back(
+        &self,
+        pod: &mut Pod,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        path: NetemPath,
+        err: &NetworkError,
+    ) {
+        let id = pod
+            .record
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        tracing::warn!(%id, %err, "network fault not applied; rolling back");
+        if let Err(undo) = self.undo(pod, pid, inode).await {
+            tracing::error!(%undo, "rollback incomplete; the journal keeps the record");
+            return;
         }
+        if !old.spec.is_empty() {
+            let previous =
+                Box::pin(self.reconcile(pod, target, pid, inode, old.spec.clone(), path, None))
+                    .await;
+            if let Err(again) = previous {
+                tracing::error!(%again, "the previous network state could not be restored");
+            }
+        }
+    }
 
-        // Trim the record to what is left in force.
+    /// Trims the record to what is left in force and journals it (or forgets the experiment
+    /// when nothing is).
+    fn settle(
+        &self,
+        pod: &mut Pod,
+        pid: u32,
+        mut journal_record: Record<NetworkRecord>,
+        new: bool,
+    ) -> Result<Applied, NetworkError> {
+        let record = &mut journal_record.fault;
+        let desired = record.spec.clone();
         let in_use: BTreeSet<String> = desired.devices().into_iter().collect();
         record.devices.retain(|d| in_use.contains(&d.device));
         record.chains = desired.chains.iter().map(|c| c.name.clone()).collect();
@@ -501,13 +578,13 @@ impl NetworkChaos {
         if record.tables.is_empty() && record.ipsets.is_empty() {
             record.backend = None;
         }
-        let status = self.status_of(&record, pod.server.as_ref());
+        let status = self.status_of(record, pod.server.as_ref());
         if desired.is_empty() && record.ipsets.is_empty() {
             self.journal
                 .remove(&journal_record.id)
                 .map_err(|e| NetworkError::Internal(e.to_string()))?;
             pod.record = None;
-            if old_record.is_some() {
+            if !new {
                 self.metrics.recovered("network");
                 tracing::info!(id = %journal_record.id, "network fault recovered");
             }
@@ -519,11 +596,10 @@ impl NetworkChaos {
             });
         }
         let summary = desired.summary();
-        journal_record.fault = record;
         self.journal
             .write(&journal_record)
             .map_err(|e| NetworkError::Internal(e.to_string()))?;
-        if old_record.is_none() {
+        if new {
             self.metrics.injected("network");
         }
         tracing::info!(id = %journal_record.id, pid, %summary, %status, "network fault in force");
@@ -582,35 +658,18 @@ impl NetworkChaos {
         parts.join("; ")
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_state(
+    /// The qdisc trees of every device, falling back to userspace netem if the kernel refuses
+    /// netem (and to htb if it has no prio).
+    async fn build_qdiscs(
         &self,
-        pod: &mut Pod,
         pid: u32,
         inode: u64,
-        old: &NetworkRecord,
         record: &mut NetworkRecord,
         userspace: &mut bool,
         path: NetemPath,
     ) -> Result<(), NetworkError> {
         let desired = record.spec.clone();
         let runner = &*self.runner;
-        if !desired.ipsets.is_empty() {
-            ipset::apply(runner, pid, &desired.ipsets).await?;
-        }
-        if let Some(backend) = record.backend
-            && (!desired.chains.is_empty() || old.tables.contains("filter"))
-        {
-            let rules = iptables::filter_rules(&desired.chains);
-            let retired: Vec<String> = old.chains.iter().cloned().collect();
-            iptables::apply_table(runner, pid, backend, "filter", &rules, &retired).await?;
-        }
-
-        // Qdisc trees, falling back to userspace netem if the kernel refuses it.
-        let has_netem = desired
-            .tcs
-            .iter()
-            .any(|t| matches!(t.action, TcAction::Netem(_)));
         loop {
             let devices = record.devices.clone();
             let rules = desired.tcs.clone();
@@ -655,6 +714,39 @@ impl NetworkChaos {
                 Err(BuildError::Other(e)) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_state(
+        &self,
+        pod: &mut Pod,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        record: &mut NetworkRecord,
+        userspace: &mut bool,
+        path: NetemPath,
+    ) -> Result<(), NetworkError> {
+        let desired = record.spec.clone();
+        let runner = &*self.runner;
+        if !desired.ipsets.is_empty() {
+            ipset::apply(runner, pid, &desired.ipsets).await?;
+        }
+        if let Some(backend) = record.backend
+            && (!desired.chains.is_empty() || old.tables.contains("filter"))
+        {
+            let rules = iptables::filter_rules(&desired.chains);
+            let retired: Vec<String> = old.chains.iter().cloned().collect();
+            iptables::apply_table(runner, pid, backend, "filter", &rules, &retired).await?;
+        }
+
+        let has_netem = desired
+            .tcs
+            .iter()
+            .any(|t| matches!(t.action, TcAction::Netem(_)));
+        self.build_qdiscs(pid, inode, record, userspace, path)
+            .await?;
         if *userspace && has_netem && record.netem_note.is_empty() {
             record.netem_note = match self.refusal() {
                 Some(reason) => format!("kernel refused netem: {reason}"),

@@ -367,6 +367,7 @@ impl StressChaos {
                 scope: request.scope,
                 options: prepared.options.clone(),
                 cgroups: prepared.placement.dirs(),
+                // Recorded before they are made: a crash in between leaves nothing unknown.
                 created_cgroups: prepared.placement.created(),
                 process: None,
             },
@@ -387,24 +388,14 @@ impl StressChaos {
         };
         let pid = process.identity.pid;
         record.fault.process = Some(process.identity);
-        let released = async {
-            self.journal.write(&record)?;
-            prepared
-                .placement
-                .join(fs, pid)
-                .map_err(StressError::from)?;
-            set_oom_score_adj(fs, pid, request.oom_score_adj)?;
-            if let Some(status) = process.exited() {
-                return Err(StressError::ExitedEarly {
-                    status: status.to_string(),
-                    stderr: process.stderr_tail(),
-                }
-                .into());
-            }
-            process.release().map_err(StressError::from)?;
-            Ok::<_, AgentError>(())
-        }
-        .await;
+        let released = self
+            .place_and_release(
+                &record,
+                &process,
+                &prepared.placement,
+                request.oom_score_adj,
+            )
+            .await;
         if let Err(err) = released {
             self.abandon(&id, Some(&process), &prepared.placement).await;
             return Err(err);
@@ -443,6 +434,30 @@ impl StressChaos {
             cgroups: instance.placement.dirs(),
             summary: instance.summary.clone(),
         })
+    }
+
+    /// Journals the spawned (held) stressor, moves it into its cgroups, sets its
+    /// oom_score_adj and only then lets it work, so all it uses is charged to the target.
+    async fn place_and_release(
+        &self,
+        record: &Record<StressRecord>,
+        process: &StressorProcess,
+        placement: &Placement,
+        oom_score_adj: i32,
+    ) -> Result<(), AgentError> {
+        let (fs, pid) = (self.fs.as_ref(), process.identity.pid);
+        self.journal.write(record)?;
+        placement.join(fs, pid).map_err(StressError::from)?;
+        set_oom_score_adj(fs, pid, oom_score_adj)?;
+        if let Some(status) = process.exited() {
+            return Err(StressError::ExitedEarly {
+                status: status.to_string(),
+                stderr: process.stderr_tail(),
+            }
+            .into());
+        }
+        process.release().map_err(StressError::from)?;
+        Ok(())
     }
 
     /// Undoes a start that failed part way.

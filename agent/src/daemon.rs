@@ -1,4 +1,4 @@
-//! `faultline-agent serve`.
+//! `faultline-agent serve`: the node daemon's lifecycle around the gRPC and HTTP listeners.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,29 +64,13 @@ pub struct ServeArgs {
     log_json: bool,
 }
 
+/// `faultline-agent serve`: builds the fault kinds, undoes what a previous run left (from the
+/// journal), serves the APIs until SIGTERM/SIGINT, then recovers everything the journal holds.
 pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     init_tracing(args.log_json);
-    let tls = match (&args.cert, &args.key, &args.ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(server_config(&TlsSettings {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-            allowed_clients: args.allowed_clients.clone(),
-        })?),
-        _ => None,
-    };
+    let tls = tls_config(&args)?;
     if args.enable_fuse_io_uring {
-        use agent::fuse_io_uring::{Outcome, PARAMETER, enable};
-        match enable(std::path::Path::new(PARAMETER)) {
-            Ok(Outcome::Enabled) => tracing::info!("FUSE over io_uring turned on ({PARAMETER})"),
-            Ok(Outcome::AlreadyOn) => tracing::info!("FUSE over io_uring is on"),
-            Ok(Outcome::Unsupported) => tracing::warn!(
-                "this kernel has no FUSE over io_uring (Linux 6.14+): injectors use /dev/fuse"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot turn on FUSE over io_uring ({PARAMETER}): injectors use /dev/fuse")
-            }
-        }
+        enable_fuse_io_uring();
     }
     if args.unix_socket.is_some() && !args.insecure_unix_plaintext {
         bail!("--unix-socket serves plaintext: add --insecure-unix-plaintext to confirm");
@@ -96,8 +80,74 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             "nothing to serve: give --cert/--key/--ca for mTLS, or --unix-socket with --insecure-unix-plaintext"
         );
     }
-    let injector_binary = match args.injector_bin {
-        Some(path) => path,
+    let metrics = Arc::new(Metrics::new());
+    let journal = Journal::open(&args.state_dir)?;
+    let faults = Arc::new(Faults::build(
+        FaultsConfig {
+            injector_binary: injector_binary(&args)?,
+            // Stressors are the agent binary itself (its hidden `stressor` subcommand).
+            stressor_binary: std::env::current_exe()?,
+            netem_path: args.netem_path,
+        },
+        resolver,
+        journal,
+        Arc::clone(&metrics),
+    ));
+    // The journal is read here, once: whatever a previous run left in force is undone.
+    faults.registry.recover_left_over().await;
+
+    let listeners = bind(&args, tls).await?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        on_signal.cancel();
+    });
+    let chaos = ChaosDaemonService::new(Arc::clone(&faults));
+    let agent = AgentService::new(Arc::clone(&faults));
+    println!("faultline-agent ready");
+    serve(listeners, chaos, agent, metrics, shutdown).await?;
+
+    // A clean stop recovers everything the journal holds: a fault must never outlive the agent
+    // that can undo it.
+    faults.registry.recover_all().await;
+    if let Some(path) = &args.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match (&args.cert, &args.key, &args.ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(server_config(&TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            allowed_clients: args.allowed_clients.clone(),
+        })?),
+        _ => None,
+    })
+}
+
+/// A node without FUSE over io_uring still serves: the injectors use /dev/fuse.
+fn enable_fuse_io_uring() {
+    use agent::fuse_io_uring::{Outcome, PARAMETER, enable};
+    match enable(std::path::Path::new(PARAMETER)) {
+        Ok(Outcome::Enabled) => tracing::info!("FUSE over io_uring turned on ({PARAMETER})"),
+        Ok(Outcome::AlreadyOn) => tracing::info!("FUSE over io_uring is on"),
+        Ok(Outcome::Unsupported) => tracing::warn!(
+            "this kernel has no FUSE over io_uring (Linux 6.14+): injectors use /dev/fuse"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot turn on FUSE over io_uring ({PARAMETER}): injectors use /dev/fuse")
+        }
+    }
+}
+
+/// --injector-bin, or faultline-injector beside this binary; it must exist.
+fn injector_binary(args: &ServeArgs) -> anyhow::Result<PathBuf> {
+    let injector_binary = match &args.injector_bin {
+        Some(path) => path.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("the agent binary has no directory")?
@@ -109,23 +159,14 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             injector_binary.display()
         );
     }
+    Ok(injector_binary)
+}
 
-    let metrics = Arc::new(Metrics::new());
-    let journal = Journal::open(&args.state_dir)?;
-    // Stressors are the agent binary itself (its hidden `stressor` subcommand).
-    let faults = Arc::new(Faults::build(
-        FaultsConfig {
-            injector_binary,
-            stressor_binary: std::env::current_exe()?,
-            netem_path: args.netem_path,
-        },
-        resolver,
-        journal,
-        Arc::clone(&metrics),
-    ));
-    // The journal is read here, once: whatever a previous run left in force is undone.
-    faults.registry.recover_left_over().await;
-
+/// Binds every listener asked for: mTLS gRPC, the plaintext unix socket (mode 0600), HTTP.
+async fn bind(
+    args: &ServeArgs,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<Listeners> {
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -154,26 +195,7 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
         listeners.http = Some(listener);
     }
-
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        on_signal.cancel();
-    });
-    let chaos = ChaosDaemonService::new(Arc::clone(&faults));
-    let agent = AgentService::new(Arc::clone(&faults));
-    println!("faultline-agent ready");
-    serve(listeners, chaos, agent, metrics, shutdown).await?;
-
-    // A clean stop recovers everything: a fault must never outlive the agent that can undo it.
-    // A clean stop recovers everything the journal holds: a fault must never outlive the agent
-    // that can undo it.
-    faults.registry.recover_all().await;
-    if let Some(path) = &args.unix_socket {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+    Ok(listeners)
 }
 
 async fn wait_for_signal() {
