@@ -51,6 +51,23 @@ pub enum InjectorError {
     },
 }
 
+/// The injector's answer to `update` (its `control::UpdateReport`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateReport {
+    /// The generation of the rules now in force.
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub rule_count: usize,
+    /// Files open through kernel passthrough the new rules cannot reach until reopened.
+    #[serde(default)]
+    pub unreachable_open_files: Vec<PathBuf>,
+    /// What the rules in force cannot reach, said loudly (empty when they reach everything).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
 /// What to mount, where.
 #[derive(Clone, Debug)]
 pub struct MountRequest<'a> {
@@ -170,15 +187,13 @@ impl InjectorProcess {
         }
     }
 
-    /// Replaces the rule set, live. Returns the injector's warnings: open files the new rules
-    /// cannot reach (only where it was mounted with `--file-io passthrough` or `cached`).
-    pub async fn update(&self, actions: &str) -> Result<Vec<String>, InjectorError> {
-        let actions: Value = serde_json::from_str(actions).map_err(|e| InjectorError::Refused {
-            method: "update",
-            message: e.to_string(),
-        })?;
+    /// Replaces the rule set, live (`actions`: the validated document, sent as is). Returns the
+    /// injector's report, with the open files the new rules cannot reach (only where it was
+    /// mounted with `--file-io passthrough` or `cached`).
+    pub async fn update(&self, actions: &Value) -> Result<UpdateReport, InjectorError> {
         let report = self.call("update", json!({ "actions": actions })).await?;
-        Ok(warnings_of(&report))
+        serde_json::from_value(report)
+            .map_err(|e| InjectorError::Control(format!("unreadable answer to update: {e}")))
     }
 
     /// The injector's own status document.

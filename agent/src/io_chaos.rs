@@ -4,7 +4,7 @@
 //! recovered; an injector that dies unexpectedly is cleaned up after at once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,8 +16,11 @@ use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
 use crate::fault_kinds::{self, ExperimentView, FaultKind};
-use crate::injector_process::{InjectorError, InjectorProcess, MountRequest, cleanup_mount};
+use crate::injector_process::{
+    InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
+};
 use crate::io_handover;
+use crate::io_spec::{IoActions, IoSpec, VolumePath};
 use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 
@@ -125,12 +128,17 @@ pub enum Applied {
         started_at_ms: u64,
         /// What the handover did, in words (`None`: it was off).
         handover: Option<String>,
+        /// The injector's answer to the real rules after the handover (`None`: no handover,
+        /// the rules were in force from the mount on).
+        report: Option<UpdateReport>,
     },
     Updated {
         id: String,
         target_pid: u32,
         injector_pid: u32,
         started_at_ms: u64,
+        /// The injector's answer: what the new rules cannot reach.
+        report: UpdateReport,
     },
     Recovered {
         id: String,
@@ -172,9 +180,9 @@ impl Drop for BusyGuard<'_> {
 }
 
 /// An injector's warnings after an update: open files the rules in force do not reach.
-fn warn_unreachable(id: &str, warnings: &[String]) {
-    for warning in warnings {
-        tracing::warn!(%id, "{warning}");
+fn warn_unreachable(id: &str, report: &UpdateReport) {
+    for warning in &report.warnings {
+        tracing::warn!(%id, unreachable = ?report.unreachable_open_files, "{warning}");
     }
 }
 
@@ -187,23 +195,10 @@ fn loudly(warnings: &[String], status: String) -> String {
     format!("WARNING: {} | {status}", warnings.join(" | "))
 }
 
-/// Parses and validates IOChaos actions; `None` when they ask for no fault at all.
-pub fn validate_actions(
-    actions: &str,
-    volume: &str,
-) -> Result<Option<serde_json::Value>, AgentError> {
-    let trimmed = actions.trim();
-    if trimmed.is_empty() || trimmed == "null" {
-        return Ok(None);
-    }
-    let rules = io_rules::RuleSet::parse(trimmed, Path::new(volume))
-        .map_err(|err| AgentError::InvalidActions(err.to_string()))?;
-    if rules.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(trimmed)
-        .map(Some)
-        .map_err(|err| AgentError::InvalidActions(err.to_string()))
+/// Parses and validates IOChaos actions for a volume; `None` when they ask for no fault at all
+/// (the volume is checked first). See [`IoActions::parse`].
+pub fn validate_actions(actions: &str, volume: &str) -> Result<Option<IoActions>, AgentError> {
+    IoActions::parse(actions, &VolumePath::parse(volume)?)
 }
 
 /// Undoes an IO fault as its record says: asks a live injector to recover (moving back what
@@ -302,18 +297,18 @@ impl IoChaos {
     /// (and back at recovery).
     pub async fn apply(
         self: &Arc<Self>,
-        container_id: &str,
-        volume: &str,
-        actions: &str,
+        spec: IoSpec,
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
-        let container = self.resolver.parse(container_id)?;
-        container_fs::validate_volume_path(volume)?;
-        let actions = validate_actions(actions, volume)?;
+        let IoSpec {
+            container,
+            volume,
+            actions,
+        } = spec;
         let key = MountKey {
             container: container.to_string(),
-            volume: volume.to_owned(),
+            volume: volume.as_str().to_owned(),
         };
         let _busy = self.busy(&key)?;
 
@@ -345,7 +340,7 @@ impl IoChaos {
     async fn start(
         self: &Arc<Self>,
         key: MountKey,
-        actions: &serde_json::Value,
+        actions: &IoActions,
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
@@ -360,7 +355,7 @@ impl IoChaos {
         };
         let target = ProcessIdentity::of(target_pid).map_err(|_| not_running())?;
         let namespace_inode = namespace_inode(target_pid, "mnt").map_err(|_| not_running())?;
-        let actions_text = actions.to_string();
+        let actions_text = actions.wire().to_string();
         let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
         let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
@@ -382,13 +377,11 @@ impl IoChaos {
             return Err(err.into());
         }
         let id = record.id.clone();
-        let report = if handover {
-            Some(
-                self.hand_over(&mut record, &injector, &actions_text)
-                    .await?,
-            )
+        let (report, update) = if handover {
+            let (report, update) = self.hand_over(&mut record, &injector, actions).await?;
+            (Some(report), Some(update))
         } else {
-            None
+            (None, None)
         };
         let experiment = Arc::new(IoExperiment {
             key: key.clone(),
@@ -414,18 +407,19 @@ impl IoChaos {
             injector_pid,
             started_at_ms,
             handover: experiment.handover.as_ref().map(|h| h.summary()),
+            report: update,
         })
     }
 
     async fn spawn_injector(
         &self,
         record: &Record<IoRecord>,
-        actions: &serde_json::Value,
+        actions: &IoActions,
         handover: bool,
     ) -> Result<InjectorProcess, InjectorError> {
         // While handing over, the rules spare the handover's own calls; the real ones follow.
         let mount_actions = if handover {
-            io_handover::rules_while_handing_over(actions).to_string()
+            io_handover::rules_while_handing_over(actions.wire()).to_string()
         } else {
             record.fault.actions.clone()
         };
@@ -448,8 +442,8 @@ impl IoChaos {
         &self,
         record: &mut Record<IoRecord>,
         injector: &InjectorProcess,
-        actions: &str,
-    ) -> Result<handover::Report, AgentError> {
+        actions: &IoActions,
+    ) -> Result<(handover::Report, UpdateReport), AgentError> {
         let (id, target_pid) = (record.id.clone(), record.target.pid);
         let volume = record.fault.volume.clone();
         let done = io_handover::onto_fault_mount(target_pid, &volume).await;
@@ -462,16 +456,16 @@ impl IoChaos {
             None => Ok(()),
         };
         let in_force = match journaled {
-            Ok(()) => injector.update(actions).await.map_err(|err| {
+            Ok(()) => injector.update(actions.wire()).await.map_err(|err| {
                 self.metrics.failure("io", "injector");
                 AgentError::from(err)
             }),
             Err(err) => Err(err),
         };
         match in_force {
-            Ok(warnings) => {
-                warn_unreachable(&id, &warnings);
-                Ok(done.report)
+            Ok(update) => {
+                warn_unreachable(&id, &update);
+                Ok((done.report, update))
             }
             Err(err) => {
                 let _ = undo(&*self.host, record, Some(injector)).await;
@@ -484,10 +478,10 @@ impl IoChaos {
     async fn update(
         self: &Arc<Self>,
         experiment: &Arc<IoExperiment>,
-        actions: &serde_json::Value,
+        actions: &IoActions,
         duration: Option<Duration>,
     ) -> Result<Applied, AgentError> {
-        let actions_text = actions.to_string();
+        let actions_text = actions.wire().to_string();
         let mut record = experiment.record.lock().map_err(|_| poisoned())?.clone();
         record.fault.actions = actions_text.clone();
         if let Some(duration) = duration {
@@ -496,13 +490,14 @@ impl IoChaos {
         // The record on disk already covers the mount, which is all recovery undoes; the new
         // rules are written after they are in force, off the caller's path. A new deadline is
         // written before the call returns: the timer that ends the experiment reads it.
-        let warnings = experiment.injector.update(&actions_text).await?;
-        warn_unreachable(&record.id, &warnings);
+        let report = experiment.injector.update(actions.wire()).await?;
+        warn_unreachable(&record.id, &report);
         let applied = Applied::Updated {
             id: record.id.clone(),
             target_pid: record.target.pid,
             injector_pid: experiment.injector.identity.pid,
             started_at_ms: record.started_at_ms,
+            report,
         };
         *experiment.record.lock().map_err(|_| poisoned())? = record;
         match duration {
@@ -804,7 +799,10 @@ mod tests {
     }
 
     /// A fresh agent on `dir` after a crash: a new IoChaos, only the journal carried over.
-    fn restarted(dir: &Path, host: Arc<RecordingHost>) -> (Arc<IoChaos>, Registry, Journal) {
+    fn restarted(
+        dir: &std::path::Path,
+        host: Arc<RecordingHost>,
+    ) -> (Arc<IoChaos>, Registry, Journal) {
         let journal = Journal::open(dir).unwrap();
         let io = IoChaos::with_host(
             IoChaosConfig {

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod injector_process;
 pub mod io_chaos;
 pub mod io_handover;
+pub mod io_spec;
 pub mod journal;
 pub mod metrics;
 pub mod network;

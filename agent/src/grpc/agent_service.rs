@@ -10,6 +10,7 @@ use crate::error::AgentError;
 use crate::fault_kinds::ExperimentView;
 use crate::faults::Faults;
 use crate::io_chaos::{Applied, validate_actions};
+use crate::io_spec::IoSpec;
 use crate::journal::FaultRecord;
 use crate::stress::{StressRequest, StressScope};
 
@@ -49,9 +50,12 @@ impl Agent for AgentService {
             .faults
             .io
             .apply(
-                &request.container_id,
-                &request.volume,
-                &request.actions,
+                IoSpec::parse(
+                    &self.faults.resolver,
+                    &request.container_id,
+                    &request.volume,
+                    &request.actions,
+                )?,
                 duration,
                 !request.no_handover,
             )
@@ -72,10 +76,20 @@ impl Agent for AgentService {
                 id,
                 target_pid,
             },
-            Applied::Updated { id, target_pid, .. } => api::StartIoExperimentResponse {
+            Applied::Updated {
+                id,
+                target_pid,
+                report,
+                ..
+            } => api::StartIoExperimentResponse {
                 plan: format!(
-                    "replaced the rules of the fault mount over {} (no remount)",
-                    request.volume
+                    "replaced the rules of the fault mount over {} (no remount){}",
+                    request.volume,
+                    report
+                        .warnings
+                        .iter()
+                        .map(|w| format!("; WARNING: {w}"))
+                        .collect::<String>()
                 ),
                 id,
                 target_pid,
@@ -265,7 +279,7 @@ impl AgentService {
         drop(container_fs::open_volume(target_pid, &request.volume)?);
         let count = actions
             .as_ref()
-            .and_then(|a| a.as_array().map(Vec::len))
+            .and_then(|a| a.wire().as_array().map(Vec::len))
             .unwrap_or(0);
         Ok(api::StartIoExperimentResponse {
             id: String::new(),

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use crate::error::AgentError;
 use crate::faults::Faults;
 use crate::io_chaos::Applied;
+use crate::io_spec::IoSpec;
 use crate::stress::{InstanceRef, StressError, StressRequest, StressScope};
 
 /// `pb.ChaosDaemon`, wire-compatible with Chaos Mesh's chaos-daemon.
@@ -234,9 +235,12 @@ impl ChaosDaemon for ChaosDaemonService {
             .faults
             .io
             .apply(
-                &request.container_id,
-                &request.volume,
-                &request.actions,
+                IoSpec::parse(
+                    &self.faults.resolver,
+                    &request.container_id,
+                    &request.volume,
+                    &request.actions,
+                )?,
                 None,
                 true, // as Chaos Mesh does; pb.ChaosDaemon has no field to turn it off
             )
