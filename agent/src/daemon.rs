@@ -68,6 +68,9 @@ pub struct ServeArgs {
 /// journal), serves the APIs until SIGTERM/SIGINT, then recovers everything the journal holds.
 pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     init_tracing(args.log_json);
+    // Before anything listens: a SIGTERM that arrives as soon as we do is a clean stop, not
+    // the default action (death without recovery).
+    let signals = StopSignals::install()?;
     let tls = tls_config(&args)?;
     if args.enable_fuse_io_uring {
         enable_fuse_io_uring();
@@ -100,7 +103,7 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         on_signal.cancel();
     });
     let chaos = ChaosDaemonService::new(Arc::clone(&faults));
@@ -198,17 +201,26 @@ async fn bind(
     Ok(listeners)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -419,7 +419,7 @@ impl IoChaos {
     ) -> Result<InjectorProcess, InjectorError> {
         // While handing over, the rules spare the handover's own calls; the real ones follow.
         let mount_actions = if handover {
-            io_handover::rules_while_handing_over(actions.wire()).to_string()
+            io_handover::rules_while_handing_over(actions).to_string()
         } else {
             record.fault.actions.clone()
         };

@@ -12,17 +12,9 @@ pub struct ProcessIdentity {
 }
 
 impl ProcessIdentity {
-    /// Reads the identity of a live process.
+    /// Reads the identity of a live process (a zombie not yet reaped still has one).
     pub fn of(pid: u32) -> std::io::Result<Self> {
-        // Hand parsing stays here: one field of one file, on the path of every inject; the
-        // command name (field 2) is the only subtle part, and `parse_start_time` is tested for it.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let start_time = parse_start_time(&stat).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("unparsable /proc/{pid}/stat"),
-            )
-        })?;
+        let start_time = stat(pid)?.starttime;
         Ok(Self { pid, start_time })
     }
 
@@ -32,11 +24,32 @@ impl ProcessIdentity {
     }
 }
 
-/// Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses, so
-/// count from the last ')'.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
+/// `/proc/PID/stat`, through the procfs crate (the command name, field 2, may hold spaces and
+/// parentheses: the crate parses it as the kernel writes it).
+pub fn stat(pid: u32) -> std::io::Result<procfs::process::Stat> {
+    let pid = i32::try_from(pid).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("no PID {pid}"))
+    })?;
+    procfs::process::Process::new(pid)
+        .and_then(|process| process.stat())
+        .map_err(io_error)
+}
+
+/// procfs's error as the standard one, keeping "not found" (the process is gone) apart.
+pub fn io_error(err: procfs::ProcError) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match err {
+        procfs::ProcError::NotFound(path) => Error::new(
+            ErrorKind::NotFound,
+            format!("{} not found", path.unwrap_or_default().display()),
+        ),
+        procfs::ProcError::PermissionDenied(path) => Error::new(
+            ErrorKind::PermissionDenied,
+            format!("{}: permission denied", path.unwrap_or_default().display()),
+        ),
+        procfs::ProcError::Io(err, _) => err,
+        other => Error::other(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -44,12 +57,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_time_survives_odd_command_names() {
-        let stat =
-            "123 (a) b) c) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_start_time(stat), Some(98765));
-        assert_eq!(parse_start_time("123 (no end"), None);
+    fn a_process_is_told_apart_from_a_later_one_with_its_pid() {
         let me = ProcessIdentity::of(std::process::id()).unwrap();
+        assert!(me.start_time > 0);
         assert!(me.is_alive());
         assert!(
             !ProcessIdentity {
@@ -58,5 +68,10 @@ mod tests {
             }
             .is_alive()
         );
+        let gone = ProcessIdentity::of(u32::MAX).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::InvalidInput, "{gone}");
+        // PID_MAX_LIMIT is 2^22: no process has this PID.
+        let gone = ProcessIdentity::of(1 << 23).unwrap_err();
+        assert_eq!(gone.kind(), std::io::ErrorKind::NotFound, "{gone}");
     }
 }

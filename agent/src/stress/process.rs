@@ -146,21 +146,17 @@ pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration)
 }
 
 /// True when no thread of the process is alive: a zombie leader whose worker threads are still
-/// exiting is not gone yet (the kernel still lists it in its cgroup).
+/// exiting is not gone yet (the kernel still lists it in its cgroup). A thread (or process) whose
+/// stat cannot be read any more is gone.
 fn all_threads_dead(pid: u32) -> bool {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return true;
     };
-    threads.flatten().all(|thread| {
-        std::fs::read_to_string(thread.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                let after = &stat[stat.rfind(')')? + 1..];
-                after
-                    .split_whitespace()
-                    .next()
-                    .map(|s| s == "Z" || s == "X")
-            })
-            .unwrap_or(true)
+    let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
+        return true;
+    };
+    tasks.flatten().all(|task| match task.stat() {
+        Ok(stat) => stat.state == 'Z' || stat.state == 'X',
+        Err(_) => true,
     })
 }
