@@ -33,7 +33,7 @@ pub use self::request::{InstanceRef, Outcome, Started, StressRequest};
 
 use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
 use self::options::{CpuSpec, MemorySpec, OptionsError};
-use self::process::StressorProcess;
+use self::process::{ProcessError, Stressor, StressorProcess};
 use self::request::{matches, validate};
 use self::worker::StressorCommand;
 use crate::clock::now_ms;
@@ -51,21 +51,36 @@ const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
 /// The metrics and journal kind.
 const KIND: &str = StressRecord::KIND;
 
-/// Killing a stressor a previous run left (no longer our child), behind a trait so recovery
-/// from a record is tested without root.
+/// The stressor processes: spawning one (held), and killing one a previous run left (no longer
+/// our child). Behind a trait so a stressor's lifecycle is tested without root; its cgroups go
+/// through [`HostFs`].
 #[tonic::async_trait]
-pub trait Orphans: Send + Sync + std::fmt::Debug {
+pub trait StressProcesses: Send + Sync + std::fmt::Debug {
+    /// Spawns `binary stressor <command>`, held until released.
+    fn spawn(
+        &self,
+        binary: &std::path::Path,
+        command: &StressorCommand,
+    ) -> Result<Box<dyn Stressor>, ProcessError>;
     /// SIGKILLs `identity` if it is still that very process; true once it is gone.
-    async fn kill(&self, identity: ProcessIdentity, within: Duration) -> bool;
+    async fn kill_orphan(&self, identity: ProcessIdentity, within: Duration) -> bool;
 }
 
-/// The real [`Orphans`]: signals and /proc.
+/// The real [`StressProcesses`]: child processes, signals and /proc.
 #[derive(Debug, Default)]
-pub struct RealOrphans;
+pub struct RealProcesses;
 
 #[tonic::async_trait]
-impl Orphans for RealOrphans {
-    async fn kill(&self, identity: ProcessIdentity, within: Duration) -> bool {
+impl StressProcesses for RealProcesses {
+    fn spawn(
+        &self,
+        binary: &std::path::Path,
+        command: &StressorCommand,
+    ) -> Result<Box<dyn Stressor>, ProcessError> {
+        Ok(Box::new(StressorProcess::spawn(binary, command)?))
+    }
+
+    async fn kill_orphan(&self, identity: ProcessIdentity, within: Duration) -> bool {
         process::kill_orphan(identity, within).await
     }
 }
@@ -80,7 +95,7 @@ pub struct StressConfig {
 #[derive(Debug)]
 struct Instance {
     record: Record<StressRecord>,
-    process: StressorProcess,
+    process: Box<dyn Stressor>,
     placement: Placement,
     summary: String,
     oom_kills_before: Option<u64>,
@@ -111,7 +126,7 @@ pub struct StressChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     fs: Arc<dyn HostFs>,
-    orphans: Arc<dyn Orphans>,
+    processes: Arc<dyn StressProcesses>,
     active: Mutex<HashMap<String, Arc<Instance>>>,
     ended: Mutex<VecDeque<Ended>>,
 }
@@ -129,7 +144,7 @@ impl StressChaos {
             journal,
             metrics,
             Arc::new(RealFs),
-            Arc::new(RealOrphans),
+            Arc::new(RealProcesses),
         )
     }
 
@@ -140,7 +155,7 @@ impl StressChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
         fs: Arc<dyn HostFs>,
-        orphans: Arc<dyn Orphans>,
+        processes: Arc<dyn StressProcesses>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
@@ -148,7 +163,7 @@ impl StressChaos {
             journal,
             metrics,
             fs,
-            orphans,
+            processes,
             active: Mutex::default(),
             ended: Mutex::default(),
         })
@@ -378,7 +393,9 @@ impl StressChaos {
             let _ = self.journal.remove(&id);
             return Err(StressError::from(err).into());
         }
-        let process = match StressorProcess::spawn(&self.config.stressor_binary, &prepared.command)
+        let process = match self
+            .processes
+            .spawn(&self.config.stressor_binary, &prepared.command)
         {
             Ok(process) => process,
             Err(err) => {
@@ -386,18 +403,19 @@ impl StressChaos {
                 return Err(StressError::from(err).into());
             }
         };
-        let pid = process.identity.pid;
-        record.fault.process = Some(process.identity);
+        let pid = process.identity().pid;
+        record.fault.process = Some(process.identity());
         let released = self
             .place_and_release(
                 &record,
-                &process,
+                process.as_ref(),
                 &prepared.placement,
                 request.oom_score_adj,
             )
             .await;
         if let Err(err) = released {
-            self.abandon(&id, Some(&process), &prepared.placement).await;
+            self.abandon(&id, Some(process.as_ref()), &prepared.placement)
+                .await;
             return Err(err);
         }
         let oom_kills_before = prepared.placement.oom_kills(fs);
@@ -441,11 +459,11 @@ impl StressChaos {
     async fn place_and_release(
         &self,
         record: &Record<StressRecord>,
-        process: &StressorProcess,
+        process: &dyn Stressor,
         placement: &Placement,
         oom_score_adj: i32,
     ) -> Result<(), AgentError> {
-        let (fs, pid) = (self.fs.as_ref(), process.identity.pid);
+        let (fs, pid) = (self.fs.as_ref(), process.identity().pid);
         self.journal.write(record)?;
         placement.join(fs, pid).map_err(StressError::from)?;
         set_oom_score_adj(fs, pid, oom_score_adj)?;
@@ -461,7 +479,7 @@ impl StressChaos {
     }
 
     /// Undoes a start that failed part way.
-    async fn abandon(&self, id: &str, process: Option<&StressorProcess>, placement: &Placement) {
+    async fn abandon(&self, id: &str, process: Option<&dyn Stressor>, placement: &Placement) {
         if let Some(process) = process {
             process.kill().await;
         }
@@ -496,7 +514,7 @@ impl StressChaos {
                 matches(
                     instance,
                     &i.record.id,
-                    i.process.identity.pid,
+                    i.process.identity().pid,
                     i.record.started_at_ms,
                 )
             })
@@ -549,7 +567,11 @@ impl StressChaos {
                 tracing::info!(%id, %status, "stressor cancelled");
             }
             (None, Some(process)) => {
-                if !self.orphans.kill(process, ORPHAN_KILL_WITHIN).await {
+                if !self
+                    .processes
+                    .kill_orphan(process, ORPHAN_KILL_WITHIN)
+                    .await
+                {
                     return Err(StressError::ExitedEarly {
                         status: "still running after SIGKILL".into(),
                         stderr: format!("stressor {} did not die", process.pid),
@@ -575,7 +597,7 @@ impl StressChaos {
                 }
                 ended.push_back(Ended {
                     id: instance.record.id.clone(),
-                    pid: instance.process.identity.pid,
+                    pid: instance.process.identity().pid,
                     started_at_ms: instance.record.started_at_ms,
                 });
             }
@@ -651,7 +673,7 @@ impl StressChaos {
                         Some(status) => format!("exited ({status})"),
                         None => format!(
                             "running (pid {}) in {}",
-                            i.process.identity.pid,
+                            i.process.identity().pid,
                             describe(&i.placement)
                         ),
                     },
@@ -763,16 +785,77 @@ mod tests {
     use crate::fault_kinds::Registry;
     use crate::stress::cgroup::fake_fs::FakeFs;
 
-    /// Processes that die when told (or refuse to), recording who was told.
+    /// Stressors that live in memory: spawned held, released, killed, orphaned; and orphans
+    /// that die when told (or refuse to). Records who was told what.
     #[derive(Debug, Default)]
-    struct RecordingOrphans {
+    struct FakeProcesses {
+        spawned: Mutex<Vec<Arc<FakeStressor>>>,
         killed: Mutex<Vec<ProcessIdentity>>,
         immortal: bool,
     }
 
+    #[derive(Debug)]
+    struct FakeStressor {
+        identity: ProcessIdentity,
+        released: std::sync::atomic::AtomicBool,
+        exit: tokio::sync::watch::Sender<Option<std::process::ExitStatus>>,
+    }
+
     #[tonic::async_trait]
-    impl Orphans for RecordingOrphans {
-        async fn kill(&self, identity: ProcessIdentity, _: Duration) -> bool {
+    impl Stressor for Arc<FakeStressor> {
+        fn identity(&self) -> ProcessIdentity {
+            self.identity
+        }
+        fn release(&self) -> Result<(), ProcessError> {
+            self.released
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn exited(&self) -> Option<std::process::ExitStatus> {
+            *self.exit.borrow()
+        }
+        async fn wait(&self) -> std::process::ExitStatus {
+            let mut exit = self.exit.subscribe();
+            loop {
+                if let Some(status) = *exit.borrow_and_update() {
+                    return status;
+                }
+                if exit.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+        async fn kill(&self) -> std::process::ExitStatus {
+            use std::os::unix::process::ExitStatusExt;
+            let status = std::process::ExitStatus::from_raw(9);
+            self.exit.send_replace(Some(status));
+            status
+        }
+        fn stderr_tail(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl StressProcesses for FakeProcesses {
+        fn spawn(
+            &self,
+            _: &std::path::Path,
+            _: &StressorCommand,
+        ) -> Result<Box<dyn Stressor>, ProcessError> {
+            let mut spawned = self.spawned.lock().unwrap();
+            let stressor = Arc::new(FakeStressor {
+                identity: ProcessIdentity {
+                    pid: 7000 + spawned.len() as u32,
+                    start_time: 11,
+                },
+                released: Default::default(),
+                exit: tokio::sync::watch::channel(None).0,
+            });
+            spawned.push(Arc::clone(&stressor));
+            Ok(Box::new(stressor))
+        }
+        async fn kill_orphan(&self, identity: ProcessIdentity, _: Duration) -> bool {
             self.killed.lock().unwrap().push(identity);
             !self.immortal
         }
@@ -812,7 +895,7 @@ mod tests {
     fn restarted(
         dir: &std::path::Path,
         fs: Arc<FakeFs>,
-        orphans: Arc<RecordingOrphans>,
+        processes: Arc<FakeProcesses>,
     ) -> (Registry, Journal) {
         let journal = Journal::open(dir).unwrap();
         let stress = StressChaos::with_host(
@@ -825,10 +908,111 @@ mod tests {
             journal.clone(),
             Arc::new(Metrics::new()),
             fs,
-            orphans,
+            processes,
         );
         let registry = Registry::new(journal.clone()).register(stress as Arc<dyn FaultKind>);
         (registry, journal)
+    }
+
+    const V2_MOUNTINFO: &str = "28 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+    const POD: &str = "/kubepods.slice/kubepods-pod1234.slice";
+
+    /// A v2 host where process 42 runs in a container of a pod.
+    fn v2_host() -> Arc<FakeFs> {
+        let fs = Arc::new(FakeFs::default());
+        let container = format!("{POD}/cri-containerd-c0ffee.scope");
+        fs.file("/proc/self/mountinfo", V2_MOUNTINFO)
+            .file("/proc/42/cgroup", &format!("0::{container}\n"))
+            .file(
+                &format!("/sys/fs/cgroup{container}/cgroup.controllers"),
+                "cpu memory pids\n",
+            )
+            .file(
+                &format!("/sys/fs/cgroup{POD}/cgroup.subtree_control"),
+                "cpu memory pids\n",
+            )
+            .dir(&format!("/sys/fs/cgroup{container}"))
+            .dir(&format!("/sys/fs/cgroup{POD}"));
+        fs
+    }
+
+    fn stress_on(
+        dir: &std::path::Path,
+        fs: Arc<FakeFs>,
+        processes: Arc<FakeProcesses>,
+    ) -> Arc<StressChaos> {
+        StressChaos::with_host(
+            StressConfig {
+                stressor_binary: "/nonexistent/faultline-agent".into(),
+            },
+            Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
+                crate::container_runtime::RuntimeKind::Containerd,
+            )),
+            Journal::open(dir).unwrap(),
+            Arc::new(Metrics::new()),
+            fs,
+            processes,
+        )
+    }
+
+    #[tokio::test]
+    async fn inject_then_crash_then_the_next_start_recovers_from_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = v2_host();
+        let processes = Arc::new(FakeProcesses::default());
+        let stress = stress_on(dir.path(), Arc::clone(&fs), Arc::clone(&processes));
+        let request = StressRequest {
+            container_id: "containerd://c0ffee",
+            scope: StressScope::Pod,
+            cpu: "--cpu 1 --cpu-load 10",
+            memory: "",
+            oom_score_adj: 500,
+            duration: None,
+        };
+        let (cpu, _) = validate(&request).unwrap();
+        let id = new_instance_id("cpu");
+        let prepared = stress.prepare_cpu(&request, 42, &id, cpu.unwrap()).unwrap();
+        // The target's identity is only journaled; this test process stands in for it.
+        let target = ProcessIdentity::of(std::process::id()).unwrap();
+        let started = stress
+            .start(&request, target, id.clone(), prepared)
+            .await
+            .unwrap();
+
+        let leaf = PathBuf::from(format!("/sys/fs/cgroup{POD}/faultline-{id}"));
+        let stressor = Arc::clone(&processes.spawned.lock().unwrap()[0]);
+        assert_eq!(started.pid, stressor.identity.pid);
+        assert!(stressor.released.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(fs.is_dir(&leaf), "the leaf was not made");
+        let writes = fs.writes.lock().unwrap().clone();
+        // Placed (in its leaf) and given its oom_score_adj before it was released.
+        assert!(
+            writes.contains(&(leaf.join("cgroup.procs"), started.pid.to_string())),
+            "{writes:?}"
+        );
+        assert!(
+            writes.contains(&(
+                PathBuf::from(format!("/proc/{}/oom_score_adj", started.pid)),
+                "500".into()
+            )),
+            "{writes:?}"
+        );
+        let journal = Journal::open(dir.path()).unwrap();
+        let record: Record<StressRecord> = journal.get_as(&id).unwrap().expect("journaled");
+        assert_eq!(record.fault.process, Some(stressor.identity));
+        assert_eq!(record.fault.created_cgroups, std::slice::from_ref(&leaf));
+
+        // The agent dies (its stressor with it, as an orphan here); the next start has only the
+        // journal.
+        drop(stress);
+        let orphans = Arc::new(FakeProcesses::default());
+        let restarted = stress_on(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        let registry = Registry::new(journal.clone()).register(restarted as Arc<dyn FaultKind>);
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(*orphans.killed.lock().unwrap(), [stressor.identity]);
+        assert!(!fs.is_dir(&leaf), "the leaf made for it stays");
+        assert!(journal.list().unwrap().0.is_empty());
     }
 
     #[tokio::test]
@@ -841,7 +1025,7 @@ mod tests {
         let fs = Arc::new(FakeFs::default());
         fs.dir("/sys/fs/cgroup/pod/faultline-x")
             .dir("/sys/fs/cgroup/pod/faultline-x/leaf");
-        let orphans = Arc::new(RecordingOrphans::default());
+        let orphans = Arc::new(FakeProcesses::default());
         let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
         let outcomes = registry.recover_left_over().await;
         assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
@@ -865,7 +1049,7 @@ mod tests {
             .write(&injected("stress-memory-2"))
             .unwrap();
         let fs = Arc::new(FakeFs::default());
-        let orphans = Arc::new(RecordingOrphans {
+        let orphans = Arc::new(FakeProcesses {
             immortal: true,
             ..Default::default()
         });
@@ -883,7 +1067,7 @@ mod tests {
         record.fault.process = None;
         Journal::open(dir.path()).unwrap().write(&record).unwrap();
         let fs = Arc::new(FakeFs::default());
-        let orphans = Arc::new(RecordingOrphans::default());
+        let orphans = Arc::new(FakeProcesses::default());
         let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
         registry.recover("stress-cpu-3").await.unwrap();
         assert!(orphans.killed.lock().unwrap().is_empty());

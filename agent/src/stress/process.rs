@@ -122,6 +122,43 @@ impl StressorProcess {
     }
 }
 
+/// A spawned (held) stressor as the lifecycle sees it; [`StressorProcess`] is the real one.
+#[tonic::async_trait]
+pub trait Stressor: Send + Sync + std::fmt::Debug {
+    fn identity(&self) -> ProcessIdentity;
+    /// Lets it start working.
+    fn release(&self) -> Result<(), ProcessError>;
+    /// The exit status, if it has exited.
+    fn exited(&self) -> Option<ExitStatus>;
+    /// Waits until it has exited (and been reaped).
+    async fn wait(&self) -> ExitStatus;
+    /// SIGKILL, and wait until reaped.
+    async fn kill(&self) -> ExitStatus;
+    fn stderr_tail(&self) -> String;
+}
+
+#[tonic::async_trait]
+impl Stressor for StressorProcess {
+    fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+    fn release(&self) -> Result<(), ProcessError> {
+        StressorProcess::release(self)
+    }
+    fn exited(&self) -> Option<ExitStatus> {
+        StressorProcess::exited(self)
+    }
+    async fn wait(&self) -> ExitStatus {
+        StressorProcess::wait(self).await
+    }
+    async fn kill(&self) -> ExitStatus {
+        StressorProcess::kill(self).await
+    }
+    fn stderr_tail(&self) -> String {
+        StressorProcess::stderr_tail(self)
+    }
+}
+
 /// SIGKILLs a stressor left by a previous run (no longer our child) if it is still that very
 /// process, and waits up to `within` for it to be gone (a zombie counts as gone once every
 /// thread has exited: it then holds no CPU, memory or cgroup).
