@@ -38,6 +38,12 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Stress(#[from] StressError),
+    /// A failure of the agent itself, not of the request (a poisoned lock, a record missing).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A journal record of a kind this agent has no module for (written by another version).
+    #[error("journal record {id} is of kind {kind:?}, which this agent does not know")]
+    UnknownKind { id: String, kind: String },
 }
 
 impl AgentError {
@@ -59,6 +65,8 @@ impl AgentError {
             AgentError::Network(err) => err.code(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
+            AgentError::Internal(_) => Code::Internal,
+            AgentError::UnknownKind { .. } => Code::FailedPrecondition,
         }
     }
 
@@ -77,6 +85,8 @@ impl AgentError {
             AgentError::Network(err) => err.reason(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),
+            AgentError::Internal(_) => "internal",
+            AgentError::UnknownKind { .. } => "unknown_kind",
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use agent::journal::{Fault, Journal, ProcessIdentity, Record, StressScope, StressorKind};
+use agent::journal::{Journal, ProcessIdentity, Record};
+use agent::stress::{StressRecord, StressScope, StressorKind};
 use anyhow::{Context, ensure};
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
@@ -589,7 +590,7 @@ fn journal_recovery(tb: &Testbed) -> anyhow::Result<()> {
         container_id: pod.container_uri(),
         target: ProcessIdentity::of(pod.pid)?,
         namespace_inode: 0,
-        fault: Fault::Stress {
+        fault: StressRecord {
             stressor: StressorKind::Memory,
             scope: StressScope::Pod,
             options: "--size 1G".into(),
