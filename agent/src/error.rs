@@ -42,6 +42,12 @@ pub enum AgentError {
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    /// A failure of the agent itself, not of the request (a poisoned lock, a record missing).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A journal record of a kind this agent has no module for (written by another version).
+    #[error("journal record {id} is of kind {kind:?}, which this agent does not know")]
+    UnknownKind { id: String, kind: String },
 }
 
 impl AgentError {
@@ -65,6 +71,8 @@ impl AgentError {
             AgentError::Stress(err) => err.code(),
             AgentError::Dns(err) => err.code(),
             AgentError::Http(err) => err.code(),
+            AgentError::Internal(_) => Code::Internal,
+            AgentError::UnknownKind { .. } => Code::FailedPrecondition,
         }
     }
 
@@ -85,6 +93,8 @@ impl AgentError {
             AgentError::Stress(err) => err.reason(),
             AgentError::Dns(err) => err.reason(),
             AgentError::Http(err) => err.reason(),
+            AgentError::Internal(_) => "internal",
+            AgentError::UnknownKind { .. } => "unknown_kind",
         }
     }
 }

@@ -13,7 +13,10 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{
+    DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StatusCheck, StressChaos,
+    Workflow,
+};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -66,7 +69,9 @@ async fn schedules(client: kube::Client, ctx: Arc<Context>) {
         .owns(Api::<PodChaos>::all(client.clone()), config.clone())
         .owns(Api::<NetworkChaos>::all(client.clone()), config.clone())
         .owns(Api::<IOChaos>::all(client.clone()), config.clone())
-        .owns(Api::<StressChaos>::all(client), config)
+        .owns(Api::<StressChaos>::all(client.clone()), config.clone())
+        .owns(Api::<DNSChaos>::all(client.clone()), config.clone())
+        .owns(Api::<HTTPChaos>::all(client), config)
         .shutdown_on_signal()
         .run(
             crate::schedule::reconcile,
@@ -79,6 +84,57 @@ async fn schedules(client: kube::Client, ctx: Arc<Context>) {
                     tracing::debug!(kind = "Schedule", object = %object.name, "reconciled")
                 }
                 Err(e) => tracing::debug!(kind = "Schedule", error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+/// Workflows, woken by what their nodes watch: a StatusCheck's records, a task pod's end
+/// (both labelled with the workflow's name, as Chaos Mesh labels them).
+async fn workflows(client: kube::Client, ctx: Arc<Context>) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::runtime::reflector::ObjectRef;
+    let labelled = watcher::Config::default().labels(crate::crd::WORKFLOW_LABEL);
+    fn owner<K: kube::Resource>(obj: K) -> Option<ObjectRef<Workflow>> {
+        let name = obj.labels().get(crate::crd::WORKFLOW_LABEL)?.clone();
+        Some(ObjectRef::new(&name).within(obj.namespace().as_deref()?))
+    }
+    Controller::new(
+        Api::<Workflow>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<StatusCheck>::all(client.clone()),
+        labelled.clone(),
+        owner,
+    )
+    .watches(Api::<Pod>::all(client), labelled, owner)
+    .shutdown_on_signal()
+    .run(
+        crate::workflow::reconcile,
+        crate::workflow::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(kind = "Workflow", error = %e, "reconcile error");
+        }
+    })
+    .await;
+}
+
+async fn status_checks(client: kube::Client, ctx: Arc<Context>) {
+    Controller::new(Api::<StatusCheck>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            crate::status_check::reconcile,
+            crate::status_check::error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(kind = "StatusCheck", error = %e, "reconcile error");
             }
         })
         .await;
@@ -123,10 +179,15 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::<StressChaos>(client.clone(), ctx.clone()),
         schedules(client.clone(), ctx.clone()),
     );
-    let controllers = futures::future::join3(
-        controllers,
+    let new_kinds = futures::future::join(
         controller::<DNSChaos>(client.clone(), ctx.clone()),
-        controller::<HTTPChaos>(client, ctx),
+        controller::<HTTPChaos>(client.clone(), ctx.clone()),
+    );
+    let controllers = futures::future::join4(
+        controllers,
+        new_kinds,
+        workflows(client.clone(), ctx.clone()),
+        status_checks(client, ctx),
     );
     let lost = async {
         match &elector {

@@ -241,10 +241,9 @@ impl DnsHost for NodeHost {
             ))
         })?;
         let stdout = child.stdout.take();
-        let child_pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(child_pid)
-            .map_err(|e| DnsError::Responder(format!("process {child_pid}: {e}")))?;
-        let child = Arc::new(SupervisedChild::adopt(child, "dns-responder"));
+        let identity = SupervisedChild::identity_of(&child)
+            .map_err(|e| DnsError::Responder(format!("the responder process: {e}")))?;
+        let child = Arc::new(SupervisedChild::adopt(child, identity, "dns-responder"));
         let ready = async {
             let stdout = stdout.ok_or("no stdout")?;
             let mut line = String::new();

@@ -27,12 +27,13 @@ use serde::{Deserialize, Serialize};
 pub use error::DnsError;
 use host::{DnsHost, ResponderLaunch};
 
-use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::clock::now_ms;
+use crate::error::AgentError;
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 use crate::network::iptables::{self, Backend};
 use crate::network::runner::Runner;
-
-const KIND: &str = "dns";
 
 /// What a DNS fault changed, with all its recovery needs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +58,28 @@ pub enum DnsRecord {
     },
 }
 
+impl FaultRecord for DnsRecord {
+    const KIND: &'static str = "dns";
+}
+
 impl DnsRecord {
+    /// The live state, as listed.
+    pub fn status(&self) -> String {
+        match self {
+            DnsRecord::Responder {
+                responder: Some(p),
+                port,
+                ..
+            } => format!(
+                "responder pid {} on 127.0.0.1:{}",
+                p.pid,
+                port.unwrap_or_default()
+            ),
+            DnsRecord::Responder { .. } => "starting".into(),
+            DnsRecord::ResolvConf { .. } => "resolv.conf rewritten".into(),
+        }
+    }
+
     pub fn summary(&self) -> String {
         match self {
             DnsRecord::ResolvConf { server, .. } => format!("resolv.conf → nameserver {server}"),
@@ -112,13 +134,6 @@ pub struct DnsChaos {
     ops: tokio::sync::Mutex<()>,
 }
 
-fn dns_record(record: &Record) -> Option<&DnsRecord> {
-    match &record.fault {
-        Fault::Dns(dns) => Some(dns),
-        _ => None,
-    }
-}
-
 impl DnsChaos {
     pub fn new(
         journal: Journal,
@@ -135,19 +150,16 @@ impl DnsChaos {
         })
     }
 
-    /// Every DNS record in the journal.
-    pub fn records(&self) -> Result<Vec<Record>, DnsError> {
+    /// Every DNS record in the journal (another kind's records are not read).
+    pub fn records(&self) -> Result<Vec<Record<DnsRecord>>, DnsError> {
         let (records, _) = self.journal.list()?;
-        Ok(records
-            .into_iter()
-            .filter(|r| dns_record(r).is_some())
-            .collect())
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        self.records()
-            .map(|rs| rs.into_iter().map(|r| r.id).collect())
-            .unwrap_or_default()
+        let mut dns = Vec::new();
+        for record in records {
+            if record.kind() == DnsRecord::KIND {
+                dns.push(record.decode()?);
+            }
+        }
+        Ok(dns)
     }
 
     /// `SetDNSServer` as chaos-daemon serves it. `enable`: back the file up unless a backup
@@ -181,8 +193,7 @@ impl DnsChaos {
                     reason: format!("{container_id} is not running"),
                 })?;
         let existing = self.records()?.into_iter().find(|r| {
-            r.container_id == container_id
-                && matches!(dns_record(r), Some(DnsRecord::ResolvConf { .. }))
+            r.container_id == container_id && matches!(r.fault, DnsRecord::ResolvConf { .. })
         });
         let Some(server) = server else {
             return match existing {
@@ -203,19 +214,17 @@ impl DnsChaos {
         } else {
             match &existing {
                 Some(Record {
-                    fault: Fault::Dns(dns),
+                    fault: DnsRecord::ResolvConf { original, .. },
                     ..
-                }) => match dns.as_ref() {
-                    DnsRecord::ResolvConf { original, .. } => original.clone(),
-                    DnsRecord::Responder { .. } => current.clone(),
-                },
-                _ => self
+                }) => original.clone(),
+                Some(_) => current.clone(),
+                None => self
                     .host
                     .read(pid, resolv_conf::BACKUP)?
                     .unwrap_or_else(|| current.clone()),
             }
         };
-        let now = crate::io_chaos::now_ms();
+        let now = now_ms();
         let record = Record {
             id: existing
                 .as_ref()
@@ -226,7 +235,7 @@ impl DnsChaos {
             container_id: container_id.to_owned(),
             target: self.host.identity(pid)?,
             namespace_inode: self.host.netns_inode(pid)?,
-            fault: Fault::Dns(Box::new(DnsRecord::ResolvConf { server, original })),
+            fault: DnsRecord::ResolvConf { server, original },
         };
         self.journal.write(&record)?;
         if let Err(err) = self.host.overwrite(
@@ -240,7 +249,7 @@ impl DnsChaos {
             return Err(err);
         }
         if existing.is_none() {
-            self.metrics.injected(KIND);
+            self.metrics.injected(DnsRecord::KIND);
         }
         tracing::info!(id = %record.id, container = container_id, %server, "resolv.conf points at the chaos DNS server");
         Ok(())
@@ -264,19 +273,21 @@ impl DnsChaos {
                 target: format!("{container} (process {pid})"),
             });
         }
-        if let Some(other) = self.records()?.into_iter().find(|r| {
-            r.namespace_inode == inode && matches!(dns_record(r), Some(DnsRecord::Responder { .. }))
-        }) {
+        if let Some(other) = self
+            .records()?
+            .into_iter()
+            .find(|r| r.namespace_inode == inode && matches!(r.fault, DnsRecord::Responder { .. }))
+        {
             // The same experiment again (a retried call, or a second container of the pod):
             // it is in force already.
-            if let Some(DnsRecord::Responder {
+            if let DnsRecord::Responder {
                 action,
                 patterns,
                 upstreams,
                 backend,
                 responder: Some(responder),
                 ..
-            }) = dns_record(&other)
+            } = &other.fault
                 && *action == spec.responder.action
                 && *patterns == spec.responder.pattern_strings()
             {
@@ -315,7 +326,7 @@ impl DnsChaos {
             });
         }
         let backend = iptables::detect_backend(&*self.runner, pid).await?;
-        let now = crate::io_chaos::now_ms();
+        let now = now_ms();
         let mut record = Record {
             id: format!("dns-{inode:x}-{now:x}"),
             started_at_ms: now,
@@ -323,14 +334,14 @@ impl DnsChaos {
             container_id: container.to_owned(),
             target: self.host.identity(pid)?,
             namespace_inode: inode,
-            fault: Fault::Dns(Box::new(DnsRecord::Responder {
+            fault: DnsRecord::Responder {
                 action: spec.responder.action,
                 patterns: spec.responder.pattern_strings(),
                 upstreams: upstreams.clone(),
                 backend,
                 responder: None,
                 port: None,
-            })),
+            },
         };
         self.journal.write(&record)?;
         let launch = ResponderLaunch {
@@ -345,10 +356,9 @@ impl DnsChaos {
                 return Err(err);
             }
         };
-        if let Fault::Dns(dns) = &mut record.fault
-            && let DnsRecord::Responder {
-                responder, port, ..
-            } = dns.as_mut()
+        if let DnsRecord::Responder {
+            responder, port, ..
+        } = &mut record.fault
         {
             *responder = Some(started.identity);
             *port = Some(started.port);
@@ -365,7 +375,7 @@ impl DnsChaos {
             }
             return Err(err);
         }
-        self.metrics.injected(KIND);
+        self.metrics.injected(DnsRecord::KIND);
         tracing::info!(id = %record.id, container, responder = started.identity.pid, port = started.port, backend = backend.name(), "DNS chaos in force");
         self.watch(record.id.clone(), started.exited);
         if let Some(duration) = spec.duration {
@@ -398,39 +408,30 @@ impl DnsChaos {
         });
     }
 
+    /// The end of a duration: recovered as the journal then says (its deadline).
     fn recover_after(self: &Arc<Self>, id: String, duration: Duration) {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            match this.recover(&id).await {
-                Ok(()) | Err(DnsError::InvalidArgument { .. }) => {}
-                Err(err) => tracing::warn!(%id, %err, "recovery at the end of the duration failed"),
-            }
-        });
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id, duration);
     }
 
     /// Recovers one experiment from its journal record. An id that is not (or no longer) in
     /// the journal is `InvalidArgument` naming it.
     pub async fn recover(&self, id: &str) -> Result<(), DnsError> {
         let _one_at_a_time = self.ops.lock().await;
-        let record = self
-            .journal
-            .get(id)?
-            .filter(|r| dns_record(r).is_some())
-            .ok_or_else(|| DnsError::InvalidArgument {
-                field: "id",
-                reason: format!("no DNS experiment {id}"),
-            })?;
+        let record =
+            self.journal
+                .get_as::<DnsRecord>(id)?
+                .ok_or_else(|| DnsError::InvalidArgument {
+                    field: "id",
+                    reason: format!("no DNS experiment {id}"),
+                })?;
         self.recover_record(&record).await
     }
 
     /// Undoes what `record` says was done and forgets it. What is already gone (the
     /// container, the pod, the responder) needs no undoing.
-    async fn recover_record(&self, record: &Record) -> Result<(), DnsError> {
-        let Some(dns) = dns_record(record) else {
-            return Ok(());
-        };
-        match dns {
+    async fn recover_record(&self, record: &Record<DnsRecord>) -> Result<(), DnsError> {
+        match &record.fault {
             DnsRecord::ResolvConf { original, .. } => {
                 let pid = if self.host.is_alive(&record.target) {
                     Some(record.target.pid)
@@ -460,24 +461,46 @@ impl DnsChaos {
             }
         }
         self.journal.remove(&record.id)?;
-        self.metrics.recovered(KIND);
+        self.metrics.recovered(DnsRecord::KIND);
         tracing::info!(id = %record.id, container = %record.container_id, "DNS fault recovered");
         Ok(())
     }
+}
 
-    /// After a restart: undoes every DNS fault the journal holds.
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), DnsError>)> {
-        let records = match self.records() {
-            Ok(records) => records,
-            Err(err) => return vec![("journal".into(), Err(err))],
-        };
+#[tonic::async_trait]
+impl FaultKind for DnsChaos {
+    fn kind(&self) -> &'static str {
+        DnsRecord::KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "a DNS fault"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        let record = record.decode::<DnsRecord>()?;
         let _one_at_a_time = self.ops.lock().await;
-        let mut outcomes = Vec::new();
-        for record in records {
-            let result = self.recover_record(&record).await;
-            outcomes.push((record.id.clone(), result));
+        Ok(self.recover_record(&record).await?)
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        match self.records() {
+            Ok(records) => records
+                .into_iter()
+                .map(|record| ExperimentView {
+                    record: record.with_fault(()),
+                    kind: DnsRecord::KIND,
+                    rules: record.fault.summary(),
+                    volume: String::new(),
+                    status: record.fault.status(),
+                    handover: None,
+                })
+                .collect(),
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: DNS experiments not listed");
+                Vec::new()
+            }
         }
-        outcomes
     }
 }
 

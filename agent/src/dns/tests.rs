@@ -13,6 +13,22 @@ const PID: u32 = 42;
 const ORIGINAL: &[u8] =
     b"search default.svc.cluster.local\nnameserver 10.96.0.10\nnameserver fd00::a\noptions ndots:5";
 
+/// The ids of the DNS experiments in the journal.
+fn ids(dns: &DnsChaos) -> Vec<String> {
+    dns.records().unwrap().into_iter().map(|r| r.id).collect()
+}
+
+/// What the agent does at start: the registry recovers whatever the journal holds.
+async fn recover_left_over(
+    dns: Arc<DnsChaos>,
+    journal: &Journal,
+) -> Vec<(String, Result<(), crate::error::AgentError>)> {
+    crate::fault_kinds::Registry::new(journal.clone())
+        .register(dns as Arc<dyn FaultKind>)
+        .recover_left_over()
+        .await
+}
+
 fn nft_runner() -> Arc<FakeRunner> {
     Arc::new(FakeRunner::new(|program, args, _| {
         match (program, args.get(4).map(String::as_str)) {
@@ -72,7 +88,7 @@ async fn set_dns_server_rewrites_and_restores_byte_for_byte() {
         b"search default.svc.cluster.local\nnameserver 10.0.0.53\nnameserver 10.0.0.53\noptions ndots:5"
     );
     assert_eq!(s.host.file(PID, resolv_conf::BACKUP).unwrap(), ORIGINAL);
-    assert_eq!(dns.ids().len(), 1);
+    assert_eq!(ids(&dns).len(), 1);
     // A second enable (another server) keeps the first backup and the same experiment.
     dns.set_dns_server(CONTAINER, "10.0.0.54", true)
         .await
@@ -83,11 +99,11 @@ async fn set_dns_server_rewrites_and_restores_byte_for_byte() {
             .contains("nameserver 10.0.0.54\nnameserver 10.0.0.54\n")
     );
     assert_eq!(s.host.file(PID, resolv_conf::BACKUP).unwrap(), ORIGINAL);
-    assert_eq!(dns.ids().len(), 1);
+    assert_eq!(ids(&dns).len(), 1);
     dns.set_dns_server(CONTAINER, "", false).await.unwrap();
     assert_eq!(s.resolv(), ORIGINAL);
     assert_eq!(s.host.file(PID, resolv_conf::BACKUP), None);
-    assert!(dns.ids().is_empty());
+    assert!(ids(&dns).is_empty());
     // Disabling again is not an error and changes nothing (chaos-daemon: `|| true`).
     dns.set_dns_server(CONTAINER, "", false).await.unwrap();
     assert_eq!(s.resolv(), ORIGINAL);
@@ -158,7 +174,7 @@ async fn a_rewritten_resolv_conf_is_restored_after_a_crash_also_through_a_restar
         .lock()
         .unwrap()
         .insert((43, resolv_conf::PATH.into()), rewritten);
-    let outcomes = s.service().recover_journal().await;
+    let outcomes = recover_left_over(s.service(), &s.journal).await;
     assert_eq!(outcomes.len(), 1);
     assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
     assert_eq!(s.host.file(43, resolv_conf::PATH).unwrap(), ORIGINAL);
@@ -199,16 +215,14 @@ async fn the_responder_relays_to_the_ipv4_nameservers_and_is_recovered_after_a_c
     // resolv.conf is not touched.
     assert_eq!(s.resolv(), ORIGINAL);
     let (records, _) = s.journal.list().unwrap();
-    let Fault::Dns(dns) = &records[0].fault else {
-        panic!()
-    };
+    let dns = records[0].decode::<DnsRecord>().unwrap().fault;
     assert!(
-        matches!(**dns, DnsRecord::Responder { responder: Some(p), port: Some(40053), .. } if p.pid == started.responder_pid)
+        matches!(dns, DnsRecord::Responder { responder: Some(p), port: Some(40053), .. } if p.pid == started.responder_pid)
     );
 
     // Crash: the old service is gone; the responder outlives it; a new one recovers.
     let before = s.runner.calls().len();
-    let outcomes = s.service().recover_journal().await;
+    let outcomes = recover_left_over(s.service(), &s.journal).await;
     assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
     let undo: Vec<String> = s.runner.calls()[before..].to_vec();
     assert!(
@@ -235,12 +249,12 @@ async fn a_dying_responder_takes_its_redirect_with_it() {
     let before = s.runner.calls().len();
     s.host.kill_responder(started.responder_pid);
     for _ in 0..500 {
-        if dns.ids().is_empty() {
+        if ids(&dns).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(dns.ids().is_empty(), "the experiment should have ended");
+    assert!(ids(&dns).is_empty(), "the experiment should have ended");
     assert!(
         s.runner.calls()[before..]
             .iter()
@@ -303,10 +317,10 @@ async fn a_duration_ends_the_experiment_by_itself() {
         .await
         .unwrap();
     for _ in 0..500 {
-        if dns.ids().is_empty() {
+        if ids(&dns).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(dns.ids().is_empty());
+    assert!(ids(&dns).is_empty());
 }

@@ -5,74 +5,22 @@ use faultline_proto::pb::chaos_daemon_server::ChaosDaemon;
 use faultline_proto::pb::container_action::Action;
 use tonic::{Request, Response, Status};
 
-use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::io_chaos::{Applied, IoChaos};
-use crate::journal::StressScope;
-use crate::stress::{InstanceRef, StressChaos, StressError, StressRequest};
+use crate::faults::Faults;
+use crate::io_chaos::Applied;
+use crate::io_spec::IoSpec;
+use crate::stress::{InstanceRef, StressError, StressRequest, StressScope};
 
 /// `pb.ChaosDaemon`, wire-compatible with Chaos Mesh's chaos-daemon.
 #[derive(Clone, Debug)]
 pub struct ChaosDaemonService {
-    resolver: Resolver,
-    io: Arc<IoChaos>,
-    stress: Option<Arc<StressChaos>>,
-    network: Option<Arc<crate::network::NetworkChaos>>,
-    dns: Option<Arc<crate::dns::DnsChaos>>,
-    http: Option<Arc<crate::http::HttpChaos>>,
+    faults: Arc<Faults>,
 }
 
 impl ChaosDaemonService {
-    pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
-        Self {
-            resolver,
-            io,
-            stress: None,
-            network: None,
-            dns: None,
-            http: None,
-        }
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Self { faults }
     }
-
-    /// Serves ApplyHttpChaos.
-    pub fn with_http(mut self, http: Arc<crate::http::HttpChaos>) -> Self {
-        self.http = Some(http);
-        self
-    }
-
-    /// Serves SetDNSServer.
-    pub fn with_dns(mut self, dns: Arc<crate::dns::DnsChaos>) -> Self {
-        self.dns = Some(dns);
-        self
-    }
-
-    /// Serves SetTcs, FlushIPSets and SetIptablesChains.
-    pub fn with_network(mut self, network: Arc<crate::network::NetworkChaos>) -> Self {
-        self.network = Some(network);
-        self
-    }
-
-    fn network(&self) -> Result<&Arc<crate::network::NetworkChaos>, Status> {
-        self.network
-            .as_ref()
-            .ok_or_else(|| unimplemented("network chaos (not configured)"))
-    }
-
-    /// Serves ExecStressors and CancelStressors.
-    pub fn with_stress(mut self, stress: Arc<StressChaos>) -> Self {
-        self.stress = Some(stress);
-        self
-    }
-
-    fn stress(&self) -> Result<&Arc<StressChaos>, Status> {
-        self.stress.as_ref().ok_or_else(|| {
-            unimplemented("ExecStressors/CancelStressors (stress chaos not configured)")
-        })
-    }
-}
-
-fn unimplemented(what: &'static str) -> Status {
-    AgentError::Unimplemented(what).into()
 }
 
 /// chaos-daemon serves ContainerKill only for action KILL and ContainerGetPid only for GETPID,
@@ -141,7 +89,7 @@ fn kind_not_yet(rpc: &'static str) -> Status {
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
     async fn set_tcs(&self, request: Request<pb::TcsRequest>) -> Result<Response<()>, Status> {
-        super::network_rpc::set_tcs(self.network()?, request.into_inner()).await?;
+        super::network_rpc::set_tcs(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -149,7 +97,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::IpSetsRequest>,
     ) -> Result<Response<()>, Status> {
-        super::network_rpc::flush_ip_sets(self.network()?, request.into_inner()).await?;
+        super::network_rpc::flush_ip_sets(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -157,7 +105,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::IptablesChainsRequest>,
     ) -> Result<Response<()>, Status> {
-        super::network_rpc::set_iptables_chains(self.network()?, request.into_inner()).await?;
+        super::network_rpc::set_iptables_chains(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -180,7 +128,7 @@ impl ChaosDaemon for ChaosDaemonService {
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
         expect_action(&request, Action::Kill, "ContainerKill")?;
-        crate::container_kill::kill(&self.resolver, &request.container_id).await?;
+        crate::container_kill::kill(&self.faults.resolver, &request.container_id).await?;
         Ok(Response::new(()))
     }
 
@@ -191,6 +139,7 @@ impl ChaosDaemon for ChaosDaemonService {
         let request = request.into_inner();
         expect_action(&request, Action::Getpid, "ContainerGetPid")?;
         let pid = self
+            .faults
             .resolver
             .container_pid(&request.container_id)
             .await
@@ -217,7 +166,8 @@ impl ChaosDaemon for ChaosDaemonService {
             }
         };
         let outcome = self
-            .stress()?
+            .faults
+            .stress
             .exec(&StressRequest {
                 container_id: &request.target,
                 scope,
@@ -248,7 +198,7 @@ impl ChaosDaemon for ChaosDaemonService {
         request: Request<pb::CancelStressRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let stress = self.stress()?;
+        let stress = &self.faults.stress;
         let instances = [
             InstanceRef::from_request(
                 "cpuInstance",
@@ -282,11 +232,15 @@ impl ChaosDaemon for ChaosDaemonService {
     ) -> Result<Response<pb::ApplyIoChaosResponse>, Status> {
         let request = request.into_inner();
         let applied = self
+            .faults
             .io
             .apply(
-                &request.container_id,
-                &request.volume,
-                &request.actions,
+                IoSpec::parse(
+                    &self.faults.resolver,
+                    &request.container_id,
+                    &request.volume,
+                    &request.actions,
+                )?,
                 None,
                 true, // as Chaos Mesh does; pb.ChaosDaemon has no field to turn it off
             )
@@ -319,11 +273,8 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::ApplyHttpChaosRequest>,
     ) -> Result<Response<pb::ApplyHttpChaosResponse>, Status> {
-        let http = self
-            .http
-            .as_ref()
-            .ok_or_else(|| kind_not_yet("ApplyHttpChaos"))?;
-        let response = super::http_rpc::apply_http_chaos(http, request.into_inner()).await?;
+        let response =
+            super::http_rpc::apply_http_chaos(&self.faults.http, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -331,11 +282,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::SetDnsServerRequest>,
     ) -> Result<Response<()>, Status> {
-        let dns = self
-            .dns
-            .as_ref()
-            .ok_or_else(|| kind_not_yet("SetDNSServer"))?;
-        super::dns_rpc::set_dns_server(dns, request.into_inner()).await?;
+        super::dns_rpc::set_dns_server(&self.faults.dns, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 

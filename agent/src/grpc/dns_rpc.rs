@@ -6,9 +6,8 @@ use std::time::Duration;
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 
-use crate::dns::{DnsChaos, DnsChaosSpec, DnsRecord};
+use crate::dns::{DnsChaos, DnsChaosSpec};
 use crate::error::AgentError;
-use crate::journal::Fault;
 
 pub async fn set_dns_server(
     dns: &DnsChaos,
@@ -54,42 +53,4 @@ pub async fn start(
         id: started.id,
         responder_pid: started.responder_pid,
     })
-}
-
-/// Every DNS experiment, as listed.
-pub fn experiments(dns: &DnsChaos) -> Vec<api::Experiment> {
-    dns.records()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|record| {
-            let Fault::Dns(fault) = &record.fault else {
-                return None;
-            };
-            let status = match fault.as_ref() {
-                DnsRecord::Responder {
-                    responder: Some(p),
-                    port,
-                    ..
-                } => format!(
-                    "responder pid {} on 127.0.0.1:{}",
-                    p.pid,
-                    port.unwrap_or_default()
-                ),
-                DnsRecord::Responder { .. } => "starting".into(),
-                DnsRecord::ResolvConf { .. } => "resolv.conf rewritten".into(),
-            };
-            Some(api::Experiment {
-                kind: record.fault.kind().into(),
-                rules: fault.summary(),
-                id: record.id,
-                container_id: record.container_id,
-                target_pid: record.target.pid,
-                since_unix_ms: record.started_at_ms as i64,
-                deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-                volume: String::new(),
-                injector_status: status,
-                handover: None,
-            })
-        })
-        .collect()
 }

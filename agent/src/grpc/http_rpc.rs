@@ -6,7 +6,6 @@ use faultline_proto::pb;
 
 use crate::error::AgentError;
 use crate::http::{Applied, HttpChaos};
-use crate::journal::Fault;
 
 pub async fn apply_http_chaos(
     http: &std::sync::Arc<HttpChaos>,
@@ -66,36 +65,4 @@ pub async fn start(
             ..Default::default()
         },
     })
-}
-
-/// Every HTTP experiment, as listed.
-pub fn experiments(http: &HttpChaos) -> Vec<api::Experiment> {
-    http.records()
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|record| {
-            let Fault::Http(fault) = &record.fault else {
-                return None;
-            };
-            let status = match (fault.proxy, fault.port) {
-                (Some(p), Some(port)) => format!(
-                    "proxy pid {} on port {port}, redirecting {:?}",
-                    p.pid, fault.proxy_ports
-                ),
-                _ => "starting".into(),
-            };
-            Some(api::Experiment {
-                kind: record.fault.kind().into(),
-                rules: fault.rules.clone(),
-                id: record.id,
-                container_id: record.container_id,
-                target_pid: record.target.pid,
-                since_unix_ms: record.started_at_ms as i64,
-                deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-                volume: String::new(),
-                injector_status: status,
-                handover: None,
-            })
-        })
-        .collect()
 }

@@ -5,10 +5,10 @@ mod agent_service;
 mod chaos_daemon;
 mod dns_rpc;
 mod http_rpc;
+mod listeners;
 mod metrics_layer;
 mod network_rpc;
-mod serve;
 
 pub use agent_service::AgentService;
 pub use chaos_daemon::ChaosDaemonService;
-pub use serve::{Listeners, serve};
+pub use listeners::{Listeners, serve};

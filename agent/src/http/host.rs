@@ -140,10 +140,9 @@ impl HttpHost for NodeHost {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(proxy_error("no stdio pipes"));
         };
-        let child_pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(child_pid)
-            .map_err(|e| proxy_error(format!("process {child_pid}: {e}")))?;
-        let child = Arc::new(SupervisedChild::adopt(child, "http-proxy"));
+        let identity = SupervisedChild::identity_of(&child)
+            .map_err(|e| proxy_error(format!("the proxy process: {e}")))?;
+        let child = Arc::new(SupervisedChild::adopt(child, identity, "http-proxy"));
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         let ready = tokio::time::timeout(ANSWER_WITHIN, stdout.read_line(&mut line)).await;

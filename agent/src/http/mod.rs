@@ -14,14 +14,15 @@ use serde::{Deserialize, Serialize};
 
 use host::HttpHost;
 
+use crate::clock::now_ms;
 use crate::container_runtime::RuntimeError;
-use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::error::AgentError;
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 use crate::network::NetworkError;
 use crate::network::iptables::{self, Backend};
 use crate::network::runner::Runner;
-
-const KIND: &str = "http";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -88,6 +89,23 @@ pub struct HttpRecord {
     pub port: Option<u16>,
 }
 
+impl FaultRecord for HttpRecord {
+    const KIND: &'static str = "http";
+}
+
+impl HttpRecord {
+    /// The live state, as listed.
+    pub fn status(&self) -> String {
+        match (self.proxy, self.port) {
+            (Some(p), Some(port)) => format!(
+                "proxy pid {} on port {port}, redirecting {:?}",
+                p.pid, self.proxy_ports
+            ),
+            _ => "starting".into(),
+        }
+    }
+}
+
 /// What ApplyHttpChaos answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -108,13 +126,6 @@ pub struct HttpChaos {
     ops: tokio::sync::Mutex<()>,
 }
 
-fn http_record(record: &Record) -> Option<&HttpRecord> {
-    match &record.fault {
-        Fault::Http(http) => Some(http),
-        _ => None,
-    }
-}
-
 impl HttpChaos {
     pub fn new(
         journal: Journal,
@@ -131,18 +142,16 @@ impl HttpChaos {
         })
     }
 
-    pub fn records(&self) -> Result<Vec<Record>, HttpError> {
+    /// Every HTTP record in the journal (another kind's records are not read).
+    pub fn records(&self) -> Result<Vec<Record<HttpRecord>>, HttpError> {
         let (records, _) = self.journal.list()?;
-        Ok(records
-            .into_iter()
-            .filter(|r| http_record(r).is_some())
-            .collect())
-    }
-
-    pub fn ids(&self) -> Vec<String> {
-        self.records()
-            .map(|rs| rs.into_iter().map(|r| r.id).collect())
-            .unwrap_or_default()
+        let mut http = Vec::new();
+        for record in records {
+            if record.kind() == HttpRecord::KIND {
+                http.push(record.decode()?);
+            }
+        }
+        Ok(http)
     }
 
     /// ApplyHttpChaos: the pod of `container_id` gets exactly `spec` (rules and ports), live
@@ -190,7 +199,8 @@ impl HttpChaos {
             rules_json.to_owned()
         };
         if let Some(mut record) = existing {
-            if exclusive && let Some(http) = http_record(&record) {
+            if exclusive {
+                let http = &record.fault;
                 if http.rules == rules_json && http.proxy_ports == spec.proxy_ports {
                     return Ok(Applied::InForce {
                         id: record.id.clone(),
@@ -206,7 +216,7 @@ impl HttpChaos {
             return self.update(&mut record, pid, &rules_json, spec).await;
         }
         let backend = iptables::detect_backend(&*self.runner, pid).await?;
-        let now = crate::io_chaos::now_ms();
+        let now = now_ms();
         let mut record = Record {
             id: format!("http-{inode:x}-{now:x}"),
             started_at_ms: now,
@@ -214,13 +224,13 @@ impl HttpChaos {
             container_id: container_id.to_owned(),
             target: self.host.identity(pid)?,
             namespace_inode: inode,
-            fault: Fault::Http(Box::new(HttpRecord {
+            fault: HttpRecord {
                 rules: rules_json.clone(),
                 proxy_ports: spec.proxy_ports.clone(),
                 backend,
                 proxy: None,
                 port: None,
-            })),
+            },
         };
         self.journal.write(&record)?;
         let started = match self.host.start_proxy(pid, redirect::RELAY_MARK).await {
@@ -230,10 +240,8 @@ impl HttpChaos {
                 return Err(err);
             }
         };
-        if let Fault::Http(http) = &mut record.fault {
-            http.proxy = Some(started.identity);
-            http.port = Some(started.port);
-        }
+        record.fault.proxy = Some(started.identity);
+        record.fault.port = Some(started.port);
         let in_force = async {
             self.journal.write(&record)?;
             self.host.set_rules(&started.identity, &rules_json).await?;
@@ -254,7 +262,7 @@ impl HttpChaos {
             }
             return Err(err);
         }
-        self.metrics.injected(KIND);
+        self.metrics.injected(HttpRecord::KIND);
         tracing::info!(id = %record.id, container = container_id, proxy = started.identity.pid, port = started.port, "HTTP chaos in force");
         self.watch(record.id.clone(), started.exited);
         Ok(Applied::InForce {
@@ -266,14 +274,12 @@ impl HttpChaos {
 
     async fn update(
         &self,
-        record: &mut Record,
+        record: &mut Record<HttpRecord>,
         pid: u32,
         rules_json: &str,
         spec: &HttpChaosSpec,
     ) -> Result<Applied, HttpError> {
-        let Fault::Http(http) = &mut record.fault else {
-            return Err(HttpError::Proxy("not an HTTP record".into()));
-        };
+        let http = &mut record.fault;
         let (Some(proxy), Some(port)) = (http.proxy, http.port) else {
             return Err(HttpError::Proxy("the proxy never started".into()));
         };
@@ -307,25 +313,12 @@ impl HttpChaos {
         id: &str,
         duration: std::time::Duration,
     ) -> Result<(), HttpError> {
-        if let Some(mut record) = self.journal.get(id)? {
-            record.deadline_ms = Some(crate::io_chaos::now_ms() + duration.as_millis() as u64);
+        if let Some(mut record) = self.journal.get_as::<HttpRecord>(id)? {
+            record.deadline_ms = Some(now_ms() + duration.as_millis() as u64);
             self.journal.write(&record)?;
         }
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            let due = this
-                .journal
-                .get(&id)
-                .ok()
-                .flatten()
-                .and_then(|r| r.deadline_ms)
-                .is_some_and(|d| d <= crate::io_chaos::now_ms() + 5);
-            if due && let Err(err) = this.recover(&id).await {
-                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
-            }
-        });
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id.to_owned(), duration);
         Ok(())
     }
 
@@ -348,21 +341,18 @@ impl HttpChaos {
 
     pub async fn recover(&self, id: &str) -> Result<(), HttpError> {
         let _one_at_a_time = self.ops.lock().await;
-        let record = self
-            .journal
-            .get(id)?
-            .filter(|r| http_record(r).is_some())
-            .ok_or_else(|| HttpError::InvalidArgument {
-                field: "id",
-                reason: format!("no HTTP experiment {id}"),
-            })?;
+        let record =
+            self.journal
+                .get_as::<HttpRecord>(id)?
+                .ok_or_else(|| HttpError::InvalidArgument {
+                    field: "id",
+                    reason: format!("no HTTP experiment {id}"),
+                })?;
         self.recover_record(&record).await
     }
 
-    async fn recover_record(&self, record: &Record) -> Result<(), HttpError> {
-        let Some(http) = http_record(record) else {
-            return Ok(());
-        };
+    async fn recover_record(&self, record: &Record<HttpRecord>) -> Result<(), HttpError> {
+        let http = &record.fault;
         if let Some(pid) = self
             .host
             .process_in_netns(record.namespace_inode, record.target.pid)
@@ -373,23 +363,46 @@ impl HttpChaos {
             self.host.stop_proxy(proxy).await;
         }
         self.journal.remove(&record.id)?;
-        self.metrics.recovered(KIND);
+        self.metrics.recovered(HttpRecord::KIND);
         tracing::info!(id = %record.id, container = %record.container_id, "HTTP fault recovered");
         Ok(())
     }
+}
 
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), HttpError>)> {
-        let records = match self.records() {
-            Ok(records) => records,
-            Err(err) => return vec![("journal".into(), Err(err))],
-        };
+#[tonic::async_trait]
+impl FaultKind for HttpChaos {
+    fn kind(&self) -> &'static str {
+        HttpRecord::KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "an HTTP fault"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        let record = record.decode::<HttpRecord>()?;
         let _one_at_a_time = self.ops.lock().await;
-        let mut outcomes = Vec::new();
-        for record in records {
-            let result = self.recover_record(&record).await;
-            outcomes.push((record.id.clone(), result));
+        Ok(self.recover_record(&record).await?)
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        match self.records() {
+            Ok(records) => records
+                .into_iter()
+                .map(|record| ExperimentView {
+                    record: record.with_fault(()),
+                    kind: HttpRecord::KIND,
+                    rules: record.fault.rules.clone(),
+                    volume: String::new(),
+                    status: record.fault.status(),
+                    handover: None,
+                })
+                .collect(),
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: HTTP experiments not listed");
+                Vec::new()
+            }
         }
-        outcomes
     }
 }
 

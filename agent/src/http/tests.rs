@@ -69,6 +69,22 @@ impl HttpHost for FakeHost {
     }
 }
 
+/// The ids of the HTTP experiments in the journal.
+fn ids(http: &HttpChaos) -> Vec<String> {
+    http.records().unwrap().into_iter().map(|r| r.id).collect()
+}
+
+/// What the agent does at start: the registry recovers whatever the journal holds.
+async fn recover_left_over(
+    http: Arc<HttpChaos>,
+    journal: &Journal,
+) -> Vec<(String, Result<(), crate::error::AgentError>)> {
+    crate::fault_kinds::Registry::new(journal.clone())
+        .register(http as Arc<dyn FaultKind>)
+        .recover_left_over()
+        .await
+}
+
 fn runner() -> Arc<FakeRunner> {
     Arc::new(FakeRunner::new(|program, args, _| {
         match (program, args.get(4).map(String::as_str)) {
@@ -147,16 +163,14 @@ async fn inject_update_crash_recover() {
     assert!(update.contains("--dports 8080,9090"), "{update}");
     assert!(!update.contains("PREROUTING"), "{update}");
     let (records, _) = journal.list().unwrap();
-    let Fault::Http(record) = &records[0].fault else {
-        panic!()
-    };
+    let record = records[0].decode::<HttpRecord>().unwrap().fault;
     assert_eq!(record.rules, DELAY);
     assert_eq!(record.proxy_ports, [8080, 9090]);
 
     // Crash: a new service recovers from the journal alone.
     drop(http);
     let before = runner.calls().len();
-    let outcomes = service().recover_journal().await;
+    let outcomes = recover_left_over(service(), &journal).await;
     assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
     assert!(
         runner.calls()[before..]
@@ -204,12 +218,12 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
     let tx = host.exits.lock().unwrap().remove(&7000).unwrap();
     tx.send("killed".into()).unwrap();
     for _ in 0..500 {
-        if http.ids().is_empty() {
+        if ids(&http).is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(http.ids().is_empty());
+    assert!(ids(&http).is_empty());
     assert!(
         runner.calls()[before..]
             .iter()

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use super::worker::{RELEASE, StressorCommand};
-use crate::journal::ProcessIdentity;
+use super::worker::{RELEASE, STARTED, StressorCommand};
+use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,11 @@ pub enum ProcessError {
     },
     #[error("setting up the stressor process: {0}")]
     Setup(#[from] nsexec::Error),
+    #[error("reading the stressor's process identity: {source}")]
+    Identity {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("releasing stressor {pid}: {source}")]
     Release {
         pid: u32,
@@ -41,6 +46,8 @@ pub struct StressorProcess {
     process: SupervisedChild,
     /// The write end of the stressor's stdin until it is released.
     hold: Mutex<Option<std::fs::File>>,
+    /// Its stdout, where it says it started (once, after it is released).
+    started: tokio::sync::Mutex<Option<tokio::process::ChildStdout>>,
 }
 
 impl StressorProcess {
@@ -56,7 +63,7 @@ impl StressorProcess {
         cmd.arg("stressor")
             .args(command.args())
             .stdin(Stdio::from(read_end))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         nsexec::spawn::prepare(
             &mut cmd,
@@ -72,12 +79,17 @@ impl StressorProcess {
                 binary: binary.to_owned(),
                 source,
             })?;
-        let pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+        // Held on its pipe, it cannot have exited; without its identity it could never be
+        // told from a stranger after a crash. (Dropping the child kills it: kill_on_drop.)
+        let mut child = child;
+        let identity = SupervisedChild::identity_of(&child)
+            .map_err(|source| ProcessError::Identity { source })?;
+        let started = child.stdout.take();
         Ok(Self {
             identity,
-            process: SupervisedChild::adopt(child, "stressor"),
+            process: SupervisedChild::adopt(child, identity, "stressor"),
             hold: Mutex::new(Some(std::fs::File::from(write_end))),
+            started: tokio::sync::Mutex::new(started),
         })
     }
 
@@ -93,6 +105,28 @@ impl StressorProcess {
                 .map_err(|source| ProcessError::Release { pid, source })?;
         }
         Ok(())
+    }
+
+    /// After [`StressorProcess::release`]: waits up to `within` for the stressor to say it
+    /// runs. `Err` carries why it does not (its exit status, or that it said nothing in time).
+    pub async fn started(&self, within: std::time::Duration) -> Result<(), String> {
+        use tokio::io::AsyncReadExt;
+        let Some(mut stdout) = self.started.lock().await.take() else {
+            return Ok(()); // asked before: it had started
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(within, stdout.read(&mut byte)).await {
+            Ok(Ok(1)) if byte[0] == STARTED => Ok(()),
+            Ok(_) => {
+                // End of file (or garbage): it exited, or is about to.
+                let status = tokio::time::timeout(within, self.wait()).await;
+                Err(match status {
+                    Ok(status) => format!("exited ({status})"),
+                    Err(_) => "closed its output without starting".into(),
+                })
+            }
+            Err(_) => Err(format!("did not start within {within:?}")),
+        }
     }
 
     /// Waits until the process has exited (and been reaped).
@@ -112,6 +146,48 @@ impl StressorProcess {
 
     pub fn stderr_tail(&self) -> String {
         self.process.stderr_tail()
+    }
+}
+
+/// A spawned (held) stressor as the lifecycle sees it; [`StressorProcess`] is the real one.
+#[tonic::async_trait]
+pub trait Stressor: Send + Sync + std::fmt::Debug {
+    fn identity(&self) -> ProcessIdentity;
+    /// Lets it start working.
+    fn release(&self) -> Result<(), ProcessError>;
+    /// After `release`: waits up to `within` until it runs; `Err` says why it does not.
+    async fn started(&self, within: std::time::Duration) -> Result<(), String>;
+    /// The exit status, if it has exited.
+    fn exited(&self) -> Option<ExitStatus>;
+    /// Waits until it has exited (and been reaped).
+    async fn wait(&self) -> ExitStatus;
+    /// SIGKILL, and wait until reaped.
+    async fn kill(&self) -> ExitStatus;
+    fn stderr_tail(&self) -> String;
+}
+
+#[tonic::async_trait]
+impl Stressor for StressorProcess {
+    fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+    fn release(&self) -> Result<(), ProcessError> {
+        StressorProcess::release(self)
+    }
+    async fn started(&self, within: std::time::Duration) -> Result<(), String> {
+        StressorProcess::started(self, within).await
+    }
+    fn exited(&self) -> Option<ExitStatus> {
+        StressorProcess::exited(self)
+    }
+    async fn wait(&self) -> ExitStatus {
+        StressorProcess::wait(self).await
+    }
+    async fn kill(&self) -> ExitStatus {
+        StressorProcess::kill(self).await
+    }
+    fn stderr_tail(&self) -> String {
+        StressorProcess::stderr_tail(self)
     }
 }
 
@@ -139,21 +215,17 @@ pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration)
 }
 
 /// True when no thread of the process is alive: a zombie leader whose worker threads are still
-/// exiting is not gone yet (the kernel still lists it in its cgroup).
+/// exiting is not gone yet (the kernel still lists it in its cgroup). A thread (or process) whose
+/// stat cannot be read any more is gone.
 fn all_threads_dead(pid: u32) -> bool {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return true;
     };
-    threads.flatten().all(|thread| {
-        std::fs::read_to_string(thread.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                let after = &stat[stat.rfind(')')? + 1..];
-                after
-                    .split_whitespace()
-                    .next()
-                    .map(|s| s == "Z" || s == "X")
-            })
-            .unwrap_or(true)
+    let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
+        return true;
+    };
+    tasks.flatten().all(|task| match task.stat() {
+        Ok(stat) => stat.state == 'Z' || stat.state == 'X',
+        Err(_) => true,
     })
 }

@@ -5,7 +5,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec};
+use super::{
+    DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec,
+};
 
 /// Schedule: a chaos experiment created on a cron.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -52,6 +54,12 @@ pub struct ScheduleSpec {
     pub io_chaos: Option<IOChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "dnsChaos")]
+    pub dns_chaos: Option<DNSChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "httpChaos")]
+    pub http_chaos: Option<HTTPChaosSpec>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -68,6 +76,8 @@ pub enum ScheduleType {
     NetworkChaos,
     IOChaos,
     StressChaos,
+    DNSChaos,
+    HTTPChaos,
 }
 
 impl ScheduleType {
@@ -77,6 +87,8 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "NetworkChaos",
             ScheduleType::IOChaos => "IOChaos",
             ScheduleType::StressChaos => "StressChaos",
+            ScheduleType::DNSChaos => "DNSChaos",
+            ScheduleType::HTTPChaos => "HTTPChaos",
         }
     }
 
@@ -87,6 +99,8 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "networkChaos",
             ScheduleType::IOChaos => "ioChaos",
             ScheduleType::StressChaos => "stressChaos",
+            ScheduleType::DNSChaos => "dnsChaos",
+            ScheduleType::HTTPChaos => "httpChaos",
         }
     }
 }
@@ -99,6 +113,8 @@ impl ScheduleSpec {
             ScheduleType::NetworkChaos => self.network_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::IOChaos => self.io_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::StressChaos => self.stress_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::DNSChaos => self.dns_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::HTTPChaos => self.http_chaos.as_ref().map(serde_json::to_value),
         };
         match value {
             Some(Ok(v)) => Ok(v),
@@ -135,4 +151,29 @@ pub struct ChildReference {
     pub namespace: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chaos Mesh's ScheduleSpec embeds DNSChaos and HTTPChaos too (`type: DNSChaos` with
+    /// `dnsChaos`, `type: HTTPChaos` with `httpChaos`).
+    #[test]
+    fn dns_and_http_chaos_schedules() {
+        let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "@every 1m", "type": "DNSChaos",
+            "dnsChaos": {"action": "random", "mode": "all",
+                "selector": {"labelSelectors": {"app": "web"}}}}))
+        .expect("a DNSChaos schedule");
+        assert_eq!(spec.type_.as_str(), "DNSChaos");
+        assert_eq!(spec.child_spec().expect("its spec")["action"], "random");
+        let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "@every 1m", "type": "HTTPChaos"}))
+        .expect("an HTTPChaos schedule");
+        assert_eq!(
+            spec.child_spec().unwrap_err(),
+            "spec.httpChaos: required when spec.type is HTTPChaos"
+        );
+    }
 }
