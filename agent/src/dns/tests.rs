@@ -324,3 +324,46 @@ async fn a_duration_ends_the_experiment_by_itself() {
     }
     assert!(ids(&dns).is_empty());
 }
+
+/// A record journaled before the agent redesign (the old `Fault` enum tagged `"kind": "dns"`
+/// around the `mode`-tagged record) is the same JSON as a `Record<DnsRecord>` now: an agent
+/// upgraded over a live DNS fault still recovers it, and one written now reads the same.
+#[tokio::test]
+async fn a_record_of_the_previous_agent_still_decodes_and_recovers() {
+    let s = Setup::new();
+    let before_redesign = serde_json::json!({
+        "id": "dns-1-2", "started_at_ms": 1, "deadline_ms": null,
+        "container_id": CONTAINER, "target": {"pid": PID, "start_time": 1},
+        "namespace_inode": 4_026_000_000_u64 + u64::from(PID),
+        "fault": {"kind": "dns", "mode": "responder", "action": "error",
+            "patterns": ["*.example.com"], "upstreams": ["10.96.0.10"], "backend": "Nft",
+            "responder": {"pid": 4242, "start_time": 8}, "port": 40053}
+    });
+    let stored: StoredRecord = serde_json::from_value(before_redesign.clone()).unwrap();
+    let record = stored.decode::<DnsRecord>().unwrap();
+    assert!(matches!(
+        record.fault,
+        DnsRecord::Responder {
+            action: DnsAction::Error,
+            port: Some(40053),
+            ..
+        }
+    ));
+    assert_eq!(
+        serde_json::to_value(record.to_stored().unwrap()).unwrap(),
+        before_redesign
+    );
+    s.journal.write_stored(&stored).unwrap();
+    let outcomes = recover_left_over(s.service(), &s.journal).await;
+    assert!(outcomes.iter().all(|(_, r)| r.is_ok()), "{outcomes:?}");
+    assert!(
+        s.runner
+            .calls()
+            .iter()
+            .any(|c| c.ends_with("-X FAULTLINE-DNS")),
+        "the redirect is removed: {:?}",
+        s.runner.calls()
+    );
+    assert_eq!(s.host.calls().last().unwrap(), "stop responder 4242");
+    assert!(s.journal.list().unwrap().0.is_empty());
+}
