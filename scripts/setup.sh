@@ -14,6 +14,7 @@ packages=(
   ca-certificates pkg-config gcc
   mmdebstrap                                                   # images without Docker (scripts/build-images.sh)
   libc6-dev                                                    # static test programs (handover: gcc -static)
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static  # aarch64 code run under qemu-user (timeshift, handover)
 )
 # kubectl renders deploy/ (kubectl kustomize) in tests/tests/deploy: Debian's kubernetes-client,
 # unless some kubectl is installed already (another package's /usr/bin/kubectl would conflict).
