@@ -38,6 +38,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Stress(#[from] StressError),
+    #[error(transparent)]
+    Time(#[from] crate::time_chaos::TimeError),
 }
 
 impl AgentError {
@@ -59,6 +61,7 @@ impl AgentError {
             AgentError::Network(err) => err.code(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
+            AgentError::Time(err) => err.code(),
         }
     }
 
@@ -77,6 +80,7 @@ impl AgentError {
             AgentError::Network(err) => err.reason(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),
+            AgentError::Time(err) => err.reason(),
         }
     }
 }

@@ -92,6 +92,8 @@ pub enum Fault {
     },
     /// Network faults of one pod (its sandbox's network namespace).
     Network(Box<crate::network::NetworkRecord>),
+    /// Shifted clocks of a container's processes (its module owns the record).
+    Time(Box<crate::time_chaos::record::TimeRecord>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +134,7 @@ impl Fault {
             Fault::Io { .. } => "io",
             Fault::Network(_) => "network",
             Fault::Stress { .. } => "stress",
+            Fault::Time(_) => "time",
         }
     }
 }

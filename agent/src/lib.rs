@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod network;
 pub mod stress;
 pub mod supervised_child;
+pub mod time_chaos;
 pub mod tls;
 mod unix_channel;

@@ -151,6 +151,18 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         }
     }
 
+    let time = agent::time_chaos::TimeChaos::new(
+        resolver.clone(),
+        journal.clone(),
+        Arc::new(agent::time_chaos::host::RealHost::default()),
+        std::time::Duration::from_millis(100),
+    );
+    for (id, outcome) in time.recover_journal().await {
+        if let Err(err) = outcome {
+            tracing::error!(%id, %err, "journal recovery left this time shift in place");
+        }
+    }
+
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -189,8 +201,10 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     let chaos =
         ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let chaos = chaos.with_network(Arc::clone(&network));
+    let chaos = chaos.with_time(Arc::clone(&time));
     let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
     let agent = agent.with_network(Arc::clone(&network));
+    let agent = agent.with_time(Arc::clone(&time));
     println!("faultline-agent ready");
     serve(listeners, chaos, agent, metrics, shutdown).await?;
 
@@ -203,6 +217,11 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     for id in network.ids() {
         if let Err(err) = network.recover(&id).await {
             tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
+        }
+    }
+    for id in time.ids() {
+        if let Err(err) = time.recover(&id).await {
+            tracing::error!(%id, %err, "time recovery at shutdown failed; the journal keeps the record");
         }
     }
     for id in stress.ids() {

@@ -19,4 +19,7 @@ pub mod process;
 pub mod vdso;
 
 pub use clock::{ClockError, ClockMask, Offset};
-pub use process::{Options, Outcome, Patched, ProcessReport, Shift, Site, Skip, shift, unshift};
+pub use process::{
+    Options, Outcome, Patched, ProcessReport, Shift, Site, Skip, shift, start_time,
+    this_kernels_originals, unshift, vdso_base,
+};

@@ -564,3 +564,56 @@ fn unshift_stopped(p: &mut StoppedProcess, pid: u32, originals: &[Site]) -> Resu
         page_unmapped: all_unmapped,
     })
 }
+
+/// The entry bytes of this kernel's vDSO as this process has them (never patched: we do not
+/// shift ourselves): the originals of every 64-bit process on this kernel, to journal before
+/// any process is touched.
+pub fn this_kernels_originals() -> Result<Vec<Site>, Skip> {
+    use std::os::unix::fs::FileExt;
+    let maps = maps(std::process::id()).map_err(|_| Skip::NoVdso)?;
+    let map = maps
+        .iter()
+        .find(|m| m.path == "[vdso]")
+        .ok_or(Skip::NoVdso)?;
+    let mut image = vec![0u8; (map.end - map.start) as usize];
+    std::fs::File::open("/proc/self/mem")
+        .and_then(|mem| mem.read_exact_at(&mut image, map.start))
+        .map_err(|e| Skip::Vdso {
+            detail: format!("reading our own vDSO: {e}"),
+        })?;
+    let symbols = vdso::symbols(&image, Native::ELF_MACHINE).map_err(|e| Skip::Vdso {
+        detail: e.to_string(),
+    })?;
+    let mut sites = Vec::new();
+    for target in Native::TARGETS {
+        let Some(sym) = symbols
+            .iter()
+            .find(|s| target.symbols.contains(&s.name.as_str()))
+        else {
+            continue;
+        };
+        let len = Native::jump_len(map.start + sym.offset);
+        let at = sym.offset as usize;
+        if (sym.size as usize) < len || at + len > image.len() {
+            continue;
+        }
+        sites.push(Site {
+            function: target.function,
+            vdso_offset: sym.offset,
+            original: image[at..at + len].to_vec(),
+        });
+    }
+    Ok(sites)
+}
+
+/// Where `pid`'s vDSO is (`AT_SYSINFO_EHDR` in `/proc/PID/auxv`): it moves at every `exec`, so
+/// a process that exec'd (a fresh, unshifted vDSO) is told apart from one we shifted.
+pub fn vdso_base(pid: u32) -> Option<u64> {
+    const AT_SYSINFO_EHDR: u64 = 33;
+    let auxv = std::fs::read(format!("/proc/{pid}/auxv")).ok()?;
+    auxv.chunks_exact(16).find_map(|pair| {
+        let key = u64::from_ne_bytes(pair[..8].try_into().ok()?);
+        let value = u64::from_ne_bytes(pair[8..].try_into().ok()?);
+        (key == AT_SYSINFO_EHDR).then_some(value)
+    })
+}

@@ -168,6 +168,8 @@ fn shifted_then_updated_then_restored(linking: &'static str) {
     assert!(near(before.rt_shift(), 0), "{before:?}");
     let vdso_before = r.vdso_bytes();
     let maps_before = r.maps();
+    let base = timeshift::vdso_base(r.pid()).unwrap();
+    assert!(maps_before.contains(&format!("{base:x}-")), "{maps_before}");
 
     let day = Shift {
         offset: Offset::parse_go("24h").unwrap(),
@@ -177,6 +179,8 @@ fn shifted_then_updated_then_restored(linking: &'static str) {
     let Outcome::Shifted(patched) = &report.outcome else {
         panic!("{report:?}");
     };
+    // The originals are this kernel's, as the tracer's own vDSO has them.
+    assert_eq!(patched.sites, timeshift::this_kernels_originals().unwrap());
     let functions: Vec<Function> = patched.sites.iter().map(|s| s.function).collect();
     assert!(functions.contains(&Function::ClockGettime), "{functions:?}");
     assert!(functions.contains(&Function::Gettimeofday), "{functions:?}");

@@ -19,6 +19,7 @@ pub struct AgentService {
     io: Arc<IoChaos>,
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
+    time: Option<Arc<crate::time_chaos::TimeChaos>>,
 }
 
 impl AgentService {
@@ -28,7 +29,18 @@ impl AgentService {
             io,
             stress: None,
             network: None,
+            time: None,
         }
+    }
+
+    /// Serves time experiments (and includes them in listing and recovery).
+    pub fn with_time(mut self, time: Arc<crate::time_chaos::TimeChaos>) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    fn time_ids(&self) -> Vec<String> {
+        self.time.as_ref().map(|t| t.ids()).unwrap_or_default()
     }
 
     /// Serves network experiments (and includes them in listing and recovery).
@@ -137,7 +149,7 @@ impl Agent for AgentService {
                     Fault::Io {
                         actions, volume, ..
                     } => (actions.clone(), volume.clone()),
-                    Fault::Stress { .. } | Fault::Network(_) => Default::default(),
+                    Fault::Stress { .. } | Fault::Network(_) | Fault::Time(_) => Default::default(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -168,7 +180,7 @@ impl Agent for AgentService {
                         stressor.name(),
                         scope.name()
                     ),
-                    Fault::Io { .. } | Fault::Network(_) => String::new(),
+                    Fault::Io { .. } | Fault::Network(_) | Fault::Time(_) => String::new(),
                 };
                 api::Experiment {
                     kind: record.fault.kind().into(),
@@ -189,6 +201,10 @@ impl Agent for AgentService {
             experiments.extend(super::network_rpc::experiments(network).await);
             experiments.sort_by_key(|e| e.since_unix_ms);
         }
+        if let Some(time) = &self.time {
+            experiments.extend(super::time_rpc::experiments(time));
+            experiments.sort_by_key(|e| e.since_unix_ms);
+        }
         Ok(Response::new(api::ListExperimentsResponse { experiments }))
     }
 
@@ -202,6 +218,7 @@ impl Agent for AgentService {
                 let mut ids = self.io.ids();
                 ids.extend(self.stress_ids());
                 ids.extend(self.network_ids());
+                ids.extend(self.time_ids());
                 ids
             }
             (false, false) => vec![request.id],
@@ -219,6 +236,12 @@ impl Agent for AgentService {
             let outcome = match self.io.recover(&id).await {
                 Err(AgentError::UnknownExperiment(_)) if self.stress_ids().contains(&id) => {
                     self.stress()?.recover(&id).await
+                }
+                Err(AgentError::UnknownExperiment(_)) if self.time_ids().contains(&id) => {
+                    match &self.time {
+                        Some(time) => time.recover(&id).await,
+                        None => Err(AgentError::UnknownExperiment(id.clone())),
+                    }
                 }
                 Err(AgentError::UnknownExperiment(_)) if self.network_ids().contains(&id) => {
                     match &self.network {
@@ -333,6 +356,17 @@ impl Agent for AgentService {
             "network experiments (not configured)",
         ))?;
         let response = super::network_rpc::start_experiment(network, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn start_time_experiment(
+        &self,
+        request: Request<api::StartTimeExperimentRequest>,
+    ) -> Result<Response<api::StartTimeExperimentResponse>, Status> {
+        let time = self.time.as_ref().ok_or(AgentError::Unimplemented(
+            "time experiments (not configured)",
+        ))?;
+        let response = super::time_rpc::start_experiment(time, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 

@@ -18,6 +18,7 @@ pub struct ChaosDaemonService {
     io: Arc<IoChaos>,
     stress: Option<Arc<StressChaos>>,
     network: Option<Arc<crate::network::NetworkChaos>>,
+    time: Option<Arc<crate::time_chaos::TimeChaos>>,
 }
 
 impl ChaosDaemonService {
@@ -27,7 +28,20 @@ impl ChaosDaemonService {
             io,
             stress: None,
             network: None,
+            time: None,
         }
+    }
+
+    /// Serves SetTimeOffset and RecoverTimeOffset.
+    pub fn with_time(mut self, time: Arc<crate::time_chaos::TimeChaos>) -> Self {
+        self.time = Some(time);
+        self
+    }
+
+    fn time(&self) -> Result<&Arc<crate::time_chaos::TimeChaos>, Status> {
+        self.time
+            .as_ref()
+            .ok_or_else(|| kind_not_yet("SetTimeOffset"))
     }
 
     /// Serves SetTcs, FlushIPSets and SetIptablesChains.
@@ -145,15 +159,24 @@ impl ChaosDaemon for ChaosDaemonService {
         Ok(Response::new(()))
     }
 
-    async fn set_time_offset(&self, _: Request<pb::TimeRequest>) -> Result<Response<()>, Status> {
-        Err(kind_not_yet("SetTimeOffset"))
+    async fn set_time_offset(
+        &self,
+        request: Request<pb::TimeRequest>,
+    ) -> Result<Response<()>, Status> {
+        super::time_rpc::set_time_offset(self.time()?, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn recover_time_offset(
         &self,
-        _: Request<pb::TimeRequest>,
+        request: Request<pb::TimeRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(kind_not_yet("RecoverTimeOffset"))
+        let time = self
+            .time
+            .as_ref()
+            .ok_or_else(|| kind_not_yet("RecoverTimeOffset"))?;
+        super::time_rpc::recover_time_offset(time, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     /// SIGKILLs the container's processes through its runtime; as in chaos-daemon, only for

@@ -10,3 +10,4 @@ mod serve;
 pub use agent_service::AgentService;
 pub use chaos_daemon::ChaosDaemonService;
 pub use serve::{Listeners, serve};
+mod time_rpc;
