@@ -20,6 +20,7 @@ mod resolution;
 mod sidecar;
 mod stress;
 mod testbed_pods;
+mod time_chaos;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(chaos_mesh::stories());
     all.extend(daemonset::stories());
     all.extend(controller_pod::stories());
+    all.extend(time_chaos::stories());
     all
 }
 

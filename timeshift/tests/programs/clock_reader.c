@@ -4,6 +4,8 @@
  *   q  one line: rt=<ns> rt_sys=<ns> mono=<ns> mono_sys=<ns> tod=<us> time=<s> thread_rt=<ns>
  *      regs=<mask of callee-saved registers changed across the blocking read, x86-64>
  *   x  exit
+ * Arguments "loop FILE": instead, every 100 ms, append one line to FILE:
+ *   t=<CLOCK_MONOTONIC by system call, ns> pid=<pid> rt=<ns> rt_sys=<ns> mono=<ns> mono_sys=<ns>
  * Argument "seccomp": first installs a filter making the clock_gettime system call fail with
  * EPERM (the vDSO does not make it, so the program itself still runs).
  * A second thread samples CLOCK_REALTIME through the vDSO every millisecond (thread_rt). */
@@ -92,7 +94,24 @@ static void deny_clock_gettime(void) {
     }
 }
 
+static int loop(const char *path) {
+    FILE *out = fopen(path, "a");
+    if (!out) { perror(path); return 1; }
+    setvbuf(out, NULL, _IOLBF, 0);
+    for (;;) {
+        struct timespec rt, mono, rt_sys = {0}, mono_sys = {0};
+        clock_gettime(CLOCK_REALTIME, &rt);
+        syscall(SYS_clock_gettime, CLOCK_REALTIME, &rt_sys);
+        clock_gettime(CLOCK_MONOTONIC, &mono);
+        syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &mono_sys);
+        fprintf(out, "t=%lld pid=%d rt=%lld rt_sys=%lld mono=%lld mono_sys=%lld\n", ns(mono_sys),
+                (int)getpid(), ns(rt), ns(rt_sys), ns(mono), ns(mono_sys));
+        usleep(100000);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc > 2 && strcmp(argv[1], "loop") == 0) return loop(argv[2]);
     if (argc > 1 && strcmp(argv[1], "seccomp") == 0) deny_clock_gettime();
     setvbuf(stdout, NULL, _IONBF, 0);
     pthread_t t;
