@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos, TimeChaos};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -116,12 +116,15 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         agents,
         config.settings,
     ));
-    let controllers = futures::future::join5(
-        controller::<IOChaos>(client.clone(), ctx.clone()),
-        controller::<NetworkChaos>(client.clone(), ctx.clone()),
-        controller::<PodChaos>(client.clone(), ctx.clone()),
-        controller::<StressChaos>(client.clone(), ctx.clone()),
-        schedules(client, ctx),
+    let controllers = futures::future::join(
+        futures::future::join5(
+            controller::<IOChaos>(client.clone(), ctx.clone()),
+            controller::<NetworkChaos>(client.clone(), ctx.clone()),
+            controller::<PodChaos>(client.clone(), ctx.clone()),
+            controller::<StressChaos>(client.clone(), ctx.clone()),
+            schedules(client.clone(), ctx.clone()),
+        ),
+        controller::<TimeChaos>(client, ctx),
     );
     let lost = async {
         match &elector {

@@ -88,7 +88,7 @@ fn json_has_one_element_per_object_in_input_order() {
             "a",
             json!({"action": "container-kill", "mode": "one", "selector": {}}),
         ),
-        chaos("TimeChaos", "c", json!({})),
+        chaos("HTTPChaos", "c", json!({})),
     ]
     .join("---\n");
     let out = plan(&text, &[]);
@@ -315,7 +315,8 @@ fn list_kinds_and_text_output() {
             "NetworkChaos",
             "PodChaos",
             "Schedule",
-            "StressChaos"
+            "StressChaos",
+            "TimeChaos"
         ])
     );
     let dir = tempfile::tempdir().expect("tempdir");

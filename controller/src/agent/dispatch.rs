@@ -41,6 +41,14 @@ pub(super) async fn dispatch(
                 ..Default::default()
             }
         }
+        AgentCall::StartTime(request) => {
+            let r = agent.start_time_experiment(request).await?.into_inner();
+            AgentReply {
+                ids: vec![r.id],
+                detail: r.plan,
+                ..Default::default()
+            }
+        }
         AgentCall::KillContainer(request) => {
             let r = agent.kill_container(request).await?.into_inner();
             AgentReply {

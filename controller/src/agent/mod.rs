@@ -19,6 +19,7 @@ pub enum AgentCall {
     StartIo(api::StartIoExperimentRequest),
     StartNetwork(api::StartNetworkExperimentRequest),
     StartStress(api::StartStressExperimentRequest),
+    StartTime(api::StartTimeExperimentRequest),
     KillContainer(api::KillContainerRequest),
     /// Recovers one experiment by id; an id the agent does not know counts as recovered.
     Recover {
@@ -37,6 +38,7 @@ impl AgentCall {
             AgentCall::StartIo(_) => "StartIoExperiment",
             AgentCall::StartNetwork(_) => "StartNetworkExperiment",
             AgentCall::StartStress(_) => "StartStressExperiment",
+            AgentCall::StartTime(_) => "StartTimeExperiment",
             AgentCall::KillContainer(_) => "KillContainer",
             AgentCall::Recover { .. } => "Recover",
             AgentCall::ApplyIo(_) => "ApplyIOChaos",

@@ -9,6 +9,7 @@ mod schedule;
 mod selector;
 mod status;
 mod stress_chaos;
+mod time_chaos;
 
 pub use io_chaos::{
     AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
@@ -31,6 +32,7 @@ pub use status::{
     RecordEvent, RecordPhase, TargetPhase, TargetRecord,
 };
 pub use stress_chaos::{CpuStressor, MemoryStressor, StressChaos, StressChaosSpec, Stressors};
+pub use time_chaos::{TimeChaos, TimeChaosSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -46,5 +48,6 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("podchaos.yaml", PodChaos::crd()),
         ("schedules.yaml", Schedule::crd()),
         ("stresschaos.yaml", StressChaos::crd()),
+        ("timechaos.yaml", TimeChaos::crd()),
     ]
 }

@@ -10,6 +10,7 @@ mod network;
 mod pod;
 pub mod preview;
 mod stress;
+mod time;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub use network::{
 
 use crate::crd::{
     ContainerSelector, IOChaos, NetworkChaos, PodChaos, PodSelector, PodSelectorSpec, StressChaos,
+    TimeChaos,
 };
 
 /// A validated experiment.
@@ -65,6 +67,11 @@ pub enum Action {
         memory: String,
         oom_score_adj: i32,
     },
+    /// A signed Go duration and the clock names, for the agent's StartTimeExperiment.
+    Time {
+        offset: String,
+        clock_ids: Vec<String>,
+    },
     PodKill {
         grace_period_seconds: i64,
     },
@@ -105,6 +112,12 @@ impl Plannable for NetworkChaos {
 impl Plannable for StressChaos {
     fn plan(&self) -> Result<Plan, InvalidSpec> {
         stress::plan(&self.spec, namespace_of(&self.metadata))
+    }
+}
+
+impl Plannable for TimeChaos {
+    fn plan(&self) -> Result<Plan, InvalidSpec> {
+        time::plan(&self.spec, namespace_of(&self.metadata))
     }
 }
 

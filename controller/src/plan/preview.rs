@@ -8,17 +8,18 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{InvalidSpec, Plannable};
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos, TimeChaos};
 use crate::schedule::{Cron, next_runs};
 use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
 
 /// The kinds the controller supports.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "IOChaos",
     "NetworkChaos",
     "PodChaos",
     "Schedule",
     "StressChaos",
+    "TimeChaos",
 ];
 
 /// How many of a Schedule's next runs a plan shows.
@@ -120,6 +121,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         "NetworkChaos" => parse::<NetworkChaos>(value).map(|c| c.plan()),
         "PodChaos" => parse::<PodChaos>(value).map(|c| c.plan()),
         "StressChaos" => parse::<StressChaos>(value).map(|c| c.plan()),
+        "TimeChaos" => parse::<TimeChaos>(value).map(|c| c.plan()),
         "Schedule" => return validate_schedule(verdict, value),
         other => Err(Problem {
             field: "kind".into(),

@@ -9,7 +9,7 @@ use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::crd::{ChaosStatus, IOChaos, NetworkChaos, PodAction, PodChaos, StressChaos};
+use crate::crd::{ChaosStatus, IOChaos, NetworkChaos, PodAction, PodChaos, StressChaos, TimeChaos};
 use crate::plan::Plannable;
 
 /// How a kind's injected targets are put back.
@@ -21,6 +21,8 @@ pub enum Recovery {
     Network,
     /// The agent's stressors by id; without any, those the agent lists for the container.
     Stress,
+    /// The agent's time experiment by id; without one, those the agent lists for the container.
+    Time,
     /// The original images, kept in the pod's annotations, put back.
     PodFailure,
     /// One-shot actions (pod-kill, container-kill) leave nothing to recover.
@@ -72,6 +74,16 @@ impl Chaos for StressChaos {
     }
     fn recovery(&self) -> Recovery {
         Recovery::Stress
+    }
+}
+
+impl Chaos for TimeChaos {
+    const KIND: &'static str = "TimeChaos";
+    fn status(&self) -> Option<&ChaosStatus> {
+        self.status.as_ref()
+    }
+    fn recovery(&self) -> Recovery {
+        Recovery::Time
     }
 }
 

@@ -161,6 +161,16 @@ pub async fn inject(
             duration_ms,
             dry_run: false,
         }),
+        Action::Time { offset, clock_ids } => {
+            AgentCall::StartTime(api::StartTimeExperimentRequest {
+                container_id: cid.clone(),
+                offset: offset.clone(),
+                clock_ids: clock_ids.clone(),
+                duration_ms,
+                dry_run: false,
+                id: String::new(),
+            })
+        }
         Action::ContainerKill => AgentCall::KillContainer(api::KillContainerRequest {
             container_id: cid.clone(),
             dry_run: false,
@@ -252,7 +262,7 @@ pub async fn recover(
     let cid = rec.container_id.clone().unwrap_or_default();
     let by_agent = matches!(
         recovery,
-        Recovery::Io { .. } | Recovery::Network | Recovery::Stress
+        Recovery::Io { .. } | Recovery::Network | Recovery::Stress | Recovery::Time
     );
     if by_agent && (node.is_empty() || cid.is_empty()) {
         // Never reached an agent: nothing can be in force.
@@ -291,15 +301,24 @@ pub async fn recover(
             container_id: cid.clone(),
             ..Default::default()
         })],
-        Recovery::Stress => match ctx.agents.call(&node, AgentCall::ListExperiments).await {
-            Ok(list) => list
-                .experiments
-                .into_iter()
-                .filter(|e| e.kind == "stress" && e.container_id == cid)
-                .map(|e| AgentCall::Recover { id: e.id })
-                .collect(),
-            Err(e) => return Ok(agent_failed(e)),
-        },
+        Recovery::Stress | Recovery::Time => {
+            match ctx.agents.call(&node, AgentCall::ListExperiments).await {
+                Ok(list) => list
+                    .experiments
+                    .into_iter()
+                    .filter(|e| {
+                        let kind = if *recovery == Recovery::Time {
+                            "time"
+                        } else {
+                            "stress"
+                        };
+                        e.kind == kind && e.container_id == cid
+                    })
+                    .map(|e| AgentCall::Recover { id: e.id })
+                    .collect(),
+                Err(e) => return Ok(agent_failed(e)),
+            }
+        }
     };
     let mut details = Vec::new();
     for call in calls {
