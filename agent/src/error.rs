@@ -40,6 +40,12 @@ pub enum AgentError {
     Stress(#[from] StressError),
     #[error(transparent)]
     Time(#[from] crate::time_chaos::TimeError),
+    /// A failure of the agent itself, not of the request (a poisoned lock, a record missing).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// A journal record of a kind this agent has no module for (written by another version).
+    #[error("journal record {id} is of kind {kind:?}, which this agent does not know")]
+    UnknownKind { id: String, kind: String },
 }
 
 impl AgentError {
@@ -62,6 +68,8 @@ impl AgentError {
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
             AgentError::Time(err) => err.code(),
+            AgentError::Internal(_) => Code::Internal,
+            AgentError::UnknownKind { .. } => Code::FailedPrecondition,
         }
     }
 
@@ -81,6 +89,8 @@ impl AgentError {
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),
             AgentError::Time(err) => err.reason(),
+            AgentError::Internal(_) => "internal",
+            AgentError::UnknownKind { .. } => "unknown_kind",
         }
     }
 }

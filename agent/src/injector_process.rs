@@ -15,7 +15,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::process::Command;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::journal::ProcessIdentity;
+use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
 /// The descriptor number the control socket gets in the injector.
@@ -44,6 +44,28 @@ pub enum InjectorError {
     },
     #[error("setting up the injector process: {0}")]
     Setup(#[from] nsexec::Error),
+    #[error("reading the injector's process identity: {source}")]
+    Identity {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The injector's answer to `update` (its `control::UpdateReport`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateReport {
+    /// The generation of the rules now in force.
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub rule_count: usize,
+    /// Files open through kernel passthrough the new rules cannot reach until reopened.
+    #[serde(default)]
+    pub unreachable_open_files: Vec<PathBuf>,
+    /// What the rules in force cannot reach, said loudly (empty when they reach everything).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// What to mount, where.
@@ -105,9 +127,18 @@ impl InjectorProcess {
                 binary: request.binary.to_owned(),
                 source,
             })?;
-        let pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        let process = SupervisedChild::adopt(child, "injector");
+        // Without its identity a left-over injector could never be told from a stranger after
+        // a crash: no identity, no injector.
+        let identity = match SupervisedChild::identity_of(&child) {
+            Ok(identity) => identity,
+            Err(source) => {
+                let mut child = child;
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(InjectorError::Identity { source });
+            }
+        };
+        let process = SupervisedChild::adopt(child, identity, "injector");
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
@@ -156,15 +187,13 @@ impl InjectorProcess {
         }
     }
 
-    /// Replaces the rule set, live. Returns the injector's warnings: open files the new rules
-    /// cannot reach (only where it was mounted with `--file-io passthrough` or `cached`).
-    pub async fn update(&self, actions: &str) -> Result<Vec<String>, InjectorError> {
-        let actions: Value = serde_json::from_str(actions).map_err(|e| InjectorError::Refused {
-            method: "update",
-            message: e.to_string(),
-        })?;
+    /// Replaces the rule set, live (`actions`: the validated document, sent as is). Returns the
+    /// injector's report, with the open files the new rules cannot reach (only where it was
+    /// mounted with `--file-io passthrough` or `cached`).
+    pub async fn update(&self, actions: &Value) -> Result<UpdateReport, InjectorError> {
         let report = self.call("update", json!({ "actions": actions })).await?;
-        Ok(warnings_of(&report))
+        serde_json::from_value(report)
+            .map_err(|e| InjectorError::Control(format!("unreadable answer to update: {e}")))
     }
 
     /// The injector's own status document.
@@ -186,18 +215,20 @@ impl InjectorProcess {
         within: Duration,
         meanwhile: impl std::future::Future<Output = ()>,
     ) -> Result<ExitStatus, InjectorError> {
-        let asked = self.call("recover", json!({})).await;
+        if let Err(err) = self.call("recover", json!({})).await {
+            // Dead (its channel closed) or refusing: it has not unmounted, whatever its exit
+            // status says. Make sure it is gone; the caller unmounts from the agent.
+            self.terminate(TERM_GRACE).await;
+            return Err(err);
+        }
         meanwhile.await;
         match tokio::time::timeout(within, self.wait()).await {
             Ok(status) => Ok(status),
             Err(_) => {
                 self.terminate(TERM_GRACE).await;
-                Err(match asked {
-                    Err(err) => err,
-                    Ok(_) => InjectorError::Control(format!(
-                        "did not exit within {within:?} after recover"
-                    )),
-                })
+                Err(InjectorError::Control(format!(
+                    "did not exit within {within:?} after recover"
+                )))
             }
         }
     }

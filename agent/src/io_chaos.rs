@@ -4,17 +4,92 @@
 //! recovered; an injector that dies unexpectedly is cleaned up after at once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use handover::FaultMount;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::now_ms;
 use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::injector_process::{InjectorProcess, MountRequest, cleanup_mount};
-use crate::io_handover::{self, HandedOver};
-use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::injector_process::{
+    InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
+};
+use crate::io_handover;
+use crate::io_spec::{IoActions, IoSpec, VolumePath};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
+
+/// What an IO experiment injected, as journaled: all its recovery needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoRecord {
+    /// The volume path inside the container.
+    pub volume: String,
+    /// The IOChaos actions JSON currently applied.
+    pub actions: String,
+    /// The injector serving the mount, once it was started.
+    pub injector: Option<ProcessIdentity>,
+    /// The fault mount, once files were handed over to it: recovery moves back what is on it
+    /// (absent in records written before handover existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_mount: Option<FaultMount>,
+}
+
+impl FaultRecord for IoRecord {
+    const KIND: &'static str = "io";
+}
+
+/// What IO recovery does to the host, behind a trait so recovery from a record is tested
+/// without root (the live injector's own `recover` is its control channel, not the host).
+#[tonic::async_trait]
+pub trait IoHost: Send + Sync + std::fmt::Debug {
+    /// Whether this very process still runs.
+    fn is_alive(&self, process: ProcessIdentity) -> bool;
+    /// SIGKILLs a left-over injector (already checked alive).
+    fn kill(&self, process: ProcessIdentity);
+    /// Unmounts the fault mount over `volume` in `target_pid`'s mount namespace.
+    async fn cleanup_mount(&self, target_pid: u32, volume: &str) -> Result<(), InjectorError>;
+    /// Moves what is on a detached (or dead) fault mount back onto the original directory.
+    async fn hand_back(&self, target_pid: u32, volume: &str, fault: FaultMount)
+    -> handover::Report;
+}
+
+/// The real host: `faultline-injector cleanup`, signals, the handover crate.
+#[derive(Debug)]
+pub struct RealIoHost {
+    pub injector_binary: PathBuf,
+}
+
+#[tonic::async_trait]
+impl IoHost for RealIoHost {
+    fn is_alive(&self, process: ProcessIdentity) -> bool {
+        process.is_alive()
+    }
+
+    fn kill(&self, process: ProcessIdentity) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(process.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    async fn cleanup_mount(&self, target_pid: u32, volume: &str) -> Result<(), InjectorError> {
+        cleanup_mount(&self.injector_binary, target_pid, volume).await
+    }
+
+    async fn hand_back(
+        &self,
+        target_pid: u32,
+        volume: &str,
+        fault: FaultMount,
+    ) -> handover::Report {
+        io_handover::back_to_original(target_pid, volume, fault).await
+    }
+}
 
 /// How long an injector may take to mount.
 const READY_WITHIN: Duration = Duration::from_secs(10);
@@ -28,26 +103,19 @@ struct MountKey {
     volume: String,
 }
 
-/// A running IO experiment.
+/// A running IO experiment: its live injector and the record last written for it. Recovery
+/// does not read this record; it reads the journal.
 #[derive(Debug)]
 struct IoExperiment {
     key: MountKey,
-    record: Mutex<Record>,
+    id: String,
+    record: Mutex<Record<IoRecord>>,
     injector: InjectorProcess,
-    /// What was handed over to the fault mount at the start (`None`: handover was off).
-    handover: Option<HandedOver>,
+    /// What the handover at the start did, for listing (`None`: handover was off).
+    handover: Option<handover::Report>,
     /// Serializes journal writes of this experiment; `true` once it is recovered, after which
     /// nothing may write its record again.
     journal_state: tokio::sync::Mutex<bool>,
-}
-
-/// The public view of one experiment.
-#[derive(Clone, Debug)]
-pub struct ExperimentView {
-    pub record: Record,
-    pub injector_status: String,
-    /// What was handed over at the start (`None`: handover was off).
-    pub handover: Option<handover::Report>,
 }
 
 /// What an apply did.
@@ -60,12 +128,17 @@ pub enum Applied {
         started_at_ms: u64,
         /// What the handover did, in words (`None`: it was off).
         handover: Option<String>,
+        /// The injector's answer to the real rules after the handover (`None`: no handover,
+        /// the rules were in force from the mount on).
+        report: Option<UpdateReport>,
     },
     Updated {
         id: String,
         target_pid: u32,
         injector_pid: u32,
         started_at_ms: u64,
+        /// The injector's answer: what the new rules cannot reach.
+        report: UpdateReport,
     },
     Recovered {
         id: String,
@@ -85,6 +158,7 @@ pub struct IoChaos {
     resolver: Resolver,
     journal: Journal,
     metrics: Arc<Metrics>,
+    host: Arc<dyn IoHost>,
     active: Mutex<HashMap<MountKey, Arc<IoExperiment>>>,
     in_progress: Mutex<HashSet<MountKey>>,
 }
@@ -98,6 +172,7 @@ struct BusyGuard<'a> {
 
 impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
+        // A poisoned set cannot be cleaned; the next `busy` reports it as an internal error.
         if let Ok(mut set) = self.set.lock() {
             set.remove(&self.key);
         }
@@ -105,9 +180,9 @@ impl Drop for BusyGuard<'_> {
 }
 
 /// An injector's warnings after an update: open files the rules in force do not reach.
-fn warn_unreachable(id: &str, warnings: &[String]) {
-    for warning in warnings {
-        tracing::warn!(%id, "{warning}");
+fn warn_unreachable(id: &str, report: &UpdateReport) {
+    for warning in &report.warnings {
+        tracing::warn!(%id, unreachable = ?report.unreachable_open_files, "{warning}");
     }
 }
 
@@ -120,30 +195,46 @@ fn loudly(warnings: &[String], status: String) -> String {
     format!("WARNING: {} | {status}", warnings.join(" | "))
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
+/// Parses and validates IOChaos actions for a volume; `None` when they ask for no fault at all
+/// (the volume is checked first). See [`IoActions::parse`].
+pub fn validate_actions(actions: &str, volume: &str) -> Result<Option<IoActions>, AgentError> {
+    IoActions::parse(actions, &VolumePath::parse(volume)?)
 }
 
-/// Parses and validates IOChaos actions; `None` when they ask for no fault at all.
-pub fn validate_actions(
-    actions: &str,
-    volume: &str,
-) -> Result<Option<serde_json::Value>, AgentError> {
-    let trimmed = actions.trim();
-    if trimmed.is_empty() || trimmed == "null" {
-        return Ok(None);
+/// Undoes an IO fault as its record says: asks a live injector to recover (moving back what
+/// the handover moved meanwhile), else kills a left-over injector and, if the target still
+/// runs, unmounts from the agent and moves back what is on the fault mount. The record's fault
+/// mount is the only one used.
+pub async fn undo(
+    host: &dyn IoHost,
+    record: &Record<IoRecord>,
+    live: Option<&InjectorProcess>,
+) -> Result<(), AgentError> {
+    let (id, pid, volume) = (&record.id, record.target.pid, record.fault.volume.as_str());
+    let fault = record.fault.fault_mount;
+    let back = |fault: Option<FaultMount>| async move {
+        if let Some(fault) = fault {
+            let report = host.hand_back(pid, volume, fault).await;
+            tracing::info!(%id, report = %report.summary(), "handed back to the original directory");
+        }
+    };
+    if let Some(injector) = live {
+        match injector.recover_then(RECOVER_WITHIN, back(fault)).await {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(%id, %err, "the injector did not recover cleanly; unmounting from the agent")
+            }
+        }
+    } else if let Some(injector) = record.fault.injector.filter(|i| host.is_alive(*i)) {
+        host.kill(injector);
     }
-    let rules = io_rules::RuleSet::parse(trimmed, Path::new(volume))
-        .map_err(|err| AgentError::InvalidActions(err.to_string()))?;
-    if rules.is_empty() {
-        return Ok(None);
+    if !host.is_alive(record.target) {
+        return Ok(()); // the container is gone, and its mount namespace with it
     }
-    serde_json::from_str(trimmed)
-        .map(Some)
-        .map_err(|err| AgentError::InvalidActions(err.to_string()))
+    host.cleanup_mount(pid, volume).await?;
+    // Files handed over to a dead mount answer ENOTCONN until moved back.
+    back(fault).await;
+    Ok(())
 }
 
 impl IoChaos {
@@ -153,11 +244,26 @@ impl IoChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let host = Arc::new(RealIoHost {
+            injector_binary: config.injector_binary.clone(),
+        });
+        Self::with_host(config, resolver, journal, metrics, host)
+    }
+
+    /// [`Self::new`] on another host (a recording double in tests).
+    pub fn with_host(
+        config: IoChaosConfig,
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        host: Arc<dyn IoHost>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             resolver,
             journal,
             metrics,
+            host,
             active: Mutex::default(),
             in_progress: Mutex::default(),
         })
@@ -176,8 +282,13 @@ impl IoChaos {
         })
     }
 
-    fn get(&self, key: &MountKey) -> Option<Arc<IoExperiment>> {
-        self.active.lock().ok()?.get(key).cloned()
+    fn get(&self, key: &MountKey) -> Result<Option<Arc<IoExperiment>>, AgentError> {
+        Ok(self
+            .active
+            .lock()
+            .map_err(|_| poisoned())?
+            .get(key)
+            .cloned())
     }
 
     /// ApplyIOChaos: start, update or (with no actions) recover the fault mount of a container's
@@ -186,27 +297,29 @@ impl IoChaos {
     /// (and back at recovery).
     pub async fn apply(
         self: &Arc<Self>,
-        container_id: &str,
-        volume: &str,
-        actions: &str,
+        spec: IoSpec,
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
-        let container = self.resolver.parse(container_id)?;
-        container_fs::validate_volume_path(volume)?;
-        let actions = validate_actions(actions, volume)?;
+        let IoSpec {
+            container,
+            volume,
+            actions,
+        } = spec;
         let key = MountKey {
             container: container.to_string(),
-            volume: volume.to_owned(),
+            volume: volume.as_str().to_owned(),
         };
         let _busy = self.busy(&key)?;
 
-        if let Some(existing) = self.get(&key) {
+        if let Some(existing) = self.get(&key)? {
             return match actions {
                 None => {
-                    let id = existing.record.lock().map_err(|_| poisoned())?.id.clone();
-                    self.recover_experiment(&existing).await?;
-                    Ok(Applied::Recovered { id })
+                    let record = self.journaled(&existing.id)?;
+                    self.recover_record(&record).await?;
+                    Ok(Applied::Recovered {
+                        id: existing.id.clone(),
+                    })
                 }
                 Some(actions) => self.update(&existing, &actions, duration).await,
             };
@@ -217,105 +330,65 @@ impl IoChaos {
         self.start(key, &actions, duration, handover).await
     }
 
+    /// The journal's record of an experiment this agent runs.
+    fn journaled(&self, id: &str) -> Result<Record<IoRecord>, AgentError> {
+        self.journal
+            .get_as::<IoRecord>(id)?
+            .ok_or_else(|| AgentError::Internal(format!("experiment {id} has no journal record")))
+    }
+
     async fn start(
         self: &Arc<Self>,
         key: MountKey,
-        actions: &serde_json::Value,
+        actions: &IoActions,
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
         let target_pid = self.resolver.container_pid(&key.container).await?;
         // Fails with a clear error (missing, not a directory) before anything is spawned.
         drop(container_fs::open_volume(target_pid, &key.volume)?);
-        let target = ProcessIdentity::of(target_pid).map_err(|_| {
+        let not_running = || {
             AgentError::Runtime(crate::container_runtime::RuntimeError::NotRunning {
                 id: key.container.clone(),
                 runtime: "host".into(),
             })
-        })?;
-        let started_at_ms = now_ms();
-        let actions_text = actions.to_string();
-        let mut record = Record {
-            id: new_experiment_id(),
-            started_at_ms,
-            deadline_ms: duration.map(|d| started_at_ms + d.as_millis() as u64),
-            container_id: key.container.clone(),
-            target,
-            namespace_inode: namespace_inode(target_pid, "mnt").unwrap_or_default(),
-            fault: Fault::Io {
-                volume: key.volume.clone(),
-                actions: actions_text.clone(),
-                injector: None,
-                fault_mount: None,
-            },
         };
+        let target = ProcessIdentity::of(target_pid).map_err(|_| not_running())?;
+        let namespace_inode = namespace_inode(target_pid, "mnt").map_err(|_| not_running())?;
+        let actions_text = actions.wire().to_string();
+        let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
+        let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
-
-        // While handing over, the rules spare the handover's own calls; the real ones follow.
-        let mount_actions = if handover {
-            io_handover::rules_while_handing_over(actions).to_string()
-        } else {
-            actions_text.clone()
-        };
-        let injector = match InjectorProcess::start(
-            MountRequest {
-                binary: &self.config.injector_binary,
-                target_pid,
-                volume: &key.volume,
-                actions: &mount_actions,
-            },
-            READY_WITHIN,
-        )
-        .await
-        {
+        let injector = match self.spawn_injector(&record, actions, handover).await {
             Ok(injector) => injector,
             Err(err) => {
                 // Leave nothing behind: a mount the injector may have made, and the record.
-                let _ = cleanup_mount(&self.config.injector_binary, target_pid, &key.volume).await;
+                let _ = self.host.cleanup_mount(target_pid, &key.volume).await;
                 let _ = self.journal.remove(&record.id);
                 self.metrics.failure("io", "injector");
                 return Err(err.into());
             }
         };
         let injector_pid = injector.identity.pid;
-        #[allow(irrefutable_let_patterns)] // more fault kinds share the journal
-        if let Fault::Io { injector: slot, .. } = &mut record.fault {
-            *slot = Some(injector.identity);
-        }
+        record.fault.injector = Some(injector.identity);
         if let Err(err) = self.journal.write(&record) {
             let _ = injector.recover(RECOVER_WITHIN).await;
             let _ = self.journal.remove(&record.id);
             return Err(err.into());
         }
         let id = record.id.clone();
-        let handover = if handover {
-            let done = io_handover::onto_fault_mount(target_pid, &key.volume).await;
-            tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
-            if let (Some(fault), Fault::Io { fault_mount, .. }) = (done.fault, &mut record.fault) {
-                // Recovery after a crash must move back what was moved here.
-                *fault_mount = Some(fault);
-                if let Err(err) = self.journal.write(&record) {
-                    tracing::error!(%id, %err, "could not journal the fault mount of the handover");
-                }
-            }
-            match injector.update(&actions_text).await {
-                Ok(warnings) => warn_unreachable(&id, &warnings),
-                Err(err) => {
-                    self.metrics.failure("io", "injector");
-                    hand_back_and_stop(&injector, target_pid, &key.volume, done.fault, &id).await;
-                    let _ = self.journal.remove(&id);
-                    return Err(err.into());
-                }
-            }
-            Some(done)
+        let (report, update) = if handover {
+            let (report, update) = self.hand_over(&mut record, &injector, actions).await?;
+            (Some(report), Some(update))
         } else {
-            None
+            (None, None)
         };
         let experiment = Arc::new(IoExperiment {
             key: key.clone(),
+            id: id.clone(),
             record: Mutex::new(record),
             injector,
-            handover,
+            handover: report,
             journal_state: tokio::sync::Mutex::new(false),
         });
         self.active
@@ -333,123 +406,155 @@ impl IoChaos {
             target_pid,
             injector_pid,
             started_at_ms,
-            handover: experiment.handover.as_ref().map(|h| h.report.summary()),
+            handover: experiment.handover.as_ref().map(|h| h.summary()),
+            report: update,
         })
+    }
+
+    async fn spawn_injector(
+        &self,
+        record: &Record<IoRecord>,
+        actions: &IoActions,
+        handover: bool,
+    ) -> Result<InjectorProcess, InjectorError> {
+        // While handing over, the rules spare the handover's own calls; the real ones follow.
+        let mount_actions = if handover {
+            io_handover::rules_while_handing_over(actions).to_string()
+        } else {
+            record.fault.actions.clone()
+        };
+        InjectorProcess::start(
+            MountRequest {
+                binary: &self.config.injector_binary,
+                target_pid: record.target.pid,
+                volume: &record.fault.volume,
+                actions: &mount_actions,
+            },
+            READY_WITHIN,
+        )
+        .await
+    }
+
+    /// Moves what the container holds under the volume onto the fault mount, journals the
+    /// fault mount (recovery after a crash moves back what was moved here; failing to journal
+    /// it fails the start) and puts the real rules in force.
+    async fn hand_over(
+        &self,
+        record: &mut Record<IoRecord>,
+        injector: &InjectorProcess,
+        actions: &IoActions,
+    ) -> Result<(handover::Report, UpdateReport), AgentError> {
+        let (id, target_pid) = (record.id.clone(), record.target.pid);
+        let volume = record.fault.volume.clone();
+        let done = io_handover::onto_fault_mount(target_pid, &volume).await;
+        tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
+        let journaled = match done.fault {
+            Some(fault) => {
+                record.fault.fault_mount = Some(fault);
+                self.journal.write(record).map_err(AgentError::from)
+            }
+            None => Ok(()),
+        };
+        let in_force = match journaled {
+            Ok(()) => injector.update(actions.wire()).await.map_err(|err| {
+                self.metrics.failure("io", "injector");
+                AgentError::from(err)
+            }),
+            Err(err) => Err(err),
+        };
+        match in_force {
+            Ok(update) => {
+                warn_unreachable(&id, &update);
+                Ok((done.report, update))
+            }
+            Err(err) => {
+                let _ = undo(&*self.host, record, Some(injector)).await;
+                let _ = self.journal.remove(&id);
+                Err(err)
+            }
+        }
     }
 
     async fn update(
         self: &Arc<Self>,
         experiment: &Arc<IoExperiment>,
-        actions: &serde_json::Value,
+        actions: &IoActions,
         duration: Option<Duration>,
     ) -> Result<Applied, AgentError> {
-        let actions_text = actions.to_string();
+        let actions_text = actions.wire().to_string();
         let mut record = experiment.record.lock().map_err(|_| poisoned())?.clone();
-        #[allow(irrefutable_let_patterns)] // more fault kinds share the journal
-        if let Fault::Io { actions: slot, .. } = &mut record.fault {
-            *slot = actions_text.clone();
-        }
+        record.fault.actions = actions_text.clone();
         if let Some(duration) = duration {
             record.deadline_ms = Some(now_ms() + duration.as_millis() as u64);
         }
         // The record on disk already covers the mount, which is all recovery undoes; the new
-        // rules are written after they are in force, off the caller's path.
-        let warnings = experiment.injector.update(&actions_text).await?;
-        warn_unreachable(&record.id, &warnings);
+        // rules are written after they are in force, off the caller's path. A new deadline is
+        // written before the call returns: the timer that ends the experiment reads it.
+        let report = experiment.injector.update(actions.wire()).await?;
+        warn_unreachable(&record.id, &report);
         let applied = Applied::Updated {
             id: record.id.clone(),
             target_pid: record.target.pid,
             injector_pid: experiment.injector.identity.pid,
             started_at_ms: record.started_at_ms,
+            report,
         };
-        if let Some(duration) = duration {
-            self.recover_after(&record.id, duration);
-        }
         *experiment.record.lock().map_err(|_| poisoned())? = record;
-        self.journal_in_background(Arc::clone(experiment));
+        match duration {
+            Some(duration) => {
+                self.write_record(experiment).await?;
+                self.recover_after(&experiment.id, duration);
+            }
+            None => self.journal_in_background(Arc::clone(experiment)),
+        }
         Ok(applied)
     }
 
     /// Writes the experiment's current record, unless it has been recovered meanwhile.
-    fn journal_in_background(&self, experiment: Arc<IoExperiment>) {
-        let journal = self.journal.clone();
+    async fn write_record(&self, experiment: &IoExperiment) -> Result<(), AgentError> {
+        let recovered = experiment.journal_state.lock().await;
+        if *recovered {
+            return Ok(());
+        }
+        let record = experiment.record.lock().map_err(|_| poisoned())?.clone();
+        self.journal.write(&record)?;
+        Ok(())
+    }
+
+    fn journal_in_background(self: &Arc<Self>, experiment: Arc<IoExperiment>) {
+        let this = Arc::clone(self);
         tokio::spawn(async move {
-            let recovered = experiment.journal_state.lock().await;
-            if *recovered {
-                return;
-            }
-            let Ok(record) = experiment.record.lock().map(|r| r.clone()) else {
-                return;
-            };
-            if let Err(err) = journal.write(&record) {
-                tracing::error!(id = %record.id, %err, "could not journal the updated rules");
+            if let Err(err) = this.write_record(&experiment).await {
+                tracing::error!(id = %experiment.id, %err, "could not journal the updated rules");
             }
         });
     }
 
-    /// Recovers one experiment by id.
-    pub async fn recover(self: &Arc<Self>, id: &str) -> Result<(), AgentError> {
-        let experiment = self
-            .active
-            .lock()
-            .map_err(|_| poisoned())?
-            .values()
-            .find(|e| e.record.lock().is_ok_and(|r| r.id == id))
-            .cloned()
-            .ok_or_else(|| AgentError::UnknownExperiment(id.to_owned()))?;
-        let _busy = self.busy(&experiment.key)?;
-        self.recover_experiment(&experiment).await
-    }
-
-    /// Ids of every active experiment.
-    pub fn ids(&self) -> Vec<String> {
-        self.active
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter_map(|e| e.record.lock().ok().map(|r| r.id.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    async fn recover_experiment(&self, experiment: &Arc<IoExperiment>) -> Result<(), AgentError> {
-        // Forget it first, so the injector watcher knows this exit is expected.
-        let removed = self
-            .active
-            .lock()
-            .map_err(|_| poisoned())?
-            .remove(&experiment.key);
-        if removed.is_none() {
-            return Ok(()); // already recovered (e.g. the injector died and was cleaned up)
-        }
-        let record = experiment.record.lock().map_err(|_| poisoned())?.clone();
-        let fault = experiment.handover.as_ref().and_then(|h| h.fault);
-        let result = match fault {
-            Some(fault) => {
-                let (pid, volume) = (record.target.pid, experiment.key.volume.as_str());
-                let back = async {
-                    let report = io_handover::back_to_original(pid, volume, fault).await;
-                    tracing::info!(id = %record.id, report = %report.summary(), "handed back to the original directory");
-                };
-                experiment.injector.recover_then(RECOVER_WITHIN, back).await
-            }
-            None => experiment.injector.recover(RECOVER_WITHIN).await,
+    /// Undoes the record's fault (see [`undo`]) and forgets it; the caller holds the mount key
+    /// busy, or is the watcher of a dead injector.
+    async fn recover_record(&self, record: &Record<IoRecord>) -> Result<(), AgentError> {
+        let key = MountKey {
+            container: record.container_id.clone(),
+            volume: record.fault.volume.clone(),
         };
-        if let Err(err) = &result {
-            tracing::warn!(id = %record.id, %err, "the injector did not recover cleanly; unmounting from the agent");
-            cleanup_mount(
-                &self.config.injector_binary,
-                record.target.pid,
-                &experiment.key.volume,
-            )
-            .await?;
-            if let Some(fault) = fault {
-                hand_back(record.target.pid, &experiment.key.volume, fault, &record.id).await;
+        // Forget it first, so the injector watcher knows this exit is expected.
+        let live = {
+            let mut active = self.active.lock().map_err(|_| poisoned())?;
+            match active.get(&key) {
+                Some(e) if e.id == record.id => active.remove(&key),
+                _ => None,
             }
-        }
-        let mut recovered = experiment.journal_state.lock().await;
-        *recovered = true;
+        };
+        let result = undo(&*self.host, record, live.as_ref().map(|e| &e.injector)).await;
+        let recovered = match &live {
+            Some(experiment) => {
+                let mut recovered = experiment.journal_state.lock().await;
+                *recovered = true;
+                Some(recovered)
+            }
+            None => None,
+        };
+        result?;
         self.journal.remove(&record.id)?;
         drop(recovered);
         self.metrics.recovered("io");
@@ -457,209 +562,130 @@ impl IoChaos {
         Ok(())
     }
 
-    /// Cleans up at once after an injector that exits while its experiment is still active.
+    /// Recovers at once after an injector that exits while its experiment is still active.
     fn watch_injector(self: &Arc<Self>, experiment: Arc<IoExperiment>) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let status = experiment.injector.wait().await;
-            let still_active = this
-                .active
-                .lock()
-                .ok()
-                .and_then(|mut m| {
-                    let same = m
-                        .get(&experiment.key)
-                        .is_some_and(|e| Arc::ptr_eq(e, &experiment));
-                    same.then(|| m.remove(&experiment.key))
-                })
-                .flatten()
-                .is_some();
-            if !still_active {
-                return;
-            }
-            let record = match experiment.record.lock() {
-                Ok(r) => r.clone(),
-                Err(_) => return,
+            let still_active = match this.active.lock() {
+                Ok(active) => active
+                    .get(&experiment.key)
+                    .is_some_and(|e| Arc::ptr_eq(e, &experiment)),
+                Err(_) => {
+                    tracing::error!(id = %experiment.id, "state lock poisoned: the journal keeps the record for the next start");
+                    return;
+                }
             };
-            tracing::warn!(id = %record.id, %status, stderr = %experiment.injector.stderr_tail(), "the injector exited unexpectedly; removing its mount");
+            if !still_active {
+                return; // recovered on purpose
+            }
+            tracing::warn!(id = %experiment.id, %status, stderr = %experiment.injector.stderr_tail(), "the injector exited unexpectedly; removing its mount");
             this.metrics.failure("io", "injector_died");
-            match cleanup_mount(
-                &this.config.injector_binary,
-                record.target.pid,
-                &experiment.key.volume,
-            )
-            .await
-            {
-                Ok(()) => {
-                    if let Some(fault) = experiment.handover.as_ref().and_then(|h| h.fault) {
-                        hand_back(record.target.pid, &experiment.key.volume, fault, &record.id)
-                            .await;
-                    }
-                    let mut recovered = experiment.journal_state.lock().await;
-                    *recovered = true;
-                    let _ = this.journal.remove(&record.id);
-                }
-                Err(err) => {
-                    tracing::error!(id = %record.id, %err, "cleanup after the injector failed; the journal keeps the record")
-                }
+            let recovered = match this.journaled(&experiment.id) {
+                Ok(record) => this.recover_record(&record).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = recovered {
+                tracing::error!(id = %experiment.id, %err, "cleanup after the injector failed; the journal keeps the record");
             }
         });
     }
 
     fn recover_after(self: &Arc<Self>, id: &str, duration: Duration) {
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            // The experiment may have been updated with a later deadline: honour the record.
-            let deadline = this.active.lock().ok().and_then(|m| {
-                m.values().find_map(|e| {
-                    e.record
-                        .lock()
-                        .ok()
-                        .filter(|r| r.id == id)
-                        .map(|r| r.deadline_ms)
-                })
-            });
-            match deadline {
-                Some(Some(deadline)) if deadline <= now_ms() + 5 => {
-                    if let Err(err) = this.recover(&id).await {
-                        tracing::warn!(%id, %err, "recovery at the end of the duration failed");
-                    }
-                }
-                _ => {}
-            }
-        });
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id.to_owned(), duration);
     }
 
     /// Every active experiment with its injector's state.
-    pub async fn list(&self) -> Vec<ExperimentView> {
-        let experiments: Vec<_> = self
-            .active
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+    async fn views(&self) -> Vec<ExperimentView> {
+        let experiments: Vec<_> = match self.active.lock() {
+            Ok(active) => active.values().cloned().collect(),
+            Err(_) => {
+                tracing::error!("state lock poisoned: IO experiments not listed");
+                Vec::new()
+            }
+        };
         let mut views = Vec::with_capacity(experiments.len());
         for experiment in experiments {
             let Ok(record) = experiment.record.lock().map(|r| r.clone()) else {
                 continue;
             };
-            let injector_status =
+            let pid = experiment.injector.identity.pid;
+            let status =
                 match tokio::time::timeout(Duration::from_secs(1), experiment.injector.status())
                     .await
                 {
                     Ok(Ok(status)) => loudly(
                         &crate::injector_process::warnings_of(&status),
-                        format!(
-                            "running (pid {}): {status}",
-                            experiment.injector.identity.pid
-                        ),
+                        format!("running (pid {pid}): {status}"),
                     ),
-                    Ok(Err(err)) => format!(
-                        "unreachable (pid {}): {err}",
-                        experiment.injector.identity.pid
-                    ),
-                    Err(_) => format!("not answering (pid {})", experiment.injector.identity.pid),
+                    Ok(Err(err)) => format!("unreachable (pid {pid}): {err}"),
+                    Err(_) => format!("not answering (pid {pid})"),
                 };
             views.push(ExperimentView {
-                record,
-                injector_status,
-                handover: experiment.handover.as_ref().map(|h| h.report.clone()),
+                record: record.with_fault(()),
+                kind: IoRecord::KIND,
+                rules: record.fault.actions.clone(),
+                volume: record.fault.volume.clone(),
+                status,
+                handover: experiment.handover.clone(),
             });
         }
-        views.sort_by_key(|v| v.record.started_at_ms);
         views
     }
+}
 
-    /// After a restart: undoes every IO fault the journal holds (records of other kinds are left
-    /// to their own modules) (a crashed agent's injectors
-    /// died with it, leaving mounts behind). Returns what was done, per record.
-    // Irrefutable while IO is the only kind of fault the journal holds.
-    #[allow(irrefutable_let_patterns)]
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), AgentError>)> {
-        let (records, broken) = match self.journal.list() {
-            Ok(listing) => listing,
-            Err(err) => return vec![("journal".into(), Err(err.into()))],
-        };
-        for err in broken {
-            tracing::error!(%err, "unreadable journal record left in place");
-        }
-        let mut outcomes = Vec::new();
-        for record in records {
-            let Fault::Io {
-                volume,
-                injector,
-                fault_mount,
-                ..
-            } = &record.fault
-            else {
-                continue; // another kind's module recovers it
-            };
-            if let Some(injector) = injector.filter(ProcessIdentity::is_alive) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(injector.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let result = if record.target.is_alive() {
-                let cleaned =
-                    cleanup_mount(&self.config.injector_binary, record.target.pid, volume)
-                        .await
-                        .map_err(AgentError::from);
-                // Files handed over to the dead mount answer ENOTCONN until moved back.
-                if let (Ok(()), Some(fault)) = (&cleaned, fault_mount) {
-                    hand_back(record.target.pid, volume, *fault, &record.id).await;
-                }
-                cleaned
-            } else {
-                Ok(()) // the container is gone, and its mount namespace with it
-            };
-            let result =
-                result.and_then(|()| self.journal.remove(&record.id).map_err(AgentError::from));
-            match &result {
-                Ok(()) => {
-                    self.metrics.recovered("io");
-                    tracing::info!(id = %record.id, container = %record.container_id, %volume, "recovered an IO fault left by a previous run")
-                }
-                Err(err) => {
-                    tracing::error!(id = %record.id, %err, "could not recover an IO fault left by a previous run")
-                }
-            }
-            outcomes.push((record.id.clone(), result));
-        }
-        outcomes
+#[tonic::async_trait]
+impl FaultKind for IoChaos {
+    fn kind(&self) -> &'static str {
+        IoRecord::KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "an IO fault"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        let record: Record<IoRecord> = record.decode()?;
+        let _busy = self.busy(&MountKey {
+            container: record.container_id.clone(),
+            volume: record.fault.volume.clone(),
+        })?;
+        self.recover_record(&record).await
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        self.views().await
     }
 }
 
-/// Undoes a start that failed after the handover: recovers the injector, moving back what was
-/// handed over meanwhile.
-async fn hand_back_and_stop(
-    injector: &InjectorProcess,
-    target_pid: u32,
-    volume: &str,
-    fault: Option<handover::FaultMount>,
-    id: &str,
-) {
-    let back = async {
-        if let Some(fault) = fault {
-            hand_back(target_pid, volume, fault, id).await;
-        }
-    };
-    let _ = injector.recover_then(RECOVER_WITHIN, back).await;
-}
-
-/// Moves what is on a detached (or dead) fault mount back onto the original directory, and logs
-/// what it did.
-async fn hand_back(target_pid: u32, volume: &str, fault: handover::FaultMount, id: &str) {
-    let report = io_handover::back_to_original(target_pid, volume, fault).await;
-    tracing::info!(%id, report = %report.summary(), "handed back to the original directory");
+/// The record of an experiment about to start: nothing is in force yet.
+fn new_record(
+    key: &MountKey,
+    target: ProcessIdentity,
+    namespace_inode: u64,
+    actions: &str,
+    duration: Option<Duration>,
+) -> Record<IoRecord> {
+    let started_at_ms = now_ms();
+    Record {
+        id: new_experiment_id(),
+        started_at_ms,
+        deadline_ms: duration.map(|d| started_at_ms + d.as_millis() as u64),
+        container_id: key.container.clone(),
+        target,
+        namespace_inode,
+        fault: IoRecord {
+            volume: key.volume.clone(),
+            actions: actions.to_owned(),
+            injector: None,
+            fault_mount: None,
+        },
+    }
 }
 
 fn poisoned() -> AgentError {
-    AgentError::InvalidArgument {
-        field: "state",
-        reason: "internal state lock poisoned".into(),
-    }
+    AgentError::Internal("internal state lock poisoned".into())
 }
 
 fn new_experiment_id() -> String {
@@ -669,18 +695,237 @@ fn new_experiment_id() -> String {
     format!("io-{:x}-{:x}-{n}", now_ms(), std::process::id())
 }
 
-fn namespace_inode(pid: u32, kind: &str) -> Option<u64> {
+fn namespace_inode(pid: u32, kind: &str) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
-        .ok()
-        .map(|m| m.ino())
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}")).map(|m| m.ino())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault_kinds::Registry;
     use crate::injector_process::warnings_of;
 
+    /// What recovery asked of the host, in order.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum Call {
+        Kill(u32),
+        Cleanup(u32, String),
+        HandBack(u32, String, u64),
+    }
+
+    /// A host whose processes live as told and that records what recovery does.
+    #[derive(Debug, Default)]
+    struct RecordingHost {
+        alive: Mutex<Vec<ProcessIdentity>>,
+        calls: Mutex<Vec<Call>>,
+        refuse_cleanup: bool,
+    }
+
+    impl RecordingHost {
+        fn calls(&self) -> Vec<Call> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl IoHost for RecordingHost {
+        fn is_alive(&self, process: ProcessIdentity) -> bool {
+            self.alive.lock().unwrap().contains(&process)
+        }
+        fn kill(&self, process: ProcessIdentity) {
+            self.alive.lock().unwrap().retain(|p| *p != process);
+            self.calls.lock().unwrap().push(Call::Kill(process.pid));
+        }
+        async fn cleanup_mount(&self, target_pid: u32, volume: &str) -> Result<(), InjectorError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Cleanup(target_pid, volume.into()));
+            if self.refuse_cleanup {
+                return Err(InjectorError::Refused {
+                    method: "cleanup",
+                    message: "device busy".into(),
+                });
+            }
+            Ok(())
+        }
+        async fn hand_back(
+            &self,
+            target_pid: u32,
+            volume: &str,
+            fault: FaultMount,
+        ) -> handover::Report {
+            self.calls.lock().unwrap().push(Call::HandBack(
+                target_pid,
+                volume.into(),
+                fault.mount_id,
+            ));
+            handover::Report::default()
+        }
+    }
+
+    const TARGET: ProcessIdentity = ProcessIdentity {
+        pid: 4242,
+        start_time: 77,
+    };
+    const INJECTOR: ProcessIdentity = ProcessIdentity {
+        pid: 4343,
+        start_time: 78,
+    };
+
+    /// The record an inject leaves in the journal once the handover is done.
+    fn injected(id: &str) -> Record<IoRecord> {
+        Record {
+            id: id.into(),
+            started_at_ms: 1,
+            deadline_ms: None,
+            container_id: "containerd://abc".into(),
+            target: TARGET,
+            namespace_inode: 4026532000,
+            fault: IoRecord {
+                volume: "/data".into(),
+                actions: r#"[{"type":"fault","faults":[{"errno":5,"weight":1}]}]"#.into(),
+                injector: Some(INJECTOR),
+                fault_mount: Some(FaultMount {
+                    mount_id: 901,
+                    dev: handover::Dev {
+                        major: 0,
+                        minor: 78,
+                    },
+                }),
+            },
+        }
+    }
+
+    /// A fresh agent on `dir` after a crash: a new IoChaos, only the journal carried over.
+    fn restarted(
+        dir: &std::path::Path,
+        host: Arc<RecordingHost>,
+    ) -> (Arc<IoChaos>, Registry, Journal) {
+        let journal = Journal::open(dir).unwrap();
+        let io = IoChaos::with_host(
+            IoChaosConfig {
+                injector_binary: "/nonexistent/faultline-injector".into(),
+            },
+            Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
+                crate::container_runtime::RuntimeKind::Containerd,
+            )),
+            journal.clone(),
+            Arc::new(Metrics::new()),
+            host,
+        );
+        let registry =
+            Registry::new(journal.clone()).register(Arc::clone(&io) as Arc<dyn FaultKind>);
+        (io, registry, journal)
+    }
+
+    #[tokio::test]
+    async fn a_crash_is_recovered_from_the_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("io-1"))
+            .unwrap();
+        // The agent died; its injector did not (no parent-death signal reached it), nor the
+        // target.
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        // The fault mount handed back is the journaled one: nothing else knows it.
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Kill(INJECTOR.pid),
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), 901),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_target_that_is_gone_took_its_mount_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut record = injected("io-2");
+        record.fault.fault_mount = None;
+        journal.write(&record).unwrap();
+        // Same PID, another process: not ours to enter or signal.
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![ProcessIdentity {
+            start_time: 1,
+            ..TARGET
+        }];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(host.calls(), []);
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_recovery_keeps_the_record_for_the_next_try() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("io-3"))
+            .unwrap();
+        let host = Arc::new(RecordingHost {
+            alive: Mutex::new(vec![TARGET]),
+            refuse_cleanup: true,
+            ..Default::default()
+        });
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        let err = outcomes[0].1.as_ref().unwrap_err();
+        assert!(err.to_string().contains("device busy"), "{err}");
+        // Not handed back onto a directory the fault mount may still cover.
+        assert_eq!(host.calls(), [Call::Cleanup(TARGET.pid, "/data".into())]);
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+        // Shutdown walks the journal, so it tries again, and explicit recovery by id finds it.
+        let err = registry.recover("io-3").await.unwrap_err();
+        assert!(err.to_string().contains("device busy"), "{err}");
+        assert!(matches!(
+            registry.recover("io-nope").await,
+            Err(AgentError::UnknownExperiment(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn records_of_unknown_kinds_are_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let mut stored = injected("time-1").to_stored().unwrap();
+        stored.fault["kind"] = "time".into();
+        journal.write_stored(&stored).unwrap();
+        let host = Arc::new(RecordingHost::default());
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        assert!(
+            matches!(&outcomes[0].1, Err(AgentError::UnknownKind { kind, .. }) if kind == "time"),
+            "{outcomes:?}"
+        );
+        assert_eq!(host.calls(), []);
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+    }
+
+    /// Records written before the journal became generic read as IO records.
+    #[test]
+    fn records_of_earlier_agents_still_read() {
+        let text = r#"{"id":"io-1","started_at_ms":1,"deadline_ms":null,
+            "container_id":"containerd://abc","target":{"pid":42,"start_time":7},
+            "namespace_inode":4026532000,"fault":{"kind":"io","volume":"/data",
+            "actions":"[]","injector":{"pid":43,"start_time":8}}}"#;
+        let stored: StoredRecord = serde_json::from_str(text).unwrap();
+        let record: Record<IoRecord> = stored.decode().unwrap();
+        assert_eq!(record.fault.fault_mount, None);
+        assert_eq!(record.fault.injector.map(|i| i.pid), Some(43));
+        assert_eq!(record.to_stored().unwrap().fault, stored.fault);
+    }
     #[test]
     fn an_unreachable_open_file_is_reported_first_and_loudly() {
         let status = serde_json::json!({

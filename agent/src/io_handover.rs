@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use handover::{Direction, FaultMount, Options, Report, Scope, Skipped};
-use io_rules::Method;
+use io_rules::{ActionType, Method, MethodSet};
+
+use crate::io_spec::IoActions;
 use serde_json::{Value, json};
 
 /// What the handover's own system calls make the fault filesystem do: resolve the path, check
@@ -31,27 +33,27 @@ const HANDOVER_METHODS: [Method; 9] = [
 /// refuse the open). Files are reopened under these, so that every file a real rule may read
 /// or write is opened as such (not in kernel passthrough, which a later rule cannot reach);
 /// the real rules replace them before ApplyIOChaos returns.
-pub fn rules_while_handing_over(actions: &Value) -> Value {
-    let Some(list) = actions.as_array() else {
-        return actions.clone();
-    };
-    let kept: Vec<Value> = list
+///
+/// Decided on the typed rules (one per action, in order); the document written is the
+/// injector's input, Chaos Mesh's action JSON, with each kept action's `methods` narrowed.
+pub fn rules_while_handing_over(actions: &IoActions) -> Value {
+    let handover: MethodSet = HANDOVER_METHODS.into_iter().collect();
+    let wire = actions
+        .wire()
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let kept: Vec<Value> = actions
+        .rules()
+        .rules()
         .iter()
-        .filter(|action| action.get("type").and_then(Value::as_str) != Some("attrOverride"))
-        .filter_map(|action| {
-            let named: Option<Vec<Method>> = action
-                .get("methods")
-                .and_then(Value::as_array)
-                .filter(|m| !m.is_empty())
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|n| Method::parse(n.as_str()?))
-                        .collect()
-                });
-            let methods: Vec<&str> = named
-                .unwrap_or_else(|| Method::ALL.to_vec())
-                .into_iter()
-                .filter(|m| !HANDOVER_METHODS.contains(m))
+        .zip(wire)
+        .filter(|(rule, _)| rule.action_type() != ActionType::AttrOverride)
+        .filter_map(|(rule, action)| {
+            let methods: Vec<&str> = rule
+                .methods()
+                .iter()
+                .filter(|m| !handover.contains(*m))
                 .map(Method::name)
                 .collect();
             if methods.is_empty() {
@@ -128,7 +130,18 @@ pub async fn back_to_original(target_pid: u32, volume: &str, fault: FaultMount) 
     let volume = PathBuf::from(volume);
     let work = move || {
         let deadline = Instant::now() + DETACH_WITHIN;
-        while still_attached(target_pid, fault.mount_id) {
+        loop {
+            match still_attached(target_pid, fault.mount_id) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(err) => {
+                    return failed(
+                        target_pid,
+                        "mount",
+                        format!("cannot tell whether the fault mount is detached: {err}"),
+                    );
+                }
+            }
             if Instant::now() >= deadline {
                 return failed(
                     target_pid,
@@ -151,14 +164,21 @@ pub async fn back_to_original(target_pid: u32, volume: &str, fault: FaultMount) 
         .unwrap_or_else(|err| failed(target_pid, "handover", err.to_string()))
 }
 
-fn still_attached(pid: u32, mount_id: u64) -> bool {
-    let Ok(table) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
-        return false; // the namespace is gone, and the mount with it
+/// Whether the mount is still in `pid`'s mount table. A process that is gone took its
+/// namespace (and the mount) with it; any other failure to read is an error, not "detached".
+/// Only the first field (the mount ID) of each line is read, polled every 2 ms: a split of the
+/// line is all it needs, the full mountinfo parse of the procfs crate is not.
+fn still_attached(pid: u32, mount_id: u64) -> std::io::Result<bool> {
+    let table = match std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+        Ok(table) => table,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return Ok(false),
+        Err(e) => return Err(e),
     };
     let id = mount_id.to_string();
-    table
+    Ok(table
         .lines()
-        .any(|l| l.split(' ').next() == Some(id.as_str()))
+        .any(|l| l.split(' ').next() == Some(id.as_str())))
 }
 
 #[cfg(test)]
@@ -173,7 +193,13 @@ mod tests {
             {"type": "fault", "path": "/data/x", "methods": ["lookup", "open"], "faults": [{"errno": 2, "weight": 1}]},
             {"type": "attrOverride", "path": "/data/**", "perm": 0},
         ]);
-        let rules = rules_while_handing_over(&actions);
+        let parsed = IoActions::parse(
+            &actions.to_string(),
+            &crate::io_spec::VolumePath::parse("/data").unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        let rules = rules_while_handing_over(&parsed);
         let rules = rules.as_array().unwrap();
         assert_eq!(rules.len(), 2, "{rules:?}");
         let all: Vec<&str> = rules[0]["methods"]

@@ -1,17 +1,31 @@
-//! The agent's durable record of every fault it injected. A record is written (temp file, fsync,
-//! atomic rename, fsync of the directory) before a fault is applied and removed after it is
-//! recovered, so after a crash the agent knows exactly what to undo. Recovery is computed from
-//! the record, never from memory alone.
+//! The agent's durable record of every fault it injected: a generic store of envelopes (id,
+//! times, target, namespace) around a fault record that its kind owns and names (`"kind"`). A
+//! record is written (temp file, fsync, atomic rename, fsync of the directory) before a fault is
+//! applied and removed after it is recovered, so after a crash the agent knows exactly what to
+//! undo. Recovery is computed from the record, never from memory alone (see `fault_kinds`).
+//!
+//! The store knows no kind: a kind's record type implements [`FaultRecord`]; records are read
+//! back as [`StoredRecord`]s and decoded by the kind they name.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// One injected fault.
+pub use crate::process_identity::ProcessIdentity;
+
+/// A fault kind's own record: what it injected, with what its recovery needs. Serialized inside
+/// the envelope's `fault` object, beside `"kind": KIND` (so it has no field named `kind`).
+pub trait FaultRecord: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
+    /// The journal's name of the kind (`"io"`, `"network"`, `"stress"`): stable, on disk.
+    const KIND: &'static str;
+}
+
+/// One injected fault: the envelope every kind shares, and the kind's record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
+pub struct Record<F> {
     /// Experiment ID: unique per agent, safe as a file name.
     pub id: String,
     /// Unix milliseconds when the experiment started.
@@ -22,120 +36,74 @@ pub struct Record {
     pub container_id: String,
     /// The process whose namespaces were entered; the start time tells a reused PID apart.
     pub target: ProcessIdentity,
-    /// The inode of the target's namespace the fault lives in (mnt for IO, net for network).
+    /// The inode of the target's namespace the fault lives in (mnt for IO, net for network,
+    /// cgroup for stress).
     pub namespace_inode: u64,
-    pub fault: Fault,
+    pub fault: F,
 }
 
-/// A process as it was when we saw it: PID plus its start time in clock ticks since boot
-/// (`/proc/PID/stat` field 22), which together identify it across PID reuse.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessIdentity {
-    pub pid: u32,
-    pub start_time: u64,
+/// A record as read from disk, its fault not decoded yet (`fault.kind` says by whom).
+pub type StoredRecord = Record<serde_json::Value>;
+
+impl<F> Record<F> {
+    /// The same envelope around another fault.
+    pub fn with_fault<G>(&self, fault: G) -> Record<G> {
+        Record {
+            id: self.id.clone(),
+            started_at_ms: self.started_at_ms,
+            deadline_ms: self.deadline_ms,
+            container_id: self.container_id.clone(),
+            target: self.target,
+            namespace_inode: self.namespace_inode,
+            fault,
+        }
+    }
 }
 
-impl ProcessIdentity {
-    /// Reads the identity of a live process.
-    pub fn of(pid: u32) -> std::io::Result<Self> {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let start_time = parse_start_time(&stat).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("unparsable /proc/{pid}/stat"),
-            )
+impl StoredRecord {
+    /// The kind the record names (empty when it names none).
+    pub fn kind(&self) -> &str {
+        self.fault
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Decodes the fault as `F`'s record.
+    pub fn decode<F: FaultRecord>(&self) -> Result<Record<F>, JournalError> {
+        if self.kind() != F::KIND {
+            return Err(JournalError::WrongKind {
+                id: self.id.clone(),
+                expected: F::KIND,
+                found: self.kind().to_owned(),
+            });
+        }
+        let fault = F::deserialize(&self.fault).map_err(|source| JournalError::Undecodable {
+            id: self.id.clone(),
+            kind: F::KIND,
+            source,
         })?;
-        Ok(Self { pid, start_time })
-    }
-
-    /// True if this very process is still running (not merely some process with its PID).
-    pub fn is_alive(&self) -> bool {
-        Self::of(self.pid).is_ok_and(|now| now.start_time == self.start_time)
+        Ok(self.with_fault(fault))
     }
 }
 
-/// Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces and parentheses, so
-/// count from the last ')'.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// What was injected, with what recovery needs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Fault {
-    Io {
-        /// The volume path inside the container.
-        volume: String,
-        /// The IOChaos actions JSON currently applied.
-        actions: String,
-        /// The injector serving the mount, if it was started.
-        injector: Option<ProcessIdentity>,
-        /// The fault mount, once files were handed over to it: recovery moves back what is
-        /// on it (absent in records written before handover existed).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        fault_mount: Option<handover::FaultMount>,
-    },
-    /// A CPU or memory stressor in the target's (or its pod's) cgroups.
-    Stress {
-        stressor: StressorKind,
-        scope: StressScope,
-        /// The option string as given (`--cpu 1 --cpu-load 50`).
-        options: String,
-        /// Every cgroup directory the stressor joins.
-        cgroups: Vec<PathBuf>,
-        /// The cgroups made for it (removed at recovery), recorded before they are made.
-        created_cgroups: Vec<PathBuf>,
-        /// The stressor process, once spawned.
-        process: Option<ProcessIdentity>,
-    },
-    /// Network faults of one pod (its sandbox's network namespace).
-    Network(Box<crate::network::NetworkRecord>),
-    /// Shifted clocks of a container's processes (its module owns the record).
-    Time(Box<crate::time_chaos::record::TimeRecord>),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StressorKind {
-    Cpu,
-    Memory,
-}
-
-impl StressorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            StressorKind::Cpu => "cpu",
-            StressorKind::Memory => "memory",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StressScope {
-    Container,
-    Pod,
-}
-
-impl StressScope {
-    pub fn name(self) -> &'static str {
-        match self {
-            StressScope::Container => "container",
-            StressScope::Pod => "pod",
-        }
-    }
-}
-
-impl Fault {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Fault::Io { .. } => "io",
-            Fault::Network(_) => "network",
-            Fault::Stress { .. } => "stress",
-            Fault::Time(_) => "time",
-        }
+impl<F: FaultRecord> Record<F> {
+    /// The record as stored: the fault with its kind beside its fields.
+    pub fn to_stored(&self) -> Result<StoredRecord, JournalError> {
+        let mut fault =
+            serde_json::to_value(&self.fault).map_err(|source| JournalError::Undecodable {
+                id: self.id.clone(),
+                kind: F::KIND,
+                source,
+            })?;
+        let serde_json::Value::Object(fields) = &mut fault else {
+            return Err(JournalError::NotAnObject {
+                id: self.id.clone(),
+                kind: F::KIND,
+            });
+        };
+        fields.insert("kind".into(), F::KIND.into());
+        Ok(self.with_fault(fault))
     }
 }
 
@@ -155,6 +123,21 @@ pub enum JournalError {
     },
     #[error("invalid experiment id {0:?}: letters, digits, '-' and '_' only")]
     BadId(String),
+    #[error("journal record {id}: a {found:?} record, not {expected:?}")]
+    WrongKind {
+        id: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("journal record {id}: not a valid {kind} record: {source}")]
+    Undecodable {
+        id: String,
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("journal record {id}: a {kind} record must serialize to an object")]
+    NotAnObject { id: String, kind: &'static str },
 }
 
 /// The journal directory.
@@ -191,7 +174,12 @@ impl Journal {
     }
 
     /// Writes (or replaces) a record durably: when this returns, a crash cannot lose it.
-    pub fn write(&self, record: &Record) -> Result<(), JournalError> {
+    pub fn write<F: FaultRecord>(&self, record: &Record<F>) -> Result<(), JournalError> {
+        self.write_stored(&record.to_stored()?)
+    }
+
+    /// Writes a record as stored (kind already in it).
+    pub fn write_stored(&self, record: &StoredRecord) -> Result<(), JournalError> {
         let path = self.path_of(&record.id)?;
         let tmp = self.dir.join(format!(".{}.tmp", record.id));
         let io = |source| JournalError::Io {
@@ -225,7 +213,8 @@ impl Journal {
         }
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Record>, JournalError> {
+    /// The record with this id, if there is one.
+    pub fn get(&self, id: &str) -> Result<Option<StoredRecord>, JournalError> {
         let path = self.path_of(id)?;
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -236,9 +225,14 @@ impl Journal {
         }
     }
 
+    /// The record with this id, decoded as `F`'s.
+    pub fn get_as<F: FaultRecord>(&self, id: &str) -> Result<Option<Record<F>>, JournalError> {
+        self.get(id)?.map(|r| r.decode()).transpose()
+    }
+
     /// Every record, oldest first, and the records that could not be read (a corrupt record is
     /// reported, never silently dropped).
-    pub fn list(&self) -> Result<(Vec<Record>, Vec<JournalError>), JournalError> {
+    pub fn list(&self) -> Result<(Vec<StoredRecord>, Vec<JournalError>), JournalError> {
         let entries = fs::read_dir(&self.dir).map_err(|source| JournalError::Io {
             path: self.dir.clone(),
             source,
@@ -274,7 +268,19 @@ impl Journal {
 mod tests {
     use super::*;
 
-    fn record(id: &str, started: u64) -> Record {
+    /// A kind of the tests' own: the store knows none of the agent's.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    struct Probe {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        added_later: Option<u32>,
+    }
+
+    impl FaultRecord for Probe {
+        const KIND: &'static str = "probe";
+    }
+
+    fn record(id: &str, started: u64) -> Record<Probe> {
         Record {
             id: id.into(),
             started_at_ms: started,
@@ -285,11 +291,9 @@ mod tests {
                 start_time: 7,
             },
             namespace_inode: 4026532000,
-            fault: Fault::Io {
-                volume: "/data".into(),
-                actions: r#"[{"type":"fault","faults":[{"errno":5,"weight":1}]}]"#.into(),
-                injector: None,
-                fault_mount: None,
+            fault: Probe {
+                path: "/data".into(),
+                added_later: None,
             },
         }
     }
@@ -307,7 +311,8 @@ mod tests {
             records.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
         );
-        assert_eq!(records[0], record("a", 1));
+        assert_eq!(records[0].kind(), "probe");
+        assert_eq!(records[0].decode::<Probe>().unwrap(), record("a", 1));
         // No temp files left behind.
         let names: Vec<_> = fs::read_dir(journal.dir())
             .unwrap()
@@ -318,27 +323,48 @@ mod tests {
     }
 
     #[test]
-    fn the_handover_fault_mount_is_kept_and_older_records_still_read() {
+    fn the_kind_sits_beside_the_fault_fields_and_older_records_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(dir.path()).unwrap();
-        let mut with_mount = record("h", 3);
-        if let Fault::Io { fault_mount, .. } = &mut with_mount.fault {
-            *fault_mount = Some(handover::FaultMount {
-                mount_id: 901,
-                dev: handover::Dev {
-                    major: 0,
-                    minor: 78,
-                },
-            });
-        }
-        journal.write(&with_mount).unwrap();
-        // A record written before handover existed has no such field.
-        let old = serde_json::to_string(&record("o", 1)).unwrap();
-        assert!(!old.contains("fault_mount"), "{old}");
+        let mut newer = record("n", 3);
+        newer.fault.added_later = Some(9);
+        journal.write(&newer).unwrap();
+        let text = fs::read_to_string(journal.dir().join("n.json")).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["fault"],
+            serde_json::json!({"kind": "probe", "path": "/data", "added_later": 9})
+        );
+        // A record written before a field existed has no such field.
+        let old = serde_json::to_string(&record("o", 1).to_stored().unwrap()).unwrap();
+        assert!(!old.contains("added_later"), "{old}");
         fs::write(journal.dir().join("o.json"), old).unwrap();
         let (records, broken) = journal.list().unwrap();
         assert!(broken.is_empty(), "{broken:?}");
-        assert_eq!(records, vec![record("o", 1), with_mount]);
+        let decoded: Vec<Record<Probe>> = records.iter().map(|r| r.decode().unwrap()).collect();
+        assert_eq!(decoded, vec![record("o", 1), newer]);
+    }
+
+    #[test]
+    fn a_record_decodes_only_as_the_kind_it_names() {
+        #[derive(Clone, Debug, Serialize, Deserialize)]
+        struct Other {}
+        impl FaultRecord for Other {
+            const KIND: &'static str = "other";
+        }
+        let stored = record("x", 1).to_stored().unwrap();
+        let err = stored.decode::<Other>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"journal record x: a "probe" record, not "other""#
+        );
+        let mut broken = stored.clone();
+        broken.fault["path"] = serde_json::json!(5);
+        let err = broken.decode::<Probe>().unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid probe record"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -349,7 +375,7 @@ mod tests {
         journal.write(&r).unwrap();
         r.deadline_ms = None;
         journal.write(&r).unwrap();
-        assert_eq!(journal.get("x").unwrap(), Some(r));
+        assert_eq!(journal.get_as::<Probe>("x").unwrap(), Some(r));
         journal.remove("x").unwrap();
         journal.remove("x").unwrap();
         assert_eq!(journal.get("x").unwrap(), None);
@@ -379,21 +405,5 @@ mod tests {
             journal.write(&record("a/b", 1)),
             Err(JournalError::BadId(_))
         ));
-    }
-
-    #[test]
-    fn start_time_survives_odd_command_names() {
-        let stat =
-            "123 (a) b) c) S 1 123 123 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 98765 1000 10";
-        assert_eq!(parse_start_time(stat), Some(98765));
-        let me = ProcessIdentity::of(std::process::id()).unwrap();
-        assert!(me.is_alive());
-        assert!(
-            !ProcessIdentity {
-                start_time: me.start_time + 1,
-                ..me
-            }
-            .is_alive()
-        );
     }
 }

@@ -4,18 +4,23 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod clock;
 pub mod container_fs;
 pub mod container_kill;
 pub mod container_runtime;
 pub mod error;
+pub mod fault_kinds;
+pub mod faults;
 pub mod fuse_io_uring;
 pub mod grpc;
 pub mod injector_process;
 pub mod io_chaos;
 pub mod io_handover;
+pub mod io_spec;
 pub mod journal;
 pub mod metrics;
 pub mod network;
+pub mod process_identity;
 pub mod stress;
 pub mod supervised_child;
 pub mod time_chaos;

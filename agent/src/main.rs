@@ -56,7 +56,7 @@ impl RuntimeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API (pb.ChaosDaemon and faultline.agent.v1.Agent).
-    Serve(Box<serve::ServeArgs>),
+    Serve(Box<daemon::ServeArgs>),
     /// Print the host PID of a container (`containerd://ID`, `cri-o://ID`, `docker://ID` or a bare ID).
     Pid { container_id: String },
     /// Print the host PID of a pod's sandbox, by pod UID.
@@ -103,7 +103,7 @@ async fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-mod serve;
+mod daemon;
 mod sidecar;
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -122,7 +122,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolver = Resolver::new(cli.runtime.config());
     match cli.command {
-        Command::Serve(args) => serve::run(*args, resolver).await?,
+        Command::Serve(args) => daemon::run(*args, resolver).await?,
         Command::Sidecar(args) => run_sidecar(args).await?,
         Command::Pid { container_id } => {
             let pid = resolver

@@ -2,6 +2,7 @@
 //! signals go through the reaper so they can never reach a reaped and reused PID, and its stderr
 //! is forwarded to our log with the last lines kept to explain a failure.
 
+use crate::process_identity::ProcessIdentity;
 use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -25,9 +26,19 @@ pub struct SupervisedChild {
 }
 
 impl SupervisedChild {
-    /// Takes over `child` (and its piped stderr, if any). `role` names it in our log.
-    pub fn adopt(mut child: Child, role: &'static str) -> Self {
-        let pid = child.id().unwrap_or_default();
+    /// The identity of a child just spawned, before it is adopted (so it cannot have been
+    /// reaped yet: a zombie still has its /proc entry).
+    pub fn identity_of(child: &Child) -> std::io::Result<ProcessIdentity> {
+        let pid = child
+            .id()
+            .ok_or_else(|| std::io::Error::other("the child was reaped before it was adopted"))?;
+        ProcessIdentity::of(pid)
+    }
+
+    /// Takes over `child` (and its piped stderr, if any), whose identity was read with
+    /// [`Self::identity_of`]. `role` names it in our log.
+    pub fn adopt(mut child: Child, identity: ProcessIdentity, role: &'static str) -> Self {
+        let pid = identity.pid;
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(forward_stderr(stderr, role, pid, Arc::clone(&stderr_tail)));
@@ -143,7 +154,8 @@ mod tests {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let supervised = SupervisedChild::adopt(child, "test");
+        let identity = SupervisedChild::identity_of(&child).unwrap();
+        let supervised = SupervisedChild::adopt(child, identity, "test");
         assert_eq!(supervised.wait().await.code(), Some(3));
         assert_eq!(supervised.exited().and_then(|s| s.code()), Some(3));
         // stderr is forwarded concurrently; give it a moment to drain.
@@ -162,7 +174,8 @@ mod tests {
             .args(["-c", "trap '' TERM; sleep 30"])
             .spawn()
             .unwrap();
-        let supervised = SupervisedChild::adopt(child, "test");
+        let identity = SupervisedChild::identity_of(&child).unwrap();
+        let supervised = SupervisedChild::adopt(child, identity, "test");
         tokio::time::sleep(Duration::from_millis(100)).await;
         let status = supervised.terminate(Duration::from_millis(200)).await;
         assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));

@@ -129,11 +129,9 @@ async fn a_memory_stressor_holds_its_size_resident() {
         eventually(Duration::from_secs(5), || held(pid)),
         "not held before release"
     );
-    assert!(
-        rss() < bytes / 2,
-        "memory touched before release: {}",
-        rss()
-    );
+    // Held, it has only the binary's own pages (a debug build's are some 14 MiB); touched,
+    // its 24 MiB would come on top of them.
+    assert!(rss() < bytes, "memory touched before release: {}", rss());
     stressor.release().unwrap();
     assert!(
         eventually(Duration::from_secs(10), || rss() >= bytes),

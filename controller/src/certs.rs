@@ -356,7 +356,7 @@ pub fn secrets_yaml(args: &CertsArgs, bundle: &Bundle) -> anyhow::Result<String>
     )?);
     for config in chaos_webhook_configurations(args, &bundle.ca_cert)? {
         out.push_str("---\n");
-        out.push_str(&serde_yaml::to_string(&config)?);
+        out.push_str(&yaml_serde::to_string(&config)?);
     }
     Ok(out)
 }
@@ -371,7 +371,7 @@ pub fn chaos_webhook_configurations(
     use base64::Engine as _;
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(BASE_WEBHOOKS) {
+    for doc in yaml_serde::Deserializer::from_str(BASE_WEBHOOKS) {
         let mut value: serde_json::Value = serde::Deserialize::deserialize(doc)?;
         if value["metadata"]["name"] != "faultline-chaos" {
             continue;
@@ -400,15 +400,15 @@ fn with_type_meta<T: serde::Serialize>(
     api_version: &str,
     kind: &str,
 ) -> anyhow::Result<String> {
-    let mut value = serde_yaml::to_value(object)?;
-    if let serde_yaml::Value::Mapping(map) = &mut value {
-        let mut with_kind = serde_yaml::Mapping::new();
+    let mut value = yaml_serde::to_value(object)?;
+    if let yaml_serde::Value::Mapping(map) = &mut value {
+        let mut with_kind = yaml_serde::Mapping::new();
         with_kind.insert("apiVersion".into(), api_version.into());
         with_kind.insert("kind".into(), kind.into());
         with_kind.extend(std::mem::take(map));
         *map = with_kind;
     }
-    Ok(serde_yaml::to_string(&value)?)
+    Ok(yaml_serde::to_string(&value)?)
 }
 
 /// deploy/base/webhook.yaml's MutatingWebhookConfiguration (tests/tests/deploy checks they
@@ -578,8 +578,8 @@ mod tests {
         let a = args(&["--namespace", "chaos"]);
         let bundle = generate(&a).unwrap();
         let yaml = secrets_yaml(&a, &bundle).unwrap();
-        let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        let docs: Vec<yaml_serde::Value> = yaml_serde::Deserializer::from_str(&yaml)
+            .map(|d| yaml_serde::Value::deserialize(d).unwrap())
             .collect();
         // Three Secrets, the sidecar webhook's configuration, the chaos kinds' two.
         assert_eq!(docs.len(), 6);
@@ -592,7 +592,7 @@ mod tests {
             assert_eq!(doc["type"], "kubernetes.io/tls");
             assert_eq!(doc["metadata"]["name"], name);
             assert_eq!(doc["metadata"]["namespace"], "chaos");
-            let secret: Secret = serde_yaml::from_value(doc.clone()).unwrap();
+            let secret: Secret = yaml_serde::from_value(doc.clone()).unwrap();
             let data = secret.data.unwrap();
             let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
             assert_eq!(text("ca.crt"), bundle.ca_cert);
@@ -606,13 +606,13 @@ mod tests {
         let a = args(&["--namespace", "chaos"]);
         let bundle = generate(&a).unwrap();
         let yaml = secrets_yaml(&a, &bundle).unwrap();
-        let last = serde_yaml::Deserializer::from_str(&yaml)
-            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+        let last = yaml_serde::Deserializer::from_str(&yaml)
+            .map(|d| yaml_serde::Value::deserialize(d).unwrap())
             .nth(3)
             .unwrap();
         assert_eq!(last["kind"], "MutatingWebhookConfiguration");
         assert_eq!(last["apiVersion"], "admissionregistration.k8s.io/v1");
-        let config: MutatingWebhookConfiguration = serde_yaml::from_value(last).unwrap();
+        let config: MutatingWebhookConfiguration = yaml_serde::from_value(last).unwrap();
         let webhook = &config.webhooks.unwrap()[0];
         let ca = webhook.client_config.ca_bundle.as_ref().unwrap();
         assert_eq!(String::from_utf8(ca.0.clone()).unwrap(), bundle.ca_cert);

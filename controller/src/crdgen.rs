@@ -8,7 +8,7 @@ pub enum CrdgenError {
     Render {
         name: String,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -26,7 +26,7 @@ pub fn render_all() -> Result<Vec<(&'static str, String)>, CrdgenError> {
     crate::crd::all()
         .into_iter()
         .map(|(file, crd)| {
-            let yaml = serde_yaml::to_string(&crd).map_err(|source| CrdgenError::Render {
+            let yaml = yaml_serde::to_string(&crd).map_err(|source| CrdgenError::Render {
                 name: file.to_owned(),
                 source,
             })?;

@@ -10,6 +10,8 @@ pub enum Error {
     RecoveryIncomplete { remaining: usize, detail: String },
     #[error("the resource has no {0}")]
     MissingMetadata(&'static str),
+    #[error("cannot build {0}")]
+    Build(String),
 }
 
 impl Error {
@@ -23,6 +25,7 @@ impl Error {
             },
             Error::RecoveryIncomplete { .. } => "recovery_incomplete",
             Error::MissingMetadata(_) => "missing_metadata",
+            Error::Build(_) => "build",
         }
     }
 }

@@ -18,4 +18,6 @@ pub mod reconcile;
 pub mod run;
 pub mod schedule;
 pub mod selection;
+pub mod status_check;
 pub mod webhook;
+pub mod workflow;

@@ -13,7 +13,9 @@ use kube::runtime::watcher;
 use crate::agent::discovery::AgentService;
 use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
-use crate::crd::{IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos, TimeChaos};
+use crate::crd::{
+    IOChaos, NetworkChaos, PodChaos, Schedule, StatusCheck, StressChaos, TimeChaos, Workflow,
+};
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Chaos, Context, Settings};
@@ -84,6 +86,57 @@ async fn schedules(client: kube::Client, ctx: Arc<Context>) {
         .await;
 }
 
+/// Workflows, woken by what their nodes watch: a StatusCheck's records, a task pod's end
+/// (both labelled with the workflow's name, as Chaos Mesh labels them).
+async fn workflows(client: kube::Client, ctx: Arc<Context>) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::ResourceExt;
+    use kube::runtime::reflector::ObjectRef;
+    let labelled = watcher::Config::default().labels(crate::crd::WORKFLOW_LABEL);
+    fn owner<K: kube::Resource>(obj: K) -> Option<ObjectRef<Workflow>> {
+        let name = obj.labels().get(crate::crd::WORKFLOW_LABEL)?.clone();
+        Some(ObjectRef::new(&name).within(obj.namespace().as_deref()?))
+    }
+    Controller::new(
+        Api::<Workflow>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<StatusCheck>::all(client.clone()),
+        labelled.clone(),
+        owner,
+    )
+    .watches(Api::<Pod>::all(client), labelled, owner)
+    .shutdown_on_signal()
+    .run(
+        crate::workflow::reconcile,
+        crate::workflow::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(kind = "Workflow", error = %e, "reconcile error");
+        }
+    })
+    .await;
+}
+
+async fn status_checks(client: kube::Client, ctx: Arc<Context>) {
+    Controller::new(Api::<StatusCheck>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(
+            crate::status_check::reconcile,
+            crate::status_check::error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(kind = "StatusCheck", error = %e, "reconcile error");
+            }
+        })
+        .await;
+}
+
 pub async fn run(config: RunConfig) -> Result<(), RunError> {
     let client = kube::Client::try_default()
         .await
@@ -116,15 +169,18 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         agents,
         config.settings,
     ));
-    let controllers = futures::future::join(
-        futures::future::join5(
-            controller::<IOChaos>(client.clone(), ctx.clone()),
-            controller::<NetworkChaos>(client.clone(), ctx.clone()),
-            controller::<PodChaos>(client.clone(), ctx.clone()),
-            controller::<StressChaos>(client.clone(), ctx.clone()),
-            schedules(client.clone(), ctx.clone()),
-        ),
-        controller::<TimeChaos>(client, ctx),
+    let controllers = futures::future::join5(
+        controller::<IOChaos>(client.clone(), ctx.clone()),
+        controller::<NetworkChaos>(client.clone(), ctx.clone()),
+        controller::<PodChaos>(client.clone(), ctx.clone()),
+        controller::<StressChaos>(client.clone(), ctx.clone()),
+        schedules(client.clone(), ctx.clone()),
+    );
+    let controllers = futures::future::join4(
+        controllers,
+        controller::<TimeChaos>(client.clone(), ctx.clone()),
+        workflows(client.clone(), ctx.clone()),
+        status_checks(client, ctx),
     );
     let lost = async {
         match &elector {

@@ -284,3 +284,37 @@ fn schedule_admission_checks_the_cron_and_the_embedded_spec_and_allows_spec_upda
     );
     assert_eq!(fields(&bad_update), ["spec.schedule"], "{bad_update}");
 }
+
+#[test]
+fn workflow_and_status_check() {
+    let suspend = json!({"name": "wait", "templateType": "Suspend", "deadline": "10s"});
+    check(
+        "Workflow",
+        "workflows",
+        json!({"entry": "wait", "templates": [suspend]}),
+        // Chaos Mesh (workflow_webhook.go): the entry names a template; a Suspend needs a
+        // deadline.
+        json!({"entry": "nope", "templates": [{"name": "wait", "templateType": "Suspend"}]}),
+        &["spec.entry", "spec.templates[0].deadline"],
+    );
+    check(
+        "StatusCheck",
+        "statuschecks",
+        json!({"http": {"url": "http://web/", "criteria": {"statusCode": "200-299"}}}),
+        // Chaos Mesh (statuscheck_webhook.go): a status code is 1 to 999.
+        json!({"http": {"url": "http://web/", "criteria": {"statusCode": "0"}}}),
+        &["spec.http.criteria.statusCode"],
+    );
+    // A Workflow's spec may be updated (Chaos Mesh validates the new one).
+    let updated = answer(
+        validate_review(&review(
+            "UPDATE",
+            "Workflow",
+            "workflows",
+            json!({"entry": "wait", "templates": [{"name": "wait", "templateType": "Suspend", "deadline": "20s"}]}),
+            Some(json!({"entry": "wait", "templates": [suspend]})),
+        ))
+        .expect("review"),
+    );
+    assert_eq!(updated["allowed"], true, "{updated}");
+}

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use controller::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos};
+use controller::crd::{IOChaos, NetworkChaos, PodChaos, StressChaos, TimeChaos};
 use controller::plan::{InvalidSpec, Plan, Plannable};
 
 fn root() -> PathBuf {
@@ -26,16 +26,37 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// Parses a manifest as its kind and plans it.
 fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
     let text = std::fs::read_to_string(path).expect("readable manifest");
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+    let value: yaml_serde::Value = yaml_serde::from_str(&text).expect("YAML");
     let kind = value["kind"].as_str().expect("a kind").to_owned();
-    fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: serde_yaml::Value) -> K {
-        serde_yaml::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: yaml_serde::Value) -> K {
+        yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
     match kind.as_str() {
+        // No plan of their own: validated as `plan` does, each embedded spec as its kind.
+        "Workflow" | "StatusCheck" => {
+            let json: serde_json::Value = yaml_serde::from_value(value).expect("JSON");
+            let (verdict, _) = controller::plan::preview::validate(&json);
+            let mut invalid = InvalidSpec::default();
+            for p in verdict.problems {
+                invalid.invalid(p.field.trim_start_matches("spec."), p.message);
+            }
+            // An accepted object of these kinds has no Plan: a trivial one stands for it.
+            let stand_in: PodChaos = serde_json::from_value(serde_json::json!({
+                "apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "PodChaos",
+                "metadata": {"name": "x", "namespace": "demo"},
+                "spec": {"action": "pod-kill", "mode": "all", "selector": {"namespaces": ["demo"]}}}))
+            .expect("a PodChaos");
+            if invalid.is_empty() {
+                stand_in.plan()
+            } else {
+                Err(invalid)
+            }
+        }
         "IOChaos" => parsed::<IOChaos>(path, value).plan(),
         "NetworkChaos" => parsed::<NetworkChaos>(path, value).plan(),
         "PodChaos" => parsed::<PodChaos>(path, value).plan(),
         "StressChaos" => parsed::<StressChaos>(path, value).plan(),
+        "TimeChaos" => parsed::<TimeChaos>(path, value).plan(),
         // A Schedule: its cron, then the experiment each run creates.
         "Schedule" => {
             let schedule = parsed::<controller::crd::Schedule>(path, value);
@@ -48,7 +69,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
                 .spec
                 .child_spec()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let child = serde_yaml::to_value(serde_json::json!({
+            let child = yaml_serde::to_value(serde_json::json!({
                 "apiVersion": "chaos.faultline.dev/v1alpha1",
                 "kind": schedule.spec.type_.as_str(),
                 "metadata": {"name": "run", "namespace": "demo"},
@@ -64,6 +85,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
                 controller::crd::ScheduleType::StressChaos => {
                     parsed::<StressChaos>(path, child).plan()
                 }
+                controller::crd::ScheduleType::TimeChaos => parsed::<TimeChaos>(path, child).plan(),
             }
         }
         other => panic!("{}: unknown kind {other}", path.display()),

@@ -36,7 +36,7 @@ fn plan(manifests: &str, extra: &[&str]) -> Value {
 }
 
 fn chaos(kind: &str, name: &str, spec: Value) -> String {
-    serde_yaml::to_string(&json!({
+    yaml_serde::to_string(&json!({
         "apiVersion": "chaos.faultline.dev/v1alpha1", "kind": kind,
         "metadata": {"name": name, "namespace": "shop"}, "spec": spec
     }))
@@ -315,8 +315,10 @@ fn list_kinds_and_text_output() {
             "NetworkChaos",
             "PodChaos",
             "Schedule",
+            "StatusCheck",
             "StressChaos",
-            "TimeChaos"
+            "TimeChaos",
+            "Workflow"
         ])
     );
     let dir = tempfile::tempdir().expect("tempdir");
@@ -387,4 +389,49 @@ fn schedule_shows_its_next_runs_and_the_targets_of_the_next_one() {
         "{}",
         out[0]
     );
+}
+
+#[test]
+fn workflow_shows_each_node_with_its_targets_and_status_checks_are_validated() {
+    let manifests = format!(
+        "{}---\n{}",
+        chaos(
+            "Workflow",
+            "wf",
+            json!({"entry": "steps", "templates": [
+                {"name": "steps", "templateType": "Serial", "deadline": "2m", "children": ["db-io", "pause"]},
+                {"name": "db-io", "templateType": "IOChaos", "deadline": "30s", "ioChaos": {
+                    "action": "latency", "delay": "10ms", "volumePath": "/data", "mode": "all",
+                    "selector": {"labelSelectors": {"app": "db"}}}},
+                {"name": "pause", "templateType": "Suspend", "deadline": "10s"}]}),
+        ),
+        chaos(
+            "StatusCheck",
+            "sc",
+            json!({"http": {"url": "http://web/", "criteria": {"statusCode": "2000"}}}),
+        )
+    );
+    let out = plan(&manifests, &[]);
+    let wf = &out[0];
+    assert_eq!(wf["accepted"], true, "{wf}");
+    let nodes = wf["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["template"], "steps");
+    assert_eq!(nodes[0]["children"], json!(["db-io", "pause"]));
+    assert_eq!(nodes[1]["deadline"], "30s");
+    let db: Vec<&str> = nodes[1]["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .filter_map(|t| t["pod"].as_str())
+        .collect();
+    assert!(
+        !db.is_empty() && db.iter().all(|p| p.starts_with("db")),
+        "{db:?}"
+    );
+    assert_eq!(nodes[2]["targets"], json!([]));
+    // Chaos Mesh's rule: a status code is 1 to 999.
+    let sc = &out[1];
+    assert_eq!(sc["accepted"], false);
+    assert_eq!(sc["problems"][0]["field"], "spec.http.criteria.statusCode");
 }

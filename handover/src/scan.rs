@@ -1,6 +1,13 @@
 //! Finding what a process holds under the volume: open files (`fd`, `fdinfo`), its working
 //! directory (`cwd`) and file mappings (`maps`, `smaps`). Pure logic over a [`ProcSource`], so
 //! it is tested on fixture text; nothing here stops or changes a process.
+//!
+//! The tables are parsed here, by hand, not with the `procfs` crate, for reasons measured with
+//! `examples/proc_parse_cost.rs` (docs/handover.md): `procfs` 0.18 has no reader for `fdinfo`
+//! (`pos`, `flags`, `mnt_id`: needed for every open file moved); its `mountinfo` keeps the
+//! kernel's octal escapes in mount points (`\040` for a space), so a volume whose path has a
+//! space would never match; and over `maps` + `mountinfo` of every process of a host it took
+//! as long or longer (median 25–27 ms against 23–26 ms for 107–112 processes).
 
 use std::path::{Path, PathBuf};
 

@@ -14,10 +14,6 @@ use handover::scan::find_fault_mount;
 use handover::{Direction, FaultMount, Options, Report, Scope, hand_over_pids};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
 /// Builds the holder once per test binary.
 fn holder() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -169,12 +165,7 @@ fn token_index(line: &str) -> u32 {
     value(line, "data")[1..].parse().unwrap()
 }
 
-#[test]
 fn an_open_file_moves_onto_the_mount_and_back_at_the_same_offset_and_number() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts, ptrace)");
-        return;
-    }
     let mut s = Setup::start("fd", "fd", "f");
     let fd = value(&s.lines()[0], "fd").to_owned();
     s.mount_fault();
@@ -231,12 +222,7 @@ fn an_open_file_moves_onto_the_mount_and_back_at_the_same_offset_and_number() {
     );
 }
 
-#[test]
 fn a_working_directory_and_a_shared_mapping_move_and_come_back() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts, ptrace)");
-        return;
-    }
     for (mode, target, kind) in [("cwd", "sub", "cwds"), ("mmap", "f", "mappings")] {
         let mut s = Setup::start(mode, mode, target);
         s.mount_fault();
@@ -279,12 +265,7 @@ fn a_working_directory_and_a_shared_mapping_move_and_come_back() {
     }
 }
 
-#[test]
 fn a_private_mapping_with_written_pages_is_left_alone_and_reported() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts, ptrace)");
-        return;
-    }
     let mut s = Setup::start("cow", "cow", "f");
     s.mount_fault();
     let report = s.hand_over(Direction::ToFault, &Options::default());
@@ -304,12 +285,7 @@ fn a_private_mapping_with_written_pages_is_left_alone_and_reported() {
     );
 }
 
-#[test]
 fn registers_survive_a_handover_in_the_middle_of_a_blocking_read() {
-    if !is_root() || !cfg!(target_arch = "x86_64") {
-        eprintln!("skipped: needs root on x86-64");
-        return;
-    }
     let mut s = Setup::start("regs", "regs", "f");
     s.mount_fault();
     for round in 0..3 {
@@ -352,12 +328,7 @@ fn registers_survive_a_handover_in_the_middle_of_a_blocking_read() {
     );
 }
 
-#[test]
 fn a_seccomp_filter_forbidding_openat_is_reported_and_the_process_goes_on() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts, ptrace)");
-        return;
-    }
     let mut s = Setup::start("seccomp", "seccomp", "f");
     s.mount_fault();
     let report = s.hand_over(Direction::ToFault, &Options::default());
@@ -376,12 +347,7 @@ fn a_seccomp_filter_forbidding_openat_is_reported_and_the_process_goes_on() {
     );
 }
 
-#[test]
 fn a_process_that_exits_mid_handover_is_reported() {
-    if !is_root() {
-        eprintln!("skipped: needs root (mounts, ptrace)");
-        return;
-    }
     fn kill_it(pid: u32) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -406,4 +372,58 @@ fn a_process_that_exits_mid_handover_is_reported() {
         s.child.wait().unwrap().code().is_none(),
         "killed by the signal"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("not running as root: every handover test is ignored (they mount and ptrace)");
+    }
+    let trial = |name: &'static str, test: fn(), ignored: bool| {
+        libtest_mimic::Trial::test(name, move || {
+            std::panic::catch_unwind(test).map_err(|e| {
+                let text = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                libtest_mimic::Failed::from(text)
+            })
+        })
+        .with_ignored_flag(ignored)
+    };
+    let trials = vec![
+        trial(
+            "an_open_file_moves_onto_the_mount_and_back_at_the_same_offset_and_number",
+            an_open_file_moves_onto_the_mount_and_back_at_the_same_offset_and_number,
+            !root,
+        ),
+        trial(
+            "a_working_directory_and_a_shared_mapping_move_and_come_back",
+            a_working_directory_and_a_shared_mapping_move_and_come_back,
+            !root,
+        ),
+        trial(
+            "a_private_mapping_with_written_pages_is_left_alone_and_reported",
+            a_private_mapping_with_written_pages_is_left_alone_and_reported,
+            !root,
+        ),
+        trial(
+            "registers_survive_a_handover_in_the_middle_of_a_blocking_read",
+            registers_survive_a_handover_in_the_middle_of_a_blocking_read,
+            !root || !cfg!(target_arch = "x86_64"),
+        ),
+        trial(
+            "a_seccomp_filter_forbidding_openat_is_reported_and_the_process_goes_on",
+            a_seccomp_filter_forbidding_openat_is_reported_and_the_process_goes_on,
+            !root,
+        ),
+        trial(
+            "a_process_that_exits_mid_handover_is_reported",
+            a_process_that_exits_mid_handover_is_reported,
+            !root,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
 }

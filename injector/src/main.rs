@@ -209,6 +209,10 @@ impl FsStatus for LateFs {
     fn file_io(&self) -> FileIo {
         self.1
     }
+
+    fn invalidations_waiting(&self) -> usize {
+        self.0.get().map_or(0, FsHandle::invalidations_waiting)
+    }
 }
 
 fn main() -> ExitCode {

@@ -148,7 +148,9 @@ pub fn start_serving(
     // Reads FUSE_INIT (queued when the superblock was created) and answers it.
     let session = Session::from_fd(fs, prepared.fuse, SessionACL::All, config)
         .map_err(ServeError::Handshake)?;
-    handle.set_notifier(session.notifier());
+    handle
+        .set_notifier(session.notifier())
+        .map_err(ServeError::Threads)?;
     handle.set_io_uring(session.io_uring());
     let session = std::thread::Builder::new()
         .name("fuse-session".into())

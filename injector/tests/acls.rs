@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::xattr::{self, ACCESS, DEFAULT, acl, acl_of};
-use common::{Fixture, PYTHON, root_or_skip};
+use common::{Fixture, PYTHON};
 use injector::fs::FsOptions;
 use injector::serve::ServeOptions;
 use nix::errno::Errno;
@@ -59,11 +59,7 @@ fn mode(path: &Path) -> u32 {
 
 const GRANTED: &str = "u::rw- u:4242:r-- g::--- m::r-- o::---";
 
-#[test]
 fn an_acl_lets_a_user_in_and_changing_it_through_the_mount_takes_effect_at_once() {
-    if !root_or_skip("acl_access") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         open_to_others(p);
         let secret = p.join("secret");
@@ -106,11 +102,7 @@ fn an_acl_lets_a_user_in_and_changing_it_through_the_mount_takes_effect_at_once(
     assert_eq!((mode(&secret), mode(&orig)), (0o640, 0o640));
 }
 
-#[test]
 fn an_acl_changed_behind_the_mounts_back_is_seen_when_cached_attributes_expire() {
-    if !root_or_skip("acl_native_change") {
-        return;
-    }
     let ttl = Duration::from_millis(300);
     let opts = ServeOptions {
         fs: FsOptions {
@@ -139,11 +131,7 @@ fn an_acl_changed_behind_the_mounts_back_is_seen_when_cached_attributes_expire()
     assert_eq!(read_as(OTHER_USER, &secret), Ok(b"for 4242".to_vec()));
 }
 
-#[test]
 fn a_getxattr_fault_rule_leaves_the_kernels_acl_checks_alone() {
-    if !root_or_skip("acl_fault") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         open_to_others(p);
         fs::write(p.join("secret"), b"for 4242").expect("secret");
@@ -251,11 +239,7 @@ fn dir_with_default_acl(dir: &Path) {
     xattr::set(dir, DEFAULT, &acl(INHERITED)).expect("default ACL");
 }
 
-#[test]
 fn new_files_inherit_a_default_acl_exactly_as_native_creates_do() {
-    if !root_or_skip("default_acl") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         open_to_others(p);
         dir_with_default_acl(&p.join("inherit"));
@@ -282,11 +266,7 @@ fn new_files_inherit_a_default_acl_exactly_as_native_creates_do() {
     assert_eq!(mode(&fx.at("inherit/m-4242-22-setuid")), 0o4740);
 }
 
-#[test]
 fn without_a_default_acl_new_files_get_the_creators_umask() {
-    if !root_or_skip("umask") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         open_to_others(p);
         for dir in [p.join("plain"), p.with_file_name("twin")] {
@@ -325,11 +305,7 @@ fn sgid_file(path: &Path, uid: u32, group: u32) {
     chmod(path, 0o2770);
 }
 
-#[test]
 fn setting_an_acl_clears_set_group_id_as_natively_when_the_owner_is_not_in_the_group() {
-    if !root_or_skip("acl_kill_sgid") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         open_to_others(p);
         sgid_file(&p.join("foreign"), USER, OTHER_USER);
@@ -354,4 +330,36 @@ fn setting_an_acl_clears_set_group_id_as_natively_when_the_owner_is_not_in_the_g
     // Not vacuous: natively the bit goes only where the owner is not in the file's group.
     assert_eq!(mode(&twin.join("foreign")), 0o750);
     assert_eq!(mode(&twin.join("own")), 0o2750);
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "an_acl_lets_a_user_in_and_changing_it_through_the_mount_takes_effect_at_once",
+                an_acl_lets_a_user_in_and_changing_it_through_the_mount_takes_effect_at_once,
+            ),
+            (
+                "an_acl_changed_behind_the_mounts_back_is_seen_when_cached_attributes_expire",
+                an_acl_changed_behind_the_mounts_back_is_seen_when_cached_attributes_expire,
+            ),
+            (
+                "a_getxattr_fault_rule_leaves_the_kernels_acl_checks_alone",
+                a_getxattr_fault_rule_leaves_the_kernels_acl_checks_alone,
+            ),
+            (
+                "new_files_inherit_a_default_acl_exactly_as_native_creates_do",
+                new_files_inherit_a_default_acl_exactly_as_native_creates_do,
+            ),
+            (
+                "without_a_default_acl_new_files_get_the_creators_umask",
+                without_a_default_acl_new_files_get_the_creators_umask,
+            ),
+            (
+                "setting_an_acl_clears_set_group_id_as_natively_when_the_owner_is_not_in_the_group",
+                setting_an_acl_clears_set_group_id_as_natively_when_the_owner_is_not_in_the_group,
+            ),
+        ],
+        &[],
+    )
 }

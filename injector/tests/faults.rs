@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, root_or_skip};
+use common::Fixture;
 use injector::fs::{FileIo, FsOptions};
 use injector::serve::ServeOptions;
 use serde_json::json;
@@ -25,11 +25,7 @@ fn eio(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::EIO)
 }
 
-#[test]
 fn fault_rule_fails_reads_under_the_glob_until_removed() {
-    if !root_or_skip("fault_rule") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     let mount_id = fx.running().mount().expect("mounted").mount_id();
     let glob = format!("{}/data/**", fx.path.display());
@@ -59,11 +55,7 @@ fn fault_rule_fails_reads_under_the_glob_until_removed() {
     );
 }
 
-#[test]
 fn write_faults_hit_writes() {
-    if !root_or_skip("write_fault") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "fault", "path": format!("{}/data/*", fx.path.display()),
@@ -77,11 +69,7 @@ fn write_faults_hit_writes() {
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
 }
 
-#[test]
 fn latency_delays_reads_and_nothing_else() {
-    if !root_or_skip("latency") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -101,11 +89,7 @@ fn latency_delays_reads_and_nothing_else() {
     assert!(t.elapsed() < Duration::from_millis(50), "{:?}", t.elapsed());
 }
 
-#[test]
 fn removing_a_latency_rule_cuts_sleeps_short() {
-    if !root_or_skip("latency_cut_short") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -123,11 +107,7 @@ fn removing_a_latency_rule_cuts_sleeps_short() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
-#[test]
 fn delayed_operations_do_not_hold_up_other_files() {
-    if !root_or_skip("delay_isolation") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "latency", "path": format!("{}/data/**", fx.path.display()),
@@ -153,11 +133,7 @@ fn delayed_operations_do_not_hold_up_other_files() {
     }
 }
 
-#[test]
 fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
-    if !root_or_skip("attr_override") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     // Cached by the kernel with the long timeout while no rule exists.
     let before = fs::metadata(fx.at("data/f")).expect("stat");
@@ -180,11 +156,7 @@ fn attr_override_shows_even_for_attributes_the_kernel_had_cached() {
     );
 }
 
-#[test]
 fn lookup_faults_reach_cached_entries() {
-    if !root_or_skip("lookup_fault") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     assert!(fx.at("data/f").exists());
     fx.update(json!([{
@@ -197,11 +169,7 @@ fn lookup_faults_reach_cached_entries() {
     assert!(fx.at("data/f").exists());
 }
 
-#[test]
 fn mistakes_corrupt_read_data_only() {
-    if !root_or_skip("mistake") {
-        return;
-    }
     let fx = Fixture::mount_with(data_file);
     fx.update(json!([{
         "type": "mistake", "path": format!("{}/data/**", fx.path.display()),
@@ -219,11 +187,7 @@ fn mistakes_corrupt_read_data_only() {
     );
 }
 
-#[test]
 fn files_open_in_passthrough_are_reported_unreachable() {
-    if !root_or_skip("unreachable") {
-        return;
-    }
     let fx = Fixture::mount_opts(
         data_file,
         ServeOptions {
@@ -262,4 +226,222 @@ fn files_open_in_passthrough_are_reported_unreachable() {
     // ... and after it is closed.
     let err = fs::read(fx.at("data/f")).expect_err("EIO after reopen");
     assert!(eio(&err), "{err}");
+}
+
+/// A python3 child doing `script` on the file at `p`, printing "done" when it returns.
+fn python_on(path: &std::path::Path, script: &str) -> std::process::Child {
+    std::process::Command::new(common::PYTHON)
+        .arg("-c")
+        .arg(format!(
+            "import os, signal, sys\np = sys.argv[1]\n{script}\nprint('done', flush=True)"
+        ))
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3")
+}
+
+/// Waits for `child` to exit, up to `within` (a liveness bound, far below the injected delay).
+fn exits_within(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Waits until the rule has delayed at least `n` operations.
+fn delayed_at_least(fx: &Fixture, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fx.status().rules[0].injected < n {
+        assert!(
+            Instant::now() < deadline,
+            "the operation never reached the delay"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let the request settle into the kernel's wait for our answer.
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+/// Issue 23: a process blocked in an `open` latency of 1,000,000 h could not be killed (the
+/// kernel waits for the answer of a request it has sent, and our ENOSYS answer to its first
+/// FUSE_INTERRUPT had turned interrupts off). Now a SIGKILL ends the delay of every method.
+fn a_process_killed_in_an_injected_delay_dies_at_once() {
+    let fx = Fixture::mount_with(data_file);
+    let cases = [
+        ("open", "open(p, 'rb')"),
+        ("read", "f = open(p, 'rb', buffering=0)\nf.read(4096)"),
+        ("write", "f = open(p, 'r+b', buffering=0)\nf.write(b'x')"),
+    ];
+    for (method, script) in cases {
+        fx.update(json!([{
+            "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+            "methods": [method], "latency": "1000000h"
+        }]));
+        let mut child = python_on(&fx.at("data/f"), script);
+        delayed_at_least(&fx, 1);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL");
+        let status = exits_within(&mut child, Duration::from_secs(30));
+        assert!(
+            status.is_some(),
+            "{method}: a SIGKILLed process is still held in the delay"
+        );
+    }
+    fx.update(json!([]));
+    assert_eq!(
+        fs::read(fx.at("data/f")).expect("read after").len(),
+        64 * 1024
+    );
+}
+
+/// A signal that does not kill (a handler runs) leaves the delay in force, and the kernel
+/// interrupts a request only once: a SIGKILL that comes after it must still end the delay.
+fn a_handled_signal_leaves_the_delay_and_a_later_sigkill_still_ends_it() {
+    let fx = Fixture::mount_with(data_file);
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "1000000h"
+    }]));
+    let script = "signal.signal(signal.SIGUSR1, lambda *_: None)\n\
+                  fd = os.open(p, os.O_RDONLY)\n\
+                  os.read(fd, 65536)";
+    let mut child = python_on(&fx.at("data/f"), script);
+    delayed_at_least(&fx, 1);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).expect("SIGUSR1");
+    // Not a timing claim: the delay is a million hours; the read must simply not be done.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "a handled signal ended the delay"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL");
+    let status = exits_within(&mut child, Duration::from_secs(30));
+    assert!(
+        status.is_some(),
+        "a SIGKILL after a handled signal did not end the delay"
+    );
+}
+
+/// Clears the rules when dropped, so that no delayed operation outlives a failing test.
+struct ReleaseOnDrop<'a>(&'a Fixture);
+
+impl Drop for ReleaseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.update(json!([]));
+    }
+}
+
+/// Issue 23, bug 2: an update's cache invalidation (which locks the file's cached pages) ran
+/// on the control thread and waited, in D state, for a page-cache read the rules delay;
+/// holding the update lock, so not even a recovery could cut the delay short. Now the update
+/// waits a bounded time, says what is left, and everything finishes once the delay ends.
+fn a_cache_invalidation_held_by_a_delayed_read_does_not_wedge_updates() {
+    use std::os::unix::fs::FileExt;
+    // Cached: reads go through the page cache, each holding its page locked until answered.
+    let opts = ServeOptions {
+        fs: FsOptions {
+            file_io: FileIo::Cached,
+            ..FsOptions::default()
+        },
+        ..ServeOptions::default()
+    };
+    let fx = Fixture::mount_opts(data_file, opts);
+    // Whatever fails below, the delayed read must be released before the filesystem stops:
+    // a thread of this process left waiting on its own mount would keep it from exiting.
+    let _release = ReleaseOnDrop(&fx);
+    let file = File::open(fx.at("data/f")).expect("open");
+    fx.update(json!([{
+        "type": "latency", "path": format!("{}/data/**", fx.path.display()),
+        "methods": ["read"], "latency": "1000000h"
+    }]));
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        file.read_at(&mut buf, 0)
+    });
+    delayed_at_least(&fx, 1);
+    // What the update hook does, while that read holds its page locked.
+    let fs = fx.running().fs().clone();
+    let invalidating = std::thread::spawn(move || fs.rules_changed());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !invalidating.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation holds the caller until the delayed read ends"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fx.running().fs().invalidations_waiting() > 0);
+    // A recovery goes through at once and releases the read; the invalidation then ends.
+    fx.update(json!([]));
+    assert_eq!(reader.join().expect("reader").expect("read"), 4096);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.running().fs().invalidations_waiting() > 0 {
+        assert!(Instant::now() < deadline, "the invalidation never finished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "a_cache_invalidation_held_by_a_delayed_read_does_not_wedge_updates",
+                a_cache_invalidation_held_by_a_delayed_read_does_not_wedge_updates,
+            ),
+            (
+                "a_process_killed_in_an_injected_delay_dies_at_once",
+                a_process_killed_in_an_injected_delay_dies_at_once,
+            ),
+            (
+                "a_handled_signal_leaves_the_delay_and_a_later_sigkill_still_ends_it",
+                a_handled_signal_leaves_the_delay_and_a_later_sigkill_still_ends_it,
+            ),
+            (
+                "fault_rule_fails_reads_under_the_glob_until_removed",
+                fault_rule_fails_reads_under_the_glob_until_removed,
+            ),
+            ("write_faults_hit_writes", write_faults_hit_writes),
+            (
+                "latency_delays_reads_and_nothing_else",
+                latency_delays_reads_and_nothing_else,
+            ),
+            (
+                "removing_a_latency_rule_cuts_sleeps_short",
+                removing_a_latency_rule_cuts_sleeps_short,
+            ),
+            (
+                "delayed_operations_do_not_hold_up_other_files",
+                delayed_operations_do_not_hold_up_other_files,
+            ),
+            (
+                "attr_override_shows_even_for_attributes_the_kernel_had_cached",
+                attr_override_shows_even_for_attributes_the_kernel_had_cached,
+            ),
+            (
+                "lookup_faults_reach_cached_entries",
+                lookup_faults_reach_cached_entries,
+            ),
+            (
+                "mistakes_corrupt_read_data_only",
+                mistakes_corrupt_read_data_only,
+            ),
+            (
+                "files_open_in_passthrough_are_reported_unreachable",
+                files_open_in_passthrough_are_reported_unreachable,
+            ),
+        ],
+        &[],
+    )
 }

@@ -11,7 +11,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Fixture, faultline_mounted_at, root_or_skip, xattr};
+use common::{Fixture, faultline_mounted_at, xattr};
 use nix::errno::Errno;
 use nix::fcntl::{FallocateFlags, RenameFlags, fallocate, renameat2};
 use nix::unistd::{Whence, lseek};
@@ -20,12 +20,8 @@ fn errno_of(e: &std::io::Error) -> Option<Errno> {
     e.raw_os_error().map(Errno::from_raw)
 }
 
-#[test]
 fn create_exclusive_works_and_refuses_an_existing_file() {
     // toda answered EIO here on kernels >= 6.9 (it copied O_EXCL into the FOPEN flags).
-    if !root_or_skip("create_exclusive") {
-        return;
-    }
     let fx = Fixture::mount();
     let mut f = OpenOptions::new()
         .write(true)
@@ -43,11 +39,7 @@ fn create_exclusive_works_and_refuses_an_existing_file() {
     assert_eq!(fs::read(fx.orig("new")).expect("original"), b"first");
 }
 
-#[test]
 fn open_flags_append_trunc_direct_are_honoured() {
-    if !root_or_skip("open_flags") {
-        return;
-    }
     let fx = Fixture::mount();
     fs::write(fx.at("f"), b"hello").expect("write");
     let mut f = OpenOptions::new()
@@ -88,11 +80,7 @@ fn open_flags_append_trunc_direct_are_honoured() {
     assert_eq!(fs::read(fx.orig("f")).expect("read"), block);
 }
 
-#[test]
 fn data_and_inode_numbers_are_the_originals() {
-    if !root_or_skip("inode_numbers") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         fs::create_dir(p.join("d")).expect("mkdir");
         fs::write(p.join("d/f"), b"x").expect("write");
@@ -120,11 +108,7 @@ fn data_and_inode_numbers_are_the_originals() {
     assert_eq!(fs::read(fx.orig("d/g")).expect("read"), vec![7u8; 1 << 20]);
 }
 
-#[test]
 fn large_directories_list_completely() {
-    if !root_or_skip("large_directories") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         for i in 0..2000 {
             fs::write(p.join(format!("entry-{i:05}-with-a-longer-name")), b"").expect("create");
@@ -147,11 +131,7 @@ fn large_directories_list_completely() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2001);
 }
 
-#[test]
 fn rename_noreplace_and_exchange() {
-    if !root_or_skip("rename") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         fs::write(p.join("a"), b"A").expect("a");
         fs::write(p.join("b"), b"B").expect("b");
@@ -191,11 +171,7 @@ fn rename_noreplace_and_exchange() {
     assert!(!fx.orig("a").exists());
 }
 
-#[test]
 fn hard_links_symlinks_and_special_files() {
-    if !root_or_skip("links") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("target"), b"data").expect("target"));
     fs::hard_link(fx.at("target"), fx.at("hard")).expect("link");
     assert_eq!(fs::metadata(fx.at("target")).expect("stat").nlink(), 2);
@@ -228,11 +204,7 @@ fn hard_links_symlinks_and_special_files() {
     assert_eq!(fs::metadata(fx.at("target")).expect("stat").nlink(), 1);
 }
 
-#[test]
 fn xattrs_round_trip() {
-    if !root_or_skip("xattrs") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("f"), b"").expect("f"));
     let f = fx.at("f");
     xattr_set(&f, "user.color", b"blue");
@@ -248,12 +220,8 @@ fn xattrs_round_trip() {
     }
 }
 
-#[test]
 fn xattrs_of_a_symlink_are_its_own_not_its_targets() {
     // user.* xattrs are refused on symlinks by the kernel; trusted.* (root) are allowed.
-    if !root_or_skip("symlink_xattrs") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         fs::write(p.join("target"), b"data").expect("target");
         symlink("target", p.join("link")).expect("symlink");
@@ -333,11 +301,7 @@ fn xattr_list(path: &std::path::Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
 fn fallocate_punch_hole_and_seek_data_hole() {
-    if !root_or_skip("seek_data_hole") {
-        return;
-    }
     let fx = Fixture::mount();
     let f = OpenOptions::new()
         .read(true)
@@ -370,11 +334,7 @@ fn fallocate_punch_hole_and_seek_data_hole() {
     assert!(fs::metadata(fx.orig("sparse")).expect("stat").blocks() < (4 << 20) / 512);
 }
 
-#[test]
 fn flock_and_fcntl_locks_conflict_between_open_files() {
-    if !root_or_skip("locks") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("lock"), b"").expect("lock"));
     let a = File::open(fx.at("lock")).expect("a");
     let b = File::open(fx.at("lock")).expect("b");
@@ -417,11 +377,7 @@ fn flock_and_fcntl_locks_conflict_between_open_files() {
         .expect("disjoint lock");
 }
 
-#[test]
 fn mmap_reads_and_writes_reach_the_original() {
-    if !root_or_skip("mmap") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("m"), vec![b'a'; 8192]).expect("m"));
     // python3's mmap keeps this test free of unsafe code.
     let script = "import mmap,sys\n\
@@ -442,11 +398,7 @@ fn mmap_reads_and_writes_reach_the_original() {
     assert_eq!(&data[4096..4101], b"hello");
 }
 
-#[test]
 fn chmod_chown_truncate_utimens() {
-    if !root_or_skip("setattr") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("f"), b"0123456789").expect("f"));
     let f = fx.at("f");
     fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).expect("chmod");
@@ -490,11 +442,7 @@ fn chmod_chown_truncate_utimens() {
     assert!(fs::metadata(&f).expect("stat").modified().expect("mtime") < SystemTime::now());
 }
 
-#[test]
 fn files_are_created_as_the_caller_and_permissions_are_enforced() {
-    if !root_or_skip("ownership") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         fs::create_dir(p.join("shared")).expect("mkdir");
         fs::set_permissions(p.join("shared"), fs::Permissions::from_mode(0o1777)).expect("chmod");
@@ -525,11 +473,7 @@ fn files_are_created_as_the_caller_and_permissions_are_enforced() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"));
 }
 
-#[test]
 fn writes_by_unprivileged_callers_clear_set_id_bits() {
-    if !root_or_skip("kill_setid") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| {
         for name in ["by-user", "truncated-by-user", "by-root"] {
             fs::write(p.join(name), b"#!/bin/sh\n").expect("write");
@@ -565,11 +509,7 @@ fn writes_by_unprivileged_callers_clear_set_id_bits() {
     );
 }
 
-#[test]
 fn statfs_and_copy_file_range() {
-    if !root_or_skip("statfs") {
-        return;
-    }
     let fx = Fixture::mount_with(|p| fs::write(p.join("src"), vec![3u8; 100_000]).expect("src"));
     let a = nix::sys::statvfs::statvfs(&fx.path).expect("statvfs mount");
     let b = nix::sys::statvfs::statvfs(&fx.orig("")).expect("statvfs original");
@@ -588,11 +528,7 @@ fn statfs_and_copy_file_range() {
     assert_eq!(fs::read(fx.orig("dst")).expect("dst"), vec![3u8; 100_000]);
 }
 
-#[test]
 fn inodes_beyond_the_descriptor_budget_are_served_by_file_handle() {
-    if !root_or_skip("fd_budget") {
-        return;
-    }
     let opts = injector::serve::ServeOptions {
         threads: 4,
         io_uring: true,
@@ -640,11 +576,7 @@ fn inodes_beyond_the_descriptor_budget_are_served_by_file_handle() {
     assert_eq!(fs::metadata(fx.orig("d6/f6")).expect("stat").len(), 0);
 }
 
-#[test]
 fn stop_unmounts_and_busy_mounts_are_detached_lazily() {
-    if !root_or_skip("stop") {
-        return;
-    }
     let mut fx = Fixture::mount();
     let path = fx.path.clone();
     fs::write(fx.at("kept"), b"kept").expect("write");
@@ -663,11 +595,7 @@ fn stop_unmounts_and_busy_mounts_are_detached_lazily() {
     assert!(!faultline_mounted_at(&path));
 }
 
-#[test]
 fn a_covered_fault_mount_waits_for_the_mount_above_it() {
-    if !root_or_skip("stacked") {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vol");
     fs::create_dir(&path).expect("mkdir");
@@ -707,11 +635,7 @@ fn a_covered_fault_mount_waits_for_the_mount_above_it() {
 /// Where the kernel offers FUSE over io_uring (the `fuse` module's `enable_uring`), requests
 /// come through per-CPU queue threads; with `io_uring: false`, or where it is not offered,
 /// through `/dev/fuse` readers only. Either way the filesystem serves the same data.
-#[test]
 fn requests_come_through_io_uring_where_the_kernel_offers_it() {
-    if !root_or_skip("io_uring_transport") {
-        return;
-    }
     let offered = common::io_uring_offered();
     let ring_threads = || {
         fs::read_dir("/proc/self/task")
@@ -752,4 +676,79 @@ fn requests_come_through_io_uring_where_the_kernel_offers_it() {
             "unlinked inodes not forgotten (io_uring {io_uring})"
         );
     }
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "xattrs_of_a_symlink_are_its_own_not_its_targets",
+                xattrs_of_a_symlink_are_its_own_not_its_targets,
+            ),
+            (
+                "create_exclusive_works_and_refuses_an_existing_file",
+                create_exclusive_works_and_refuses_an_existing_file,
+            ),
+            (
+                "open_flags_append_trunc_direct_are_honoured",
+                open_flags_append_trunc_direct_are_honoured,
+            ),
+            (
+                "data_and_inode_numbers_are_the_originals",
+                data_and_inode_numbers_are_the_originals,
+            ),
+            (
+                "large_directories_list_completely",
+                large_directories_list_completely,
+            ),
+            (
+                "rename_noreplace_and_exchange",
+                rename_noreplace_and_exchange,
+            ),
+            (
+                "hard_links_symlinks_and_special_files",
+                hard_links_symlinks_and_special_files,
+            ),
+            ("xattrs_round_trip", xattrs_round_trip),
+            (
+                "fallocate_punch_hole_and_seek_data_hole",
+                fallocate_punch_hole_and_seek_data_hole,
+            ),
+            (
+                "flock_and_fcntl_locks_conflict_between_open_files",
+                flock_and_fcntl_locks_conflict_between_open_files,
+            ),
+            (
+                "mmap_reads_and_writes_reach_the_original",
+                mmap_reads_and_writes_reach_the_original,
+            ),
+            ("chmod_chown_truncate_utimens", chmod_chown_truncate_utimens),
+            (
+                "files_are_created_as_the_caller_and_permissions_are_enforced",
+                files_are_created_as_the_caller_and_permissions_are_enforced,
+            ),
+            (
+                "writes_by_unprivileged_callers_clear_set_id_bits",
+                writes_by_unprivileged_callers_clear_set_id_bits,
+            ),
+            ("statfs_and_copy_file_range", statfs_and_copy_file_range),
+            (
+                "inodes_beyond_the_descriptor_budget_are_served_by_file_handle",
+                inodes_beyond_the_descriptor_budget_are_served_by_file_handle,
+            ),
+            (
+                "stop_unmounts_and_busy_mounts_are_detached_lazily",
+                stop_unmounts_and_busy_mounts_are_detached_lazily,
+            ),
+            (
+                "a_covered_fault_mount_waits_for_the_mount_above_it",
+                a_covered_fault_mount_waits_for_the_mount_above_it,
+            ),
+            (
+                "requests_come_through_io_uring_where_the_kernel_offers_it",
+                requests_come_through_io_uring_where_the_kernel_offers_it,
+            ),
+        ],
+        &[],
+    )
 }

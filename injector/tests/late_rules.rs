@@ -151,10 +151,10 @@ fn sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns() {
 fn sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly() {
     let dir = sidecar_dir();
     let sidecar = Sidecar::start(dir.path(), &["-file-io=passthrough"]);
-    if !sidecar.passthrough {
-        eprintln!("skipping: the kernel offers no FUSE passthrough (6.9+)");
-        return;
-    }
+    assert!(
+        sidecar.passthrough,
+        "the kernel is 6.9+ but the sidecar reports no FUSE passthrough"
+    );
     let mut app = Holder::open(&sidecar.mountpoint.join("db"));
     let updated = sidecar.call("update", json!([eio_rule(&sidecar.mountpoint)]));
     let db = sidecar.mountpoint.join("db");
@@ -212,15 +212,11 @@ fn agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update() {
 }
 
 fn main() -> std::process::ExitCode {
-    common::run_tests(
+    common::run_tests_when(
         &[
             (
                 "sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns",
                 sidecar_a_file_opened_before_any_rule_is_faulted_once_update_returns,
-            ),
-            (
-                "sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly",
-                sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly,
             ),
             (
                 "agent_a_file_opened_under_one_rule_set_is_faulted_after_the_update",
@@ -228,5 +224,10 @@ fn main() -> std::process::ExitCode {
             ),
         ],
         &[],
+        &[(
+            "sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly",
+            sidecar_with_passthrough_open_files_escape_and_it_is_said_loudly,
+            common::needs_fuse_passthrough,
+        )],
     )
 }

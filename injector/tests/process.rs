@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::root_or_skip;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline-injector");
@@ -25,11 +24,11 @@ struct Container {
 }
 
 impl Container {
-    fn start() -> Option<Container> {
-        if !Path::new("/bin/busybox").exists() || which("unshare").is_none() {
-            eprintln!("skipping: needs /bin/busybox (busybox-static) and unshare");
-            return None;
-        }
+    fn start() -> Container {
+        assert!(
+            Path::new("/bin/busybox").exists() && which("unshare").is_some(),
+            "needs /bin/busybox (busybox-static) and unshare: scripts/setup.sh installs them"
+        );
         let dir = tempfile::Builder::new()
             .prefix("faultline-ctr-")
             .tempdir()
@@ -61,7 +60,7 @@ impl Container {
             assert!(Instant::now() < deadline, "container did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
-        Some(c)
+        c
     }
 
     fn pid(&self) -> u32 {
@@ -219,14 +218,8 @@ fn tree(dir: &Path) -> Vec<String> {
     names
 }
 
-#[test]
 fn faults_in_a_container_volume_live_and_recovered() {
-    if !root_or_skip("container_volume") {
-        return;
-    }
-    let Some(ctr) = Container::start() else {
-        return;
-    };
+    let ctr = Container::start();
     let pid = ctr.pid().to_string();
     let root_before = tree(&ctr.at("/"));
     let mut inj = Injector::spawn(&["--pid", &pid, "--path", "/vol"]);
@@ -286,14 +279,8 @@ fn faults_in_a_container_volume_live_and_recovered() {
     );
 }
 
-#[test]
 fn a_plain_directory_of_a_read_only_root_can_be_covered() {
-    if !root_or_skip("read_only_root") {
-        return;
-    }
-    let Some(ctr) = Container::start() else {
-        return;
-    };
+    let ctr = Container::start();
     let pid = ctr.pid().to_string();
     let mut inj = Injector::spawn(&["--pid", &pid, "--path", "/plain"]);
     inj.wait_ready();
@@ -306,14 +293,8 @@ fn a_plain_directory_of_a_read_only_root_can_be_covered() {
     assert!(ctr.fault_mounts().is_empty());
 }
 
-#[test]
 fn sigkill_then_cleanup_gives_the_original_back() {
-    if !root_or_skip("sigkill_cleanup") {
-        return;
-    }
-    let Some(ctr) = Container::start() else {
-        return;
-    };
+    let ctr = Container::start();
     let pid = ctr.pid().to_string();
     let mut inj = Injector::spawn(&["--pid", &pid, "--path", "/vol"]);
     inj.wait_ready();
@@ -347,14 +328,8 @@ fn sigkill_then_cleanup_gives_the_original_back() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("no fault mount"));
 }
 
-#[test]
 fn cleanup_leaves_a_live_mount_alone_and_a_dead_container_ends_the_injector() {
-    if !root_or_skip("live_cleanup") {
-        return;
-    }
-    let Some(mut ctr) = Container::start() else {
-        return;
-    };
+    let mut ctr = Container::start();
     let pid = ctr.pid().to_string();
     let mut inj = Injector::spawn(&["--pid", &pid, "--path", "/vol"]);
     inj.wait_ready();
@@ -389,14 +364,8 @@ fn refused(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
 fn bad_input_is_refused_and_nothing_is_mounted() {
-    if !root_or_skip("bad_input") {
-        return;
-    }
-    let Some(ctr) = Container::start() else {
-        return;
-    };
+    let ctr = Container::start();
     let pid = ctr.pid().to_string();
     let base = ["--pid", pid.as_str(), "--path", "/vol"];
     let with_rules = |rules: &str| {
@@ -447,11 +416,7 @@ fn bad_input_is_refused_and_nothing_is_mounted() {
     assert!(!ctr.visible_in_host_namespace());
 }
 
-#[test]
 fn own_namespace_with_stdio_control_and_sigterm() {
-    if !root_or_skip("stdio_sigterm") {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vol");
     fs::create_dir(&path).expect("mkdir");
@@ -502,17 +467,7 @@ fn own_namespace_with_stdio_control_and_sigterm() {
 /// CPU's queue has registered. A queue that cannot start (here: made to fail by the vendored
 /// fuser's test hook) must not leave the mount hanging: the injector makes the kernel give
 /// the transport up, serves from /dev/fuse, and says so in `get_status`.
-#[test]
 fn a_queue_that_cannot_start_falls_back_to_dev_fuse() {
-    if !root_or_skip("io_uring_fallback") {
-        return;
-    }
-    let offered = common::io_uring_offered();
-    let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
-    if !offered || cpus.trim() == "0" {
-        eprintln!("skipping io_uring_fallback: FUSE over io_uring not offered, or one CPU");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("f"), b"original").expect("f");
     let path = dir.path().to_str().expect("utf-8 path");
@@ -540,4 +495,41 @@ fn a_queue_that_cannot_start_falls_back_to_dev_fuse() {
         inj.call("recover", json!({}));
         assert!(inj.wait_exit(Duration::from_secs(20)).success());
     }
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests_when(
+        &[
+            (
+                "faults_in_a_container_volume_live_and_recovered",
+                faults_in_a_container_volume_live_and_recovered,
+            ),
+            (
+                "a_plain_directory_of_a_read_only_root_can_be_covered",
+                a_plain_directory_of_a_read_only_root_can_be_covered,
+            ),
+            (
+                "sigkill_then_cleanup_gives_the_original_back",
+                sigkill_then_cleanup_gives_the_original_back,
+            ),
+            (
+                "cleanup_leaves_a_live_mount_alone_and_a_dead_container_ends_the_injector",
+                cleanup_leaves_a_live_mount_alone_and_a_dead_container_ends_the_injector,
+            ),
+            (
+                "bad_input_is_refused_and_nothing_is_mounted",
+                bad_input_is_refused_and_nothing_is_mounted,
+            ),
+            (
+                "own_namespace_with_stdio_control_and_sigterm",
+                own_namespace_with_stdio_control_and_sigterm,
+            ),
+        ],
+        &[],
+        &[(
+            "a_queue_that_cannot_start_falls_back_to_dev_fuse",
+            a_queue_that_cannot_start_falls_back_to_dev_fuse,
+            common::needs_fuse_io_uring_and_two_cpus,
+        )],
+    )
 }

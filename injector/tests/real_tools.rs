@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Fixture, root_or_skip};
+use common::Fixture;
 use injector::fs::{FileIo, FsOptions};
 use injector::serve::ServeOptions;
 
@@ -55,16 +55,16 @@ fn mount(mode: Mode) -> Fixture {
     fx
 }
 
-fn have(tool: &str) -> bool {
+fn require(tool: &str) {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {tool}"))
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
+    assert!(
+        found,
+        "{tool} is not installed: scripts/setup.sh installs it"
+    );
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -78,11 +78,8 @@ fn run(cmd: &mut Command) -> String {
     text
 }
 
-#[test]
 fn fio_verify_crc32c() {
-    if !root_or_skip("fio_verify") || !have("fio") {
-        return;
-    }
+    require("fio");
     for mode in MODES {
         fio_verify(mode);
     }
@@ -114,18 +111,13 @@ fn fio_verify(mode: Mode) {
     }
 }
 
-#[test]
 fn tar_extract_matches_a_native_extraction() {
-    if !root_or_skip("tar_extract") || !have("tar") || !have("diff") {
-        return;
-    }
+    require("tar");
+    require("diff");
     let source = ["/usr/include", "/usr/share/doc"]
         .into_iter()
         .find(|p| Path::new(p).is_dir());
-    let Some(source) = source else {
-        eprintln!("skipping: no source tree to archive");
-        return;
-    };
+    let source = source.expect("a source tree to archive (/usr/share/doc is on every Debian)");
     let scratch = tempfile::tempdir().expect("tempdir");
     let tarball = scratch.path().join("tree.tar");
     run(Command::new("tar")
@@ -166,11 +158,8 @@ fn tar_extract(mode: Mode, tarball: &Path, native: &Path) {
         .arg(fx.orig("")));
 }
 
-#[test]
 fn sqlite_integrity_check_after_a_workload() {
-    if !root_or_skip("sqlite") || !have("sqlite3") {
-        return;
-    }
+    require("sqlite3");
     for mode in MODES {
         sqlite_workload(mode);
     }
@@ -205,11 +194,8 @@ fn sqlite_workload(mode: Mode) {
     assert_eq!(out.trim(), "ok", "{mode:?}");
 }
 
-#[test]
 fn git_commit_gc_fsck() {
-    if !root_or_skip("git") || !have("git") {
-        return;
-    }
+    require("git");
     for mode in MODES {
         git_workload(mode);
     }
@@ -248,4 +234,22 @@ fn git_workload(mode: Mode) {
         "5",
         "{mode:?}"
     );
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            ("fio_verify_crc32c", fio_verify_crc32c),
+            (
+                "tar_extract_matches_a_native_extraction",
+                tar_extract_matches_a_native_extraction,
+            ),
+            (
+                "sqlite_integrity_check_after_a_workload",
+                sqlite_integrity_check_after_a_workload,
+            ),
+            ("git_commit_gc_fsck", git_commit_gc_fsck),
+        ],
+        &[],
+    )
 }

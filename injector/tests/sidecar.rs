@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::root_or_skip;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline-injector");
@@ -100,11 +99,7 @@ impl Drop for Sidecar {
     }
 }
 
-#[test]
 fn chaosfs_command_line_serves_the_original_with_http_rules_and_stops_on_sigterm() {
-    if !root_or_skip("sidecar") {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let original = dir.path().join("fuse-data");
@@ -186,7 +181,6 @@ fn chaosfs_command_line_serves_the_original_with_http_rules_and_stops_on_sigterm
     assert_eq!(fs::read(original.join("f")).expect("kept"), b"kept");
 }
 
-#[test]
 fn chaosfs_flags_are_checked_before_anything_is_mounted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |args: &[&str]| {
@@ -203,25 +197,30 @@ fn chaosfs_flags_are_checked_before_anything_is_mounted() {
     assert!(err.contains("-addr \"65534\""), "{err}");
     let err = run(&["-addr=127.0.0.1:0", &mountpoint]);
     assert!(err.contains("--original"), "{err}");
-    if root_or_skip("sidecar_missing_original") {
-        let pidfile = dir.path().join("pid");
-        let err = run(&[
+}
+
+fn a_missing_original_is_refused_before_anything_is_mounted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mountpoint = format!("-mountpoint={}", dir.path().display());
+    let pidfile = dir.path().join("pid");
+    let out = Command::new(BIN)
+        .args([
             "-addr=127.0.0.1:0",
             "-original=/nonexistent-faultline-original",
             &mountpoint,
             &format!("-pidfile={}", pidfile.display()),
-        ]);
-        assert!(err.contains("nonexistent-faultline-original"), "{err}");
-        assert!(!pidfile.exists());
-        assert!(!fault_mounted(dir.path()));
-    }
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a missing original was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nonexistent-faultline-original"), "{err}");
+    assert!(!pidfile.exists());
+    assert!(!fault_mounted(dir.path()));
 }
 
-#[test]
 fn killed_outright_then_restarted_it_clears_its_dead_mount_and_stale_pidfile() {
-    if !root_or_skip("sidecar_restart") {
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let pidfile = dir.path().join("fuse/pid");
@@ -271,4 +270,27 @@ fn killed_outright_then_restarted_it_clears_its_dead_mount_and_stale_pidfile() {
     assert!(status.success(), "{status}");
     assert!(!fault_mounted(&data));
     assert!(!pidfile.exists());
+}
+
+fn main() -> std::process::ExitCode {
+    common::run_tests(
+        &[
+            (
+                "a_missing_original_is_refused_before_anything_is_mounted",
+                a_missing_original_is_refused_before_anything_is_mounted,
+            ),
+            (
+                "chaosfs_command_line_serves_the_original_with_http_rules_and_stops_on_sigterm",
+                chaosfs_command_line_serves_the_original_with_http_rules_and_stops_on_sigterm,
+            ),
+            (
+                "killed_outright_then_restarted_it_clears_its_dead_mount_and_stale_pidfile",
+                killed_outright_then_restarted_it_clears_its_dead_mount_and_stale_pidfile,
+            ),
+        ],
+        &[(
+            "chaosfs_flags_are_checked_before_anything_is_mounted",
+            chaosfs_flags_are_checked_before_anything_is_mounted,
+        )],
+    )
 }

@@ -1,6 +1,7 @@
 //! Rule-set generations and the waits that end when the generation moves: latency sleeps
 //! (cut short so removed rules stop delaying at once) and watchers of rule changes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -13,6 +14,9 @@ pub enum SleepOutcome {
     Elapsed,
     /// The rules changed first.
     CutShort,
+    /// The caller's cancel flag was set first (a FUSE interrupt: the waiting process got a
+    /// signal, maybe SIGKILL, and must not wait out the rest of the delay).
+    Interrupted,
 }
 
 #[derive(Debug)]
@@ -47,9 +51,23 @@ impl GenerationGate {
 
     /// Blocks until `delay` has passed or the generation is no longer `generation`.
     pub fn sleep(&self, delay: Duration, generation: u64) -> SleepOutcome {
+        self.sleep_unless(delay, generation, &AtomicBool::new(false))
+    }
+
+    /// [`GenerationGate::sleep`] that also ends once `cancelled` is set; whoever sets it calls
+    /// [`GenerationGate::wake_all`] after.
+    pub fn sleep_unless(
+        &self,
+        delay: Duration,
+        generation: u64,
+        cancelled: &AtomicBool,
+    ) -> SleepOutcome {
         let deadline = Instant::now().checked_add(delay);
         let mut current = self.current.lock();
         while *current == generation {
+            if cancelled.load(Ordering::Acquire) {
+                return SleepOutcome::Interrupted;
+            }
             match deadline {
                 Some(deadline) => {
                     if self.changed.wait_until(&mut current, deadline).timed_out() {
@@ -65,6 +83,13 @@ impl GenerationGate {
             }
         }
         SleepOutcome::CutShort
+    }
+
+    /// Wakes every sleeper so that each checks its cancel flag again.
+    pub fn wake_all(&self) {
+        // Taking the lock orders this after a sleeper's flag check and before its wait.
+        let _current = self.current.lock();
+        self.changed.notify_all();
     }
 
     /// The async form of [`GenerationGate::sleep`].

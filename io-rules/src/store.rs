@@ -207,6 +207,22 @@ impl RuleStore {
         self.gate.sleep(delay, generation)
     }
 
+    /// [`RuleStore::sleep`] that also ends once `cancelled` is set; the setter then calls
+    /// [`RuleStore::wake_sleepers`].
+    pub fn sleep_unless(
+        &self,
+        delay: Duration,
+        generation: u64,
+        cancelled: &std::sync::atomic::AtomicBool,
+    ) -> SleepOutcome {
+        self.gate.sleep_unless(delay, generation, cancelled)
+    }
+
+    /// Wakes every latency sleeper to check its cancel flag.
+    pub fn wake_sleepers(&self) {
+        self.gate.wake_all();
+    }
+
     /// The async form of [`RuleStore::sleep`] (needs a Tokio runtime with time enabled).
     pub async fn sleep_async(&self, delay: Duration, generation: u64) -> SleepOutcome {
         self.gate.sleep_async(delay, generation).await

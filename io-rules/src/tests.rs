@@ -479,6 +479,46 @@ fn update_cuts_sleeps_in_flight_short() {
     );
 }
 
+#[test]
+fn a_cancelled_sleep_ends_at_once_and_only_that_one() {
+    let store = Arc::new(store_with(json!([{"type": "latency", "latency": "1h"}])));
+    let injection = store.evaluate(Method::Read, Path::new("f"));
+    let flags: Vec<_> = (0..2)
+        .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .collect();
+    let sleepers: Vec<_> = flags
+        .iter()
+        .map(|flag| {
+            let (store, flag) = (Arc::clone(&store), Arc::clone(flag));
+            thread::spawn(move || {
+                store.sleep_unless(Duration::from_secs(3600), injection.generation, &flag)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(50));
+    flags[0].store(true, std::sync::atomic::Ordering::Release);
+    store.wake_sleepers();
+    let mut sleepers = sleepers.into_iter();
+    let first = sleepers.next().unwrap();
+    assert_eq!(first.join().unwrap(), SleepOutcome::Interrupted);
+    let second = sleepers.next().unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert!(
+        !second.is_finished(),
+        "a sleeper whose flag was not set woke up"
+    );
+    store.clear();
+    assert_eq!(second.join().unwrap(), SleepOutcome::CutShort);
+    // A flag set before the sleep starts: no sleep at all.
+    let set = std::sync::atomic::AtomicBool::new(true);
+    let later = store_with(json!([{"type": "latency", "latency": "1h"}]));
+    let injection = later.evaluate(Method::Read, Path::new("f"));
+    assert_eq!(
+        later.sleep_unless(Duration::from_secs(3600), injection.generation, &set),
+        SleepOutcome::Interrupted
+    );
+}
+
 #[tokio::test]
 async fn async_sleep_is_cut_short_too() {
     let store = Arc::new(store_with(json!([{"type": "latency", "latency": "1h"}])));

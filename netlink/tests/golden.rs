@@ -213,7 +213,6 @@ fn ours(args: &str) -> Vec<u8> {
     add_qdisc(placement, &qdisc, &psched).finish(0)
 }
 
-#[test]
 fn our_requests_equal_iproute2s_bytes() {
     let golden = read_golden();
     let netem_cases = CASES.iter().filter(|c| c.contains(" netem")).count();
@@ -292,14 +291,12 @@ fn tool(name: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[test]
 fn captured_requests_still_match_the_file() {
-    let root = nix::unistd::geteuid().is_root();
-    if !root || !tool("strace") || !tool("tc") || !tool("ip") {
-        eprintln!(
-            "skipped: needs root, strace, tc and ip (the golden file is checked without them)"
+    for name in ["strace", "tc", "ip"] {
+        assert!(
+            tool(name),
+            "{name} is not installed: scripts/setup.sh installs it"
         );
-        return;
     }
     let netns = format!("faultline-golden-{}", std::process::id());
     let status = Command::new("ip").args(["netns", "add", &netns]).status();
@@ -337,4 +334,40 @@ fn captured_requests_still_match_the_file() {
         "this machine's tc sends other bytes than the golden file:\n{}",
         drift.join("\n")
     );
+}
+
+fn main() -> std::process::ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!(
+            "not running as root: the capture of tc's requests is ignored (the golden file is still checked)"
+        );
+    }
+    let trial = |name: &'static str, test: fn(), ignored: bool| {
+        libtest_mimic::Trial::test(name, move || {
+            std::panic::catch_unwind(test).map_err(|e| {
+                let text = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                libtest_mimic::Failed::from(text)
+            })
+        })
+        .with_ignored_flag(ignored)
+    };
+    let trials = vec![
+        trial(
+            "our_requests_equal_iproute2s_bytes",
+            our_requests_equal_iproute2s_bytes,
+            false,
+        ),
+        trial(
+            "captured_requests_still_match_the_file",
+            captured_requests_still_match_the_file,
+            !root,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
 }

@@ -344,208 +344,225 @@ fn explain(status: tonic::Status) -> anyhow::Error {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut client = AgentClient::new(channel(&cli.connection).await?);
+    let client = &mut client;
     match cli.command {
-        Command::Attack {
-            kind: Attack::Io(attack),
-        } => {
-            let request = api::StartIoExperimentRequest {
-                container_id: attack.container.clone(),
-                volume: attack.path.clone(),
-                actions: attack.actions()?,
-                duration_ms: attack
-                    .duration
-                    .map(|d| Duration::from(d).as_millis() as u64)
-                    .unwrap_or(0),
-                dry_run: attack.dry_run,
-                no_handover: attack.no_handover,
-            };
-            let response = client
-                .start_io_experiment(request)
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if attack.dry_run {
-                println!("dry run: {}", response.plan);
-            } else {
-                println!("{}", response.id);
-                eprintln!("{}", response.plan);
-            }
-        }
-        Command::Attack {
-            kind: Attack::Stress(attack),
-        } => {
-            let (cpu_stressors, memory_stressors) = attack.stressors()?;
-            let response = client
-                .start_stress_experiment(api::StartStressExperimentRequest {
-                    container_id: attack.container.clone(),
-                    pod_scope: attack.pod,
-                    cpu_stressors,
-                    memory_stressors,
-                    oom_score_adj: attack.oom_score_adj,
-                    duration_ms: attack
-                        .duration
-                        .map(|d| Duration::from(d).as_millis() as u64)
-                        .unwrap_or(0),
-                    dry_run: attack.dry_run,
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if attack.dry_run {
-                println!("dry run: {}", response.plan);
-            } else {
-                for instance in &response.instances {
-                    println!("{}", instance.id);
-                    eprintln!(
-                        "{} stressor pid {}: {} in {}",
-                        instance.kind,
-                        instance.pid,
-                        instance.summary,
-                        instance.cgroups.join(", ")
-                    );
-                }
-            }
-        }
-        Command::Attack {
-            kind: Attack::Time(attack),
-        } => {
-            let response = client
-                .start_time_experiment(api::StartTimeExperimentRequest {
-                    container_id: attack.container.clone(),
-                    offset: attack.offset.clone(),
-                    clock_ids: attack.clocks.clone(),
-                    duration_ms: attack
-                        .duration
-                        .map(|d| Duration::from(d).as_millis() as u64)
-                        .unwrap_or(0),
-                    dry_run: attack.dry_run,
-                    id: attack.id.clone().unwrap_or_default(),
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if attack.dry_run {
-                println!("dry run: {}", response.plan);
-            } else {
-                println!("{}", response.id);
-                eprintln!("{}", response.plan);
-            }
-        }
-        Command::Attack {
-            kind: Attack::Kill(attack),
-        } => {
-            let response = client
-                .kill_container(api::KillContainerRequest {
-                    container_id: attack.container.clone(),
-                    dry_run: attack.dry_run,
-                })
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if attack.dry_run {
-                println!("dry run: {}", response.plan);
-            } else {
-                println!("{}", response.plan);
-            }
-        }
-        Command::Attack {
-            kind: Attack::Network(attack),
-        } => {
-            let request = attack.request()?;
-            let dry_run = request.dry_run;
-            let response = client
-                .start_network_experiment(request)
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if dry_run {
-                println!("dry run: {}", response.plan);
-            } else if response.id.is_empty() {
-                println!("{}", response.plan);
-            } else {
-                println!("{}\n{}\n{}", response.id, response.plan, response.status);
-            }
-        }
-        Command::List => {
-            let response = client
-                .list_experiments(api::ListExperimentsRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner();
-            if response.experiments.is_empty() {
-                eprintln!("no active experiments");
-            }
-            for e in response.experiments {
-                let deadline = if e.deadline_unix_ms > 0 {
-                    format!(
-                        "until {}",
-                        humantime::format_rfc3339_seconds(
-                            std::time::UNIX_EPOCH
-                                + Duration::from_millis(e.deadline_unix_ms as u64)
-                        )
-                    )
-                } else {
-                    "until recovered".into()
-                };
-                println!(
-                    "{}\t{}\t{}\t{}\tpid {}\tsince {}\t{}\n\trules: {}\n\thelper: {}",
-                    e.id,
-                    e.kind,
-                    e.container_id,
-                    e.volume,
-                    e.target_pid,
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + Duration::from_millis(e.since_unix_ms as u64)
-                    ),
-                    deadline,
-                    e.rules,
-                    e.injector_status
-                );
-                if let Some(h) = e.handover.as_ref().filter(|h| h.enabled) {
-                    println!(
-                        "\thandover: {} fds, {} cwds, {} mappings moved; {} of {} processes stopped (longest {} µs)",
-                        h.fds, h.cwds, h.mappings, h.stopped, h.scanned, h.longest_stop_us
-                    );
-                    for skip in &h.skipped {
-                        println!(
-                            "\t  skipped pid {} {}: {}",
-                            skip.pid, skip.what, skip.reason
-                        );
-                    }
-                }
-            }
-        }
-        Command::Recover { id, all } => {
-            let request = match (id, all) {
-                (Some(id), false) => api::RecoverRequest { id, all: false },
-                (None, true) => api::RecoverRequest {
-                    id: String::new(),
-                    all: true,
-                },
-                _ => bail!("give an experiment id or --all"),
-            };
-            let response = client.recover(request).await.map_err(explain)?.into_inner();
-            for id in &response.recovered {
-                println!("recovered {id}");
-            }
-            for problem in &response.problems {
-                eprintln!("not recovered: {problem}");
-            }
-            if !response.problems.is_empty() {
-                std::process::exit(1);
-            }
-        }
-        Command::Health => {
-            let h = client
-                .health(api::HealthRequest {})
-                .await
-                .map_err(explain)?
-                .into_inner();
-            println!(
-                "serving: {}\nversion: {}\nkernel: {}\nfuse passthrough: {}\nnetem: {}\nactive experiments: {}",
-                h.serving, h.version, h.kernel, h.fuse_passthrough, h.netem, h.active_experiments
+        Command::Attack { kind } => match kind {
+            Attack::Io(attack) => attack_io(client, *attack).await,
+            Attack::Stress(attack) => attack_stress(client, *attack).await,
+            Attack::Kill(attack) => attack_kill(client, attack).await,
+            Attack::Network(attack) => attack_network(client, *attack).await,
+            Attack::Time(attack) => attack_time(client, *attack).await,
+        },
+        Command::List => list(client).await,
+        Command::Recover { id, all } => recover(client, id, all).await,
+        Command::Health => health(client).await,
+    }
+}
+
+type Client = AgentClient<Channel>;
+
+async fn attack_io(client: &mut Client, attack: IoAttack) -> anyhow::Result<()> {
+    let request = api::StartIoExperimentRequest {
+        container_id: attack.container.clone(),
+        volume: attack.path.clone(),
+        actions: attack.actions()?,
+        duration_ms: attack
+            .duration
+            .map(|d| Duration::from(d).as_millis() as u64)
+            .unwrap_or(0),
+        dry_run: attack.dry_run,
+        no_handover: attack.no_handover,
+    };
+    let response = client
+        .start_io_experiment(request)
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if attack.dry_run {
+        println!("dry run: {}", response.plan);
+    } else {
+        println!("{}", response.id);
+        eprintln!("{}", response.plan);
+    }
+    Ok(())
+}
+
+async fn attack_time(client: &mut Client, attack: TimeAttack) -> anyhow::Result<()> {
+    let response = client
+        .start_time_experiment(api::StartTimeExperimentRequest {
+            container_id: attack.container.clone(),
+            offset: attack.offset.clone(),
+            clock_ids: attack.clocks.clone(),
+            duration_ms: attack
+                .duration
+                .map(|d| Duration::from(d).as_millis() as u64)
+                .unwrap_or(0),
+            dry_run: attack.dry_run,
+            id: attack.id.clone().unwrap_or_default(),
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if attack.dry_run {
+        println!("dry run: {}", response.plan);
+    } else {
+        println!("{}", response.id);
+        eprintln!("{}", response.plan);
+    }
+    Ok(())
+}
+
+async fn attack_stress(client: &mut Client, attack: StressAttack) -> anyhow::Result<()> {
+    let (cpu_stressors, memory_stressors) = attack.stressors()?;
+    let response = client
+        .start_stress_experiment(api::StartStressExperimentRequest {
+            container_id: attack.container.clone(),
+            pod_scope: attack.pod,
+            cpu_stressors,
+            memory_stressors,
+            oom_score_adj: attack.oom_score_adj,
+            duration_ms: attack
+                .duration
+                .map(|d| Duration::from(d).as_millis() as u64)
+                .unwrap_or(0),
+            dry_run: attack.dry_run,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if attack.dry_run {
+        println!("dry run: {}", response.plan);
+    } else {
+        for instance in &response.instances {
+            println!("{}", instance.id);
+            eprintln!(
+                "{} stressor pid {}: {} in {}",
+                instance.kind,
+                instance.pid,
+                instance.summary,
+                instance.cgroups.join(", ")
             );
         }
     }
+    Ok(())
+}
+
+async fn attack_kill(client: &mut Client, attack: KillAttack) -> anyhow::Result<()> {
+    let response = client
+        .kill_container(api::KillContainerRequest {
+            container_id: attack.container.clone(),
+            dry_run: attack.dry_run,
+        })
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if attack.dry_run {
+        println!("dry run: {}", response.plan);
+    } else {
+        println!("{}", response.plan);
+    }
+    Ok(())
+}
+
+async fn attack_network(client: &mut Client, attack: network::NetworkAttack) -> anyhow::Result<()> {
+    let request = attack.request()?;
+    let dry_run = request.dry_run;
+    let response = client
+        .start_network_experiment(request)
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if dry_run {
+        println!("dry run: {}", response.plan);
+    } else if response.id.is_empty() {
+        println!("{}", response.plan);
+    } else {
+        println!("{}\n{}\n{}", response.id, response.plan, response.status);
+    }
+    Ok(())
+}
+
+async fn list(client: &mut Client) -> anyhow::Result<()> {
+    let response = client
+        .list_experiments(api::ListExperimentsRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if response.experiments.is_empty() {
+        eprintln!("no active experiments");
+    }
+    for e in response.experiments {
+        let deadline = if e.deadline_unix_ms > 0 {
+            format!(
+                "until {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(e.deadline_unix_ms as u64)
+                )
+            )
+        } else {
+            "until recovered".into()
+        };
+        println!(
+            "{}\t{}\t{}\t{}\tpid {}\tsince {}\t{}\n\trules: {}\n\thelper: {}",
+            e.id,
+            e.kind,
+            e.container_id,
+            e.volume,
+            e.target_pid,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + Duration::from_millis(e.since_unix_ms as u64)
+            ),
+            deadline,
+            e.rules,
+            e.injector_status
+        );
+        if let Some(h) = e.handover.as_ref().filter(|h| h.enabled) {
+            println!(
+                "\thandover: {} fds, {} cwds, {} mappings moved; {} of {} processes stopped (longest {} µs)",
+                h.fds, h.cwds, h.mappings, h.stopped, h.scanned, h.longest_stop_us
+            );
+            for skip in &h.skipped {
+                println!(
+                    "\t  skipped pid {} {}: {}",
+                    skip.pid, skip.what, skip.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn recover(client: &mut Client, id: Option<String>, all: bool) -> anyhow::Result<()> {
+    let request = match (id, all) {
+        (Some(id), false) => api::RecoverRequest { id, all: false },
+        (None, true) => api::RecoverRequest {
+            id: String::new(),
+            all: true,
+        },
+        _ => bail!("give an experiment id or --all"),
+    };
+    let response = client.recover(request).await.map_err(explain)?.into_inner();
+    for id in &response.recovered {
+        println!("recovered {id}");
+    }
+    for problem in &response.problems {
+        eprintln!("not recovered: {problem}");
+    }
+    if !response.problems.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn health(client: &mut Client) -> anyhow::Result<()> {
+    let h = client
+        .health(api::HealthRequest {})
+        .await
+        .map_err(explain)?
+        .into_inner();
+    println!(
+        "serving: {}\nversion: {}\nkernel: {}\nfuse passthrough: {}\nnetem: {}\nactive experiments: {}",
+        h.serving, h.version, h.kernel, h.fuse_passthrough, h.netem, h.active_experiments
+    );
     Ok(())
 }

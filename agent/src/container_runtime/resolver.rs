@@ -56,7 +56,21 @@ impl Resolver {
 
     /// Parses a Kubernetes container ID against the configured default runtime.
     pub fn parse(&self, container_id: &str) -> Result<ContainerRef, RuntimeError> {
-        ContainerRef::parse(container_id, self.config.default_runtime)
+        let container = ContainerRef::parse(container_id, self.config.default_runtime)?;
+        // A node runs one runtime, and Chaos Mesh's daemon refuses an ID of another one
+        // ("expected containerd:// but got docker://"). Resolving it anyway (the CRI socket
+        // answers for its own containers whatever the scheme says) would act on a container
+        // the caller did not describe.
+        if container.runtime != self.config.default_runtime {
+            return Err(RuntimeError::InvalidArgument {
+                input: container_id.to_owned(),
+                reason: format!(
+                    "the container id names the {} runtime, but this node runs {} (agent --runtime)",
+                    container.runtime, self.config.default_runtime
+                ),
+            });
+        }
+        Ok(container)
     }
 
     /// The host PID of a container: containerd IDs through the containerd API, others via CRI.
@@ -173,6 +187,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
         assert!(err.to_string().contains("dead.sock"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_id_of_another_runtime_is_refused_before_connecting() {
+        let resolver = Resolver::new(RuntimeConfig::for_runtime(RuntimeKind::Containerd));
+        for id in ["docker://abc", "cri-o://abc"] {
+            let err = resolver.container_pid(id).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{id}: {err}");
+            assert!(
+                err.to_string().contains("this node runs containerd"),
+                "{err}"
+            );
+        }
+        // The node's own scheme, and a bare ID, are the node's runtime.
+        assert!(resolver.parse("containerd://abc").is_ok());
+        assert_eq!(
+            resolver.parse("abc").unwrap().runtime,
+            RuntimeKind::Containerd
+        );
+        let crio = Resolver::new(RuntimeConfig::for_runtime(RuntimeKind::CriO));
+        assert!(crio.parse("cri-o://abc").is_ok());
+        assert!(crio.parse("containerd://abc").is_err());
     }
 
     #[tokio::test]

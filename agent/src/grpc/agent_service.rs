@@ -6,67 +6,23 @@ use faultline_proto::agent::v1::agent_server::Agent;
 use tonic::{Request, Response, Status};
 
 use crate::container_fs;
-use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::io_chaos::{Applied, IoChaos, validate_actions};
-use crate::journal::{Fault, StressScope};
-use crate::stress::{StressChaos, StressRequest};
+use crate::fault_kinds::ExperimentView;
+use crate::faults::Faults;
+use crate::io_chaos::{Applied, validate_actions};
+use crate::io_spec::IoSpec;
+use crate::journal::FaultRecord;
+use crate::stress::{StressRequest, StressScope};
 
 /// `faultline.agent.v1.Agent`: experiments with a duration, listing, recovery, health.
 #[derive(Clone, Debug)]
 pub struct AgentService {
-    resolver: Resolver,
-    io: Arc<IoChaos>,
-    stress: Option<Arc<StressChaos>>,
-    network: Option<Arc<crate::network::NetworkChaos>>,
-    time: Option<Arc<crate::time_chaos::TimeChaos>>,
+    faults: Arc<Faults>,
 }
 
 impl AgentService {
-    pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
-        Self {
-            resolver,
-            io,
-            stress: None,
-            network: None,
-            time: None,
-        }
-    }
-
-    /// Serves time experiments (and includes them in listing and recovery).
-    pub fn with_time(mut self, time: Arc<crate::time_chaos::TimeChaos>) -> Self {
-        self.time = Some(time);
-        self
-    }
-
-    fn time_ids(&self) -> Vec<String> {
-        self.time.as_ref().map(|t| t.ids()).unwrap_or_default()
-    }
-
-    /// Serves network experiments (and includes them in listing and recovery).
-    pub fn with_network(mut self, network: Arc<crate::network::NetworkChaos>) -> Self {
-        self.network = Some(network);
-        self
-    }
-
-    fn network_ids(&self) -> Vec<String> {
-        self.network.as_ref().map(|n| n.ids()).unwrap_or_default()
-    }
-
-    /// Serves stress experiments (and includes them in listing and recovery).
-    pub fn with_stress(mut self, stress: Arc<StressChaos>) -> Self {
-        self.stress = Some(stress);
-        self
-    }
-
-    fn stress(&self) -> Result<&Arc<StressChaos>, AgentError> {
-        self.stress.as_ref().ok_or(AgentError::Unimplemented(
-            "stress experiments (not configured)",
-        ))
-    }
-
-    fn stress_ids(&self) -> Vec<String> {
-        self.stress.as_ref().map(|s| s.ids()).unwrap_or_default()
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Self { faults }
     }
 }
 
@@ -91,11 +47,15 @@ impl Agent for AgentService {
             .into());
         }
         let applied = self
+            .faults
             .io
             .apply(
-                &request.container_id,
-                &request.volume,
-                &request.actions,
+                IoSpec::parse(
+                    &self.faults.resolver,
+                    &request.container_id,
+                    &request.volume,
+                    &request.actions,
+                )?,
                 duration,
                 !request.no_handover,
             )
@@ -116,10 +76,20 @@ impl Agent for AgentService {
                 id,
                 target_pid,
             },
-            Applied::Updated { id, target_pid, .. } => api::StartIoExperimentResponse {
+            Applied::Updated {
+                id,
+                target_pid,
+                report,
+                ..
+            } => api::StartIoExperimentResponse {
                 plan: format!(
-                    "replaced the rules of the fault mount over {} (no remount)",
-                    request.volume
+                    "replaced the rules of the fault mount over {} (no remount){}",
+                    request.volume,
+                    report
+                        .warnings
+                        .iter()
+                        .map(|w| format!("; WARNING: {w}"))
+                        .collect::<String>()
                 ),
                 id,
                 target_pid,
@@ -138,73 +108,14 @@ impl Agent for AgentService {
         &self,
         _: Request<api::ListExperimentsRequest>,
     ) -> Result<Response<api::ListExperimentsResponse>, Status> {
-        let mut experiments: Vec<api::Experiment> = self
-            .io
+        let experiments = self
+            .faults
+            .registry
             .list()
             .await
             .into_iter()
-            .map(|view| {
-                let record = view.record;
-                let (rules, volume) = match &record.fault {
-                    Fault::Io {
-                        actions, volume, ..
-                    } => (actions.clone(), volume.clone()),
-                    Fault::Stress { .. } | Fault::Network(_) | Fault::Time(_) => Default::default(),
-                };
-                api::Experiment {
-                    kind: record.fault.kind().into(),
-                    id: record.id,
-                    container_id: record.container_id,
-                    target_pid: record.target.pid,
-                    since_unix_ms: record.started_at_ms as i64,
-                    deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-                    rules,
-                    volume,
-                    injector_status: view.injector_status,
-                    handover: Some(handover_status(view.handover)),
-                }
-            })
+            .map(experiment)
             .collect();
-        if let Some(stress) = &self.stress {
-            experiments.extend(stress.list().into_iter().map(|view| {
-                let record = view.record;
-                let rules = match &record.fault {
-                    Fault::Stress {
-                        stressor,
-                        scope,
-                        options,
-                        ..
-                    } => format!(
-                        "{} ({} stressor, {} scope: {options})",
-                        view.summary,
-                        stressor.name(),
-                        scope.name()
-                    ),
-                    Fault::Io { .. } | Fault::Network(_) | Fault::Time(_) => String::new(),
-                };
-                api::Experiment {
-                    kind: record.fault.kind().into(),
-                    id: record.id,
-                    container_id: record.container_id,
-                    target_pid: record.target.pid,
-                    since_unix_ms: record.started_at_ms as i64,
-                    deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-                    rules,
-                    volume: String::new(),
-                    injector_status: view.status,
-                    handover: None,
-                }
-            }));
-            experiments.sort_by_key(|e| e.since_unix_ms);
-        }
-        if let Some(network) = &self.network {
-            experiments.extend(super::network_rpc::experiments(network).await);
-            experiments.sort_by_key(|e| e.since_unix_ms);
-        }
-        if let Some(time) = &self.time {
-            experiments.extend(super::time_rpc::experiments(time));
-            experiments.sort_by_key(|e| e.since_unix_ms);
-        }
         Ok(Response::new(api::ListExperimentsResponse { experiments }))
     }
 
@@ -214,13 +125,7 @@ impl Agent for AgentService {
     ) -> Result<Response<api::RecoverResponse>, Status> {
         let request = request.into_inner();
         let ids = match (request.all, request.id.is_empty()) {
-            (true, true) => {
-                let mut ids = self.io.ids();
-                ids.extend(self.stress_ids());
-                ids.extend(self.network_ids());
-                ids.extend(self.time_ids());
-                ids
-            }
+            (true, true) => self.faults.registry.ids()?,
             (false, false) => vec![request.id],
             _ => {
                 return Err(AgentError::InvalidArgument {
@@ -233,24 +138,7 @@ impl Agent for AgentService {
         let single = ids.len() == 1 && !request.all;
         let mut response = api::RecoverResponse::default();
         for id in ids {
-            let outcome = match self.io.recover(&id).await {
-                Err(AgentError::UnknownExperiment(_)) if self.stress_ids().contains(&id) => {
-                    self.stress()?.recover(&id).await
-                }
-                Err(AgentError::UnknownExperiment(_)) if self.time_ids().contains(&id) => {
-                    match &self.time {
-                        Some(time) => time.recover(&id).await,
-                        None => Err(AgentError::UnknownExperiment(id.clone())),
-                    }
-                }
-                Err(AgentError::UnknownExperiment(_)) if self.network_ids().contains(&id) => {
-                    match &self.network {
-                        Some(network) => network.recover(&id).await,
-                        None => Err(AgentError::UnknownExperiment(id.clone())),
-                    }
-                }
-                other => other,
-            };
+            let outcome = self.faults.registry.recover(&id).await;
             match outcome {
                 Ok(()) => response.recovered.push(id),
                 Err(err) if single => return Err(err.into()),
@@ -265,7 +153,7 @@ impl Agent for AgentService {
         request: Request<api::StartStressExperimentRequest>,
     ) -> Result<Response<api::StartStressExperimentResponse>, Status> {
         let request = request.into_inner();
-        let stress = self.stress()?;
+        let stress = &self.faults.stress;
         let spec = StressRequest {
             container_id: &request.container_id,
             scope: if request.pod_scope {
@@ -328,12 +216,12 @@ impl Agent for AgentService {
         let request = request.into_inner();
         let (kill, verb) = if request.dry_run {
             (
-                crate::container_kill::plan(&self.resolver, &request.container_id).await?,
+                crate::container_kill::plan(&self.faults.resolver, &request.container_id).await?,
                 "would send",
             )
         } else {
             (
-                crate::container_kill::kill(&self.resolver, &request.container_id).await?,
+                crate::container_kill::kill(&self.faults.resolver, &request.container_id).await?,
                 "sent",
             )
         };
@@ -352,10 +240,9 @@ impl Agent for AgentService {
         &self,
         request: Request<api::StartNetworkExperimentRequest>,
     ) -> Result<Response<api::StartNetworkExperimentResponse>, Status> {
-        let network = self.network.as_ref().ok_or(AgentError::Unimplemented(
-            "network experiments (not configured)",
-        ))?;
-        let response = super::network_rpc::start_experiment(network, request.into_inner()).await?;
+        let response =
+            super::network_rpc::start_experiment(&self.faults.network, request.into_inner())
+                .await?;
         Ok(Response::new(response))
     }
 
@@ -363,10 +250,8 @@ impl Agent for AgentService {
         &self,
         request: Request<api::StartTimeExperimentRequest>,
     ) -> Result<Response<api::StartTimeExperimentResponse>, Status> {
-        let time = self.time.as_ref().ok_or(AgentError::Unimplemented(
-            "time experiments (not configured)",
-        ))?;
-        let response = super::time_rpc::start_experiment(time, request.into_inner()).await?;
+        let response =
+            super::time_rpc::start_experiment(&self.faults.time, request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
@@ -383,9 +268,7 @@ impl Agent for AgentService {
             fuse_passthrough: kernel_at_least(&kernel, 6, 9),
             netem: netem_available(&kernel),
             kernel,
-            active_experiments: (self.io.ids().len()
-                + self.stress_ids().len()
-                + self.network_ids().len()) as u32,
+            active_experiments: self.faults.registry.ids()?.len() as u32,
         }))
     }
 }
@@ -397,11 +280,15 @@ impl AgentService {
     ) -> Result<api::StartIoExperimentResponse, AgentError> {
         container_fs::validate_volume_path(&request.volume)?;
         let actions = validate_actions(&request.actions, &request.volume)?;
-        let target_pid = self.resolver.container_pid(&request.container_id).await?;
+        let target_pid = self
+            .faults
+            .resolver
+            .container_pid(&request.container_id)
+            .await?;
         drop(container_fs::open_volume(target_pid, &request.volume)?);
         let count = actions
             .as_ref()
-            .and_then(|a| a.as_array().map(Vec::len))
+            .and_then(|a| a.wire().as_array().map(Vec::len))
             .unwrap_or(0);
         Ok(api::StartIoExperimentResponse {
             id: String::new(),
@@ -438,6 +325,24 @@ fn netem_available(release: &str) -> bool {
             ))
             .exists()
         })
+}
+
+/// An experiment of any kind, as the API lists it.
+fn experiment(view: ExperimentView) -> api::Experiment {
+    let record = view.record;
+    api::Experiment {
+        kind: view.kind.into(),
+        id: record.id,
+        container_id: record.container_id,
+        target_pid: record.target.pid,
+        since_unix_ms: record.started_at_ms as i64,
+        deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
+        rules: view.rules,
+        volume: view.volume,
+        injector_status: view.status,
+        handover: (view.kind == crate::io_chaos::IoRecord::KIND)
+            .then(|| handover_status(view.handover)),
+    }
 }
 
 /// The handover part of an IO experiment's status.

@@ -5,72 +5,22 @@ use faultline_proto::pb::chaos_daemon_server::ChaosDaemon;
 use faultline_proto::pb::container_action::Action;
 use tonic::{Request, Response, Status};
 
-use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::io_chaos::{Applied, IoChaos};
-use crate::journal::StressScope;
-use crate::stress::{InstanceRef, StressChaos, StressError, StressRequest};
+use crate::faults::Faults;
+use crate::io_chaos::Applied;
+use crate::io_spec::IoSpec;
+use crate::stress::{InstanceRef, StressError, StressRequest, StressScope};
 
 /// `pb.ChaosDaemon`, wire-compatible with Chaos Mesh's chaos-daemon.
 #[derive(Clone, Debug)]
 pub struct ChaosDaemonService {
-    resolver: Resolver,
-    io: Arc<IoChaos>,
-    stress: Option<Arc<StressChaos>>,
-    network: Option<Arc<crate::network::NetworkChaos>>,
-    time: Option<Arc<crate::time_chaos::TimeChaos>>,
+    faults: Arc<Faults>,
 }
 
 impl ChaosDaemonService {
-    pub fn new(resolver: Resolver, io: Arc<IoChaos>) -> Self {
-        Self {
-            resolver,
-            io,
-            stress: None,
-            network: None,
-            time: None,
-        }
+    pub fn new(faults: Arc<Faults>) -> Self {
+        Self { faults }
     }
-
-    /// Serves SetTimeOffset and RecoverTimeOffset.
-    pub fn with_time(mut self, time: Arc<crate::time_chaos::TimeChaos>) -> Self {
-        self.time = Some(time);
-        self
-    }
-
-    fn time(&self) -> Result<&Arc<crate::time_chaos::TimeChaos>, Status> {
-        self.time
-            .as_ref()
-            .ok_or_else(|| kind_not_yet("SetTimeOffset"))
-    }
-
-    /// Serves SetTcs, FlushIPSets and SetIptablesChains.
-    pub fn with_network(mut self, network: Arc<crate::network::NetworkChaos>) -> Self {
-        self.network = Some(network);
-        self
-    }
-
-    fn network(&self) -> Result<&Arc<crate::network::NetworkChaos>, Status> {
-        self.network
-            .as_ref()
-            .ok_or_else(|| unimplemented("network chaos (not configured)"))
-    }
-
-    /// Serves ExecStressors and CancelStressors.
-    pub fn with_stress(mut self, stress: Arc<StressChaos>) -> Self {
-        self.stress = Some(stress);
-        self
-    }
-
-    fn stress(&self) -> Result<&Arc<StressChaos>, Status> {
-        self.stress.as_ref().ok_or_else(|| {
-            unimplemented("ExecStressors/CancelStressors (stress chaos not configured)")
-        })
-    }
-}
-
-fn unimplemented(what: &'static str) -> Status {
-    AgentError::Unimplemented(what).into()
 }
 
 /// chaos-daemon serves ContainerKill only for action KILL and ContainerGetPid only for GETPID,
@@ -112,10 +62,6 @@ fn expect_action(
 /// naming the kind and what faultline offers instead (docs/chaos-mesh.md has the table).
 fn kind_not_yet(rpc: &'static str) -> Status {
     let (kind, instead) = match rpc {
-        "SetTimeOffset" | "RecoverTimeOffset" => (
-            "TimeChaos",
-            "faultline does not shift container clocks yet; nothing was changed",
-        ),
         "ApplyHttpChaos" => (
             "HTTPChaos",
             "for delays use NetworkChaos delay on the pod (SetTcs) or faultline's latency sidecar; nothing was changed",
@@ -139,7 +85,7 @@ fn kind_not_yet(rpc: &'static str) -> Status {
 #[tonic::async_trait]
 impl ChaosDaemon for ChaosDaemonService {
     async fn set_tcs(&self, request: Request<pb::TcsRequest>) -> Result<Response<()>, Status> {
-        super::network_rpc::set_tcs(self.network()?, request.into_inner()).await?;
+        super::network_rpc::set_tcs(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -147,7 +93,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::IpSetsRequest>,
     ) -> Result<Response<()>, Status> {
-        super::network_rpc::flush_ip_sets(self.network()?, request.into_inner()).await?;
+        super::network_rpc::flush_ip_sets(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -155,7 +101,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::IptablesChainsRequest>,
     ) -> Result<Response<()>, Status> {
-        super::network_rpc::set_iptables_chains(self.network()?, request.into_inner()).await?;
+        super::network_rpc::set_iptables_chains(&self.faults.network, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -163,7 +109,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::TimeRequest>,
     ) -> Result<Response<()>, Status> {
-        super::time_rpc::set_time_offset(self.time()?, request.into_inner()).await?;
+        super::time_rpc::set_time_offset(&self.faults.time, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -171,11 +117,7 @@ impl ChaosDaemon for ChaosDaemonService {
         &self,
         request: Request<pb::TimeRequest>,
     ) -> Result<Response<()>, Status> {
-        let time = self
-            .time
-            .as_ref()
-            .ok_or_else(|| kind_not_yet("RecoverTimeOffset"))?;
-        super::time_rpc::recover_time_offset(time, request.into_inner()).await?;
+        super::time_rpc::recover_time_offset(&self.faults.time, request.into_inner()).await?;
         Ok(Response::new(()))
     }
 
@@ -187,7 +129,7 @@ impl ChaosDaemon for ChaosDaemonService {
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
         expect_action(&request, Action::Kill, "ContainerKill")?;
-        crate::container_kill::kill(&self.resolver, &request.container_id).await?;
+        crate::container_kill::kill(&self.faults.resolver, &request.container_id).await?;
         Ok(Response::new(()))
     }
 
@@ -198,6 +140,7 @@ impl ChaosDaemon for ChaosDaemonService {
         let request = request.into_inner();
         expect_action(&request, Action::Getpid, "ContainerGetPid")?;
         let pid = self
+            .faults
             .resolver
             .container_pid(&request.container_id)
             .await
@@ -224,7 +167,8 @@ impl ChaosDaemon for ChaosDaemonService {
             }
         };
         let outcome = self
-            .stress()?
+            .faults
+            .stress
             .exec(&StressRequest {
                 container_id: &request.target,
                 scope,
@@ -255,7 +199,7 @@ impl ChaosDaemon for ChaosDaemonService {
         request: Request<pb::CancelStressRequest>,
     ) -> Result<Response<()>, Status> {
         let request = request.into_inner();
-        let stress = self.stress()?;
+        let stress = &self.faults.stress;
         let instances = [
             InstanceRef::from_request(
                 "cpuInstance",
@@ -289,11 +233,15 @@ impl ChaosDaemon for ChaosDaemonService {
     ) -> Result<Response<pb::ApplyIoChaosResponse>, Status> {
         let request = request.into_inner();
         let applied = self
+            .faults
             .io
             .apply(
-                &request.container_id,
-                &request.volume,
-                &request.actions,
+                IoSpec::parse(
+                    &self.faults.resolver,
+                    &request.container_id,
+                    &request.volume,
+                    &request.actions,
+                )?,
                 None,
                 true, // as Chaos Mesh does; pb.ChaosDaemon has no field to turn it off
             )
@@ -408,7 +356,6 @@ mod tests {
     #[test]
     fn kinds_not_injected_yet_say_what_to_use_instead() {
         for (rpc, kind, instead) in [
-            ("SetTimeOffset", "TimeChaos", "nothing was changed"),
             ("ApplyHttpChaos", "HTTPChaos", "NetworkChaos delay"),
             ("SetDNSServer", "DNSChaos", "partition"),
             ("ApplyBlockChaos", "BlockChaos", "IOChaos"),

@@ -3,11 +3,11 @@
 
 mod agent_service;
 mod chaos_daemon;
+mod listeners;
 mod metrics_layer;
 mod network_rpc;
-mod serve;
 
 pub use agent_service::AgentService;
 pub use chaos_daemon::ChaosDaemonService;
-pub use serve::{Listeners, serve};
+pub use listeners::{Listeners, serve};
 mod time_rpc;

@@ -114,31 +114,3 @@ pub async fn start_experiment(
         status: applied.status,
     })
 }
-
-/// Every network experiment, as listed.
-pub async fn experiments(network: &NetworkChaos) -> Vec<api::Experiment> {
-    network
-        .list()
-        .await
-        .into_iter()
-        .map(|view| {
-            let record = view.record;
-            let rules = match &record.fault {
-                crate::journal::Fault::Network(n) => n.spec.summary(),
-                _ => String::new(),
-            };
-            api::Experiment {
-                kind: record.fault.kind().into(),
-                id: record.id,
-                container_id: record.container_id,
-                target_pid: record.target.pid,
-                since_unix_ms: record.started_at_ms as i64,
-                deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-                rules,
-                volume: String::new(),
-                injector_status: view.status,
-                handover: None,
-            }
-        })
-        .collect()
-}

@@ -1,6 +1,6 @@
 //! The gRPC edges of time chaos (pb.ChaosDaemon's SetTimeOffset/RecoverTimeOffset,
-//! faultline.agent.v1's StartTimeExperiment and its listing): translation only, the pipeline is
-//! `crate::time_chaos`.
+//! faultline.agent.v1's StartTimeExperiment): translation only, the pipeline is
+//! `crate::time_chaos`; listing and recovery by id go through the registry like every kind.
 
 use std::sync::Arc;
 
@@ -43,22 +43,4 @@ pub async fn start_experiment(
         plan: applied.plan,
         target_pid: applied.target_pid,
     })
-}
-
-pub fn experiments(time: &Arc<TimeChaos>) -> Vec<api::Experiment> {
-    time.list()
-        .into_iter()
-        .map(|(record, status)| api::Experiment {
-            kind: record.fault.kind().into(),
-            id: record.id,
-            container_id: record.container_id,
-            target_pid: record.target.pid,
-            since_unix_ms: record.started_at_ms as i64,
-            deadline_unix_ms: record.deadline_ms.unwrap_or_default() as i64,
-            rules: status,
-            volume: String::new(),
-            injector_status: String::new(),
-            handover: None,
-        })
-        .collect()
 }

@@ -222,16 +222,29 @@ pub async fn detect_backend(runner: &dyn Runner, pid: u32) -> Result<Backend, Ne
         (Some(l), Some(n)) if n > l => return Ok(Backend::Nft),
         _ => {}
     }
-    let version = runner
-        .run(pid, "iptables", &args(&["--version"]), None)
-        .await
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    Ok(if version.contains("legacy") {
-        Backend::Legacy
-    } else {
-        Backend::Nft
-    })
+    // Both backends equally used: the pod's default `iptables` decides.
+    let version_args = args(&["--version"]);
+    let version = match runner.run(pid, "iptables", &version_args, None).await {
+        Ok(output) if output.success => output.stdout,
+        Ok(output) => format!("{} {}", output.status, output.stderr.trim()),
+        Err(err) => err.to_string(),
+    };
+    if version.contains("legacy") {
+        return Ok(Backend::Legacy);
+    }
+    if version.contains("nf_tables") {
+        return Ok(Backend::Nft);
+    }
+    // No default to ask (a pod image with only iptables-legacy and iptables-nft), and neither
+    // backend holds a rule in the pod or on the node: rules work in either; nft, the default of
+    // current iptables, is a choice here. With rules in both, it would be a guess: an error.
+    if pod == (Some(0), Some(0)) && matches!(node, (None, None) | (Some(0), Some(0))) {
+        return Ok(Backend::Nft);
+    }
+    Err(NetworkError::Internal(format!(
+        "cannot tell the iptables backend: both are in use and `iptables --version` says {:?}",
+        version.trim()
+    )))
 }
 
 /// Applies our rules of one table in a pod and fixes the jumps into our base chains: present
@@ -444,5 +457,26 @@ mod tests {
         );
         let none = FakeRunner::new(|_, _, _| fail("not found"));
         assert!(detect_backend(&none, 5).await.is_err());
+        // No default binary: with nothing anywhere either backend works (nft); with rules in
+        // both, picking one would be a guess.
+        let empty_without_default = FakeRunner::new(|program, _, _| match program {
+            "iptables" => fail("No such file or directory"),
+            _ => ok(""),
+        });
+        assert_eq!(
+            detect_backend(&empty_without_default, 5).await.unwrap(),
+            Backend::Nft
+        );
+        let both_used_without_default = FakeRunner::new(|program, _, _| match program {
+            "iptables" => fail("No such file or directory"),
+            _ => ok("*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"),
+        });
+        let err = detect_backend(&both_used_without_default, 5)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("cannot tell the iptables backend"),
+            "{err}"
+        );
     }
 }

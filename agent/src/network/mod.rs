@@ -12,6 +12,7 @@ pub mod error;
 pub mod ipset;
 pub mod iptables;
 pub mod netns;
+pub mod pod_netns;
 pub mod qdisc;
 pub mod runner;
 pub mod spec;
@@ -25,13 +26,17 @@ use serde::{Deserialize, Serialize};
 
 pub use error::NetworkError;
 use iptables::{Backend, CHAOS_NETEM, CHAOS_TC, OWN_PACKET_MARK, TableRules};
-use qdisc::{BuildError, Classful, DeviceRecord, NetlinkTc, TrafficControl};
+use pod_netns::{HostNetns, PodNetns, in_tc};
+use qdisc::{BuildError, Classful, DeviceRecord, TrafficControl};
 use runner::Runner;
 use spec::{ChainSpec, IpSetSpec, NetemSpec, NetworkSpec, TcAction, TcFilter, TcRule};
 use userspace::{QueueServer, QueueSet};
 
+use crate::clock::now_ms;
 use crate::container_runtime::Resolver;
-use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::error::AgentError;
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 
 /// The first NFQUEUE number we use (queues are per network namespace).
@@ -80,6 +85,10 @@ pub struct NetworkRecord {
     pub ipsets: BTreeSet<String>,
 }
 
+impl FaultRecord for NetworkRecord {
+    const KIND: &'static str = "network";
+}
+
 /// The part of the state a request replaces.
 #[derive(Clone, Debug)]
 pub enum Part {
@@ -108,15 +117,8 @@ pub struct Applied {
 
 #[derive(Debug, Default)]
 struct Pod {
-    record: Option<Record>,
+    record: Option<Record<NetworkRecord>>,
     server: Option<QueueServer>,
-}
-
-/// One experiment as listed.
-#[derive(Clone, Debug)]
-pub struct NetworkView {
-    pub record: Record,
-    pub status: String,
 }
 
 #[derive(Debug)]
@@ -125,19 +127,13 @@ pub struct NetworkChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     runner: Arc<dyn Runner>,
+    netns: Arc<dyn PodNetns>,
     netem_path: NetemPath,
     pods: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<Pod>>>>,
     /// Set once the kernel refused netem: the reason.
     kernel_refused_netem: Mutex<Option<String>>,
     /// Set once the kernel refused prio: filtered rules then hang under htb.
     kernel_lacks_prio: std::sync::atomic::AtomicBool,
-}
-
-fn net(record: &Record) -> Option<&NetworkRecord> {
-    match &record.fault {
-        Fault::Network(n) => Some(n),
-        _ => None,
-    }
 }
 
 fn poisoned() -> NetworkError {
@@ -152,11 +148,31 @@ impl NetworkChaos {
         runner: Arc<dyn Runner>,
         netem_path: NetemPath,
     ) -> Arc<Self> {
+        Self::with_host(
+            resolver,
+            journal,
+            metrics,
+            runner,
+            Arc::new(HostNetns),
+            netem_path,
+        )
+    }
+
+    /// [`Self::new`] on other namespaces (a fake kernel in tests).
+    pub fn with_host(
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        runner: Arc<dyn Runner>,
+        netns: Arc<dyn PodNetns>,
+        netem_path: NetemPath,
+    ) -> Arc<Self> {
         Arc::new(Self {
             resolver,
             journal,
             metrics,
             runner,
+            netns,
             netem_path,
             pods: Mutex::default(),
             kernel_refused_netem: Mutex::default(),
@@ -176,13 +192,13 @@ impl NetworkChaos {
 
     /// Resolves the pod's namespace: the container's process, or the sandbox's when the
     /// container is not running; refuses the node's own namespace.
-    async fn locate(&self, target: &Target) -> Result<(u32, u64), crate::error::AgentError> {
+    async fn locate(&self, target: &Target) -> Result<(u32, u64), AgentError> {
         let pid = self
             .resolver
             .container_or_sandbox_pid(&target.container_id, &target.pod_uid)
             .await?;
-        let inode = netns::inode_of(pid)?;
-        if netns::is_host(inode) {
+        let inode = self.netns.inode_of(pid)?;
+        if self.netns.is_host(inode) {
             return Err(NetworkError::HostNetwork {
                 target: format!("{} (process {pid})", target.container_id),
             }
@@ -198,15 +214,28 @@ impl NetworkChaos {
         part: Part,
         path: Option<NetemPath>,
         duration: Option<Duration>,
-    ) -> Result<Applied, crate::error::AgentError> {
+    ) -> Result<Applied, AgentError> {
         let (pid, inode) = self.locate(target).await?;
+        self.apply_at(target, pid, inode, part, path, duration)
+            .await
+    }
+
+    /// [`Self::apply`] in the located namespace.
+    async fn apply_at(
+        self: &Arc<Self>,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        part: Part,
+        path: Option<NetemPath>,
+        duration: Option<Duration>,
+    ) -> Result<Applied, AgentError> {
         let pod = self.pod(inode)?;
         let mut pod = pod.lock().await;
         let mut desired = pod
             .record
             .as_ref()
-            .and_then(net)
-            .map(|n| n.spec.clone())
+            .map(|r| r.fault.spec.clone())
             .unwrap_or_default();
         match part {
             Part::Tcs(t) => desired.tcs = t,
@@ -217,8 +246,7 @@ impl NetworkChaos {
         let ours: BTreeSet<String> = pod
             .record
             .as_ref()
-            .and_then(net)
-            .map(|n| n.ipsets.clone())
+            .map(|r| r.fault.ipsets.clone())
             .unwrap_or_default();
         let checked = desired.check_set_references(&ours);
         let result = match checked {
@@ -243,7 +271,7 @@ impl NetworkChaos {
         if !applied.id.is_empty()
             && let Some(duration) = duration
         {
-            self.recover_after(inode, &applied.id, duration);
+            self.recover_after(&applied.id, duration);
         }
         Ok(applied)
     }
@@ -254,15 +282,14 @@ impl NetworkChaos {
         target: &Target,
         spec: &NetworkSpec,
         path: Option<NetemPath>,
-    ) -> Result<Applied, crate::error::AgentError> {
+    ) -> Result<Applied, AgentError> {
         let (pid, inode) = self.locate(target).await?;
         let ours: BTreeSet<String> = {
             let pod = self.pod(inode)?;
             let pod = pod.lock().await;
             pod.record
                 .as_ref()
-                .and_then(net)
-                .map(|n| n.ipsets.clone())
+                .map(|r| r.fault.ipsets.clone())
                 .unwrap_or_default()
         };
         spec.check_set_references(&ours)?;
@@ -271,13 +298,12 @@ impl NetworkChaos {
             .into_iter()
             .chain(spec.chains.iter().map(|c| c.device.clone()))
             .collect();
-        netns::run_in(pid, inode, move || {
-            let tc = NetlinkTc::open()?;
+        in_tc(&*self.netns, pid, inode, move |tc| {
             for device in devices {
                 if tc.ifindex(&device).is_none() {
                     return Err(NetworkError::UnknownDevice {
                         device,
-                        available: tc.devices(),
+                        available: tc.devices()?,
                     });
                 }
             }
@@ -312,6 +338,8 @@ impl NetworkChaos {
         })
     }
 
+    /// Makes the pod's state `desired`: pre-flight (changing nothing), journal first, apply,
+    /// and on failure roll back to what was there.
     #[allow(clippy::too_many_arguments)]
     async fn reconcile(
         &self,
@@ -326,33 +354,60 @@ impl NetworkChaos {
         let old_record = pod.record.clone();
         let old = old_record
             .as_ref()
-            .and_then(net)
-            .cloned()
+            .map(|r| r.fault.clone())
             .unwrap_or_default();
+        let baselines = self.preflight(pid, inode, &old, &desired).await?;
+        let mut userspace = self.userspace(path)?;
+        let mut record = self
+            .plan_record(target, pid, &old, &desired, userspace, baselines)
+            .await?;
 
-        // Pre-flight, changing nothing: devices exist, trees we would replace can be put back.
+        // Journal first: the record covers everything that may be in force while we work.
+        let mut journal_record = self.journal_first(pod, target, pid, inode, &record, duration)?;
+        let outcome = self
+            .apply_state(pod, pid, inode, &old, &mut record, &mut userspace, path)
+            .await;
+        if let Err(err) = outcome {
+            journal_record.fault = record;
+            pod.record = Some(journal_record);
+            self.roll_back(pod, target, pid, inode, &old, path, &err)
+                .await;
+            return Err(err);
+        }
+        journal_record.fault = record;
+        self.settle(pod, pid, journal_record, old_record.is_none())
+    }
+
+    /// Changes nothing: the devices exist, and the trees we would replace can be put back
+    /// (their baselines, recorded); a set we did not make is not ours to fill, swap or destroy
+    /// (a rollback would destroy it).
+    async fn preflight(
+        &self,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        desired: &NetworkSpec,
+    ) -> Result<Vec<DeviceRecord>, NetworkError> {
         let known: BTreeSet<String> = old.devices.iter().map(|d| d.device.clone()).collect();
-        let tc_devices = desired.devices();
         let chain_devices: Vec<String> = desired.chains.iter().map(|c| c.device.clone()).collect();
-        let new_devices: Vec<String> = tc_devices
-            .iter()
-            .filter(|d| !known.contains(*d))
-            .cloned()
+        let new_devices: Vec<String> = desired
+            .devices()
+            .into_iter()
+            .filter(|d| !known.contains(d))
             .collect();
-        let baselines = netns::run_in(pid, inode, move || {
-            let mut tc = NetlinkTc::open()?;
+        let baselines = in_tc(&*self.netns, pid, inode, move |tc| {
             for device in &chain_devices {
                 if tc.ifindex(device).is_none() {
                     return Err(NetworkError::UnknownDevice {
                         device: device.clone(),
-                        available: tc.devices(),
+                        available: tc.devices()?,
                     });
                 }
             }
             new_devices
                 .iter()
                 .map(|d| {
-                    qdisc::baseline(&mut tc, d).map(|baseline| DeviceRecord {
+                    qdisc::baseline(&mut *tc, d).map(|baseline| DeviceRecord {
                         device: d.clone(),
                         baseline,
                     })
@@ -360,7 +415,6 @@ impl NetworkChaos {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-        // A set we did not make is not ours to fill, swap or destroy (a rollback would destroy it).
         let new_sets: Vec<&str> = desired
             .ipsets
             .iter()
@@ -375,13 +429,26 @@ impl NetworkChaos {
                 });
             }
         }
-        let mut userspace = self.userspace(path)?;
+        Ok(baselines)
+    }
+
+    /// What will be in force (and must be undone) once `desired` is applied: the old record
+    /// widened by the new devices, chains, sets and tables, with the iptables backend.
+    async fn plan_record(
+        &self,
+        target: &Target,
+        pid: u32,
+        old: &NetworkRecord,
+        desired: &NetworkSpec,
+        userspace: bool,
+        baselines: Vec<DeviceRecord>,
+    ) -> Result<NetworkRecord, NetworkError> {
         let has_netem = desired
             .tcs
             .iter()
             .any(|t| matches!(t.action, TcAction::Netem(_)));
         if userspace {
-            check_userspace_can(&desired, self.refusal())?;
+            check_userspace_can(desired, self.refusal())?;
         }
         let needs_iptables = !desired.chains.is_empty()
             || desired.tcs.iter().any(|t| !t.filter.is_global())
@@ -392,8 +459,6 @@ impl NetworkChaos {
             None if needs_iptables => Some(iptables::detect_backend(&*self.runner, pid).await?),
             None => None,
         };
-
-        // Journal first: the record covers everything that may be in force while we work.
         let mut record = NetworkRecord {
             pod_uid: target.pod_uid.clone(),
             spec: desired.clone(),
@@ -416,8 +481,22 @@ impl NetworkChaos {
             record.tables.insert("filter".into());
             record.tables.insert("mangle".into());
         }
-        let now = crate::io_chaos::now_ms();
-        let mut journal_record = match &old_record {
+        Ok(record)
+    }
+
+    /// Writes the pod's record (a new experiment's, or the current one's updated) before
+    /// anything changes.
+    fn journal_first(
+        &self,
+        pod: &mut Pod,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        record: &NetworkRecord,
+        duration: Option<Duration>,
+    ) -> Result<Record<NetworkRecord>, NetworkError> {
+        let now = now_ms();
+        let mut journal_record = match &pod.record {
             Some(r) => r.clone(),
             None => Record {
                 id: format!("net-{inode:x}-{now:x}"),
@@ -429,42 +508,64 @@ impl NetworkChaos {
                     reason: e.to_string(),
                 })?,
                 namespace_inode: inode,
-                fault: Fault::Network(Box::default()),
+                fault: NetworkRecord::default(),
             },
         };
         if let Some(d) = duration {
             journal_record.deadline_ms = Some(now + d.as_millis() as u64);
         }
-        journal_record.fault = Fault::Network(Box::new(record.clone()));
+        journal_record.fault = record.clone();
         self.journal
             .write(&journal_record)
             .map_err(|e| NetworkError::Internal(e.to_string()))?;
         pod.record = Some(journal_record.clone());
+        Ok(journal_record)
+    }
 
-        let outcome = self
-            .apply_state(pod, pid, inode, &old, &mut record, &mut userspace, path)
-            .await;
-        if let Err(err) = outcome {
-            tracing::warn!(id = %journal_record.id, %err, "network fault not applied; rolling back");
-            journal_record.fault = Fault::Network(Box::new(record));
-            pod.record = Some(journal_record);
-            if let Err(undo) = self.undo(pod, pid, inode).await {
-                tracing::error!(%undo, "rollback incomplete; the journal keeps the record");
-                return Err(err);
-            }
-            if !old.spec.is_empty() {
-                // Put the previous state back (best effort; it was valid a moment ago).
-                let previous =
-                    Box::pin(self.reconcile(pod, target, pid, inode, old.spec.clone(), path, None))
-                        .await;
-                if let Err(again) = previous {
-                    tracing::error!(%again, "the previous network state could not be restored");
-                }
-            }
-            return Err(err);
+    /// After a failed apply: undoes what the record says may be in force, then puts the
+    /// previous state back (best effort; it was valid a moment ago).
+    #[allow(clippy::too_many_arguments)]
+    async fn roll_back(
+        &self,
+        pod: &mut Pod,
+        target: &Target,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        path: NetemPath,
+        err: &NetworkError,
+    ) {
+        let id = pod
+            .record
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        tracing::warn!(%id, %err, "network fault not applied; rolling back");
+        if let Err(undo) = self.undo(pod, pid, inode).await {
+            tracing::error!(%undo, "rollback incomplete; the journal keeps the record");
+            return;
         }
+        if !old.spec.is_empty() {
+            let previous =
+                Box::pin(self.reconcile(pod, target, pid, inode, old.spec.clone(), path, None))
+                    .await;
+            if let Err(again) = previous {
+                tracing::error!(%again, "the previous network state could not be restored");
+            }
+        }
+    }
 
-        // Trim the record to what is left in force.
+    /// Trims the record to what is left in force and journals it (or forgets the experiment
+    /// when nothing is).
+    fn settle(
+        &self,
+        pod: &mut Pod,
+        pid: u32,
+        mut journal_record: Record<NetworkRecord>,
+        new: bool,
+    ) -> Result<Applied, NetworkError> {
+        let record = &mut journal_record.fault;
+        let desired = record.spec.clone();
         let in_use: BTreeSet<String> = desired.devices().into_iter().collect();
         record.devices.retain(|d| in_use.contains(&d.device));
         record.chains = desired.chains.iter().map(|c| c.name.clone()).collect();
@@ -477,13 +578,13 @@ impl NetworkChaos {
         if record.tables.is_empty() && record.ipsets.is_empty() {
             record.backend = None;
         }
-        let status = self.status_of(&record, pod.server.as_ref());
+        let status = self.status_of(record, pod.server.as_ref());
         if desired.is_empty() && record.ipsets.is_empty() {
             self.journal
                 .remove(&journal_record.id)
                 .map_err(|e| NetworkError::Internal(e.to_string()))?;
             pod.record = None;
-            if old_record.is_some() {
+            if !new {
                 self.metrics.recovered("network");
                 tracing::info!(id = %journal_record.id, "network fault recovered");
             }
@@ -495,11 +596,10 @@ impl NetworkChaos {
             });
         }
         let summary = desired.summary();
-        journal_record.fault = Fault::Network(Box::new(record));
         self.journal
             .write(&journal_record)
             .map_err(|e| NetworkError::Internal(e.to_string()))?;
-        if old_record.is_none() {
+        if new {
             self.metrics.injected("network");
         }
         tracing::info!(id = %journal_record.id, pid, %summary, %status, "network fault in force");
@@ -558,49 +658,25 @@ impl NetworkChaos {
         parts.join("; ")
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_state(
+    /// The qdisc trees of every device, falling back to userspace netem if the kernel refuses
+    /// netem (and to htb if it has no prio).
+    async fn build_qdiscs(
         &self,
-        pod: &mut Pod,
         pid: u32,
         inode: u64,
-        old: &NetworkRecord,
         record: &mut NetworkRecord,
         userspace: &mut bool,
         path: NetemPath,
     ) -> Result<(), NetworkError> {
         let desired = record.spec.clone();
         let runner = &*self.runner;
-        if !desired.ipsets.is_empty() {
-            ipset::apply(runner, pid, &desired.ipsets).await?;
-        }
-        if let Some(backend) = record.backend
-            && (!desired.chains.is_empty() || old.tables.contains("filter"))
-        {
-            let rules = iptables::filter_rules(&desired.chains);
-            let retired: Vec<String> = old.chains.iter().cloned().collect();
-            iptables::apply_table(runner, pid, backend, "filter", &rules, &retired).await?;
-        }
-
-        // Qdisc trees, falling back to userspace netem if the kernel refuses it.
-        let has_netem = desired
-            .tcs
-            .iter()
-            .any(|t| matches!(t.action, TcAction::Netem(_)));
         loop {
             let devices = record.devices.clone();
             let rules = desired.tcs.clone();
             let kernel_netem = !*userspace;
             let classful = self.classful();
-            let built = netns::run_in(pid, inode, move || {
-                let mut tc = NetlinkTc::open()?;
-                Ok(build_trees(
-                    &mut tc,
-                    &devices,
-                    &rules,
-                    kernel_netem,
-                    classful,
-                ))
+            let built = in_tc(&*self.netns, pid, inode, move |tc| {
+                Ok(build_trees(tc, &devices, &rules, kernel_netem, classful))
             })
             .await?;
             match built {
@@ -638,6 +714,39 @@ impl NetworkChaos {
                 Err(BuildError::Other(e)) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_state(
+        &self,
+        pod: &mut Pod,
+        pid: u32,
+        inode: u64,
+        old: &NetworkRecord,
+        record: &mut NetworkRecord,
+        userspace: &mut bool,
+        path: NetemPath,
+    ) -> Result<(), NetworkError> {
+        let desired = record.spec.clone();
+        let runner = &*self.runner;
+        if !desired.ipsets.is_empty() {
+            ipset::apply(runner, pid, &desired.ipsets).await?;
+        }
+        if let Some(backend) = record.backend
+            && (!desired.chains.is_empty() || old.tables.contains("filter"))
+        {
+            let rules = iptables::filter_rules(&desired.chains);
+            let retired: Vec<String> = old.chains.iter().cloned().collect();
+            iptables::apply_table(runner, pid, backend, "filter", &rules, &retired).await?;
+        }
+
+        let has_netem = desired
+            .tcs
+            .iter()
+            .any(|t| matches!(t.action, TcAction::Netem(_)));
+        self.build_qdiscs(pid, inode, record, userspace, path)
+            .await?;
         if *userspace && has_netem && record.netem_note.is_empty() {
             record.netem_note = match self.refusal() {
                 Some(reason) => format!("kernel refused netem: {reason}"),
@@ -688,10 +797,7 @@ impl NetworkChaos {
         let Some(record) = pod.record.clone() else {
             return Ok(());
         };
-        let Some(state) = net(&record).cloned() else {
-            return Ok(());
-        };
-        undo_record(&*self.runner, pid, inode, &state).await?;
+        undo_record(&*self.runner, &*self.netns, pid, inode, &record.fault).await?;
         self.journal
             .remove(&record.id)
             .map_err(|e| NetworkError::Internal(e.to_string()))?;
@@ -699,129 +805,78 @@ impl NetworkChaos {
         Ok(())
     }
 
-    /// Recovers one experiment by id.
-    pub async fn recover(&self, id: &str) -> Result<(), crate::error::AgentError> {
-        let pods: Vec<(u64, Arc<tokio::sync::Mutex<Pod>>)> = self
-            .pods
-            .lock()
-            .map_err(|_| poisoned())?
-            .iter()
-            .map(|(k, v)| (*k, Arc::clone(v)))
-            .collect();
-        for (inode, pod) in pods {
-            let mut pod = pod.lock().await;
-            let Some(record) = pod.record.clone().filter(|r| r.id == id) else {
-                continue;
-            };
-            let pid = netns::find_process(inode, Some(record.target.pid));
-            match pid {
-                Some(pid) => self.undo(&mut pod, pid, inode).await?,
-                None => {
-                    // The namespace is gone, and everything we put in it.
-                    if let Some(server) = pod.server.take() {
-                        server.stop();
-                    }
-                    self.journal
-                        .remove(id)
-                        .map_err(|e| NetworkError::Internal(e.to_string()))?;
-                    pod.record = None;
-                }
-            }
-            self.metrics.recovered("network");
-            tracing::info!(%id, "network fault recovered");
-            return Ok(());
+    /// Undoes what a pod's journal record says may be in force and forgets it: the one
+    /// recovery of network faults (explicit, end of a duration, shutdown, start-up).
+    async fn recover_record(&self, record: &Record<NetworkRecord>) -> Result<(), NetworkError> {
+        let inode = record.namespace_inode;
+        let pod = self.pod(inode)?;
+        let mut pod = pod.lock().await;
+        let ours = pod.record.as_ref().is_some_and(|r| r.id == record.id);
+        if ours && let Some(server) = pod.server.take() {
+            server.stop();
         }
-        Err(crate::error::AgentError::UnknownExperiment(id.to_owned()))
+        // The namespace gone, everything we put in it went with it.
+        if let Some(pid) = self.netns.find_process(inode, Some(record.target.pid)) {
+            undo_record(&*self.runner, &*self.netns, pid, inode, &record.fault).await?;
+        }
+        self.journal
+            .remove(&record.id)
+            .map_err(|e| NetworkError::Internal(e.to_string()))?;
+        if ours {
+            pod.record = None;
+        }
+        self.metrics.recovered("network");
+        tracing::info!(id = %record.id, "network fault recovered");
+        Ok(())
     }
 
-    fn recover_after(self: &Arc<Self>, inode: u64, id: &str, duration: Duration) {
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            let Ok(pod) = this.pod(inode) else { return };
-            let due = pod
-                .lock()
-                .await
-                .record
-                .as_ref()
-                .filter(|r| r.id == id)
-                .and_then(|r| r.deadline_ms)
-                .is_some_and(|d| d <= crate::io_chaos::now_ms() + 5);
-            if due && let Err(err) = this.recover(&id).await {
-                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+    fn recover_after(self: &Arc<Self>, id: &str, duration: Duration) {
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id.to_owned(), duration);
+    }
+
+    async fn views(&self) -> Vec<ExperimentView> {
+        let pods: Vec<_> = match self.pods.lock() {
+            Ok(pods) => pods.values().cloned().collect(),
+            Err(_) => {
+                tracing::error!("state lock poisoned: network experiments not listed");
+                Vec::new()
             }
-        });
-    }
-
-    /// Ids of every active experiment.
-    pub fn ids(&self) -> Vec<String> {
-        let pods: Vec<_> = self
-            .pods
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        pods.iter()
-            .filter_map(|p| {
-                p.try_lock()
-                    .ok()
-                    .and_then(|p| p.record.as_ref().map(|r| r.id.clone()))
-            })
-            .collect()
-    }
-
-    pub async fn list(&self) -> Vec<NetworkView> {
-        let pods: Vec<_> = self
-            .pods
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        };
         let mut views = Vec::new();
         for pod in pods {
             let pod = pod.lock().await;
-            if let Some(record) = &pod.record
-                && let Some(state) = net(record)
-            {
-                views.push(NetworkView {
-                    record: record.clone(),
-                    status: self.status_of(state, pod.server.as_ref()),
+            if let Some(record) = &pod.record {
+                views.push(ExperimentView {
+                    record: record.with_fault(()),
+                    kind: NetworkRecord::KIND,
+                    rules: record.fault.spec.summary(),
+                    volume: String::new(),
+                    status: self.status_of(&record.fault, pod.server.as_ref()),
+                    handover: None,
                 });
             }
         }
-        views.sort_by_key(|v| v.record.started_at_ms);
         views
     }
+}
 
-    /// After a restart: undoes every network fault the journal holds (the userspace path died
-    /// with the previous agent; its rules let packets through meanwhile).
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), crate::error::AgentError>)> {
-        let records = match self.journal.list() {
-            Ok((records, _)) => records,
-            Err(err) => return vec![("journal".into(), Err(err.into()))],
-        };
-        let mut outcomes = Vec::new();
-        for record in records {
-            let Some(state) = net(&record) else { continue };
-            let inode = record.namespace_inode;
-            let result = match netns::find_process(inode, Some(record.target.pid)) {
-                Some(pid) => undo_record(&*self.runner, pid, inode, state)
-                    .await
-                    .map_err(crate::error::AgentError::from),
-                None => Ok(()), // the pod's namespace is gone
-            };
-            let result = result.and_then(|()| self.journal.remove(&record.id).map_err(Into::into));
-            match &result {
-                Ok(()) => {
-                    self.metrics.recovered("network");
-                    tracing::info!(id = %record.id, container = %record.container_id, "recovered a network fault left by a previous run");
-                }
-                Err(err) => {
-                    tracing::error!(id = %record.id, %err, "could not recover a network fault left by a previous run")
-                }
-            }
-            outcomes.push((record.id.clone(), result));
-        }
-        outcomes
+#[tonic::async_trait]
+impl FaultKind for NetworkChaos {
+    fn kind(&self) -> &'static str {
+        NetworkRecord::KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "a network fault"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        Ok(self.recover_record(&record.decode()?).await?)
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        self.views().await
     }
 }
 
@@ -955,6 +1010,7 @@ fn mangle_rules(tcs: &[TcRule], kernel_netem: bool, queue_rules: &[(bool, String
 /// Removes everything a record says may be in force, in the inverse order of applying.
 async fn undo_record(
     runner: &dyn Runner,
+    netns: &dyn PodNetns,
     pid: u32,
     inode: u64,
     state: &NetworkRecord,
@@ -965,10 +1021,9 @@ async fn undo_record(
         iptables::clear_table(runner, pid, backend, "mangle", &[]).await?;
     }
     let devices = state.devices.clone();
-    netns::run_in(pid, inode, move || {
-        let mut tc = NetlinkTc::open()?;
+    in_tc(netns, pid, inode, move |tc| {
         for d in &devices {
-            qdisc::restore(&mut tc, &d.device, &d.baseline)?;
+            qdisc::restore(&mut *tc, &d.device, &d.baseline)?;
         }
         Ok(())
     })
@@ -1013,6 +1068,167 @@ mod tests {
             limit: 1000,
             ..Default::default()
         })
+    }
+
+    /// Inject → crash → recover from the record, on a fake kernel and a fake iptables.
+    mod lifecycle {
+        use super::*;
+        use crate::container_runtime::{RuntimeConfig, RuntimeKind};
+        use crate::fault_kinds::Registry;
+        use crate::network::pod_netns::fake::FakeNetns;
+        use crate::network::qdisc::fake::FakeTc;
+        use crate::network::runner::fake::{FakeRunner, ok};
+        use netlink::tc::{QdiscInfo, TC_H_ROOT};
+
+        const POD: u64 = 4026532999;
+
+        /// A pod whose eth0 has the kernel's default root; its process is this test (a real
+        /// process, so the journal can record its identity).
+        fn pod() -> Arc<FakeNetns> {
+            let tc = FakeTc {
+                qdiscs: vec![QdiscInfo {
+                    ifindex: 2,
+                    handle: 0,
+                    parent: TC_H_ROOT,
+                    kind: "noqueue".into(),
+                    options: Vec::new(),
+                }],
+                ..Default::default()
+            };
+            Arc::new(FakeNetns {
+                inode: POD,
+                pid: std::sync::Mutex::new(Some(std::process::id())),
+                tc: Arc::new(std::sync::Mutex::new(tc)),
+            })
+        }
+
+        fn agent(
+            netns: Arc<FakeNetns>,
+            dir: &std::path::Path,
+        ) -> (Arc<NetworkChaos>, Registry, Arc<FakeRunner>) {
+            let runner = Arc::new(FakeRunner::new(|_, _, _| ok("")));
+            let journal = Journal::open(dir).unwrap();
+            let network = NetworkChaos::with_host(
+                Resolver::new(RuntimeConfig::for_runtime(RuntimeKind::Containerd)),
+                journal.clone(),
+                Arc::new(Metrics::new()),
+                Arc::clone(&runner) as Arc<dyn Runner>,
+                netns,
+                NetemPath::Kernel,
+            );
+            let registry =
+                Registry::new(journal).register(Arc::clone(&network) as Arc<dyn FaultKind>);
+            (network, registry, runner)
+        }
+
+        fn target() -> Target {
+            Target {
+                container_id: "containerd://abc".into(),
+                pod_uid: "uid-1".into(),
+            }
+        }
+
+        fn log(netns: &FakeNetns) -> Vec<String> {
+            netns.tc.lock().unwrap().log.clone()
+        }
+
+        #[tokio::test]
+        async fn a_delay_survives_a_crash_only_until_the_next_start() {
+            let dir = tempfile::tempdir().unwrap();
+            let netns = pod();
+            let (network, _, runner) = agent(Arc::clone(&netns), dir.path());
+            let applied = network
+                .apply_at(
+                    &target(),
+                    std::process::id(),
+                    POD,
+                    Part::Tcs(vec![rule("eth0", "", delay())]),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert!(!applied.id.is_empty());
+            // Whatever root there was goes first (the kernel's default comes back by itself).
+            assert_eq!(log(&netns), ["delete root", "add netem 10000"]);
+            // A global delay on the kernel path needs no iptables and no ipset.
+            assert_eq!(runner.calls(), Vec::<String>::new());
+            let journal = Journal::open(dir.path()).unwrap();
+            let record: Record<NetworkRecord> =
+                journal.get_as(&applied.id).unwrap().expect("journaled");
+            assert_eq!(record.namespace_inode, POD);
+            assert_eq!(
+                record.fault.devices,
+                [DeviceRecord {
+                    device: "eth0".into(),
+                    baseline: Baseline::Default {
+                        kind: "noqueue".into()
+                    }
+                }]
+            );
+
+            // The agent dies; the kernel keeps the qdisc. The next start recovers from the
+            // journal alone.
+            drop(network);
+            let (_restarted, registry, _) = agent(Arc::clone(&netns), dir.path());
+            let outcomes = registry.recover_left_over().await;
+            assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+            assert_eq!(
+                log(&netns),
+                ["delete root", "add netem 10000", "delete root"]
+            );
+            assert!(journal.list().unwrap().0.is_empty());
+        }
+
+        #[tokio::test]
+        async fn a_pod_that_is_gone_took_its_faults_with_it() {
+            let dir = tempfile::tempdir().unwrap();
+            let netns = pod();
+            let (network, _, _) = agent(Arc::clone(&netns), dir.path());
+            let applied = network
+                .apply_at(
+                    &target(),
+                    std::process::id(),
+                    POD,
+                    Part::Tcs(vec![rule("eth0", "", delay())]),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            *netns.pid.lock().unwrap() = None;
+            // Explicit recovery by id, through the registry, from the record.
+            let (_restarted, registry, runner) = agent(Arc::clone(&netns), dir.path());
+            registry.recover(&applied.id).await.unwrap();
+            assert_eq!(log(&netns), ["delete root", "add netem 10000"]);
+            assert_eq!(runner.calls(), Vec::<String>::new());
+            assert!(registry.ids().unwrap().is_empty());
+        }
+
+        #[tokio::test]
+        async fn an_unknown_device_is_refused_before_anything_is_journaled() {
+            let dir = tempfile::tempdir().unwrap();
+            let netns = pod();
+            let (network, registry, _) = agent(Arc::clone(&netns), dir.path());
+            let err = network
+                .apply_at(
+                    &target(),
+                    std::process::id(),
+                    POD,
+                    Part::Tcs(vec![rule("eth9", "", delay())]),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("eth9"), "{err}");
+            assert_eq!(
+                tonic::Status::from(err).code(),
+                tonic::Code::InvalidArgument
+            );
+            assert!(log(&netns).is_empty());
+            assert!(registry.ids().unwrap().is_empty());
+        }
     }
 
     #[test]
@@ -1087,10 +1303,23 @@ mod tests {
             }],
             ..Default::default()
         };
-        let fault = Fault::Network(Box::new(record));
-        let text = serde_json::to_string(&fault).unwrap();
-        assert!(text.starts_with(r#"{"kind":"network""#), "{text}");
-        assert_eq!(serde_json::from_str::<Fault>(&text).unwrap(), fault);
+        let stored = crate::journal::Record {
+            id: "net-1".into(),
+            started_at_ms: 1,
+            deadline_ms: None,
+            container_id: "containerd://abc".into(),
+            target: ProcessIdentity {
+                pid: 1,
+                start_time: 2,
+            },
+            namespace_inode: 3,
+            fault: record.clone(),
+        }
+        .to_stored()
+        .unwrap();
+        let text = serde_json::to_string(&stored.fault).unwrap();
+        assert!(text.contains(r#""kind":"network""#), "{text}");
+        assert_eq!(stored.decode::<NetworkRecord>().unwrap().fault, record);
         assert_eq!("userspace".parse::<NetemPath>(), Ok(NetemPath::Userspace));
         assert!("sometimes".parse::<NetemPath>().is_err());
     }

@@ -83,14 +83,14 @@ where
 }
 
 /// The names of the namespace's network devices (read from inside it).
-pub fn device_names() -> Vec<String> {
+pub fn device_names() -> Result<Vec<String>, NetworkError> {
     nix::net::if_::if_nameindex()
         .map(|list| {
             list.iter()
                 .map(|i| i.name().to_string_lossy().into_owned())
                 .collect()
         })
-        .unwrap_or_default()
+        .map_err(|e| NetworkError::Internal(format!("listing the network devices: {e}")))
 }
 
 #[cfg(test)]
@@ -116,7 +116,7 @@ mod tests {
         let inode = inode_of(me).unwrap();
         let caller = std::thread::current().id();
         let (thread, devices) = run_in(me, inode, move || {
-            Ok((std::thread::current().id(), device_names()))
+            Ok((std::thread::current().id(), device_names()?))
         })
         .await
         .unwrap();

@@ -164,7 +164,8 @@ pub fn plan_device(
 /// inside the namespace).
 pub trait TrafficControl {
     fn ifindex(&self, device: &str) -> Option<u32>;
-    fn devices(&self) -> Vec<String>;
+    /// Every device of the namespace, for errors that list what there is.
+    fn devices(&self) -> Result<Vec<String>, NetworkError>;
     fn dump(&mut self) -> Result<Vec<QdiscInfo>, NetlinkError>;
     fn add(&mut self, placement: Placement, qdisc: &Qdisc) -> Result<(), NetlinkError>;
     fn add_class(&mut self, placement: Placement, class: &HtbClass) -> Result<(), NetlinkError>;
@@ -199,7 +200,7 @@ impl TrafficControl for NetlinkTc {
         nix::net::if_::if_nametoindex(device).ok()
     }
 
-    fn devices(&self) -> Vec<String> {
+    fn devices(&self) -> Result<Vec<String>, NetworkError> {
         super::netns::device_names()
     }
 
@@ -241,11 +242,13 @@ pub fn is_unknown_kind(err: &NetlinkError) -> bool {
 }
 
 fn ifindex_of(tc: &dyn TrafficControl, device: &str) -> Result<u32, NetworkError> {
-    tc.ifindex(device)
-        .ok_or_else(|| NetworkError::UnknownDevice {
+    match tc.ifindex(device) {
+        Some(ifindex) => Ok(ifindex),
+        None => Err(NetworkError::UnknownDevice {
             device: device.to_owned(),
-            available: tc.devices(),
-        })
+            available: tc.devices()?,
+        }),
+    }
 }
 
 /// Records what a device's root is now, refusing trees we could not put back.
@@ -399,7 +402,56 @@ pub fn restore(
 }
 
 #[cfg(test)]
+pub mod fake {
+    //! A namespace's traffic control in memory, recording what is asked of it.
+    use super::*;
+
+    /// A namespace's qdiscs in memory.
+    #[derive(Debug, Default)]
+    pub struct FakeTc {
+        pub qdiscs: Vec<QdiscInfo>,
+        pub no_netem: bool,
+        pub log: Vec<String>,
+    }
+
+    impl TrafficControl for FakeTc {
+        fn ifindex(&self, device: &str) -> Option<u32> {
+            (device == "eth0").then_some(2)
+        }
+        fn devices(&self) -> Result<Vec<String>, NetworkError> {
+            Ok(vec!["lo".into(), "eth0".into()])
+        }
+        fn dump(&mut self) -> Result<Vec<QdiscInfo>, NetlinkError> {
+            Ok(self.qdiscs.clone())
+        }
+        fn add(&mut self, p: Placement, q: &Qdisc) -> Result<(), NetlinkError> {
+            if self.no_netem && q.kind() == "netem" {
+                return Err(NetlinkError::Kernel {
+                    errno: nix::errno::Errno::ENOENT,
+                    message: "Specified qdisc kind is unknown".into(),
+                });
+            }
+            self.log.push(format!("add {} {:x}", q.kind(), p.handle));
+            Ok(())
+        }
+        fn add_class(&mut self, p: Placement, _: &HtbClass) -> Result<(), NetlinkError> {
+            self.log.push(format!("class {:x}", p.handle));
+            Ok(())
+        }
+        fn add_raw(&mut self, p: Placement, kind: &str, _: &[u8]) -> Result<(), NetlinkError> {
+            self.log.push(format!("add {kind} {:x}", p.handle));
+            Ok(())
+        }
+        fn delete(&mut self, _: Placement) -> Result<(), NetlinkError> {
+            self.log.push("delete root".into());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::fake::FakeTc;
     use super::*;
     use crate::network::spec::{NetemSpec, TbfSpec};
 
@@ -496,48 +548,6 @@ mod tests {
                 "add netem 30000"
             ]
         );
-    }
-
-    /// A namespace's qdiscs in memory.
-    #[derive(Default)]
-    struct FakeTc {
-        qdiscs: Vec<QdiscInfo>,
-        no_netem: bool,
-        log: Vec<String>,
-    }
-
-    impl TrafficControl for FakeTc {
-        fn ifindex(&self, device: &str) -> Option<u32> {
-            (device == "eth0").then_some(2)
-        }
-        fn devices(&self) -> Vec<String> {
-            vec!["lo".into(), "eth0".into()]
-        }
-        fn dump(&mut self) -> Result<Vec<QdiscInfo>, NetlinkError> {
-            Ok(self.qdiscs.clone())
-        }
-        fn add(&mut self, p: Placement, q: &Qdisc) -> Result<(), NetlinkError> {
-            if self.no_netem && q.kind() == "netem" {
-                return Err(NetlinkError::Kernel {
-                    errno: nix::errno::Errno::ENOENT,
-                    message: "Specified qdisc kind is unknown".into(),
-                });
-            }
-            self.log.push(format!("add {} {:x}", q.kind(), p.handle));
-            Ok(())
-        }
-        fn add_class(&mut self, p: Placement, _: &HtbClass) -> Result<(), NetlinkError> {
-            self.log.push(format!("class {:x}", p.handle));
-            Ok(())
-        }
-        fn add_raw(&mut self, p: Placement, kind: &str, _: &[u8]) -> Result<(), NetlinkError> {
-            self.log.push(format!("add {kind} {:x}", p.handle));
-            Ok(())
-        }
-        fn delete(&mut self, _: Placement) -> Result<(), NetlinkError> {
-            self.log.push("delete root".into());
-            Ok(())
-        }
     }
 
     fn info(handle: u32, parent: u32, kind: &str) -> QdiscInfo {

@@ -18,6 +18,7 @@ mod error;
 pub mod methods;
 pub mod options;
 pub mod process;
+mod record;
 mod request;
 pub mod worker;
 
@@ -27,16 +28,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use self::error::StressError;
+pub use self::record::{StressRecord, StressScope, StressorKind};
 pub use self::request::{InstanceRef, Outcome, Started, StressRequest};
 
 use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
 use self::options::{CpuSpec, MemorySpec, OptionsError};
-use self::process::StressorProcess;
+use self::process::{ProcessError, Stressor, StressorProcess};
 use self::request::{matches, validate};
 use self::worker::StressorCommand;
+use crate::clock::now_ms;
 use crate::container_runtime::{Resolver, RuntimeError};
 use crate::error::AgentError;
-use crate::journal::{Fault, Journal, ProcessIdentity, Record, StressScope, StressorKind};
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
 use crate::metrics::Metrics;
 
 /// How many ended instances are remembered, so that cancelling one that ended on its own (OOM
@@ -45,7 +49,41 @@ const REMEMBER_ENDED: usize = 1024;
 /// How long a stressor left by a previous run may take to die.
 const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
 /// The metrics and journal kind.
-const KIND: &str = "stress";
+const KIND: &str = StressRecord::KIND;
+
+/// The stressor processes: spawning one (held), and killing one a previous run left (no longer
+/// our child). Behind a trait so a stressor's lifecycle is tested without root; its cgroups go
+/// through [`HostFs`].
+#[tonic::async_trait]
+pub trait StressProcesses: Send + Sync + std::fmt::Debug {
+    /// Spawns `binary stressor <command>`, held until released.
+    fn spawn(
+        &self,
+        binary: &std::path::Path,
+        command: &StressorCommand,
+    ) -> Result<Box<dyn Stressor>, ProcessError>;
+    /// SIGKILLs `identity` if it is still that very process; true once it is gone.
+    async fn kill_orphan(&self, identity: ProcessIdentity, within: Duration) -> bool;
+}
+
+/// The real [`StressProcesses`]: child processes, signals and /proc.
+#[derive(Debug, Default)]
+pub struct RealProcesses;
+
+#[tonic::async_trait]
+impl StressProcesses for RealProcesses {
+    fn spawn(
+        &self,
+        binary: &std::path::Path,
+        command: &StressorCommand,
+    ) -> Result<Box<dyn Stressor>, ProcessError> {
+        Ok(Box::new(StressorProcess::spawn(binary, command)?))
+    }
+
+    async fn kill_orphan(&self, identity: ProcessIdentity, within: Duration) -> bool {
+        process::kill_orphan(identity, within).await
+    }
+}
 
 /// Settings of stress chaos.
 #[derive(Clone, Debug)]
@@ -54,27 +92,13 @@ pub struct StressConfig {
     pub stressor_binary: PathBuf,
 }
 
-/// The public view of a running stressor.
-#[derive(Clone, Debug)]
-pub struct StressView {
-    pub record: Record,
-    pub summary: String,
-    pub status: String,
-}
-
 #[derive(Debug)]
 struct Instance {
-    record: Record,
-    process: StressorProcess,
+    record: Record<StressRecord>,
+    process: Box<dyn Stressor>,
     placement: Placement,
     summary: String,
     oom_kills_before: Option<u64>,
-}
-
-impl Instance {
-    fn created(&self) -> Vec<PathBuf> {
-        self.placement.created()
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -102,6 +126,7 @@ pub struct StressChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     fs: Arc<dyn HostFs>,
+    processes: Arc<dyn StressProcesses>,
     active: Mutex<HashMap<String, Arc<Instance>>>,
     ended: Mutex<VecDeque<Ended>>,
 }
@@ -113,12 +138,32 @@ impl StressChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Self::with_host(
+            config,
+            resolver,
+            journal,
+            metrics,
+            Arc::new(RealFs),
+            Arc::new(RealProcesses),
+        )
+    }
+
+    /// [`Self::new`] on another host (recording doubles in tests).
+    pub fn with_host(
+        config: StressConfig,
+        resolver: Resolver,
+        journal: Journal,
+        metrics: Arc<Metrics>,
+        fs: Arc<dyn HostFs>,
+        processes: Arc<dyn StressProcesses>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             resolver,
             journal,
             metrics,
-            fs: Arc::new(RealFs),
+            fs,
+            processes,
             active: Mutex::default(),
             ended: Mutex::default(),
         })
@@ -314,7 +359,7 @@ impl StressChaos {
         id: String,
         prepared: Prepared,
     ) -> Result<Started, AgentError> {
-        let started_at_ms = crate::io_chaos::now_ms();
+        let started_at_ms = now_ms();
         // The request's duration or the stressor's --timeout, whichever ends first.
         let lifetime = match (request.duration, prepared.timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -326,12 +371,18 @@ impl StressChaos {
             deadline_ms: lifetime.map(|d| started_at_ms + d.as_millis() as u64),
             container_id: request.container_id.to_owned(),
             target,
-            namespace_inode: cgroup_namespace_inode(target.pid),
-            fault: Fault::Stress {
+            namespace_inode: cgroup_namespace_inode(target.pid).map_err(|_| {
+                RuntimeError::NotRunning {
+                    id: request.container_id.to_owned(),
+                    runtime: "host".into(),
+                }
+            })?,
+            fault: StressRecord {
                 stressor: prepared.kind,
                 scope: request.scope,
                 options: prepared.options.clone(),
                 cgroups: prepared.placement.dirs(),
+                // Recorded before they are made: a crash in between leaves nothing unknown.
                 created_cgroups: prepared.placement.created(),
                 process: None,
             },
@@ -342,7 +393,9 @@ impl StressChaos {
             let _ = self.journal.remove(&id);
             return Err(StressError::from(err).into());
         }
-        let process = match StressorProcess::spawn(&self.config.stressor_binary, &prepared.command)
+        let process = match self
+            .processes
+            .spawn(&self.config.stressor_binary, &prepared.command)
         {
             Ok(process) => process,
             Err(err) => {
@@ -350,30 +403,19 @@ impl StressChaos {
                 return Err(StressError::from(err).into());
             }
         };
-        let pid = process.identity.pid;
-        if let Fault::Stress { process: slot, .. } = &mut record.fault {
-            *slot = Some(process.identity);
-        }
-        let released = async {
-            self.journal.write(&record)?;
-            prepared
-                .placement
-                .join(fs, pid)
-                .map_err(StressError::from)?;
-            set_oom_score_adj(fs, pid, request.oom_score_adj)?;
-            if let Some(status) = process.exited() {
-                return Err(StressError::ExitedEarly {
-                    status: status.to_string(),
-                    stderr: process.stderr_tail(),
-                }
-                .into());
-            }
-            process.release().map_err(StressError::from)?;
-            Ok::<_, AgentError>(())
-        }
-        .await;
+        let pid = process.identity().pid;
+        record.fault.process = Some(process.identity());
+        let released = self
+            .place_and_release(
+                &record,
+                process.as_ref(),
+                &prepared.placement,
+                request.oom_score_adj,
+            )
+            .await;
         if let Err(err) = released {
-            self.abandon(&id, Some(&process), &prepared.placement).await;
+            self.abandon(&id, Some(process.as_ref()), &prepared.placement)
+                .await;
             return Err(err);
         }
         let oom_kills_before = prepared.placement.oom_kills(fs);
@@ -412,8 +454,32 @@ impl StressChaos {
         })
     }
 
+    /// Journals the spawned (held) stressor, moves it into its cgroups, sets its
+    /// oom_score_adj and only then lets it work, so all it uses is charged to the target.
+    async fn place_and_release(
+        &self,
+        record: &Record<StressRecord>,
+        process: &dyn Stressor,
+        placement: &Placement,
+        oom_score_adj: i32,
+    ) -> Result<(), AgentError> {
+        let (fs, pid) = (self.fs.as_ref(), process.identity().pid);
+        self.journal.write(record)?;
+        placement.join(fs, pid).map_err(StressError::from)?;
+        set_oom_score_adj(fs, pid, oom_score_adj)?;
+        if let Some(status) = process.exited() {
+            return Err(StressError::ExitedEarly {
+                status: status.to_string(),
+                stderr: process.stderr_tail(),
+            }
+            .into());
+        }
+        process.release().map_err(StressError::from)?;
+        Ok(())
+    }
+
     /// Undoes a start that failed part way.
-    async fn abandon(&self, id: &str, process: Option<&StressorProcess>, placement: &Placement) {
+    async fn abandon(&self, id: &str, process: Option<&dyn Stressor>, placement: &Placement) {
         if let Some(process) = process {
             process.kill().await;
         }
@@ -448,7 +514,7 @@ impl StressChaos {
                 matches(
                     instance,
                     &i.record.id,
-                    i.process.identity.pid,
+                    i.process.identity().pid,
                     i.record.started_at_ms,
                 )
             })
@@ -474,52 +540,70 @@ impl StressChaos {
         Err(StressError::UnknownInstance(name).into())
     }
 
-    /// Recovers one experiment by id (the agent API's recover).
-    pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
-        if !self.ids().iter().any(|i| i == id) {
-            return Err(AgentError::UnknownExperiment(id.to_owned()));
+    /// Kills, reaps and cleans up after one instance by id, as its journal record says; a no-op
+    /// if someone else already did.
+    async fn stop(&self, id: &str) -> Result<(), AgentError> {
+        match self.journal.get_as::<StressRecord>(id)? {
+            Some(record) => self.recover_record(&record).await,
+            None => Ok(()),
         }
-        self.stop(id).await
     }
 
-    /// Kills, reaps and cleans up after one instance; a no-op if someone else already did.
-    async fn stop(&self, id: &str) -> Result<(), AgentError> {
+    /// Undoes a stressor as its record says: kills it (through the handle this agent holds, or
+    /// by identity when a previous run left it), removes the cgroups made for it, forgets it.
+    async fn recover_record(&self, record: &Record<StressRecord>) -> Result<(), AgentError> {
+        let id = record.id.as_str();
         // Remembered as ended before it leaves the active set: a CancelStressors that arrives
         // meanwhile (the controller cancelling a stressor its --timeout just ended) finds it
         // in one or the other, never in neither.
-        let Some(instance) = self.active.lock().map_err(|_| poisoned())?.get(id).cloned() else {
-            return Ok(());
-        };
-        self.remember(&instance);
-        if self
-            .active
-            .lock()
-            .map_err(|_| poisoned())?
-            .remove(id)
-            .is_none()
-        {
-            return Ok(());
+        let live = self.active.lock().map_err(|_| poisoned())?.get(id).cloned();
+        if let Some(instance) = &live {
+            self.remember(instance);
+            self.active.lock().map_err(|_| poisoned())?.remove(id);
         }
-        let status = instance.process.kill().await;
-        self.remove_cgroups(instance.created())
+        match (&live, record.fault.process) {
+            (Some(instance), _) => {
+                let status = instance.process.kill().await;
+                tracing::info!(%id, %status, "stressor cancelled");
+            }
+            (None, Some(process)) => {
+                if !self
+                    .processes
+                    .kill_orphan(process, ORPHAN_KILL_WITHIN)
+                    .await
+                {
+                    return Err(StressError::ExitedEarly {
+                        status: "still running after SIGKILL".into(),
+                        stderr: format!("stressor {} did not die", process.pid),
+                    }
+                    .into());
+                }
+            }
+            (None, None) => {} // journaled before it was spawned
+        }
+        self.remove_cgroups(record.fault.created_cgroups.clone())
             .await
             .map_err(StressError::from)?;
         self.journal.remove(id)?;
         self.metrics.recovered(KIND);
-        tracing::info!(%id, %status, "stressor cancelled");
         Ok(())
     }
 
     fn remember(&self, instance: &Instance) {
-        if let Ok(mut ended) = self.ended.lock() {
-            if ended.len() == REMEMBER_ENDED {
-                ended.pop_front();
+        match self.ended.lock() {
+            Ok(mut ended) => {
+                if ended.len() == REMEMBER_ENDED {
+                    ended.pop_front();
+                }
+                ended.push_back(Ended {
+                    id: instance.record.id.clone(),
+                    pid: instance.process.identity().pid,
+                    started_at_ms: instance.record.started_at_ms,
+                });
             }
-            ended.push_back(Ended {
-                id: instance.record.id.clone(),
-                pid: instance.process.identity.pid,
-                started_at_ms: instance.record.started_at_ms,
-            });
+            Err(_) => {
+                tracing::error!(id = %instance.record.id, "state lock poisoned: a cancel of this ended stressor will find nothing")
+            }
         }
     }
 
@@ -529,21 +613,15 @@ impl StressChaos {
         tokio::spawn(async move {
             let status = instance.process.wait().await;
             let id = instance.record.id.clone();
-            let same = |active: &HashMap<String, Arc<Instance>>| {
-                active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance))
+            let still_active = match this.active.lock() {
+                Ok(active) => active.get(&id).is_some_and(|i| Arc::ptr_eq(i, &instance)),
+                Err(_) => {
+                    tracing::error!(%id, "state lock poisoned: the journal keeps the record for the next start");
+                    return;
+                }
             };
-            if !this.active.lock().ok().is_some_and(|active| same(&active)) {
-                return;
-            }
-            // Remembered before it leaves the active set, as in stop().
-            this.remember(&instance);
-            let still_active = this
-                .active
-                .lock()
-                .ok()
-                .is_some_and(|mut active| same(&active) && active.remove(&id).is_some());
             if !still_active {
-                return;
+                return; // stopped on purpose
             }
             use std::os::unix::process::ExitStatusExt;
             let oom_killed = status.signal() == Some(nix::libc::SIGKILL)
@@ -559,113 +637,69 @@ impl StressChaos {
                 tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
                 this.metrics.failure(KIND, "stressor_exited");
             }
-            this.metrics.recovered(KIND);
-            match this.remove_cgroups(instance.created()).await {
-                Ok(()) => {
-                    let _ = this.journal.remove(&id);
-                }
-                Err(err) => {
-                    tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
-                }
+            if let Err(err) = this.stop(&id).await {
+                tracing::error!(%id, %err, "a cgroup made for the stressor stays; the journal keeps the record")
             }
         });
     }
 
     fn recover_after(self: &Arc<Self>, id: &str, duration: Duration) {
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            tokio::time::sleep(duration).await;
-            if let Err(err) = this.stop(&id).await {
-                tracing::warn!(%id, %err, "recovery at the end of the duration failed");
-            }
-        });
+        let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+        fault_kinds::recover_at_deadline(kind, self.journal.clone(), id.to_owned(), duration);
     }
 
-    /// Ids of every running stressor.
-    pub fn ids(&self) -> Vec<String> {
-        self.active
-            .lock()
-            .map(|a| a.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Every running stressor, oldest first.
-    pub fn list(&self) -> Vec<StressView> {
-        let mut views: Vec<StressView> = self
-            .active
-            .lock()
-            .map(|active| {
-                active
-                    .values()
-                    .map(|i| StressView {
-                        record: i.record.clone(),
-                        summary: i.summary.clone(),
-                        status: match i.process.exited() {
-                            Some(status) => format!("exited ({status})"),
-                            None => format!(
-                                "running (pid {}) in {}",
-                                i.process.identity.pid,
-                                describe(&i.placement)
-                            ),
-                        },
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        views.sort_by(|a, b| {
-            (a.record.started_at_ms, &a.record.id).cmp(&(b.record.started_at_ms, &b.record.id))
-        });
-        views
-    }
-
-    /// After a restart: kills every stressor the journal says a previous run left (if it is
-    /// still that very process) and removes the cgroups made for them. Records of other kinds
-    /// are left to their own modules.
-    pub async fn recover_journal(&self) -> Vec<(String, Result<(), AgentError>)> {
-        let (records, _broken) = match self.journal.list() {
-            Ok(listing) => listing,
-            Err(err) => return vec![("journal".into(), Err(err.into()))],
+    /// Every running stressor.
+    fn views(&self) -> Vec<ExperimentView> {
+        let Ok(active) = self.active.lock() else {
+            tracing::error!("state lock poisoned: stressors not listed");
+            return Vec::new();
         };
-        let mut outcomes = Vec::new();
-        for record in records {
-            let Fault::Stress {
-                process,
-                created_cgroups,
-                stressor,
-                ..
-            } = &record.fault
-            else {
-                continue;
-            };
-            let result = async {
-                if let Some(process) = process
-                    && !process::kill_orphan(*process, ORPHAN_KILL_WITHIN).await
-                {
-                    return Err(AgentError::from(StressError::ExitedEarly {
-                        status: "still running after SIGKILL".into(),
-                        stderr: format!("stressor {} did not die", process.pid),
-                    }));
+        active
+            .values()
+            .map(|i| {
+                let fault = &i.record.fault;
+                ExperimentView {
+                    record: i.record.with_fault(()),
+                    kind: KIND,
+                    rules: format!(
+                        "{} ({} stressor, {} scope: {})",
+                        i.summary,
+                        fault.stressor.name(),
+                        fault.scope.name(),
+                        fault.options
+                    ),
+                    volume: String::new(),
+                    status: match i.process.exited() {
+                        Some(status) => format!("exited ({status})"),
+                        None => format!(
+                            "running (pid {}) in {}",
+                            i.process.identity().pid,
+                            describe(&i.placement)
+                        ),
+                    },
+                    handover: None,
                 }
-                self.remove_cgroups(created_cgroups.clone())
-                    .await
-                    .map_err(StressError::from)?;
-                self.journal.remove(&record.id)?;
-                Ok(())
-            }
-            .await;
-            match &result {
-                Ok(()) => {
-                    self.metrics.recovered(KIND);
-                    tracing::info!(id = %record.id, container = %record.container_id, ?stressor, "recovered a stressor left by a previous run")
-                }
-                Err(err) => {
-                    tracing::error!(id = %record.id, %err, "could not recover a stressor left by a previous run")
-                }
-            }
-            outcomes.push((record.id.clone(), result));
-        }
-        outcomes
+            })
+            .collect()
+    }
+}
+
+#[tonic::async_trait]
+impl FaultKind for StressChaos {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "a stressor"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        self.recover_record(&record.decode()?).await
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        self.views()
     }
 }
 
@@ -733,30 +767,313 @@ fn new_instance_id(kind: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "stress-{kind}-{:x}-{:x}-{n}",
-        crate::io_chaos::now_ms(),
-        std::process::id()
-    )
+    format!("stress-{kind}-{:x}-{:x}-{n}", now_ms(), std::process::id())
 }
 
-fn cgroup_namespace_inode(pid: u32) -> u64 {
+fn cgroup_namespace_inode(pid: u32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/cgroup"))
-        .map(|m| m.ino())
-        .unwrap_or_default()
+    std::fs::metadata(format!("/proc/{pid}/ns/cgroup")).map(|m| m.ino())
 }
 
 fn poisoned() -> AgentError {
-    AgentError::InvalidArgument {
-        field: "state",
-        reason: "internal state lock poisoned".into(),
-    }
+    AgentError::Internal("internal state lock poisoned".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault_kinds::Registry;
+    use crate::stress::cgroup::fake_fs::FakeFs;
+
+    /// Stressors that live in memory: spawned held, released, killed, orphaned; and orphans
+    /// that die when told (or refuse to). Records who was told what.
+    #[derive(Debug, Default)]
+    struct FakeProcesses {
+        spawned: Mutex<Vec<Arc<FakeStressor>>>,
+        killed: Mutex<Vec<ProcessIdentity>>,
+        immortal: bool,
+    }
+
+    #[derive(Debug)]
+    struct FakeStressor {
+        identity: ProcessIdentity,
+        released: std::sync::atomic::AtomicBool,
+        exit: tokio::sync::watch::Sender<Option<std::process::ExitStatus>>,
+    }
+
+    #[tonic::async_trait]
+    impl Stressor for Arc<FakeStressor> {
+        fn identity(&self) -> ProcessIdentity {
+            self.identity
+        }
+        fn release(&self) -> Result<(), ProcessError> {
+            self.released
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+        fn exited(&self) -> Option<std::process::ExitStatus> {
+            *self.exit.borrow()
+        }
+        async fn wait(&self) -> std::process::ExitStatus {
+            let mut exit = self.exit.subscribe();
+            loop {
+                if let Some(status) = *exit.borrow_and_update() {
+                    return status;
+                }
+                if exit.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+        async fn kill(&self) -> std::process::ExitStatus {
+            use std::os::unix::process::ExitStatusExt;
+            let status = std::process::ExitStatus::from_raw(9);
+            self.exit.send_replace(Some(status));
+            status
+        }
+        fn stderr_tail(&self) -> String {
+            String::new()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl StressProcesses for FakeProcesses {
+        fn spawn(
+            &self,
+            _: &std::path::Path,
+            _: &StressorCommand,
+        ) -> Result<Box<dyn Stressor>, ProcessError> {
+            let mut spawned = self.spawned.lock().unwrap();
+            let stressor = Arc::new(FakeStressor {
+                identity: ProcessIdentity {
+                    pid: 7000 + spawned.len() as u32,
+                    start_time: 11,
+                },
+                released: Default::default(),
+                exit: tokio::sync::watch::channel(None).0,
+            });
+            spawned.push(Arc::clone(&stressor));
+            Ok(Box::new(stressor))
+        }
+        async fn kill_orphan(&self, identity: ProcessIdentity, _: Duration) -> bool {
+            self.killed.lock().unwrap().push(identity);
+            !self.immortal
+        }
+    }
+
+    const STRESSOR: ProcessIdentity = ProcessIdentity {
+        pid: 5151,
+        start_time: 9,
+    };
+
+    /// The record a memory stressor's start leaves once it runs, in a cgroup made for it.
+    fn injected(id: &str) -> Record<StressRecord> {
+        Record {
+            id: id.into(),
+            started_at_ms: 1,
+            deadline_ms: None,
+            container_id: "containerd://abc".into(),
+            target: ProcessIdentity {
+                pid: 4242,
+                start_time: 7,
+            },
+            namespace_inode: 4026531835,
+            fault: StressRecord {
+                stressor: StressorKind::Memory,
+                scope: StressScope::Pod,
+                options: "--size 64MB".into(),
+                cgroups: vec!["/sys/fs/cgroup/pod/faultline-x".into()],
+                created_cgroups: vec![
+                    "/sys/fs/cgroup/pod/faultline-x".into(),
+                    "/sys/fs/cgroup/pod/faultline-x/leaf".into(),
+                ],
+                process: Some(STRESSOR),
+            },
+        }
+    }
+
+    fn restarted(
+        dir: &std::path::Path,
+        fs: Arc<FakeFs>,
+        processes: Arc<FakeProcesses>,
+    ) -> (Registry, Journal) {
+        let journal = Journal::open(dir).unwrap();
+        let stress = StressChaos::with_host(
+            StressConfig {
+                stressor_binary: "/nonexistent/faultline-agent".into(),
+            },
+            Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
+                crate::container_runtime::RuntimeKind::Containerd,
+            )),
+            journal.clone(),
+            Arc::new(Metrics::new()),
+            fs,
+            processes,
+        );
+        let registry = Registry::new(journal.clone()).register(stress as Arc<dyn FaultKind>);
+        (registry, journal)
+    }
+
+    const V2_MOUNTINFO: &str = "28 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+    const POD: &str = "/kubepods.slice/kubepods-pod1234.slice";
+
+    /// A v2 host where process 42 runs in a container of a pod.
+    fn v2_host() -> Arc<FakeFs> {
+        let fs = Arc::new(FakeFs::default());
+        let container = format!("{POD}/cri-containerd-c0ffee.scope");
+        fs.file("/proc/self/mountinfo", V2_MOUNTINFO)
+            .file("/proc/42/cgroup", &format!("0::{container}\n"))
+            .file(
+                &format!("/sys/fs/cgroup{container}/cgroup.controllers"),
+                "cpu memory pids\n",
+            )
+            .file(
+                &format!("/sys/fs/cgroup{POD}/cgroup.subtree_control"),
+                "cpu memory pids\n",
+            )
+            .dir(&format!("/sys/fs/cgroup{container}"))
+            .dir(&format!("/sys/fs/cgroup{POD}"));
+        fs
+    }
+
+    fn stress_on(
+        dir: &std::path::Path,
+        fs: Arc<FakeFs>,
+        processes: Arc<FakeProcesses>,
+    ) -> Arc<StressChaos> {
+        StressChaos::with_host(
+            StressConfig {
+                stressor_binary: "/nonexistent/faultline-agent".into(),
+            },
+            Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
+                crate::container_runtime::RuntimeKind::Containerd,
+            )),
+            Journal::open(dir).unwrap(),
+            Arc::new(Metrics::new()),
+            fs,
+            processes,
+        )
+    }
+
+    #[tokio::test]
+    async fn inject_then_crash_then_the_next_start_recovers_from_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = v2_host();
+        let processes = Arc::new(FakeProcesses::default());
+        let stress = stress_on(dir.path(), Arc::clone(&fs), Arc::clone(&processes));
+        let request = StressRequest {
+            container_id: "containerd://c0ffee",
+            scope: StressScope::Pod,
+            cpu: "--cpu 1 --cpu-load 10",
+            memory: "",
+            oom_score_adj: 500,
+            duration: None,
+        };
+        let (cpu, _) = validate(&request).unwrap();
+        let id = new_instance_id("cpu");
+        let prepared = stress.prepare_cpu(&request, 42, &id, cpu.unwrap()).unwrap();
+        // The target's identity is only journaled; this test process stands in for it.
+        let target = ProcessIdentity::of(std::process::id()).unwrap();
+        let started = stress
+            .start(&request, target, id.clone(), prepared)
+            .await
+            .unwrap();
+
+        let leaf = PathBuf::from(format!("/sys/fs/cgroup{POD}/faultline-{id}"));
+        let stressor = Arc::clone(&processes.spawned.lock().unwrap()[0]);
+        assert_eq!(started.pid, stressor.identity.pid);
+        assert!(stressor.released.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(fs.is_dir(&leaf), "the leaf was not made");
+        let writes = fs.writes.lock().unwrap().clone();
+        // Placed (in its leaf) and given its oom_score_adj before it was released.
+        assert!(
+            writes.contains(&(leaf.join("cgroup.procs"), started.pid.to_string())),
+            "{writes:?}"
+        );
+        assert!(
+            writes.contains(&(
+                PathBuf::from(format!("/proc/{}/oom_score_adj", started.pid)),
+                "500".into()
+            )),
+            "{writes:?}"
+        );
+        let journal = Journal::open(dir.path()).unwrap();
+        let record: Record<StressRecord> = journal.get_as(&id).unwrap().expect("journaled");
+        assert_eq!(record.fault.process, Some(stressor.identity));
+        assert_eq!(record.fault.created_cgroups, std::slice::from_ref(&leaf));
+
+        // The agent dies (its stressor with it, as an orphan here); the next start has only the
+        // journal.
+        drop(stress);
+        let orphans = Arc::new(FakeProcesses::default());
+        let restarted = stress_on(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        let registry = Registry::new(journal.clone()).register(restarted as Arc<dyn FaultKind>);
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(*orphans.killed.lock().unwrap(), [stressor.identity]);
+        assert!(!fs.is_dir(&leaf), "the leaf made for it stays");
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_crash_is_recovered_from_the_record_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("stress-memory-1"))
+            .unwrap();
+        let fs = Arc::new(FakeFs::default());
+        fs.dir("/sys/fs/cgroup/pod/faultline-x")
+            .dir("/sys/fs/cgroup/pod/faultline-x/leaf");
+        let orphans = Arc::new(FakeProcesses::default());
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(*orphans.killed.lock().unwrap(), [STRESSOR]);
+        // Innermost first; only what was made for it.
+        assert_eq!(
+            *fs.removed.lock().unwrap(),
+            [
+                PathBuf::from("/sys/fs/cgroup/pod/faultline-x/leaf"),
+                PathBuf::from("/sys/fs/cgroup/pod/faultline-x"),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stressor_that_will_not_die_keeps_its_cgroups_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("stress-memory-2"))
+            .unwrap();
+        let fs = Arc::new(FakeFs::default());
+        let orphans = Arc::new(FakeProcesses {
+            immortal: true,
+            ..Default::default()
+        });
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), orphans);
+        let outcomes = registry.recover_all().await;
+        assert!(outcomes[0].1.is_err(), "{outcomes:?}");
+        assert!(fs.removed.lock().unwrap().is_empty());
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_journaled_before_the_spawn_only_has_cgroups_to_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut record = injected("stress-cpu-3");
+        record.fault.process = None;
+        Journal::open(dir.path()).unwrap().write(&record).unwrap();
+        let fs = Arc::new(FakeFs::default());
+        let orphans = Arc::new(FakeProcesses::default());
+        let (registry, journal) = restarted(dir.path(), Arc::clone(&fs), Arc::clone(&orphans));
+        registry.recover("stress-cpu-3").await.unwrap();
+        assert!(orphans.killed.lock().unwrap().is_empty());
+        assert_eq!(fs.removed.lock().unwrap().len(), 2);
+        assert!(journal.list().unwrap().0.is_empty());
+    }
 
     #[test]
     fn sizes_read_like_a_person_writes_them() {

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use tokio::process::Command;
 
 use super::worker::{RELEASE, StressorCommand};
-use crate::journal::ProcessIdentity;
+use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,11 @@ pub enum ProcessError {
     },
     #[error("setting up the stressor process: {0}")]
     Setup(#[from] nsexec::Error),
+    #[error("reading the stressor's process identity: {source}")]
+    Identity {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("releasing stressor {pid}: {source}")]
     Release {
         pid: u32,
@@ -72,11 +77,13 @@ impl StressorProcess {
                 binary: binary.to_owned(),
                 source,
             })?;
-        let pid = child.id().unwrap_or_default();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+        // Held on its pipe, it cannot have exited; without its identity it could never be
+        // told from a stranger after a crash. (Dropping the child kills it: kill_on_drop.)
+        let identity = SupervisedChild::identity_of(&child)
+            .map_err(|source| ProcessError::Identity { source })?;
         Ok(Self {
             identity,
-            process: SupervisedChild::adopt(child, "stressor"),
+            process: SupervisedChild::adopt(child, identity, "stressor"),
             hold: Mutex::new(Some(std::fs::File::from(write_end))),
         })
     }
@@ -115,6 +122,43 @@ impl StressorProcess {
     }
 }
 
+/// A spawned (held) stressor as the lifecycle sees it; [`StressorProcess`] is the real one.
+#[tonic::async_trait]
+pub trait Stressor: Send + Sync + std::fmt::Debug {
+    fn identity(&self) -> ProcessIdentity;
+    /// Lets it start working.
+    fn release(&self) -> Result<(), ProcessError>;
+    /// The exit status, if it has exited.
+    fn exited(&self) -> Option<ExitStatus>;
+    /// Waits until it has exited (and been reaped).
+    async fn wait(&self) -> ExitStatus;
+    /// SIGKILL, and wait until reaped.
+    async fn kill(&self) -> ExitStatus;
+    fn stderr_tail(&self) -> String;
+}
+
+#[tonic::async_trait]
+impl Stressor for StressorProcess {
+    fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+    fn release(&self) -> Result<(), ProcessError> {
+        StressorProcess::release(self)
+    }
+    fn exited(&self) -> Option<ExitStatus> {
+        StressorProcess::exited(self)
+    }
+    async fn wait(&self) -> ExitStatus {
+        StressorProcess::wait(self).await
+    }
+    async fn kill(&self) -> ExitStatus {
+        StressorProcess::kill(self).await
+    }
+    fn stderr_tail(&self) -> String {
+        StressorProcess::stderr_tail(self)
+    }
+}
+
 /// SIGKILLs a stressor left by a previous run (no longer our child) if it is still that very
 /// process, and waits up to `within` for it to be gone (a zombie counts as gone once every
 /// thread has exited: it then holds no CPU, memory or cgroup).
@@ -139,21 +183,17 @@ pub async fn kill_orphan(identity: ProcessIdentity, within: std::time::Duration)
 }
 
 /// True when no thread of the process is alive: a zombie leader whose worker threads are still
-/// exiting is not gone yet (the kernel still lists it in its cgroup).
+/// exiting is not gone yet (the kernel still lists it in its cgroup). A thread (or process) whose
+/// stat cannot be read any more is gone.
 fn all_threads_dead(pid: u32) -> bool {
-    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+    let Ok(pid) = i32::try_from(pid) else {
         return true;
     };
-    threads.flatten().all(|thread| {
-        std::fs::read_to_string(thread.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                let after = &stat[stat.rfind(')')? + 1..];
-                after
-                    .split_whitespace()
-                    .next()
-                    .map(|s| s == "Z" || s == "X")
-            })
-            .unwrap_or(true)
+    let Ok(tasks) = procfs::process::Process::new(pid).and_then(|p| p.tasks()) else {
+        return true;
+    };
+    tasks.flatten().all(|task| match task.stat() {
+        Ok(stat) => stat.state == 'Z' || stat.state == 'X',
+        Err(_) => true,
     })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::StressError;
 use super::options::{CpuSpec, MemorySpec};
-use crate::journal::{StressScope, StressorKind};
+use super::record::{StressScope, StressorKind};
 
 /// What ExecStressors asks for.
 #[derive(Clone, Debug)]

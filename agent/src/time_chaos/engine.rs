@@ -201,4 +201,4 @@ pub fn recover(host: &dyn TimeHost, record: &TimeRecord) -> Recovered {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -5,8 +5,9 @@
 //! container's scope and this kernel's original vDSO bytes) → journal the [`record::TimeRecord`]
 //! → apply ([`engine::shift_new`], one process stopped at a time) → journal again → a watcher
 //! shifts processes that appear in the scope (or exec) while it runs. Recovery is
-//! [`engine::recover`] of the record alone: explicit recovery, the deadline, shutdown and
-//! start-up all use it. The host (cgroupfs, /proc, ptrace) is behind [`host::TimeHost`].
+//! [`engine::recover`] of the journaled record alone ([`FaultKind::recover`]): explicit
+//! recovery, the deadline, shutdown and start-up all reach it through the registry
+//! (`crate::faults`). The host (cgroupfs, /proc, ptrace) is behind [`host::TimeHost`].
 
 pub mod engine;
 pub mod host;
@@ -16,11 +17,14 @@ pub mod spec;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::journal::{Fault, Journal, ProcessIdentity, Record};
+use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
+use crate::metrics::Metrics;
 use host::TimeHost;
 use record::TimeRecord;
 use spec::TimeSpec;
@@ -62,6 +66,9 @@ impl TimeError {
     }
 }
 
+/// The metrics and journal kind.
+const KIND: &str = TimeRecord::KIND;
+
 /// What an apply did (or, dry, would do).
 #[derive(Debug, Clone)]
 pub struct TimeApplied {
@@ -73,44 +80,34 @@ pub struct TimeApplied {
 /// One running experiment.
 #[derive(Debug)]
 struct Running {
-    record: Mutex<Record>,
+    record: Mutex<Record<TimeRecord>>,
     stop: AtomicBool,
     watcher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Running {
+    /// Stops the watcher and waits for it: nothing shifts or journals for it afterwards.
+    fn stop_watching(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(handle) = self.watcher.lock().ok().and_then(|mut w| w.take()) {
+            let _ = handle.join();
+        }
+    }
 }
 
 #[derive(Debug)]
 pub struct TimeChaos {
     resolver: Resolver,
     journal: Journal,
+    metrics: Arc<Metrics>,
     host: Arc<dyn TimeHost>,
     /// How often the watcher looks for new processes.
     watch_every: Duration,
     running: Mutex<HashMap<String, Arc<Running>>>,
 }
 
-fn time_record(record: &Record) -> Option<&TimeRecord> {
-    match &record.fault {
-        Fault::Time(t) => Some(t),
-        _ => None,
-    }
-}
-
-fn time_record_mut(record: &mut Record) -> Option<&mut TimeRecord> {
-    match &mut record.fault {
-        Fault::Time(t) => Some(t),
-        _ => None,
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-fn internal(what: &str) -> AgentError {
-    AgentError::Time(TimeError::Host(format!("{what}: internal lock poisoned")))
+fn poisoned() -> AgentError {
+    AgentError::Internal("time chaos state lock poisoned".into())
 }
 
 async fn blocking<T: Send + 'static>(
@@ -118,85 +115,116 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, AgentError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| AgentError::Time(TimeError::Host(format!("worker: {e}"))))?
+        .map_err(|e| AgentError::Internal(format!("time chaos worker: {e}")))?
+}
+
+fn describe(t: &TimeRecord) -> String {
+    format!(
+        "{} {} on {}",
+        t.shift.offset,
+        t.shift.mask.names().join(","),
+        match &t.scope {
+            record::Scope::Cgroup(dir) => dir.display().to_string(),
+            record::Scope::PidNamespace(ns) => format!("pid namespace {ns}"),
+        }
+    )
 }
 
 impl TimeChaos {
     pub fn new(
         resolver: Resolver,
         journal: Journal,
+        metrics: Arc<Metrics>,
         host: Arc<dyn TimeHost>,
         watch_every: Duration,
     ) -> Arc<Self> {
         Arc::new(TimeChaos {
             resolver,
             journal,
+            metrics,
             host,
             watch_every,
             running: Mutex::default(),
         })
     }
 
-    pub fn ids(&self) -> Vec<String> {
-        self.running
-            .lock()
-            .map(|r| r.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Every running experiment's record and a status line.
-    pub fn list(&self) -> Vec<(Record, String)> {
-        let running: Vec<Arc<Running>> = self
+    fn running(&self, id: &str) -> Result<Option<Arc<Running>>, AgentError> {
+        Ok(self
             .running
             .lock()
-            .map(|r| r.values().cloned().collect())
-            .unwrap_or_default();
+            .map_err(|_| poisoned())?
+            .get(id)
+            .cloned())
+    }
+
+    /// Every running experiment.
+    fn views(&self) -> Vec<ExperimentView> {
+        let running: Vec<Arc<Running>> = match self.running.lock() {
+            Ok(r) => r.values().cloned().collect(),
+            Err(_) => {
+                tracing::error!("time chaos state lock poisoned: time experiments not listed");
+                return Vec::new();
+            }
+        };
         running
             .iter()
             .filter_map(|r| {
-                let record = r.record.lock().ok()?.clone();
-                let t = time_record(&record)?;
-                let status = format!(
-                    "{} {} on {}: {} processes shifted, {} skipped; longest stop {} µs",
-                    t.shift.offset,
-                    t.shift.mask.names().join(","),
-                    match &t.scope {
-                        record::Scope::Cgroup(dir) => dir.display().to_string(),
-                        record::Scope::PidNamespace(ns) => format!("pid namespace {ns}"),
-                    },
-                    t.processes.len(),
-                    t.skipped.len(),
-                    t.longest_stop_us
-                );
-                Some((record, status))
+                let record = r.record.lock().ok()?;
+                let t = &record.fault;
+                Some(ExperimentView {
+                    record: record.with_fault(()),
+                    kind: KIND,
+                    rules: describe(t),
+                    volume: String::new(),
+                    status: format!(
+                        "{} processes shifted, {} skipped; longest stop {} µs",
+                        t.processes.len(),
+                        t.skipped.len(),
+                        t.longest_stop_us
+                    ),
+                    handover: None,
+                })
             })
             .collect()
     }
 
     /// Applies a spec: a new experiment, or an update of the offset of a running one.
     pub async fn apply(self: &Arc<Self>, spec: TimeSpec) -> Result<TimeApplied, AgentError> {
-        let existing = self
-            .running
-            .lock()
-            .map_err(|_| internal("apply"))?
-            .get(&spec.id)
-            .cloned();
-        if let Some(running) = existing {
+        let result = self.apply_inner(spec).await;
+        if let Err(err) = &result {
+            self.metrics.failure(KIND, err.reason());
+        }
+        result
+    }
+
+    async fn apply_inner(self: &Arc<Self>, spec: TimeSpec) -> Result<TimeApplied, AgentError> {
+        if let Some(running) = self.running(&spec.id)? {
             return self.update(running, spec).await;
         }
         let busy = self
-            .list()
+            .views()
             .into_iter()
-            .find(|(r, _)| r.container_id == spec.container_id);
-        if let Some((r, _)) = busy {
+            .find(|v| v.record.container_id == spec.container_id);
+        if let Some(view) = busy {
             return Err(AgentError::Time(TimeError::AlreadyShifted {
                 container: spec.container_id,
-                id: r.id,
+                id: view.record.id,
             }));
         }
         let pid = self.resolver.container_pid(&spec.container_id).await?;
+        let duration = spec.duration.filter(|_| !spec.dry_run);
         let this = Arc::clone(self);
-        blocking(move || this.start(spec, pid)).await
+        let applied = blocking(move || this.start(spec, pid)).await?;
+        if let Some(duration) = duration {
+            let kind: Arc<dyn FaultKind> = Arc::clone(self) as Arc<dyn FaultKind>;
+            fault_kinds::recover_at_deadline(
+                kind,
+                self.journal.clone(),
+                applied.id.clone(),
+                duration,
+            );
+        }
+        Ok(applied)
     }
 
     fn start(self: &Arc<Self>, spec: TimeSpec, pid: u32) -> Result<TimeApplied, AgentError> {
@@ -228,7 +256,7 @@ impl TimeChaos {
             container_id: spec.container_id.clone(),
             target,
             namespace_inode: 0,
-            fault: Fault::Time(Box::new(TimeRecord {
+            fault: TimeRecord {
                 pod_container_name: spec.pod_container_name.clone(),
                 shift: spec.shift,
                 scope,
@@ -236,27 +264,23 @@ impl TimeChaos {
                 processes: vec![],
                 skipped: vec![],
                 longest_stop_us: 0,
-            })),
+            },
         };
         // Journaled before any process is touched.
         self.journal.write(&record)?;
-        let pass = match time_record_mut(&mut record) {
-            Some(t) => engine::shift_new(host, t),
-            None => Err(TimeError::Host("not a time record".into())),
-        };
-        let pass = match pass {
+        let pass = match engine::shift_new(host, &mut record.fault) {
             Ok(pass) => pass,
             Err(e) => {
                 // Nothing may stay half-done: put back whatever was shifted.
-                if let Some(t) = time_record(&record)
-                    && engine::recover(host, t).problems.is_empty()
-                {
-                    let _ = self.journal.remove(&record.id);
-                }
+                self.undo_start(&record);
                 return Err(e.into());
             }
         };
-        self.journal.write(&record)?;
+        if let Err(err) = self.journal.write(&record) {
+            // A shift the journal does not fully know is undone at once.
+            self.undo_start(&record);
+            return Err(err.into());
+        }
         let running = Arc::new(Running {
             record: Mutex::new(record),
             stop: AtomicBool::new(false),
@@ -264,27 +288,26 @@ impl TimeChaos {
         });
         self.running
             .lock()
-            .map_err(|_| internal("start"))?
+            .map_err(|_| poisoned())?
             .insert(spec.id.clone(), Arc::clone(&running));
         self.watch(&spec.id, &running);
-        if let Some(duration) = spec.duration {
-            let this = Arc::clone(self);
-            let id = spec.id.clone();
-            tokio::runtime::Handle::current().spawn(async move {
-                tokio::time::sleep(duration).await;
-                if let Err(err) = this.recover(&id).await
-                    && !matches!(err, AgentError::UnknownExperiment(_))
-                {
-                    tracing::error!(%id, %err, "time experiment: recovery at its deadline failed");
-                }
-            });
-        }
+        self.metrics.injected(KIND);
         tracing::info!(id = %spec.id, container = %spec.container_id, summary = %pass.summary(), "time shifted");
         Ok(TimeApplied {
             id: spec.id,
             target_pid: pid,
             plan: pass.summary(),
         })
+    }
+
+    /// Undoes a start that failed part way; the record stays if a process could not be put back.
+    fn undo_start(&self, record: &Record<TimeRecord>) {
+        let recovered = engine::recover(&*self.host, &record.fault);
+        if recovered.problems.is_empty() {
+            let _ = self.journal.remove(&record.id);
+        } else {
+            tracing::error!(id = %record.id, problems = ?recovered.problems, "time: a failed start could not be fully undone; the journal keeps the record");
+        }
     }
 
     async fn update(
@@ -294,7 +317,7 @@ impl TimeChaos {
     ) -> Result<TimeApplied, AgentError> {
         let this = Arc::clone(self);
         blocking(move || {
-            let mut record = running.record.lock().map_err(|_| internal("update"))?;
+            let mut record = running.record.lock().map_err(|_| poisoned())?;
             if spec.dry_run {
                 return Ok(TimeApplied {
                     id: spec.id,
@@ -302,11 +325,8 @@ impl TimeChaos {
                     plan: format!("would update the offset to {}", spec.shift.offset),
                 });
             }
-            let pass = match time_record_mut(&mut record) {
-                Some(t) => engine::update(&*this.host, t, spec.shift)?,
-                None => return Err(TimeError::Host("not a time record".into()).into()),
-            };
-            this.journal.write(&record)?;
+            let pass = engine::update(&*this.host, &mut record.fault, spec.shift)?;
+            this.journal.write(&*record)?;
             Ok(TimeApplied {
                 id: spec.id,
                 target_pid: record.target.pid,
@@ -337,13 +357,10 @@ impl TimeChaos {
                 if r.stop.load(Ordering::Acquire) {
                     return;
                 }
-                let Some(t) = time_record_mut(&mut record) else {
-                    return;
-                };
-                match engine::shift_new(&*this.host, t) {
+                match engine::shift_new(&*this.host, &mut record.fault) {
                     Ok(pass) if pass.changed() => {
                         tracing::info!(id = %record.id, summary = %pass.summary(), "time: new processes");
-                        if let Err(err) = this.journal.write(&record) {
+                        if let Err(err) = this.journal.write(&*record) {
                             tracing::error!(id = %record.id, %err, "time: journaling new processes");
                         }
                     }
@@ -364,42 +381,47 @@ impl TimeChaos {
         }
     }
 
-    /// Recovers one experiment; an id this agent does not know is UnknownExperiment.
-    pub async fn recover(self: &Arc<Self>, id: &str) -> Result<(), AgentError> {
-        let running = self
-            .running
-            .lock()
-            .map_err(|_| internal("recover"))?
-            .get(id)
-            .cloned()
+    /// Recovers one time experiment by id, as its journal record says; an id the journal does
+    /// not hold is UnknownExperiment.
+    pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
+        let record = self
+            .journal
+            .get_as::<TimeRecord>(id)
+            .map_err(|err| match err {
+                crate::journal::JournalError::BadId(_) => {
+                    AgentError::UnknownExperiment(id.to_owned())
+                }
+                other => other.into(),
+            })?
             .ok_or_else(|| AgentError::UnknownExperiment(id.to_owned()))?;
-        let this = Arc::clone(self);
-        let id = id.to_owned();
-        blocking(move || {
-            running.stop.store(true, Ordering::Release);
-            if let Some(handle) = running.watcher.lock().ok().and_then(|mut w| w.take()) {
-                let _ = handle.join();
-            }
-            let record = running
-                .record
-                .lock()
-                .map_err(|_| internal("recover"))?
-                .clone();
-            this.recover_record(&record)?;
-            if let Ok(mut all) = this.running.lock() {
-                all.remove(&id);
-            }
-            Ok(())
-        })
-        .await
+        self.recover_record(&record).await
     }
 
-    /// Recovery from a record alone; the record leaves the journal once every process is back.
-    fn recover_record(&self, record: &Record) -> Result<(), AgentError> {
-        let Some(t) = time_record(record) else {
-            return Ok(());
-        };
-        let recovered = engine::recover(&*self.host, t);
+    /// Undoes a time experiment as its record says: stops its watcher if this run has one, puts
+    /// every process of the scope back from the journaled original bytes, and removes the
+    /// record once every process is back.
+    async fn recover_record(&self, record: &Record<TimeRecord>) -> Result<(), AgentError> {
+        let live = self
+            .running
+            .lock()
+            .map_err(|_| poisoned())?
+            .remove(&record.id);
+        let host = Arc::clone(&self.host);
+        let journal = self.journal.clone();
+        let given = record.clone();
+        let recovered = blocking(move || {
+            let record = match live {
+                Some(running) => {
+                    running.stop_watching();
+                    // The watcher journals what it shifts: the journal now knows as much as
+                    // memory did.
+                    journal.get_as::<TimeRecord>(&given.id)?.unwrap_or(given)
+                }
+                None => given,
+            };
+            Ok(engine::recover(&*host, &record.fault))
+        })
+        .await?;
         tracing::info!(
             id = %record.id,
             restored = recovered.restored.len(),
@@ -407,6 +429,7 @@ impl TimeChaos {
             "time recovered"
         );
         if !recovered.problems.is_empty() {
+            self.metrics.failure(KIND, "not_recovered");
             return Err(TimeError::NotRecovered(format!(
                 "{}: {}; the journal keeps the record",
                 record.id,
@@ -415,22 +438,29 @@ impl TimeChaos {
             .into());
         }
         self.journal.remove(&record.id)?;
+        self.metrics.recovered(KIND);
         Ok(())
     }
+}
 
-    /// At start-up: every time record in the journal is recovered (a shift never outlives the
-    /// agent that can undo it).
-    pub async fn recover_journal(self: &Arc<Self>) -> Vec<(String, Result<(), AgentError>)> {
-        let this = Arc::clone(self);
-        blocking(move || {
-            let (records, _) = this.journal.list()?;
-            Ok(records
-                .into_iter()
-                .filter(|r| time_record(r).is_some())
-                .map(|r| (r.id.clone(), this.recover_record(&r)))
-                .collect())
-        })
-        .await
-        .unwrap_or_else(|e| vec![("time".into(), Err(e))])
+#[tonic::async_trait]
+impl FaultKind for TimeChaos {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn noun(&self) -> &'static str {
+        "a time shift"
+    }
+
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        self.recover_record(&record.decode()?).await
+    }
+
+    async fn list(&self) -> Vec<ExperimentView> {
+        self.views()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,3 +47,7 @@ pub struct TimeRecord {
     /// The longest a process was stopped, in microseconds.
     pub longest_stop_us: u64,
 }
+
+impl crate::journal::FaultRecord for TimeRecord {
+    const KIND: &'static str = "time";
+}

@@ -8,8 +8,10 @@ mod pod_chaos;
 mod schedule;
 mod selector;
 mod status;
+mod status_check;
 mod stress_chaos;
 mod time_chaos;
+mod workflow;
 
 pub use io_chaos::{
     AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
@@ -31,8 +33,27 @@ pub use status::{
     ChaosCondition, ChaosStatus, ConditionStatus, ConditionType, DesiredPhase, ExperimentStatus,
     RecordEvent, RecordPhase, TargetPhase, TargetRecord,
 };
+pub use status_check::{
+    HttpCriteria, HttpMethod, HttpStatusCheck, SpecProblem, StatusCheck, StatusCheckCondition,
+    StatusCheckMode, StatusCheckRecord, StatusCheckSpec, StatusCheckStatus, StatusCheckType,
+    StatusCodes,
+};
 pub use stress_chaos::{CpuStressor, MemoryStressor, StressChaos, StressChaosSpec, Stressors};
 pub use time_chaos::{TimeChaos, TimeChaosSpec};
+pub use workflow::{
+    ABORT_ANNOTATION, CONTROLLED_BY_LABEL, ChaosResource, ConditionalBranch,
+    ConditionalBranchStatus, ConditionalBranchesStatus, EmbedChaos, LocalReference, NodeCondition,
+    Task, Template, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode, WorkflowNodeSpec,
+    WorkflowNodeStatus, WorkflowSpec, WorkflowStatus,
+};
+pub mod status_check_conditions {
+    pub use super::status_check::{
+        COMPLETED, DURATION_EXCEED, FAILURE_THRESHOLD_EXCEED, SUCCESS_THRESHOLD_EXCEED,
+    };
+}
+pub mod node_conditions {
+    pub use super::workflow::{ABORTED, ACCOMPLISHED, CHAOS_INJECTED, DEADLINE_EXCEED};
+}
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -49,5 +70,8 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("schedules.yaml", Schedule::crd()),
         ("stresschaos.yaml", StressChaos::crd()),
         ("timechaos.yaml", TimeChaos::crd()),
+        ("statuschecks.yaml", StatusCheck::crd()),
+        ("workflows.yaml", Workflow::crd()),
+        ("workflownodes.yaml", WorkflowNode::crd()),
     ]
 }

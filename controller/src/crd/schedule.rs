@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec};
+use super::{IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec, TimeChaosSpec};
 
 /// Schedule: a chaos experiment created on a cron.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -52,6 +52,8 @@ pub struct ScheduleSpec {
     pub io_chaos: Option<IOChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -68,6 +70,7 @@ pub enum ScheduleType {
     NetworkChaos,
     IOChaos,
     StressChaos,
+    TimeChaos,
 }
 
 impl ScheduleType {
@@ -77,6 +80,7 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "NetworkChaos",
             ScheduleType::IOChaos => "IOChaos",
             ScheduleType::StressChaos => "StressChaos",
+            ScheduleType::TimeChaos => "TimeChaos",
         }
     }
 
@@ -87,6 +91,7 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "networkChaos",
             ScheduleType::IOChaos => "ioChaos",
             ScheduleType::StressChaos => "stressChaos",
+            ScheduleType::TimeChaos => "timeChaos",
         }
     }
 }
@@ -99,6 +104,7 @@ impl ScheduleSpec {
             ScheduleType::NetworkChaos => self.network_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::IOChaos => self.io_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::StressChaos => self.stress_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::TimeChaos => self.time_chaos.as_ref().map(serde_json::to_value),
         };
         match value {
             Some(Ok(v)) => Ok(v),

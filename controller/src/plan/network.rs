@@ -558,7 +558,7 @@ mod tests {
     use super::*;
 
     fn plan_of(yaml: &str) -> Result<NetworkPlan, InvalidSpec> {
-        let spec: NetworkChaosSpec = serde_yaml::from_str(yaml).expect("a NetworkChaos spec");
+        let spec: NetworkChaosSpec = yaml_serde::from_str(yaml).expect("a NetworkChaos spec");
         plan(&spec, "d", "n").map(|p| match p.action {
             Action::Network(n) => *n,
             other => panic!("{other:?}"),

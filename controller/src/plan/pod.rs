@@ -60,7 +60,7 @@ mod tests {
     use crate::crd::PodChaosSpec;
 
     fn spec(yaml: &str) -> PodChaosSpec {
-        serde_yaml::from_str(yaml).expect("a PodChaos spec")
+        yaml_serde::from_str(yaml).expect("a PodChaos spec")
     }
 
     /// Chaos Mesh (api/v1alpha1/podchaos_webhook.go): the only PodChaos rule is that
@@ -107,11 +107,11 @@ mod duration_tests {
     #[test]
     fn empty_duration_is_none() {
         let spec: PodChaosSpec =
-            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: ''}")
+            yaml_serde::from_str("{action: pod-failure, mode: one, selector: {}, duration: ''}")
                 .expect("spec");
         assert_eq!(plan(&spec, "d").expect("accepted").duration, None);
         let spec: PodChaosSpec =
-            serde_yaml::from_str("{action: pod-failure, mode: one, selector: {}, duration: soon}")
+            yaml_serde::from_str("{action: pod-failure, mode: one, selector: {}, duration: soon}")
                 .expect("spec");
         assert_eq!(
             plan(&spec, "d").expect_err("refused").problems[0].field,

@@ -13,13 +13,15 @@ use crate::schedule::{Cron, next_runs};
 use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
 
 /// The kinds the controller supports.
-pub const KINDS: [&str; 6] = [
+pub const KINDS: [&str; 8] = [
     "IOChaos",
     "NetworkChaos",
     "PodChaos",
     "Schedule",
+    "StatusCheck",
     "StressChaos",
     "TimeChaos",
+    "Workflow",
 ];
 
 /// How many of a Schedule's next runs a plan shows.
@@ -61,6 +63,25 @@ pub struct Verdict {
     /// those of the experiment the first of them would create.
     #[serde(rename = "nextRuns", skip_serializing_if = "Vec::is_empty")]
     pub next_runs: Vec<String>,
+    /// A Workflow's templates, each with what its node would hit.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeVerdict>,
+}
+
+/// One template of a Workflow as its node would run it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeVerdict {
+    pub template: String,
+    #[serde(rename = "templateType")]
+    pub template_type: String,
+    /// How long the node runs (the template's deadline, a Go duration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Serial and Parallel: the templates run; Task: the branches' targets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
+    /// A chaos template's targets (a Schedule template's: its first run's).
+    pub targets: Vec<Target>,
 }
 
 fn problems_of(invalid: &InvalidSpec) -> Vec<Problem> {
@@ -101,6 +122,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         targets: vec![],
         deadline: None,
         next_runs: vec![],
+        nodes: vec![],
     };
     if !GROUPS.iter().any(|g| api_version.starts_with(g)) {
         verdict.problems.push(Problem {
@@ -123,6 +145,32 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         "StressChaos" => parse::<StressChaos>(value).map(|c| c.plan()),
         "TimeChaos" => parse::<TimeChaos>(value).map(|c| c.plan()),
         "Schedule" => return validate_schedule(verdict, value),
+        "Workflow" => {
+            match parse::<crate::crd::Workflow>(value) {
+                Ok(wf) => verdict.problems = crate::workflow::validate::problems(&wf.spec),
+                Err(problem) => verdict.problems.push(problem),
+            }
+            verdict.accepted = verdict.problems.is_empty();
+            return (verdict, None);
+        }
+        "StatusCheck" => {
+            match parse::<crate::crd::StatusCheck>(value) {
+                Ok(check) => {
+                    verdict.problems = check
+                        .spec
+                        .problems("spec.")
+                        .into_iter()
+                        .map(|p| Problem {
+                            field: p.field,
+                            message: p.message,
+                        })
+                        .collect()
+                }
+                Err(problem) => verdict.problems.push(problem),
+            }
+            verdict.accepted = verdict.problems.is_empty();
+            return (verdict, None);
+        }
         other => Err(Problem {
             field: "kind".into(),
             message: format!("{other:?} is not supported: {}", KINDS.join(", ")),
@@ -208,6 +256,10 @@ pub async fn preview<R: Rng>(
     rng: &mut R,
 ) -> Result<Verdict, kube::Error> {
     let (mut verdict, plan) = validate(value);
+    if verdict.kind == "Workflow" && verdict.accepted {
+        verdict.nodes = workflow_nodes(view, scoping, value, now, rng).await?;
+        return Ok(verdict);
+    }
     let Some(plan) = plan else {
         return Ok(verdict);
     };
@@ -258,10 +310,64 @@ pub async fn preview<R: Rng>(
     Ok(verdict)
 }
 
-/// The chaos objects of a YAML (or JSON) text: every document, `List` items unpacked.
-pub fn documents(text: &str) -> Result<Vec<Value>, serde_yaml::Error> {
+/// A valid Workflow's templates, each chaos (or Schedule) template previewed as the object its
+/// node would create.
+async fn workflow_nodes<R: Rng>(
+    view: &dyn ClusterView,
+    scoping: &Scoping,
+    value: &Value,
+    now: Timestamp,
+    rng: &mut R,
+) -> Result<Vec<NodeVerdict>, kube::Error> {
+    use crate::workflow::Kind;
+    let Ok(wf) = serde_json::from_value::<crate::crd::Workflow>(value.clone()) else {
+        return Ok(vec![]);
+    };
+    let namespace = wf
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let mut out = Vec::new();
-    for document in serde_yaml::Deserializer::from_str(text) {
+    for t in &wf.spec.templates {
+        let object = match Kind::of(&t.template_type) {
+            Some(Kind::Chaos(type_)) => t.chaos.fields().remove(type_.field()).map(|spec| {
+                serde_json::json!({"apiVersion": "chaos.faultline.dev/v1alpha1",
+                    "kind": type_.as_str(), "metadata": {"name": t.name, "namespace": namespace},
+                    "spec": spec})
+            }),
+            Some(Kind::Schedule) => t.schedule.as_ref().map(|spec| {
+                serde_json::json!({"apiVersion": "chaos.faultline.dev/v1alpha1",
+                    "kind": "Schedule", "metadata": {"name": t.name, "namespace": namespace},
+                    "spec": spec})
+            }),
+            _ => None,
+        };
+        let targets = match object {
+            Some(object) => {
+                Box::pin(preview(view, scoping, &object, now, rng))
+                    .await?
+                    .targets
+            }
+            None => vec![],
+        };
+        let mut children = t.children.clone();
+        children.extend(t.conditional_branches.iter().map(|b| b.target.clone()));
+        out.push(NodeVerdict {
+            template: t.name.clone(),
+            template_type: t.template_type.clone(),
+            deadline: t.deadline.clone(),
+            children,
+            targets,
+        });
+    }
+    Ok(out)
+}
+
+/// The chaos objects of a YAML (or JSON) text: every document, `List` items unpacked.
+pub fn documents(text: &str) -> Result<Vec<Value>, yaml_serde::Error> {
+    let mut out = Vec::new();
+    for document in yaml_serde::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(document)?;
         match value.get("kind").and_then(Value::as_str) {
             _ if value.is_null() => {}
@@ -287,7 +393,9 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
             v.kind,
             v.namespace,
             v.name,
-            if v.accepted && v.targets.is_empty() {
+            if v.accepted && (v.kind == "Workflow" || v.kind == "StatusCheck") {
+                "accepted".into()
+            } else if v.accepted && v.targets.is_empty() {
                 "accepted, no target (nothing matches: the controller would wait and retry)".into()
             } else if v.accepted {
                 format!("accepted, {} target(s)", v.targets.len())
@@ -295,6 +403,28 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
                 "refused".into()
             }
         ));
+        for n in &v.nodes {
+            out.push_str(&format!(
+                "  node {} ({}{}): {}\n",
+                n.template,
+                n.template_type,
+                n.deadline
+                    .as_deref()
+                    .map(|d| format!(", deadline {d}"))
+                    .unwrap_or_default(),
+                if !n.children.is_empty() {
+                    format!("then {}", n.children.join(", "))
+                } else if n.targets.is_empty() {
+                    "no target".into()
+                } else {
+                    n.targets
+                        .iter()
+                        .map(|t| format!("{}/{}", t.namespace, t.pod))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+        }
         if !v.next_runs.is_empty() {
             out.push_str(&format!(
                 "  next runs {} (targets: the first one's)\n",

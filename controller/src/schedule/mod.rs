@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::crd::{
     ChildReference, ConcurrencyPolicy, IOChaos, NetworkChaos, PodChaos, Schedule, ScheduleStatus,
-    ScheduleType, StressChaos, TargetPhase,
+    ScheduleType, StressChaos, TargetPhase, TimeChaos,
 };
 use crate::error::{Error, Result};
 use crate::reconcile::{
@@ -176,6 +176,7 @@ async fn apply(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> Result<Act
         ScheduleType::NetworkChaos => pass::<NetworkChaos>(api, obj, ctx).await,
         ScheduleType::IOChaos => pass::<IOChaos>(api, obj, ctx).await,
         ScheduleType::StressChaos => pass::<StressChaos>(api, obj, ctx).await,
+        ScheduleType::TimeChaos => pass::<TimeChaos>(api, obj, ctx).await,
     }
 }
 
@@ -407,7 +408,7 @@ async fn run_if_due<K: Chaos>(
 }
 
 /// Five characters as Kubernetes' generateName appends (lowercase consonants and digits).
-fn suffix(ctx: &Context) -> String {
+pub(crate) fn suffix(ctx: &Context) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = ctx.rng.lock();
     (0..5)
@@ -423,6 +424,7 @@ async fn cleanup(obj: &Schedule, ctx: &Context) -> Result<Action> {
         ScheduleType::NetworkChaos => delete_children::<NetworkChaos>(obj, ctx).await,
         ScheduleType::IOChaos => delete_children::<IOChaos>(obj, ctx).await,
         ScheduleType::StressChaos => delete_children::<StressChaos>(obj, ctx).await,
+        ScheduleType::TimeChaos => delete_children::<TimeChaos>(obj, ctx).await,
     }
 }
 

@@ -121,7 +121,7 @@ impl ClusterState {
     /// other kinds are skipped.
     pub fn from_yaml(text: &str) -> Result<ClusterState, StateError> {
         let mut state = ClusterState::default();
-        for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        for (index, document) in yaml_serde::Deserializer::from_str(text).enumerate() {
             let value =
                 <serde_json::Value as serde::Deserialize>::deserialize(document).map_err(|e| {
                     StateError::Document {

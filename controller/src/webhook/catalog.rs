@@ -70,7 +70,7 @@ impl Catalog {
             } else if settings.config_labels.matches(labels) {
                 for (key, text) in data.into_iter().flatten() {
                     let source = format!("{namespace}/{name}[{key}]");
-                    let doc = serde_yaml::from_str::<ConfigDoc>(text)
+                    let doc = yaml_serde::from_str::<ConfigDoc>(text)
                         .map_err(|e| format!("config {source} is not a config: {e}"));
                     docs.push((source, doc));
                 }
@@ -144,7 +144,7 @@ fn render(
             .collect(),
     );
     let text = compiled.render(&args).map_err(|e| e.to_string())?;
-    serde_yaml::from_str::<Injection>(&text).map_err(|e| {
+    yaml_serde::from_str::<Injection>(&text).map_err(|e| {
         format!("template {template:?} rendered with the arguments of config {config:?} is not an injection: {e}")
     })
     .map(Arc::new)

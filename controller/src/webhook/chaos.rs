@@ -104,8 +104,9 @@ pub fn validate(request: &AdmissionRequest<DynamicObject>) -> Response {
         });
         response
     };
-    // A Schedule's spec may change (Chaos Mesh validates the new one); a chaos object's not.
-    if request.operation == Operation::Update && kind != "Schedule" {
+    // A Schedule's or a Workflow's spec may change (Chaos Mesh validates the new one); a chaos
+    // object's not.
+    if request.operation == Operation::Update && !matches!(kind.as_str(), "Schedule" | "Workflow") {
         let old = request
             .old_object
             .as_ref()

@@ -155,14 +155,14 @@ mod tests {
 
     #[test]
     fn both_config_forms_parse() {
-        let template: ConfigDoc = serde_yaml::from_str(
+        let template: ConfigDoc = yaml_serde::from_str(
             "name: chaosfs-tikv\ntemplate: chaosfs-sidecar\narguments:\n  DataPath: /d\nselector:\n  labelSelectors:\n    app: tikv\n",
         )
         .unwrap();
         assert_eq!(template.template.as_deref(), Some("chaosfs-sidecar"));
         assert_eq!(template.arguments["DataPath"], "/d");
         assert_eq!(template.injection, Injection::default());
-        let full: ConfigDoc = serde_yaml::from_str(
+        let full: ConfigDoc = yaml_serde::from_str(
             "name: x\ncontainers:\n- name: c\n  image: i\npostStart:\n  app:\n    command: [a, b]\n",
         )
         .unwrap();

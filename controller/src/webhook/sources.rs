@@ -57,14 +57,14 @@ pub fn read_manifests(dir: &Path) -> Result<Manifests, SourceError> {
     let mut out = Manifests::default();
     for path in paths {
         let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
-        for (index, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        for (index, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
             let parse_err = |reason: String| SourceError::Parse {
                 path: path.clone(),
                 document: index + 1,
                 reason,
             };
             let value =
-                serde_yaml::Value::deserialize(doc).map_err(|e| parse_err(e.to_string()))?;
+                yaml_serde::Value::deserialize(doc).map_err(|e| parse_err(e.to_string()))?;
             let items = match value["kind"].as_str() {
                 Some("List") => value["items"].as_sequence().cloned().unwrap_or_default(),
                 _ => vec![value],
@@ -73,10 +73,10 @@ pub fn read_manifests(dir: &Path) -> Result<Manifests, SourceError> {
                 match item["kind"].as_str() {
                     Some("ConfigMap") => out
                         .config_maps
-                        .push(serde_yaml::from_value(item).map_err(|e| parse_err(e.to_string()))?),
+                        .push(yaml_serde::from_value(item).map_err(|e| parse_err(e.to_string()))?),
                     Some("Namespace") => {
                         let ns: Namespace =
-                            serde_yaml::from_value(item).map_err(|e| parse_err(e.to_string()))?;
+                            yaml_serde::from_value(item).map_err(|e| parse_err(e.to_string()))?;
                         let name = ns
                             .metadata
                             .name

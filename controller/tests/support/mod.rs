@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod store;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,4 +271,45 @@ pub async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(5), fut)
         .await
         .expect("the reconcile finished (did it make a request the script lacks?)")
+}
+
+/// A context served by a stateful mocked API ([`store::Store`]).
+pub struct StoreBed {
+    pub ctx: Arc<Context>,
+    pub store: Arc<store::Store>,
+    pub agents: Arc<FakeAgents>,
+    pub clock: Arc<FixedClock>,
+}
+
+pub fn store_testbed() -> StoreBed {
+    let clock = Arc::new(FixedClock(Mutex::new(T0.parse().expect("time"))));
+    let stamp = clock.clone();
+    let store = Arc::new(store::Store::new(Box::new(move || stamp.now().to_string())));
+    let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let serving = store.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            send.send_response(serving.serve(request).await);
+        }
+    });
+    let client = kube::Client::new(service, "default");
+    let agents = Arc::new(FakeAgents::default());
+    let mut ctx = Context::new(
+        client,
+        kube::runtime::events::Reporter {
+            controller: "faultline-controller".into(),
+            instance: Some("test".into()),
+        },
+        Arc::new(Metrics::new()),
+        agents.clone(),
+        Settings::default(),
+    );
+    ctx.clock = clock.clone();
+    ctx.rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(1));
+    StoreBed {
+        ctx: Arc::new(ctx),
+        store,
+        agents,
+        clock,
+    }
 }

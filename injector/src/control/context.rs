@@ -30,6 +30,22 @@ pub trait FsStatus: Send + Sync + 'static {
 
     /// The mount's choice for files no rule in force may read or write.
     fn file_io(&self) -> FileIo;
+
+    /// Kernel cache invalidations of rule changes not done yet: they wait on operations the
+    /// rules delay (a read holds its page locked until answered).
+    fn invalidations_waiting(&self) -> usize {
+        0
+    }
+}
+
+/// The warning for cache invalidations still waiting (none when there are none).
+pub fn invalidation_warning(waiting: usize) -> Option<String> {
+    (waiting > 0).then(|| {
+        format!(
+            "{waiting} kernel cache invalidation(s) wait on operations the rules delay: pages \
+             cached before this update may be served without the new rules until they finish"
+        )
+    })
 }
 
 /// The warning for open files the rules in force cannot reach (none when there are none).
@@ -99,6 +115,7 @@ impl ControlContext {
         let unreachable_open_files = self.unreachable_open_files(&self.fs.open_passthrough_files());
         let warnings: Vec<String> = unreachable_warning(self.fs.file_io(), &unreachable_open_files)
             .into_iter()
+            .chain(invalidation_warning(self.fs.invalidations_waiting()))
             .collect();
         for warning in &warnings {
             tracing::warn!(generation, "{warning}");

@@ -8,7 +8,7 @@ use super::{Injection, Resume, Shared};
 /// Ask the policy about `$op`; do `$body` now or, after an injected delay, on a delay thread
 /// (with owned copies of the captured variables).
 macro_rules! run {
-    ($sh:ident, $op:expr, $path:ident, $reply:ident, ($($cap:ident),*), |$inj:ident, $r:ident| $body:expr) => {{
+    ($sh:ident, $req:ident, $op:expr, $path:ident, $reply:ident, ($($cap:ident),*), |$inj:ident, $r:ident| $body:expr) => {{
         let reply_type = reply_type(&$reply);
         let resume = || {
             $( let $cap = $cap.to_owned(); )*
@@ -19,7 +19,7 @@ macro_rules! run {
                 let () = $body;
             })
         };
-        if let Some(($inj, $r)) = $sh.faults($op, $path.as_deref(), $reply, resume) {
+        if let Some(($inj, $r)) = $sh.faults(super::interrupts::Requester::of($req), $op, $path.as_deref(), $reply, resume) {
             let _ = &$inj;
             #[allow(clippy::needless_borrow, clippy::borrow_deref_ref)]
             let () = $body;

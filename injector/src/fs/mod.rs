@@ -15,6 +15,8 @@ mod data;
 mod dir;
 mod handle;
 mod inode;
+mod interrupts;
+mod invalidator;
 pub mod io_mode;
 mod meta;
 mod names;
@@ -96,11 +98,14 @@ pub(crate) struct Shared {
     io_uring: std::sync::OnceLock<Arc<std::sync::atomic::AtomicU8>>,
     /// `/proc/self/fd`, to reopen `O_PATH` handles with real flags.
     proc_fd: OwnedFd,
-    notifier: OnceLock<Notifier>,
+    /// Sends the kernel cache invalidations rule changes need (started with the session).
+    invalidator: OnceLock<invalidator::Invalidator>,
     /// Replies carrying cache timeouts hold this shared; a rule change takes it exclusively
     /// before invalidating, so no reply computed under the old rules lands after that.
     epoch: RwLock<()>,
     delayed: AtomicUsize,
+    /// Requests held in a delay, for FUSE interrupts to end it.
+    interrupts: interrupts::Interrupts,
     /// Blocking calls running on threads of their own ([`Shared::offload`]).
     offloaded: AtomicUsize,
     ready: AtomicBool,
@@ -175,9 +180,10 @@ impl PassthroughFs {
             io_uring: std::sync::OnceLock::new(),
             opts,
             proc_fd,
-            notifier: OnceLock::new(),
+            invalidator: OnceLock::new(),
             epoch: RwLock::new(()),
             delayed: AtomicUsize::new(0),
+            interrupts: interrupts::Interrupts::default(),
             offloaded: AtomicUsize::new(0),
             ready: AtomicBool::new(false),
             euid: nix::unistd::geteuid().as_raw(),
@@ -204,8 +210,16 @@ impl FsHandle {
     }
 
     /// Give the filesystem the session's notifier (for cache invalidation).
-    pub fn set_notifier(&self, notifier: Notifier) {
-        let _ = self.shared.notifier.set(notifier);
+    pub fn set_notifier(&self, notifier: Notifier) -> io::Result<()> {
+        let invalidator = invalidator::Invalidator::start(notifier)?;
+        let _ = self.shared.invalidator.set(invalidator);
+        Ok(())
+    }
+
+    /// Cache invalidations of past rule changes still waiting (on operations the rules
+    /// delay: see [`invalidator`]).
+    pub fn invalidations_waiting(&self) -> usize {
+        self.shared.invalidator.get().map_or(0, |i| i.waiting())
     }
 
     /// Mark the filesystem as mounted and serving.
@@ -260,13 +274,14 @@ impl FsHandle {
     pub fn rules_changed(&self) -> usize {
         let sh = &self.shared;
         drop(sh.epoch.write());
-        let Some(notifier) = sh.notifier.get() else {
+        let Some(invalidator) = sh.invalidator.get() else {
             return 0;
         };
         if sh.rules.is_empty() {
             // Paths under rules were served with zero timeouts: nothing stale is cached.
             return 0;
         }
+        let mut items = Vec::new();
         let mut count = 0;
         for inode in sh.inodes.all() {
             let path = inode.path();
@@ -278,18 +293,24 @@ impl FsHandle {
                 continue;
             }
             count += 1;
-            let ino = fuser::INodeNo(inode.nodeid);
             // Offset -1 drops attributes only; 0 also drops cached pages.
             let offset = if data { 0 } else { -1 };
-            if let Err(e) = notifier.inval_inode(ino, offset, 0) {
-                tracing::debug!(path = %path.display(), error = %e, "inval_inode");
+            items.push(invalidator::Invalidation::Inode {
+                ino: inode.nodeid,
+                offset,
+            });
+            if attrs && let Some((parent, name)) = inode.parent_and_name() {
+                items.push(invalidator::Invalidation::Entry {
+                    parent,
+                    name: name.to_os_string(),
+                });
             }
-            if attrs
-                && let Some((parent, name)) = inode.parent_and_name()
-                && let Err(e) = notifier.inval_entry(fuser::INodeNo(parent), &name)
-            {
-                tracing::debug!(path = %path.display(), error = %e, "inval_entry");
-            }
+        }
+        if !invalidator.run(items, invalidator::WAIT) {
+            tracing::warn!(
+                waiting = invalidator.waiting(),
+                "kernel cache invalidations wait on operations the rules delay; they finish in the background"
+            );
         }
         count
     }
@@ -332,6 +353,10 @@ impl FsStatus for FsHandle {
 
     fn file_io(&self) -> FileIo {
         self.shared.opts.file_io
+    }
+
+    fn invalidations_waiting(&self) -> usize {
+        FsHandle::invalidations_waiting(self)
     }
 }
 
@@ -411,6 +436,7 @@ impl Shared {
     /// injected errno, or the rest runs on a delay thread through `resume`).
     fn faults<R: ErrorReply>(
         self: &Arc<Self>,
+        requester: interrupts::Requester,
         method: Method,
         path: Option<&Path>,
         reply: R,
@@ -429,7 +455,7 @@ impl Shared {
         };
         if self.delayed.fetch_add(1, Ordering::Relaxed) >= MAX_DELAYED {
             self.delayed.fetch_sub(1, Ordering::Relaxed);
-            self.rules.sleep(delay, inj.generation);
+            self.sleep(requester, delay, inj.generation);
             if let Some(e) = inj.errno {
                 reply.fail(Errno::from_i32(e));
                 return None;
@@ -444,7 +470,7 @@ impl Shared {
             .name("fault-delay".into())
             .stack_size(256 * 1024)
             .spawn(move || {
-                sh.rules.sleep(delay, inj.generation);
+                sh.sleep(requester, delay, inj.generation);
                 sh.delayed.fetch_sub(1, Ordering::Relaxed);
                 match inj.errno {
                     Some(e) => reply.fail(Errno::from_i32(e)),
@@ -457,6 +483,49 @@ impl Shared {
             tracing::warn!(error = %e, "cannot start a delay thread");
         }
         None
+    }
+
+    /// Sleeps an injected delay for `requester`: until it runs out, the rules change, or the
+    /// kernel interrupts the request of a process that is dying (see [`interrupts`]).
+    fn sleep(&self, requester: interrupts::Requester, delay: Duration, generation: u64) {
+        use crate::fault_rules::SleepOutcome;
+        let deadline = std::time::Instant::now().checked_add(delay);
+        let interrupted = self.interrupts.register(requester.unique);
+        let mut watching = false;
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(std::time::Instant::now())
+            });
+            let slice = if watching {
+                left.min(interrupts::WATCH_EVERY)
+            } else {
+                left
+            };
+            let outcome = self.rules.sleep_unless(slice, generation, &interrupted);
+            let over = match outcome {
+                SleepOutcome::CutShort => true,
+                SleepOutcome::Elapsed => slice == left || requester.dying(),
+                SleepOutcome::Interrupted => {
+                    interrupted.store(false, Ordering::Release);
+                    watching = true;
+                    requester.dying()
+                }
+            };
+            if over {
+                break;
+            }
+        }
+        self.interrupts.unregister(requester.unique);
+        if watching {
+            tracing::debug!(?requester, "an interrupted delay ended");
+        }
+    }
+
+    /// The kernel interrupts request `unique`: end its delay if it sleeps in one.
+    pub(crate) fn interrupt(&self, unique: u64) {
+        if self.interrupts.interrupt(unique) {
+            self.rules.wake_sleepers();
+        }
     }
 
     /// Runs `job`, a call that may block for milliseconds (fsync: a journal commit), on a

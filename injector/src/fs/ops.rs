@@ -88,12 +88,13 @@ impl Filesystem for PassthroughFs {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let sh = &self.shared;
         let parent = tri!(reply, sh.inode(parent));
         let path = sh.rule_path(|| parent.child_path(name));
         run!(
             sh,
+            req,
             Method::Lookup,
             path,
             reply,
@@ -102,16 +103,21 @@ impl Filesystem for PassthroughFs {
         );
     }
 
+    fn interrupt(&self, _req: &Request, unique: fuser::RequestId) {
+        self.shared.interrupt(unique.0);
+    }
+
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
         self.shared.inodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(
             sh,
+            req,
             Method::Getattr,
             path,
             reply,
@@ -145,6 +151,7 @@ impl Filesystem for PassthroughFs {
         let caller = req.uid();
         run!(
             sh,
+            req,
             Method::Setattr,
             path,
             reply,
@@ -168,20 +175,28 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
-        run!(sh, Method::Readlink, path, reply, (inode), |_inj, reply| {
-            let ifd = match inode.fd() {
-                Ok(fd) => fd,
-                Err(e) => return reply.error(e.into()),
-            };
-            match nix::fcntl::readlinkat(ifd.as_fd(), "") {
-                Ok(target) => reply.data(target.as_bytes()),
-                Err(e) => reply.error(errno(e)),
+        run!(
+            sh,
+            req,
+            Method::Readlink,
+            path,
+            reply,
+            (inode),
+            |_inj, reply| {
+                let ifd = match inode.fd() {
+                    Ok(fd) => fd,
+                    Err(e) => return reply.error(e.into()),
+                };
+                match nix::fcntl::readlinkat(ifd.as_fd(), "") {
+                    Ok(target) => reply.data(target.as_bytes()),
+                    Err(e) => reply.error(errno(e)),
+                }
             }
-        });
+        );
     }
 
     fn mknod(
@@ -200,6 +215,7 @@ impl Filesystem for PassthroughFs {
         let (uid, gid) = (req.uid(), req.gid());
         run!(
             sh,
+            req,
             Method::Mknod,
             path,
             reply,
@@ -236,6 +252,7 @@ impl Filesystem for PassthroughFs {
         let (uid, gid) = (req.uid(), req.gid());
         run!(
             sh,
+            req,
             Method::Mkdir,
             path,
             reply,
@@ -255,12 +272,13 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let sh = &self.shared;
         let parent = tri!(reply, sh.inode(parent));
         let path = sh.rule_path(|| parent.child_path(name));
         run!(
             sh,
+            req,
             Method::Unlink,
             path,
             reply,
@@ -275,12 +293,13 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let sh = &self.shared;
         let parent = tri!(reply, sh.inode(parent));
         let path = sh.rule_path(|| parent.child_path(name));
         run!(
             sh,
+            req,
             Method::Rmdir,
             path,
             reply,
@@ -309,6 +328,7 @@ impl Filesystem for PassthroughFs {
         let (uid, gid) = (req.uid(), req.gid());
         run!(
             sh,
+            req,
             Method::Symlink,
             path,
             reply,
@@ -328,7 +348,7 @@ impl Filesystem for PassthroughFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -343,6 +363,7 @@ impl Filesystem for PassthroughFs {
         let bits = flags.bits();
         run!(
             sh,
+            req,
             Method::Rename,
             path,
             reply,
@@ -353,7 +374,7 @@ impl Filesystem for PassthroughFs {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -365,6 +386,7 @@ impl Filesystem for PassthroughFs {
         let path = sh.rule_path(|| newparent.child_path(newname));
         run!(
             sh,
+            req,
             Method::Link,
             path,
             reply,
@@ -394,6 +416,7 @@ impl Filesystem for PassthroughFs {
         let caller = req.uid();
         run!(
             sh,
+            req,
             Method::Open,
             path,
             reply,
@@ -404,7 +427,7 @@ impl Filesystem for PassthroughFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -416,14 +439,14 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Read, path, reply, (), |inj, reply| {
+        run!(sh, req, Method::Read, path, reply, (), |inj, reply| {
             sh.do_read(fh, offset, size, &inj, reply)
         });
     }
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -437,14 +460,14 @@ impl Filesystem for PassthroughFs {
         let fh = fh.0;
         let path = sh.handle_path(fh);
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        run!(sh, Method::Write, path, reply, (data), |inj, reply| {
+        run!(sh, req, Method::Write, path, reply, (data), |inj, reply| {
             sh.do_write(fh, offset, &data, kill, &inj, reply)
         });
     }
 
     fn flush(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
@@ -453,7 +476,7 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Flush, path, reply, (), |_inj, reply| {
+        run!(sh, req, Method::Flush, path, reply, (), |_inj, reply| {
             // Like close(2) on the original, for filesystems that report errors there.
             match sh.file(fh) {
                 Ok(h) => {
@@ -469,7 +492,7 @@ impl Filesystem for PassthroughFs {
 
     fn release(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -482,13 +505,14 @@ impl Filesystem for PassthroughFs {
         let path = sh.handle_path(fh);
         // Release first: an injected error must not leak the descriptor.
         sh.release_file(fh);
-        run!(sh, Method::Release, path, reply, (), |_inj, reply| reply
-            .ok());
+        run!(sh, req, Method::Release, path, reply, (), |_inj, reply| {
+            reply.ok()
+        });
     }
 
     fn fsync(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
@@ -497,7 +521,7 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Fsync, path, reply, (), |_inj, reply| {
+        run!(sh, req, Method::Fsync, path, reply, (), |_inj, reply| {
             let h = match sh.file(fh) {
                 Ok(h) => h,
                 Err(e) => return reply.error(e),
@@ -522,27 +546,35 @@ impl Filesystem for PassthroughFs {
         });
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
-        run!(sh, Method::Opendir, path, reply, (inode), |_inj, reply| {
-            match sh.open_inode(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
-                Ok(fd) => {
-                    let fh = sh.handles.insert(Handle::Dir(DirHandle {
-                        inode: inode.clone(),
-                        stream: parking_lot::Mutex::new(DirStream::new(fd)),
-                    }));
-                    reply.opened(FileHandle(fh), FopenFlags::empty())
+        run!(
+            sh,
+            req,
+            Method::Opendir,
+            path,
+            reply,
+            (inode),
+            |_inj, reply| {
+                match sh.open_inode(&inode, OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                    Ok(fd) => {
+                        let fh = sh.handles.insert(Handle::Dir(DirHandle {
+                            inode: inode.clone(),
+                            stream: parking_lot::Mutex::new(DirStream::new(fd)),
+                        }));
+                        reply.opened(FileHandle(fh), FopenFlags::empty())
+                    }
+                    Err(e) => reply.error(errno(e)),
                 }
-                Err(e) => reply.error(errno(e)),
             }
-        });
+        );
     }
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -551,13 +583,13 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Readdir, path, reply, (), |_inj, reply| sh
+        run!(sh, req, Method::Readdir, path, reply, (), |_inj, reply| sh
             .do_readdir(fh, offset, reply));
     }
 
     fn readdirplus(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -566,13 +598,13 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Readdir, path, reply, (), |_inj, reply| sh
+        run!(sh, req, Method::Readdir, path, reply, (), |_inj, reply| sh
             .do_readdirplus(fh, offset, reply));
     }
 
     fn releasedir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
@@ -582,13 +614,20 @@ impl Filesystem for PassthroughFs {
         let fh = fh.0;
         let path = sh.handle_path(fh);
         sh.handles.remove(fh);
-        run!(sh, Method::Releasedir, path, reply, (), |_inj, reply| reply
-            .ok());
+        run!(
+            sh,
+            req,
+            Method::Releasedir,
+            path,
+            reply,
+            (),
+            |_inj, reply| reply.ok()
+        );
     }
 
     fn fsyncdir(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         datasync: bool,
@@ -597,7 +636,7 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Fsyncdir, path, reply, (), |_inj, reply| {
+        run!(sh, req, Method::Fsyncdir, path, reply, (), |_inj, reply| {
             let h = match sh.dir(fh) {
                 Ok(h) => h,
                 Err(e) => return reply.error(e),
@@ -623,34 +662,42 @@ impl Filesystem for PassthroughFs {
         });
     }
 
-    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
-        run!(sh, Method::Statfs, path, reply, (inode), |_inj, reply| {
-            let ifd = match inode.fd() {
-                Ok(fd) => fd,
-                Err(e) => return reply.error(e.into()),
-            };
-            match nix::sys::statvfs::fstatvfs(ifd.as_fd()) {
-                Ok(st) => reply.statfs(
-                    st.blocks(),
-                    st.blocks_free(),
-                    st.blocks_available(),
-                    st.files(),
-                    st.files_free(),
-                    u32::try_from(st.block_size()).unwrap_or(4096),
-                    u32::try_from(st.name_max()).unwrap_or(255),
-                    u32::try_from(st.fragment_size()).unwrap_or(4096),
-                ),
-                Err(e) => reply.error(errno(e)),
+        run!(
+            sh,
+            req,
+            Method::Statfs,
+            path,
+            reply,
+            (inode),
+            |_inj, reply| {
+                let ifd = match inode.fd() {
+                    Ok(fd) => fd,
+                    Err(e) => return reply.error(e.into()),
+                };
+                match nix::sys::statvfs::fstatvfs(ifd.as_fd()) {
+                    Ok(st) => reply.statfs(
+                        st.blocks(),
+                        st.blocks_free(),
+                        st.blocks_available(),
+                        st.files(),
+                        st.files_free(),
+                        u32::try_from(st.block_size()).unwrap_or(4096),
+                        u32::try_from(st.name_max()).unwrap_or(255),
+                        u32::try_from(st.fragment_size()).unwrap_or(4096),
+                    ),
+                    Err(e) => reply.error(errno(e)),
+                }
             }
-        });
+        );
     }
 
     fn setxattr_ext(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -664,6 +711,7 @@ impl Filesystem for PassthroughFs {
         let path = sh.rule_path(|| inode.path());
         run!(
             sh,
+            req,
             Method::Setxattr,
             path,
             reply,
@@ -687,7 +735,7 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         // Rules leave ACL reads alone: the kernel makes them for its own permission checks
@@ -699,6 +747,7 @@ impl Filesystem for PassthroughFs {
         };
         run!(
             sh,
+            req,
             Method::Getxattr,
             path,
             reply,
@@ -707,12 +756,13 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(
             sh,
+            req,
             Method::Listxattr,
             path,
             reply,
@@ -721,12 +771,13 @@ impl Filesystem for PassthroughFs {
         );
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let sh = &self.shared;
         let inode = tri!(reply, sh.inode(ino));
         let path = sh.rule_path(|| inode.path());
         run!(
             sh,
+            req,
             Method::Removexattr,
             path,
             reply,
@@ -765,6 +816,7 @@ impl Filesystem for PassthroughFs {
         let ids = (req.uid(), req.gid());
         run!(
             sh,
+            req,
             Method::Create,
             path,
             reply,
@@ -786,7 +838,7 @@ impl Filesystem for PassthroughFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -797,32 +849,41 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Fallocate, path, reply, (), |_inj, reply| {
-            let h = match sh.file(fh) {
-                Ok(h) => h,
-                Err(e) => return reply.error(e),
-            };
-            let Handle::File(f) = &*h else {
-                return reply.error(Errno::EBADF);
-            };
-            let (Ok(offset), Ok(length)) = (i64::try_from(offset), i64::try_from(length)) else {
-                return reply.error(Errno::EINVAL);
-            };
-            match nix::fcntl::fallocate(
-                f.fd.as_fd(),
-                FallocateFlags::from_bits_retain(mode),
-                offset,
-                length,
-            ) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+        run!(
+            sh,
+            req,
+            Method::Fallocate,
+            path,
+            reply,
+            (),
+            |_inj, reply| {
+                let h = match sh.file(fh) {
+                    Ok(h) => h,
+                    Err(e) => return reply.error(e),
+                };
+                let Handle::File(f) = &*h else {
+                    return reply.error(Errno::EBADF);
+                };
+                let (Ok(offset), Ok(length)) = (i64::try_from(offset), i64::try_from(length))
+                else {
+                    return reply.error(Errno::EINVAL);
+                };
+                match nix::fcntl::fallocate(
+                    f.fd.as_fd(),
+                    FallocateFlags::from_bits_retain(mode),
+                    offset,
+                    length,
+                ) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(errno(e)),
+                }
             }
-        });
+        );
     }
 
     fn lseek(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: i64,
@@ -832,7 +893,7 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let fh = fh.0;
         let path = sh.handle_path(fh);
-        run!(sh, Method::Lseek, path, reply, (), |_inj, reply| {
+        run!(sh, req, Method::Lseek, path, reply, (), |_inj, reply| {
             let h = match sh.file(fh) {
                 Ok(h) => h,
                 Err(e) => return reply.error(e),
@@ -857,7 +918,7 @@ impl Filesystem for PassthroughFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -871,30 +932,39 @@ impl Filesystem for PassthroughFs {
         let sh = &self.shared;
         let (fh_in, fh_out) = (fh_in.0, fh_out.0);
         let path = sh.handle_path(fh_out);
-        run!(sh, Method::CopyFileRange, path, reply, (), |_inj, reply| {
-            let (hi, ho) = match (sh.file(fh_in), sh.file(fh_out)) {
-                (Ok(a), Ok(b)) => (a, b),
-                (Err(e), _) | (_, Err(e)) => return reply.error(e),
-            };
-            let (Handle::File(fi), Handle::File(fo)) = (&*hi, &*ho) else {
-                return reply.error(Errno::EBADF);
-            };
-            let (Ok(mut off_in), Ok(mut off_out)) =
-                (i64::try_from(offset_in), i64::try_from(offset_out))
-            else {
-                return reply.error(Errno::EINVAL);
-            };
-            let len = usize::try_from(len.min(u64::from(u32::MAX) & !0xfff)).unwrap_or(usize::MAX);
-            match nix::fcntl::copy_file_range(
-                fi.fd.as_fd(),
-                Some(&mut off_in),
-                fo.fd.as_fd(),
-                Some(&mut off_out),
-                len,
-            ) {
-                Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
-                Err(e) => reply.error(errno(e)),
+        run!(
+            sh,
+            req,
+            Method::CopyFileRange,
+            path,
+            reply,
+            (),
+            |_inj, reply| {
+                let (hi, ho) = match (sh.file(fh_in), sh.file(fh_out)) {
+                    (Ok(a), Ok(b)) => (a, b),
+                    (Err(e), _) | (_, Err(e)) => return reply.error(e),
+                };
+                let (Handle::File(fi), Handle::File(fo)) = (&*hi, &*ho) else {
+                    return reply.error(Errno::EBADF);
+                };
+                let (Ok(mut off_in), Ok(mut off_out)) =
+                    (i64::try_from(offset_in), i64::try_from(offset_out))
+                else {
+                    return reply.error(Errno::EINVAL);
+                };
+                let len =
+                    usize::try_from(len.min(u64::from(u32::MAX) & !0xfff)).unwrap_or(usize::MAX);
+                match nix::fcntl::copy_file_range(
+                    fi.fd.as_fd(),
+                    Some(&mut off_in),
+                    fo.fd.as_fd(),
+                    Some(&mut off_out),
+                    len,
+                ) {
+                    Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+                    Err(e) => reply.error(errno(e)),
+                }
             }
-        });
+        );
     }
 }

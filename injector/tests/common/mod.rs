@@ -20,15 +20,9 @@ pub mod xattr;
 /// unlike a python under /root, and it starts quickly.
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// Root is needed to mount; without it, tests say so and pass.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (mounts a FUSE filesystem)");
-        false
-    }
-}
+/// A root-only test that also needs something of the kernel: `needs` says why it cannot run
+/// here (then it is reported *ignored*), or `None`.
+pub type Conditional = (&'static str, fn(), fn() -> Option<&'static str>);
 
 /// Runs a test binary's tests under libtest-mimic: `root` ones are reported *ignored* (and why)
 /// when not root, `plain` ones always run. A panicking test fails, as under libtest.
@@ -36,9 +30,19 @@ pub fn run_tests(
     root: &[(&'static str, fn())],
     plain: &[(&'static str, fn())],
 ) -> std::process::ExitCode {
+    run_tests_when(root, plain, &[])
+}
+
+/// [`run_tests`] plus root-only tests that also need a kernel feature.
+pub fn run_tests_when(
+    root: &[(&'static str, fn())],
+    plain: &[(&'static str, fn())],
+    conditional: &[Conditional],
+) -> std::process::ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let is_root = nix::unistd::geteuid().is_root();
-    if !is_root && !root.is_empty() {
+    let any_root_only = !root.is_empty() || !conditional.is_empty();
+    if !is_root && any_root_only {
         eprintln!("not running as root: the tests that mount FUSE are ignored");
     }
     let trial = |name: &'static str, test: fn()| {
@@ -53,12 +57,40 @@ pub fn run_tests(
             })
         })
     };
+    let conditional = conditional.iter().map(|&(name, test, needs)| {
+        let missing = needs();
+        if let (true, Some(reason)) = (is_root, missing) {
+            eprintln!("{name} is ignored: {reason}");
+        }
+        trial(name, test).with_ignored_flag(!is_root || missing.is_some())
+    });
     let trials = root
         .iter()
         .map(|&(name, test)| trial(name, test).with_ignored_flag(!is_root))
+        .chain(conditional)
         .chain(plain.iter().map(|&(name, test)| trial(name, test)))
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Kernel FUSE passthrough came in Linux 6.9.
+pub fn needs_fuse_passthrough() -> Option<&'static str> {
+    let release = nix::sys::utsname::uname().ok()?;
+    let release = release.release().to_string_lossy().into_owned();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) < (6, 9)).then_some("the kernel offers no FUSE passthrough (6.9+)")
+}
+
+/// FUSE over io_uring, with more than one CPU to spread queues over.
+pub fn needs_fuse_io_uring_and_two_cpus() -> Option<&'static str> {
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    if !io_uring_offered() || cpus.trim() == "0" {
+        Some("FUSE over io_uring not offered, or one CPU")
+    } else {
+        None
+    }
 }
 
 pub struct Fixture {

@@ -13,8 +13,7 @@
 //! Usage: faultline-bench-agent [ROUNDS]   (as root; prints a Markdown table)
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +22,10 @@ use faultline_proto::pb;
 use faultline_proto::pb::chaos_daemon_client::ChaosDaemonClient;
 use testbed::{PodSpec, Testbed, Volume};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+#[path = "../bench_support.rs"]
+mod bench_support;
+
+use bench_support::{LocalAgent, Result, rss_kib};
 
 fn main() -> Result<()> {
     let rounds: usize = std::env::args()
@@ -35,40 +37,6 @@ fn main() -> Result<()> {
     let result = bench(&tb, rounds);
     tb.shutdown()?;
     result
-}
-
-fn binary(name: &str) -> Result<PathBuf> {
-    let path = std::env::current_exe()?
-        .parent()
-        .ok_or("no binary directory")?
-        .join(name);
-    if !path.exists() {
-        return Err(format!("{} is missing: build the workspace first", path.display()).into());
-    }
-    Ok(path)
-}
-
-struct AgentProcess(Child);
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Nanoseconds since `epoch` of the first read that failed / succeeded after being armed.
@@ -113,44 +81,15 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
     let data = tb.host_dir("bench-data")?;
     std::fs::write(data.join("probe"), "probe\n")?;
     let pod = tb.run_pod(PodSpec::new("bench").volume(Volume::host_dir(&data, "/data")))?;
-    let socket = tb.base_dir().join("bench-agent.sock");
-    let agent = AgentProcess(
-        Command::new(binary("faultline-agent")?)
-            .arg("--containerd-socket")
-            .arg(tb.containerd_socket())
-            .args([
-                "serve",
-                "--http-listen",
-                "off",
-                "--insecure-unix-plaintext",
-                "--unix-socket",
-            ])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(tb.base_dir().join("bench-state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(
-                tb.base_dir().join("bench-agent.log"),
-            )?))
-            .spawn()?,
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        if Instant::now() > deadline {
-            let log =
-                std::fs::read_to_string(tb.base_dir().join("bench-agent.log")).unwrap_or_default();
-            return Err(format!("the agent did not start: {log}").into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let agent = LocalAgent::start(tb, "bench-agent")?;
     eprintln!("agent up; {rounds} rounds");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let channel = rt.block_on(agent_channel(&socket))?;
+    let channel = rt.block_on(agent.channel())?;
     let mut client = ChaosDaemonClient::new(channel);
     std::thread::sleep(Duration::from_millis(300));
-    let idle_rss = rss_kib(agent.0.id());
+    let idle_rss = rss_kib(agent.pid());
 
     let probe = Arc::new(Probe {
         epoch: Instant::now(),
@@ -193,7 +132,7 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
         if seen <= returned {
             in_force_on_return += 1;
         }
-        busy_rss = busy_rss.max(rss_kib(agent.0.id()));
+        busy_rss = busy_rss.max(rss_kib(agent.pid()));
 
         probe.armed_for_success.store(true, Ordering::Release);
         let t1 = Instant::now();
@@ -215,7 +154,7 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
     }
     probe.stop.store(true, Ordering::Release);
     let _ = probe_thread.join();
-    let after_rss = rss_kib(agent.0.id());
+    let after_rss = rss_kib(agent.pid());
     drop(client);
     drop(agent);
     tb.remove_pod(&pod)?;
@@ -264,18 +203,4 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
         after_rss as f64 / 1024.0
     );
     Ok(())
-}
-
-async fn agent_channel(socket: &Path) -> Result<tonic::transport::Channel> {
-    let path = socket.to_owned();
-    Ok(tonic::transport::Endpoint::from_static("http://[::]:31767")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await?)
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use crate::help::{self, Flag};
 use crate::{faultline_overlays, list, object, overlays, render, run, text};
@@ -500,7 +500,7 @@ fn the_webhook_container_service_and_configuration_agree_with_the_webhooks_flags
         "{flags:?}"
     );
     let certs_output = run("faultline-controller", &["certs"]);
-    let from_certs: Vec<Value> = serde_yaml::Deserializer::from_str(&certs_output)
+    let from_certs: Vec<Value> = yaml_serde::Deserializer::from_str(&certs_output)
         .map(|d| serde::Deserialize::deserialize(d).expect("YAML"))
         .collect();
     let mut certs_config = from_certs
@@ -660,8 +660,8 @@ fn the_webhook_container_service_and_configuration_agree_with_the_webhooks_flags
         if rendered != certs_config {
             webhook.error(format!(
                 "the MutatingWebhookConfiguration differs from the one `certs` writes:\n{}\nvs\n{}",
-                serde_yaml::to_string(&rendered).unwrap_or_default(),
-                serde_yaml::to_string(&certs_config).unwrap_or_default()
+                yaml_serde::to_string(&rendered).unwrap_or_default(),
+                yaml_serde::to_string(&certs_config).unwrap_or_default()
             ));
         }
         let certificate = objects.iter().find(|o| {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use faultline_proto::agent::v1::HealthRequest;
 use faultline_proto::agent::v1::agent_client::AgentClient;
 use serde::Deserialize;
-use serde_yaml::Value;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use yaml_serde::Value;
 
 use controller::agent::tls::ClientTls;
 
@@ -52,7 +52,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 
 /// The Secrets of `certs`' output (which ends with the webhook configuration).
 fn secrets(yaml: &str) -> Secrets {
-    serde_yaml::Deserializer::from_str(yaml)
+    yaml_serde::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("YAML"))
         .filter(|doc: &Value| !text(&doc["kind"]).ends_with("WebhookConfiguration"))
         .map(|secret: Value| {

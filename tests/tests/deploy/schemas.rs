@@ -40,8 +40,8 @@ fn the_crd_kustomization_lists_every_generated_crd() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     generated.sort();
-    let kustomization: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yml")).unwrap())
+    let kustomization: yaml_serde::Value =
+        yaml_serde::from_str(&std::fs::read_to_string(dir.join("kustomization.yml")).unwrap())
             .unwrap();
     let mut listed: Vec<String> = list(&kustomization["resources"])
         .iter()

@@ -89,6 +89,8 @@ pub struct AgentProcess {
     pub log: PathBuf,
     containerd_socket: PathBuf,
     pki_dir: PathBuf,
+    /// `--runtime` and `--cri-socket` when the agent plays another runtime's node.
+    runtime_args: Vec<String>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -98,6 +100,28 @@ fn free_port() -> anyhow::Result<u16> {
 impl AgentProcess {
     /// Starts an agent with its own state directory under the testbed.
     pub fn start(tb: &Testbed, pki: &Pki, name: &str) -> anyhow::Result<AgentProcess> {
+        Self::start_with(tb, pki, name, Vec::new())
+    }
+
+    /// An agent of a node whose runtime is `runtime` (`cri-o`, `docker`), served by the
+    /// testbed's containerd through its CRI socket.
+    pub fn start_as_runtime(
+        tb: &Testbed,
+        pki: &Pki,
+        name: &str,
+        runtime: &str,
+    ) -> anyhow::Result<AgentProcess> {
+        let cri = tb.containerd_socket().display().to_string();
+        let args = ["--runtime", runtime, "--cri-socket", &cri];
+        Self::start_with(tb, pki, name, args.map(String::from).to_vec())
+    }
+
+    fn start_with(
+        tb: &Testbed,
+        pki: &Pki,
+        name: &str,
+        runtime_args: Vec<String>,
+    ) -> anyhow::Result<AgentProcess> {
         let base = tb.base_dir().join(name);
         std::fs::create_dir_all(&base)?;
         let mut agent = AgentProcess {
@@ -108,6 +132,7 @@ impl AgentProcess {
             log: base.join("agent.log"),
             containerd_socket: tb.containerd_socket().to_owned(),
             pki_dir: pki.dir.clone(),
+            runtime_args,
         };
         agent.spawn()?;
         Ok(agent)
@@ -122,6 +147,7 @@ impl AgentProcess {
         let child = Command::new(crate::binaries::path("faultline-agent")?)
             .arg("--containerd-socket")
             .arg(&self.containerd_socket)
+            .args(&self.runtime_args)
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))

@@ -133,7 +133,7 @@ pub fn rendered() -> anyhow::Result<Vec<Value>> {
     );
     let text = String::from_utf8(out.stdout)?;
     let mut objects = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in yaml_serde::Deserializer::from_str(&text) {
         let value: Value = serde::Deserialize::deserialize(doc)?;
         if !value.is_null() {
             objects.push(value);

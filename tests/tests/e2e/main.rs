@@ -5,6 +5,7 @@
 //! libtest's threads, panics caught. After the run the testbed is torn down and the harness
 //! fails if anything of it is left on the host. Needs root; otherwise every story is ignored.
 
+mod agent_restart;
 mod agent_support;
 mod binaries;
 mod chaos_mesh;
@@ -21,6 +22,7 @@ mod sidecar;
 mod stress;
 mod testbed_pods;
 mod time_chaos;
+mod workflow;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -41,7 +43,9 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(handover::stories());
     all.extend(stress::stories());
     all.extend(network::stories());
+    all.extend(agent_restart::stories());
     all.extend(reconciler::stories());
+    all.extend(workflow::stories());
     all.extend(sidecar::stories());
     all.extend(chaos_mesh::stories());
     all.extend(daemonset::stories());

@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use agent::journal::{Fault, Journal, ProcessIdentity, Record, StressScope, StressorKind};
+use agent::journal::{Journal, ProcessIdentity, Record};
+use agent::stress::{StressRecord, StressScope, StressorKind};
 use anyhow::{Context, ensure};
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
@@ -385,21 +386,26 @@ fn memory_oom(tb: &Testbed) -> anyhow::Result<()> {
 
 fn container_kill(tb: &Testbed) -> anyhow::Result<()> {
     let pki = Pki::create(&tb.base_dir().join("pki-kill-container"))?;
-    let agent = AgentProcess::start(tb, &pki, "agent-kill-container")?;
+    let containerd_agent = AgentProcess::start(tb, &pki, "agent-kill-container")?;
+    // A node whose runtime is CRI-O: the testbed's containerd answers its CRI socket.
+    let crio_agent = AgentProcess::start_as_runtime(tb, &pki, "agent-kill-crio", "cri-o")?;
     let rt = runtime()?;
-    let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
     // PID 1 of the default container ignores SIGTERM: only a real SIGKILL ends it.
     // containerd:// goes through containerd's Tasks.Kill; cri-o:// through CRI StopContainer
     // with timeout 0, which this containerd serves too.
-    for (name, reference) in [
+    for (name, reference, agent) in [
         (
             "kill-me",
             (|pod: &Pod| pod.container_uri()) as fn(&Pod) -> String,
+            &containerd_agent,
         ),
-        ("kill-me-cri", |pod: &Pod| {
-            format!("cri-o://{}", pod.container_id)
-        }),
+        (
+            "kill-me-cri",
+            |pod: &Pod| format!("cri-o://{}", pod.container_id),
+            &crio_agent,
+        ),
     ] {
+        let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
         let pod = tb.run_pod(PodSpec::new(name))?;
         let container = reference(&pod);
         ensure!(
@@ -480,6 +486,31 @@ fn container_kill(tb: &Testbed) -> anyhow::Result<()> {
         }
         tb.remove_pod(&pod)?;
     }
+    // Issue 23: an ID of another runtime than the node's is refused, not resolved through
+    // the CRI socket that happens to know it.
+    let (mut daemon, _) = rt.block_on(containerd_agent.controller(&pki))?;
+    let pod = tb.run_pod(PodSpec::new("kill-me-not"))?;
+    for scheme in ["cri-o", "docker"] {
+        let status = rt
+            .block_on(daemon.container_kill(pb::ContainerRequest {
+                action: Some(pb::ContainerAction {
+                    action: pb::container_action::Action::Kill as i32,
+                }),
+                container_id: format!("{scheme}://{}", pod.container_id),
+            }))
+            .unwrap_err();
+        ensure!(
+            status.code() == tonic::Code::InvalidArgument
+                && status.message().contains("this node runs containerd"),
+            "{scheme}: {status:?}"
+        );
+    }
+    ensure!(
+        pod.task_state()?.status == "RUNNING",
+        "{:?}",
+        pod.task_state()?
+    );
+    tb.remove_pod(&pod)?;
     Ok(())
 }
 
@@ -559,7 +590,7 @@ fn journal_recovery(tb: &Testbed) -> anyhow::Result<()> {
         container_id: pod.container_uri(),
         target: ProcessIdentity::of(pod.pid)?,
         namespace_inode: 0,
-        fault: Fault::Stress {
+        fault: StressRecord {
             stressor: StressorKind::Memory,
             scope: StressScope::Pod,
             options: "--size 1G".into(),

@@ -434,6 +434,12 @@ pub trait Filesystem: Send + Sync + 'static {
     /// inodes will receive a forget message.
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
 
+    /// The kernel asks to interrupt request `unique` (its caller got a signal, maybe a fatal
+    /// one). The filesystem may end that request early (answering it, with `EINTR` or a
+    /// result); the interrupt itself gets no answer. The default does nothing: the request
+    /// runs to its end. (faultline: upstream answered ENOSYS, ending interrupts.)
+    fn interrupt(&self, _req: &Request, _unique: RequestId) {}
+
     /// Like [`forget`](Self::forget), but take multiple forget requests at once for performance. The default
     /// implementation will fallback to `forget`.
     fn batch_forget(&self, req: &Request, nodes: &[ForgetOne]) {

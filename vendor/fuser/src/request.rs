@@ -125,9 +125,11 @@ impl<'a> RequestWithSender<'a> {
                 return Err(Errno::EIO);
             }
 
-            ll::Operation::Interrupt(_) => {
-                // TODO: handle FUSE_INTERRUPT
-                return Err(Errno::ENOSYS);
+            ll::Operation::Interrupt(x) => {
+                // faultline: handed to the filesystem, never answered (an ENOSYS answer
+                // would make the kernel stop sending interrupts for the whole connection).
+                filesystem.interrupt(self.request_header(), x.unique());
+                return Ok(None);
             }
 
             ll::Operation::Lookup(x) => {

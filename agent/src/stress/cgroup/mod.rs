@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 #[cfg(test)]
-mod fake_fs;
+pub(crate) mod fake_fs;
 mod proc_files;
 
 use self::proc_files::{Membership, find_mount, parse_mountinfo, parse_proc_cgroup, strip_root};

@@ -1,5 +1,9 @@
 //! The two files a placement is read from: the target's `/proc/PID/cgroup` (which cgroup it
 //! is in, per hierarchy) and our `/proc/self/mountinfo` (where each hierarchy is mounted).
+//!
+//! Parsed by hand on purpose: the text comes through the `HostFs` trait, so the placement logic
+//! is tested on the in-memory double (hybrid and v2 hosts) without root; the procfs crate reads
+//! the real /proc itself and would bypass it.
 
 use std::path::PathBuf;
 

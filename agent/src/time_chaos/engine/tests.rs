@@ -20,7 +20,7 @@ struct FakeProcess {
 }
 
 #[derive(Debug, Default)]
-struct FakeHost {
+pub(crate) struct FakeHost {
     processes: Mutex<BTreeMap<u32, FakeProcess>>,
     calls: Mutex<Vec<String>>,
     sites: Vec<Site>,
@@ -35,7 +35,7 @@ fn sites() -> Vec<Site> {
 }
 
 impl FakeHost {
-    fn with(pids: &[u32]) -> FakeHost {
+    pub(crate) fn with(pids: &[u32]) -> FakeHost {
         let host = FakeHost {
             sites: sites(),
             ..Default::default()
@@ -56,7 +56,7 @@ impl FakeHost {
             },
         );
     }
-    fn fork(&self, parent: u32, child: u32) {
+    pub(crate) fn fork(&self, parent: u32, child: u32) {
         let mut all = self.processes.lock().unwrap();
         let mut p = all[&parent].clone();
         p.start_time += 1000;
@@ -68,7 +68,7 @@ impl FakeHost {
         p.vdso += 0x10_0000;
         p.shifted = None;
     }
-    fn state(&self, pid: u32) -> Option<Shift> {
+    pub(crate) fn state(&self, pid: u32) -> Option<Shift> {
         self.processes.lock().unwrap()[&pid].shifted
     }
     fn calls(&self) -> Vec<String> {
@@ -147,7 +147,7 @@ impl TimeHost for FakeHost {
     }
 }
 
-fn day() -> Shift {
+pub(crate) fn day() -> Shift {
     Shift {
         offset: Offset::parse_go("24h").unwrap(),
         mask: ClockMask::REALTIME,

@@ -1,15 +1,14 @@
-//! `faultline-agent serve`.
+//! `faultline-agent serve`: the node daemon's lifecycle around the gRPC and HTTP listeners.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::container_runtime::Resolver;
+use agent::faults::{Faults, FaultsConfig};
 use agent::grpc::{AgentService, ChaosDaemonService, Listeners, serve};
-use agent::io_chaos::{IoChaos, IoChaosConfig};
 use agent::journal::Journal;
 use agent::metrics::Metrics;
-use agent::stress::{StressChaos, StressConfig};
 use agent::tls::{ClientIdentity, TlsSettings, server_config};
 use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
@@ -65,29 +64,16 @@ pub struct ServeArgs {
     log_json: bool,
 }
 
+/// `faultline-agent serve`: builds the fault kinds, undoes what a previous run left (from the
+/// journal), serves the APIs until SIGTERM/SIGINT, then recovers everything the journal holds.
 pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     init_tracing(args.log_json);
-    let tls = match (&args.cert, &args.key, &args.ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(server_config(&TlsSettings {
-            cert: cert.clone(),
-            key: key.clone(),
-            ca: ca.clone(),
-            allowed_clients: args.allowed_clients.clone(),
-        })?),
-        _ => None,
-    };
+    // Before anything listens: a SIGTERM that arrives as soon as we do is a clean stop, not
+    // the default action (death without recovery).
+    let signals = StopSignals::install()?;
+    let tls = tls_config(&args)?;
     if args.enable_fuse_io_uring {
-        use agent::fuse_io_uring::{Outcome, PARAMETER, enable};
-        match enable(std::path::Path::new(PARAMETER)) {
-            Ok(Outcome::Enabled) => tracing::info!("FUSE over io_uring turned on ({PARAMETER})"),
-            Ok(Outcome::AlreadyOn) => tracing::info!("FUSE over io_uring is on"),
-            Ok(Outcome::Unsupported) => tracing::warn!(
-                "this kernel has no FUSE over io_uring (Linux 6.14+): injectors use /dev/fuse"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot turn on FUSE over io_uring ({PARAMETER}): injectors use /dev/fuse")
-            }
-        }
+        enable_fuse_io_uring();
     }
     if args.unix_socket.is_some() && !args.insecure_unix_plaintext {
         bail!("--unix-socket serves plaintext: add --insecure-unix-plaintext to confirm");
@@ -97,8 +83,77 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             "nothing to serve: give --cert/--key/--ca for mTLS, or --unix-socket with --insecure-unix-plaintext"
         );
     }
-    let injector_binary = match args.injector_bin {
-        Some(path) => path,
+    let metrics = Arc::new(Metrics::new());
+    let journal = Journal::open(&args.state_dir)?;
+    let faults = Arc::new(Faults::build(
+        FaultsConfig {
+            injector_binary: injector_binary(&args)?,
+            // Stressors are the agent binary itself (its hidden `stressor` subcommand).
+            stressor_binary: std::env::current_exe()?,
+            netem_path: args.netem_path,
+            // A process started in a shifted container reads the true time for at most this
+            // long (plus one pass) before the watcher shifts it.
+            time_watch_every: std::time::Duration::from_millis(100),
+        },
+        resolver,
+        journal,
+        Arc::clone(&metrics),
+    ));
+    // The journal is read here, once: whatever a previous run left in force is undone.
+    faults.registry.recover_left_over().await;
+
+    let listeners = bind(&args, tls).await?;
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        signals.wait().await;
+        on_signal.cancel();
+    });
+    let chaos = ChaosDaemonService::new(Arc::clone(&faults));
+    let agent = AgentService::new(Arc::clone(&faults));
+    println!("faultline-agent ready");
+    serve(listeners, chaos, agent, metrics, shutdown).await?;
+
+    // A clean stop recovers everything the journal holds: a fault must never outlive the agent
+    // that can undo it.
+    faults.registry.recover_all().await;
+    if let Some(path) = &args.unix_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match (&args.cert, &args.key, &args.ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(server_config(&TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+            allowed_clients: args.allowed_clients.clone(),
+        })?),
+        _ => None,
+    })
+}
+
+/// A node without FUSE over io_uring still serves: the injectors use /dev/fuse.
+fn enable_fuse_io_uring() {
+    use agent::fuse_io_uring::{Outcome, PARAMETER, enable};
+    match enable(std::path::Path::new(PARAMETER)) {
+        Ok(Outcome::Enabled) => tracing::info!("FUSE over io_uring turned on ({PARAMETER})"),
+        Ok(Outcome::AlreadyOn) => tracing::info!("FUSE over io_uring is on"),
+        Ok(Outcome::Unsupported) => tracing::warn!(
+            "this kernel has no FUSE over io_uring (Linux 6.14+): injectors use /dev/fuse"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot turn on FUSE over io_uring ({PARAMETER}): injectors use /dev/fuse")
+        }
+    }
+}
+
+/// --injector-bin, or faultline-injector beside this binary; it must exist.
+fn injector_binary(args: &ServeArgs) -> anyhow::Result<PathBuf> {
+    let injector_binary = match &args.injector_bin {
+        Some(path) => path.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("the agent binary has no directory")?
@@ -110,59 +165,14 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             injector_binary.display()
         );
     }
+    Ok(injector_binary)
+}
 
-    let metrics = Arc::new(Metrics::new());
-    let journal = Journal::open(&args.state_dir)?;
-    let io = IoChaos::new(
-        IoChaosConfig { injector_binary },
-        resolver.clone(),
-        journal.clone(),
-        Arc::clone(&metrics),
-    );
-    for (id, outcome) in io.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this experiment in place");
-        }
-    }
-    // Stressors are the agent binary itself (its hidden `stressor` subcommand).
-    let stress = StressChaos::new(
-        StressConfig {
-            stressor_binary: std::env::current_exe()?,
-        },
-        resolver.clone(),
-        journal.clone(),
-        Arc::clone(&metrics),
-    );
-    for (id, outcome) in stress.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this stressor in place");
-        }
-    }
-    let network = agent::network::NetworkChaos::new(
-        resolver.clone(),
-        journal.clone(),
-        Arc::clone(&metrics),
-        Arc::new(agent::network::runner::NamespaceRunner),
-        args.netem_path,
-    );
-    for (id, outcome) in network.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this network fault in place");
-        }
-    }
-
-    let time = agent::time_chaos::TimeChaos::new(
-        resolver.clone(),
-        journal.clone(),
-        Arc::new(agent::time_chaos::host::RealHost::default()),
-        std::time::Duration::from_millis(100),
-    );
-    for (id, outcome) in time.recover_journal().await {
-        if let Err(err) = outcome {
-            tracing::error!(%id, %err, "journal recovery left this time shift in place");
-        }
-    }
-
+/// Binds every listener asked for: mTLS gRPC, the plaintext unix socket (mode 0600), HTTP.
+async fn bind(
+    args: &ServeArgs,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<Listeners> {
     let mut listeners = Listeners::default();
     if let Some(config) = tls {
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -191,61 +201,29 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
         listeners.http = Some(listener);
     }
-
-    let shutdown = CancellationToken::new();
-    let on_signal = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        on_signal.cancel();
-    });
-    let chaos =
-        ChaosDaemonService::new(resolver.clone(), Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let chaos = chaos.with_network(Arc::clone(&network));
-    let chaos = chaos.with_time(Arc::clone(&time));
-    let agent = AgentService::new(resolver, Arc::clone(&io)).with_stress(Arc::clone(&stress));
-    let agent = agent.with_network(Arc::clone(&network));
-    let agent = agent.with_time(Arc::clone(&time));
-    println!("faultline-agent ready");
-    serve(listeners, chaos, agent, metrics, shutdown).await?;
-
-    // A clean stop recovers everything: a fault must never outlive the agent that can undo it.
-    for id in io.ids() {
-        if let Err(err) = io.recover(&id).await {
-            tracing::error!(%id, %err, "recovery at shutdown failed; the journal keeps the record");
-        }
-    }
-    for id in network.ids() {
-        if let Err(err) = network.recover(&id).await {
-            tracing::error!(%id, %err, "network recovery at shutdown failed; the journal keeps the record");
-        }
-    }
-    for id in time.ids() {
-        if let Err(err) = time.recover(&id).await {
-            tracing::error!(%id, %err, "time recovery at shutdown failed; the journal keeps the record");
-        }
-    }
-    for id in stress.ids() {
-        if let Err(err) = stress.recover(&id).await {
-            tracing::error!(%id, %err, "stopping a stressor at shutdown failed; the journal keeps the record");
-        }
-    }
-    if let Some(path) = &args.unix_socket {
-        let _ = std::fs::remove_file(path);
-    }
-    Ok(())
+    Ok(listeners)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, handled from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("handling SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("handling SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -1,0 +1,206 @@
+//! The fault kinds of the agent and the one place they meet: a kind (IO, network, stress, …)
+//! implements [`FaultKind`] (its recovery as a function of its journal record, and its listing)
+//! and is registered in a [`Registry`]; the registry alone reads the journal at start, walks it
+//! at shutdown, recovers by id and lists. A kind never reads another kind's records.
+//!
+//! ```text
+//! start-up ─┐                                   ┌─ explicit Recover / empty ApplyIOChaos …
+//! shutdown ─┼─ Registry ── journal record ──► FaultKind::recover(record) ◄─┼─ end of a duration
+//!           └─ (by the record's "kind")         └─ a helper that died
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::now_ms;
+use crate::error::AgentError;
+use crate::journal::{Journal, Record, StoredRecord};
+
+/// One fault kind's lifecycle as the rest of the agent sees it.
+#[tonic::async_trait]
+pub trait FaultKind: Send + Sync + std::fmt::Debug {
+    /// The journal kind it owns: its record type's `FaultRecord::KIND`.
+    fn kind(&self) -> &'static str;
+
+    /// What one record is called in the log ("an IO fault", "a stressor").
+    fn noun(&self) -> &'static str;
+
+    /// Undoes everything `record` says may be in force, then removes the record: the one
+    /// recovery of the kind, used alike by an explicit recover, the end of a duration, a helper
+    /// that died, shutdown and start-up. A helper the kind still holds in memory may be asked
+    /// to stop gracefully, but what is undone comes from the record. Recovering what is already
+    /// gone (the target exited, the record was removed meanwhile) is not an error.
+    async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError>;
+
+    /// The experiments of this kind in force, for listing.
+    async fn list(&self) -> Vec<ExperimentView>;
+}
+
+/// One experiment as listed, whatever its kind (converted to the API in one place, `grpc`).
+#[derive(Clone, Debug)]
+pub struct ExperimentView {
+    /// The envelope of its journal record.
+    pub record: Record<()>,
+    pub kind: &'static str,
+    /// Its rules, in the kind's own words.
+    pub rules: String,
+    /// The volume of an IO experiment; empty for other kinds.
+    pub volume: String,
+    /// The live state of its helper, if any.
+    pub status: String,
+    /// What an IO experiment's handover did (`None`: off, or not an IO experiment).
+    pub handover: Option<handover::Report>,
+}
+
+/// Every fault kind of this agent, by journal kind.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    journal: Journal,
+    kinds: Vec<Arc<dyn FaultKind>>,
+}
+
+impl Registry {
+    pub fn new(journal: Journal) -> Self {
+        Self {
+            journal,
+            kinds: Vec::new(),
+        }
+    }
+
+    /// Adds a kind; its records are recovered by it from now on.
+    pub fn register(mut self, kind: Arc<dyn FaultKind>) -> Self {
+        assert!(
+            self.of(kind.kind()).is_none(),
+            "fault kind {:?} registered twice",
+            kind.kind()
+        );
+        self.kinds.push(kind);
+        self
+    }
+
+    fn of(&self, kind: &str) -> Option<&Arc<dyn FaultKind>> {
+        self.kinds.iter().find(|k| k.kind() == kind)
+    }
+
+    async fn dispatch(&self, record: &StoredRecord) -> Result<(), AgentError> {
+        match self.of(record.kind()) {
+            Some(kind) => kind.recover(record).await,
+            None => Err(AgentError::UnknownKind {
+                id: record.id.clone(),
+                kind: record.kind().to_owned(),
+            }),
+        }
+    }
+
+    /// After a (re)start: undoes everything the journal says a previous run left in force. The
+    /// only read of the journal at start; an unreadable record, or one of a kind this agent
+    /// does not know, is reported and left in place, never dropped.
+    pub async fn recover_left_over(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let mut outcomes = Vec::new();
+        for (record, result) in self.recover_every_record().await {
+            let noun = self.of(record.kind()).map_or("a fault", |k| k.noun());
+            match &result {
+                Ok(()) => {
+                    tracing::info!(id = %record.id, container = %record.container_id, kind = record.kind(), "recovered {noun} left by a previous run")
+                }
+                Err(err) => {
+                    tracing::error!(id = %record.id, %err, "could not recover {noun} left by a previous run; the journal keeps the record")
+                }
+            }
+            outcomes.push((record.id, result));
+        }
+        outcomes
+    }
+
+    /// A clean stop: recovers every record of the journal (not whatever memory holds).
+    pub async fn recover_all(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let mut outcomes = Vec::new();
+        for (record, result) in self.recover_every_record().await {
+            if let Err(err) = &result {
+                tracing::error!(id = %record.id, %err, "recovery at shutdown failed; the journal keeps the record");
+            }
+            outcomes.push((record.id, result));
+        }
+        outcomes
+    }
+
+    async fn recover_every_record(&self) -> Vec<(StoredRecord, Result<(), AgentError>)> {
+        let (records, broken) = match self.journal.list() {
+            Ok(listing) => listing,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: nothing recovered");
+                return Vec::new();
+            }
+        };
+        for err in broken {
+            tracing::error!(%err, "unreadable journal record left in place");
+        }
+        let mut outcomes = Vec::new();
+        for record in records {
+            let result = self.dispatch(&record).await;
+            outcomes.push((record, result));
+        }
+        outcomes
+    }
+
+    /// Recovers one experiment, found by id in the journal.
+    pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
+        let record = self
+            .journal
+            .get(id)
+            .map_err(|err| match err {
+                crate::journal::JournalError::BadId(_) => {
+                    AgentError::UnknownExperiment(id.to_owned())
+                }
+                other => other.into(),
+            })?
+            .ok_or_else(|| AgentError::UnknownExperiment(id.to_owned()))?;
+        self.dispatch(&record).await
+    }
+
+    /// The ids of every experiment in the journal, oldest first.
+    pub fn ids(&self) -> Result<Vec<String>, AgentError> {
+        let (records, _) = self.journal.list()?;
+        Ok(records.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Every experiment in force, of every kind, oldest first.
+    pub async fn list(&self) -> Vec<ExperimentView> {
+        let mut views = Vec::new();
+        for kind in &self.kinds {
+            views.extend(kind.list().await);
+        }
+        views.sort_by(|a, b| {
+            (a.record.started_at_ms, &a.record.id).cmp(&(b.record.started_at_ms, &b.record.id))
+        });
+        views
+    }
+}
+
+/// Recovers `id` once its deadline has come, as the journal then says (an update may have moved
+/// the deadline, a recovery may have removed the record meanwhile).
+pub fn recover_at_deadline(
+    kind: Arc<dyn FaultKind>,
+    journal: Journal,
+    id: String,
+    after: Duration,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let record = match journal.get(&id) {
+            Ok(Some(record)) => record,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(%id, %err, "the journal cannot be read at the end of the duration");
+                return;
+            }
+        };
+        let due = record.deadline_ms.is_some_and(|d| d <= now_ms() + 5);
+        if !due {
+            return;
+        }
+        if let Err(err) = kind.recover(&record).await {
+            tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! What the benchmark binaries share (included with `#[path]`, not part of the testbed
+//! library): the real agent started on a unix socket of a testbed, a gRPC channel to it, and
+//! reads of a process's footprint.
+#![allow(dead_code)] // each binary uses its part
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testbed::Testbed;
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A binary built beside the running one (`cargo build` puts them together).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?
+        .parent()
+        .ok_or("no binary directory")?
+        .join(name);
+    if !path.exists() {
+        return Err(format!("{} is missing: build the workspace first", path.display()).into());
+    }
+    Ok(path)
+}
+
+/// The real `faultline-agent`, plaintext on a unix socket under the testbed; SIGTERM on drop.
+pub struct LocalAgent {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl LocalAgent {
+    pub fn start(tb: &Testbed, name: &str) -> Result<LocalAgent> {
+        let socket = tb.base_dir().join(format!("{name}.sock"));
+        let log = tb.base_dir().join(format!("{name}.log"));
+        let child = Command::new(binary("faultline-agent")?)
+            .arg("--containerd-socket")
+            .arg(tb.containerd_socket())
+            .args([
+                "serve",
+                "--http-listen",
+                "off",
+                "--insecure-unix-plaintext",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(tb.base_dir().join(format!("{name}-state")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
+            .spawn()?;
+        let agent = LocalAgent { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !agent.socket.exists() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(format!("the agent did not start: {log}").into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(agent)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn channel(&self) -> Result<tonic::transport::Channel> {
+        let path = self.socket.clone();
+        Ok(tonic::transport::Endpoint::from_static("http://[::]:31767")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await?)
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+/// A process's resident memory in KiB (0 if it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:").unwrap_or(0)
+}
+
+/// The first number of a `/proc/PID/status` field.
+pub fn status_field(pid: u32, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Entries of a directory (0 if unreadable): open fds, threads.
+pub fn entries(dir: impl AsRef<Path>) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |d| d.count() as u64)
+}
