@@ -26,6 +26,8 @@ pub enum StressError {
     },
     #[error("the stressor exited ({status}) before it was released: {stderr}")]
     ExitedEarly { status: String, stderr: String },
+    #[error("the stressor could not start ({reason}): {stderr}")]
+    CouldNotStart { reason: String, stderr: String },
     #[error("no stress instance {0}")]
     UnknownInstance(String),
     #[error("{field}: {value:?} is not a process id")]
@@ -54,6 +56,8 @@ impl StressError {
             StressError::UnknownInstance(_) => Code::NotFound,
             StressError::Process(_) | StressError::OomScoreAdj { .. } => Code::Internal,
             StressError::ExitedEarly { .. } => Code::Internal,
+            // What it asked for is not there to be had (memory it cannot reserve).
+            StressError::CouldNotStart { .. } => Code::ResourceExhausted,
         }
     }
 

@@ -48,6 +48,9 @@ use crate::metrics::Metrics;
 const REMEMBER_ENDED: usize = 1024;
 /// How long a stressor left by a previous run may take to die.
 const ORPHAN_KILL_WITHIN: Duration = Duration::from_secs(2);
+/// How long a released stressor may take to say it runs (reserving its memory is instant;
+/// this is for a node too busy to schedule it).
+const START_WITHIN: Duration = Duration::from_secs(10);
 /// The metrics and journal kind.
 const KIND: &str = StressRecord::KIND;
 
@@ -475,6 +478,13 @@ impl StressChaos {
             .into());
         }
         process.release().map_err(StressError::from)?;
+        if let Err(reason) = process.started(START_WITHIN).await {
+            return Err(StressError::CouldNotStart {
+                reason,
+                stderr: process.stderr_tail(),
+            }
+            .into());
+        }
         Ok(())
     }
 
@@ -792,6 +802,8 @@ mod tests {
         spawned: Mutex<Vec<Arc<FakeStressor>>>,
         killed: Mutex<Vec<ProcessIdentity>>,
         immortal: bool,
+        /// Its stressors exit right after release (a size the node cannot give).
+        cannot_start: bool,
     }
 
     #[derive(Debug)]
@@ -799,6 +811,7 @@ mod tests {
         identity: ProcessIdentity,
         released: std::sync::atomic::AtomicBool,
         exit: tokio::sync::watch::Sender<Option<std::process::ExitStatus>>,
+        cannot_start: bool,
     }
 
     #[tonic::async_trait]
@@ -810,6 +823,12 @@ mod tests {
             self.released
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             Ok(())
+        }
+        async fn started(&self, _within: Duration) -> Result<(), String> {
+            match self.cannot_start {
+                true => Err("exited (exit status: 4)".into()),
+                false => Ok(()),
+            }
         }
         fn exited(&self) -> Option<std::process::ExitStatus> {
             *self.exit.borrow()
@@ -851,6 +870,7 @@ mod tests {
                 },
                 released: Default::default(),
                 exit: tokio::sync::watch::channel(None).0,
+                cannot_start: self.cannot_start,
             });
             spawned.push(Arc::clone(&stressor));
             Ok(Box::new(stressor))
@@ -1013,6 +1033,47 @@ mod tests {
         assert_eq!(*orphans.killed.lock().unwrap(), [stressor.identity]);
         assert!(!fs.is_dir(&leaf), "the leaf made for it stays");
         assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stressor_that_cannot_start_fails_the_request_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = v2_host();
+        let processes = Arc::new(FakeProcesses {
+            cannot_start: true,
+            ..Default::default()
+        });
+        let stress = stress_on(dir.path(), Arc::clone(&fs), Arc::clone(&processes));
+        let request = StressRequest {
+            container_id: "containerd://c0ffee",
+            scope: StressScope::Pod,
+            cpu: "--cpu 1 --cpu-load 10",
+            memory: "",
+            oom_score_adj: 0,
+            duration: None,
+        };
+        let (cpu, _) = validate(&request).unwrap();
+        let id = new_instance_id("cpu");
+        let prepared = stress.prepare_cpu(&request, 42, &id, cpu.unwrap()).unwrap();
+        let target = ProcessIdentity::of(std::process::id()).unwrap();
+        let err = stress
+            .start(&request, target, id.clone(), prepared)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+        assert!(err.to_string().contains("could not start"), "{err}");
+        let stressor = Arc::clone(&processes.spawned.lock().unwrap()[0]);
+        assert!(stressor.exited().is_some(), "the stressor was not killed");
+        let leaf = PathBuf::from(format!("/sys/fs/cgroup{POD}/faultline-{id}"));
+        assert!(!fs.is_dir(&leaf), "the leaf made for it stays");
+        assert!(
+            Journal::open(dir.path())
+                .unwrap()
+                .list()
+                .unwrap()
+                .0
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use super::worker::{RELEASE, StressorCommand};
+use super::worker::{RELEASE, STARTED, StressorCommand};
 use crate::process_identity::ProcessIdentity;
 use crate::supervised_child::SupervisedChild;
 
@@ -46,6 +46,8 @@ pub struct StressorProcess {
     process: SupervisedChild,
     /// The write end of the stressor's stdin until it is released.
     hold: Mutex<Option<std::fs::File>>,
+    /// Its stdout, where it says it started (once, after it is released).
+    started: tokio::sync::Mutex<Option<tokio::process::ChildStdout>>,
 }
 
 impl StressorProcess {
@@ -61,7 +63,7 @@ impl StressorProcess {
         cmd.arg("stressor")
             .args(command.args())
             .stdin(Stdio::from(read_end))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         nsexec::spawn::prepare(
             &mut cmd,
@@ -79,12 +81,15 @@ impl StressorProcess {
             })?;
         // Held on its pipe, it cannot have exited; without its identity it could never be
         // told from a stranger after a crash. (Dropping the child kills it: kill_on_drop.)
+        let mut child = child;
         let identity = SupervisedChild::identity_of(&child)
             .map_err(|source| ProcessError::Identity { source })?;
+        let started = child.stdout.take();
         Ok(Self {
             identity,
             process: SupervisedChild::adopt(child, identity, "stressor"),
             hold: Mutex::new(Some(std::fs::File::from(write_end))),
+            started: tokio::sync::Mutex::new(started),
         })
     }
 
@@ -100,6 +105,28 @@ impl StressorProcess {
                 .map_err(|source| ProcessError::Release { pid, source })?;
         }
         Ok(())
+    }
+
+    /// After [`StressorProcess::release`]: waits up to `within` for the stressor to say it
+    /// runs. `Err` carries why it does not (its exit status, or that it said nothing in time).
+    pub async fn started(&self, within: std::time::Duration) -> Result<(), String> {
+        use tokio::io::AsyncReadExt;
+        let Some(mut stdout) = self.started.lock().await.take() else {
+            return Ok(()); // asked before: it had started
+        };
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(within, stdout.read(&mut byte)).await {
+            Ok(Ok(1)) if byte[0] == STARTED => Ok(()),
+            Ok(_) => {
+                // End of file (or garbage): it exited, or is about to.
+                let status = tokio::time::timeout(within, self.wait()).await;
+                Err(match status {
+                    Ok(status) => format!("exited ({status})"),
+                    Err(_) => "closed its output without starting".into(),
+                })
+            }
+            Err(_) => Err(format!("did not start within {within:?}")),
+        }
     }
 
     /// Waits until the process has exited (and been reaped).
@@ -128,6 +155,8 @@ pub trait Stressor: Send + Sync + std::fmt::Debug {
     fn identity(&self) -> ProcessIdentity;
     /// Lets it start working.
     fn release(&self) -> Result<(), ProcessError>;
+    /// After `release`: waits up to `within` until it runs; `Err` says why it does not.
+    async fn started(&self, within: std::time::Duration) -> Result<(), String>;
     /// The exit status, if it has exited.
     fn exited(&self) -> Option<ExitStatus>;
     /// Waits until it has exited (and been reaped).
@@ -144,6 +173,9 @@ impl Stressor for StressorProcess {
     }
     fn release(&self) -> Result<(), ProcessError> {
         StressorProcess::release(self)
+    }
+    async fn started(&self, within: std::time::Duration) -> Result<(), String> {
+        StressorProcess::started(self, within).await
     }
     fn exited(&self) -> Option<ExitStatus> {
         StressorProcess::exited(self)

@@ -14,6 +14,12 @@ use super::options::DEFAULT_SLICE_MS;
 pub const RELEASE: u8 = b'g';
 /// Exit status of a stressor that was never released (the agent closed its stdin).
 pub const NOT_RELEASED: u8 = 3;
+/// The byte a released stressor writes on its stdout once it runs: its workers started and,
+/// for memory, the whole size reserved (so a size the node cannot give fails the request,
+/// instead of a stressor that exits right after an OK).
+pub const STARTED: u8 = b'r';
+/// Exit status of a released stressor that could not start (its memory cannot be reserved).
+pub const CANNOT_START: u8 = 4;
 
 /// CPU time the scheduler withheld is made up for (so the load holds over any few seconds on a
 /// busy node), but debt beyond this is forgiven rather than paid back in a long burst (the
@@ -141,19 +147,42 @@ pub fn run(command: &StressorCommand) -> ExitCode {
                 keep,
                 method,
             };
-            (0..workers)
-                .map(|i| {
-                    // The first worker takes the remainder.
-                    let share = bytes / workers + if i == 0 { bytes % workers } else { 0 };
-                    std::thread::spawn(move || memory_worker(share, passes))
+            // Every worker's share is reserved before anything runs: a size that cannot be
+            // had fails now, while the agent still waits for the start to answer the request.
+            let mut buffers = Vec::new();
+            for i in 0..workers {
+                // The first worker takes the remainder.
+                let share = bytes / workers + if i == 0 { bytes % workers } else { 0 };
+                match reserve(share) {
+                    Ok(buffer) => buffers.push((buffer, share as usize)),
+                    Err(reason) => {
+                        eprintln!("cannot start: {reason}");
+                        return ExitCode::from(CANNOT_START);
+                    }
+                }
+            }
+            buffers
+                .into_iter()
+                .map(|(buffer, total)| {
+                    std::thread::spawn(move || memory_worker(buffer, total, passes))
                 })
                 .collect()
         }
     };
+    if !say_started() {
+        return ExitCode::FAILURE;
+    }
     for worker in workers {
         let _ = worker.join();
     }
     ExitCode::FAILURE
+}
+
+/// Tells the agent the stressor runs ([`STARTED`] on stdout); false if it cannot be told.
+fn say_started() -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&[STARTED]).and_then(|()| out.flush()).is_ok()
 }
 
 /// Blocks until the agent writes [`RELEASE`]; false if stdin closes first.
@@ -243,36 +272,45 @@ struct Passes {
 /// every `hang` (or every few seconds without one) writes the method's pattern to every page,
 /// so they stay resident; with a hang and without `keep`, a pass frees the memory and
 /// allocates it again instead (stress-ng's unmap and remap).
-fn memory_worker(bytes: u64, passes: Passes) {
-    let Ok(total) = usize::try_from(bytes) else {
-        eprintln!("{bytes} bytes do not fit in this address space");
-        std::process::exit(1);
-    };
+fn memory_worker(mut buffer: Vec<u8>, total: usize, passes: Passes) {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
         .and_then(|p| usize::try_from(p).ok())
         .unwrap_or(4096);
-    let mut buffer = allocate(total, passes.growth);
+    fill(&mut buffer, total, passes.growth);
     let mut pass = 0u64;
     loop {
         std::thread::sleep(passes.hang.unwrap_or(RETOUCH));
         pass = pass.wrapping_add(1);
         if passes.hang.is_some() && !passes.keep {
             drop(std::mem::take(&mut buffer));
-            buffer = allocate(total, Duration::ZERO);
+            buffer = match reserve(total as u64) {
+                Ok(buffer) => buffer,
+                Err(reason) => {
+                    eprintln!("{reason}");
+                    std::process::exit(1);
+                }
+            };
+            fill(&mut buffer, total, Duration::ZERO);
         }
         passes.method.touch(&mut buffer, page, pass);
     }
 }
 
-/// `total` bytes, every page written, in chunks spread over `growth`.
-fn allocate(total: usize, growth: Duration) -> Vec<u8> {
+/// An empty buffer with room for `bytes` (address space only: nothing touched yet).
+fn reserve(bytes: u64) -> Result<Vec<u8>, String> {
+    let total = usize::try_from(bytes)
+        .map_err(|_| format!("{bytes} bytes do not fit in this address space"))?;
     let mut buffer: Vec<u8> = Vec::new();
-    if let Err(e) = buffer.try_reserve_exact(total) {
-        eprintln!("cannot reserve {total} bytes: {e}");
-        std::process::exit(1);
-    }
+    buffer
+        .try_reserve_exact(total)
+        .map_err(|e| format!("cannot reserve {total} bytes: {e}"))?;
+    Ok(buffer)
+}
+
+/// Writes `buffer` up to `total` bytes (every page), in chunks spread over `growth`.
+fn fill(buffer: &mut Vec<u8>, total: usize, growth: Duration) {
     let steps = total.div_ceil(CHUNK).max(1);
     let pause = growth / u32::try_from(steps).unwrap_or(u32::MAX);
     while buffer.len() < total {
@@ -282,7 +320,6 @@ fn allocate(total: usize, growth: Duration) -> Vec<u8> {
             std::thread::sleep(pause);
         }
     }
-    buffer
 }
 
 #[cfg(test)]

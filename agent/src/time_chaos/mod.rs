@@ -118,6 +118,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| AgentError::Internal(format!("time chaos worker: {e}")))?
 }
 
+/// The target's pid namespace: the fault lives in its processes, so once no process of the node
+/// is in it (and the target is gone) the registry's sweep clears the record.
+fn pid_namespace_inode(pid: u32) -> Result<u64, AgentError> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .map(|m| m.ino())
+        .map_err(|e| TimeError::Host(format!("pid namespace of process {pid}: {e}")).into())
+}
+
 fn describe(t: &TimeRecord) -> String {
     format!(
         "{} {} on {}",
@@ -255,7 +264,7 @@ impl TimeChaos {
             deadline_ms: spec.duration.map(|d| started_at_ms + d.as_millis() as u64),
             container_id: spec.container_id.clone(),
             target,
-            namespace_inode: 0,
+            namespace_inode: pid_namespace_inode(pid)?,
             fault: TimeRecord {
                 pod_container_name: spec.pod_container_name.clone(),
                 shift: spec.shift,

@@ -56,6 +56,12 @@ async fn inject_crash_then_the_next_start_recovers_from_the_journal_alone() {
         .expect("journaled");
     let pids: Vec<u32> = record.fault.processes.iter().map(|p| p.pid).collect();
     assert_eq!(pids, [10, 11]);
+    // The namespace the registry's sweep checks: the target's pid namespace.
+    let our_pid_ns = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self/ns/pid").unwrap().ino()
+    };
+    assert_eq!(record.namespace_inode, our_pid_ns);
     assert_eq!(journal.get("time-a").unwrap().unwrap().kind(), "time");
     // Listed while it runs.
     let views = FaultKind::list(time.as_ref()).await;

@@ -773,6 +773,13 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
             "no size",
         ),
         (
+            // Issue 23: valid, but more than the node can give. It used to answer OK while the
+            // stressor exited at once; now the start fails and everything is undone.
+            memory(&container, Scope::Container, "--size 1000TB"),
+            Code::ResourceExhausted,
+            "could not start",
+        ),
+        (
             exec(&container, Scope::Container),
             Code::InvalidArgument,
             "no stressor",
