@@ -15,6 +15,7 @@ packages=(
   mmdebstrap                                                   # images without Docker (scripts/build-images.sh)
   libc6-dev                                                    # static test programs (handover: gcc -static)
   dnsmasq-base                                                 # the upstream DNS server of the DNS e2e stories
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static  # aarch64 code run under qemu-user (timeshift, handover)
 )
 # kubectl renders deploy/ (kubectl kustomize) in tests/tests/deploy: Debian's kubernetes-client,
 # unless some kubectl is installed already (another package's /usr/bin/kubectl would conflict).

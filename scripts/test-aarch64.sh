@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cross-compiles the handover crate for aarch64-unknown-linux-gnu and runs its unit tests under
+# Cross-compiles the handover and timeshift crates for aarch64-unknown-linux-gnu and runs their unit tests under
 # qemu-user (the architecture module, the scanner, syscall injection against a fake thread).
 # The ptrace tests (tests/real.rs) need a real aarch64 kernel and are not run here: qemu-user
 # does not implement ptrace. Run as root on Debian; installs what it needs.
@@ -22,5 +22,7 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 # Everything (the real tests and the benchmark too) builds and lints for aarch64; the unit
 # tests run.
-cargo clippy -p faultline-handover --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
+cargo clippy -p faultline-handover -p faultline-timeshift --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
 cargo test -p faultline-handover --lib --target aarch64-unknown-linux-gnu "$@"
+# timeshift: the clock names, the jump encodings, and qemu-user's own aarch64 vDSO parsed.
+cargo test -p faultline-timeshift --lib --target aarch64-unknown-linux-gnu "$@"

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::container_runtime::Resolver;
+use agent::fault_kinds::VANISHED_SWEEP_EVERY;
 use agent::faults::{Faults, FaultsConfig};
 use agent::grpc::{AgentService, ChaosDaemonService, Listeners, serve};
 use agent::journal::Journal;
@@ -99,6 +100,9 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
             netem_path: args.netem_path,
             dns_responder_binary: beside_agent(&args.dns_responder_bin, "faultline-dns-responder")?,
             http_proxy_binary: beside_agent(&args.http_proxy_bin, "faultline-http-proxy")?,
+            // A process started in a shifted container reads the true time for at most this
+            // long (plus one pass) before the watcher shifts it.
+            time_watch_every: std::time::Duration::from_millis(100),
         },
         resolver,
         journal,
@@ -114,6 +118,7 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         signals.wait().await;
         on_signal.cancel();
     });
+    spawn_vanished_sweep(Arc::clone(&faults), shutdown.clone());
     let chaos = ChaosDaemonService::new(Arc::clone(&faults));
     let agent = AgentService::new(Arc::clone(&faults));
     println!("faultline-agent ready");
@@ -126,6 +131,25 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Every [`VANISHED_SWEEP_EVERY`], clears the records of faults whose container and namespace
+/// are gone (a container SIGKILLed for good, a pod deleted), instead of keeping them until the
+/// next restart.
+fn spawn_vanished_sweep(faults: Arc<Faults>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(VANISHED_SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        every.tick().await; // the first tick is at once: start-up recovery just ran
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = every.tick() => {
+                    faults.registry.clear_vanished().await;
+                }
+            }
+        }
+    });
 }
 
 fn tls_config(args: &ServeArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {

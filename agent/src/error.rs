@@ -42,6 +42,8 @@ pub enum AgentError {
     Dns(#[from] crate::dns::DnsError),
     #[error(transparent)]
     Http(#[from] crate::http::HttpError),
+    #[error(transparent)]
+    Time(#[from] crate::time_chaos::TimeError),
     /// A failure of the agent itself, not of the request (a poisoned lock, a record missing).
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,6 +73,7 @@ impl AgentError {
             AgentError::Stress(err) => err.code(),
             AgentError::Dns(err) => err.code(),
             AgentError::Http(err) => err.code(),
+            AgentError::Time(err) => err.code(),
             AgentError::Internal(_) => Code::Internal,
             AgentError::UnknownKind { .. } => Code::FailedPrecondition,
         }
@@ -93,6 +96,7 @@ impl AgentError {
             AgentError::Stress(err) => err.reason(),
             AgentError::Dns(err) => err.reason(),
             AgentError::Http(err) => err.reason(),
+            AgentError::Time(err) => err.reason(),
             AgentError::Internal(_) => "internal",
             AgentError::UnknownKind { .. } => "unknown_kind",
         }

@@ -143,6 +143,41 @@ impl Registry {
         outcomes
     }
 
+    /// Clears the records of faults that have nothing left to act on: the target process is
+    /// gone and no process of the node is in the namespace the fault lives in (a container
+    /// SIGKILLed for good, a pod deleted). Each is recovered — which undoes what may remain
+    /// (a helper, a cgroup, a rule) — and so removed. A target that restarted in the same
+    /// namespace (a container restart in a pod that holds its network) keeps its fault.
+    pub async fn clear_vanished(&self) -> Vec<(String, Result<(), AgentError>)> {
+        self.clear_where(|record| {
+            !record.target.is_alive() && !namespace_in_use(record.namespace_inode)
+        })
+        .await
+    }
+
+    async fn clear_where(
+        &self,
+        vanished: impl Fn(&StoredRecord) -> bool,
+    ) -> Vec<(String, Result<(), AgentError>)> {
+        let Ok((records, _)) = self.journal.list() else {
+            return Vec::new();
+        };
+        let mut outcomes = Vec::new();
+        for record in records.into_iter().filter(|r| vanished(r)) {
+            let result = self.dispatch(&record).await;
+            match &result {
+                Ok(()) => {
+                    tracing::info!(id = %record.id, container = %record.container_id, kind = record.kind(), "cleared: its container and namespace are gone")
+                }
+                Err(err) => {
+                    tracing::warn!(id = %record.id, %err, "its container is gone but clearing failed; the journal keeps the record")
+                }
+            }
+            outcomes.push((record.id, result));
+        }
+        outcomes
+    }
+
     /// Recovers one experiment, found by id in the journal.
     pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
         let record = self
@@ -177,6 +212,35 @@ impl Registry {
     }
 }
 
+/// How often the daemon looks for records of vanished containers.
+pub const VANISHED_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether any process of the node is in the namespace with this inode (namespace inodes are
+/// unique across types). An unknown namespace (0) counts as in use: nothing is cleared on a
+/// guess.
+pub fn namespace_in_use(inode: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if inode == 0 {
+        return true;
+    }
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    proc.filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .any(|e| {
+            std::fs::read_dir(e.path().join("ns")).is_ok_and(|ns| {
+                ns.filter_map(|n| n.ok())
+                    .any(|n| std::fs::metadata(n.path()).is_ok_and(|m| m.ino() == inode))
+            })
+        })
+}
+
 /// Recovers `id` once its deadline has come, as the journal then says (an update may have moved
 /// the deadline, a recovery may have removed the record meanwhile).
 pub fn recover_at_deadline(
@@ -203,4 +267,86 @@ pub fn recover_at_deadline(
             tracing::warn!(%id, %err, "recovery at the end of the duration failed");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::process_identity::ProcessIdentity;
+
+    /// A kind that only records what it was asked to recover, and removes the record.
+    #[derive(Debug)]
+    struct Recording {
+        journal: Journal,
+        recovered: Mutex<Vec<String>>,
+    }
+
+    #[tonic::async_trait]
+    impl FaultKind for Recording {
+        fn kind(&self) -> &'static str {
+            "probe"
+        }
+        fn noun(&self) -> &'static str {
+            "a probe"
+        }
+        async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+            self.recovered.lock().unwrap().push(record.id.clone());
+            self.journal.remove(&record.id)?;
+            Ok(())
+        }
+        async fn list(&self) -> Vec<ExperimentView> {
+            Vec::new()
+        }
+    }
+
+    fn record(id: &str, target: ProcessIdentity, namespace_inode: u64) -> StoredRecord {
+        Record {
+            id: id.into(),
+            started_at_ms: 1,
+            deadline_ms: None,
+            container_id: "containerd://abc".into(),
+            target,
+            namespace_inode,
+            fault: serde_json::json!({"kind": "probe"}),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_faults_whose_target_and_namespace_are_both_gone_are_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        let gone = ProcessIdentity {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        let our_netns = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+        // No process is in a namespace with inode 1.
+        for r in [
+            record("alive-target", me, 1),
+            record("restarted-in-its-pod", gone, our_netns),
+            record("vanished", gone, 1),
+            record("namespace-unknown", gone, 0),
+        ] {
+            journal.write_stored(&r).unwrap();
+        }
+        let kind = Arc::new(Recording {
+            journal: journal.clone(),
+            recovered: Mutex::default(),
+        });
+        let registry =
+            Registry::new(journal.clone()).register(Arc::clone(&kind) as Arc<dyn FaultKind>);
+        let outcomes = registry.clear_vanished().await;
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert_eq!(*kind.recovered.lock().unwrap(), ["vanished"]);
+        let mut left = registry.ids().unwrap();
+        left.sort();
+        assert_eq!(
+            left,
+            ["alive-target", "namespace-unknown", "restarted-in-its-pod"]
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::container_runtime::Resolver;
 use crate::dns::DnsChaos;
@@ -15,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::network::runner::NamespaceRunner;
 use crate::network::{NetemPath, NetworkChaos};
 use crate::stress::{StressChaos, StressConfig};
+use crate::time_chaos::TimeChaos;
+use crate::time_chaos::host::RealHost;
 
 /// Settings of every kind.
 #[derive(Clone, Debug)]
@@ -29,6 +32,8 @@ pub struct FaultsConfig {
     pub dns_responder_binary: PathBuf,
     /// The `faultline-http-proxy` binary (HTTPChaos).
     pub http_proxy_binary: PathBuf,
+    /// How often a time experiment looks for new processes in its container.
+    pub time_watch_every: Duration,
 }
 
 /// Every fault kind, and the registry that recovers and lists them whatever their kind.
@@ -40,6 +45,7 @@ pub struct Faults {
     pub stress: Arc<StressChaos>,
     pub dns: Arc<DnsChaos>,
     pub http: Arc<HttpChaos>,
+    pub time: Arc<TimeChaos>,
     pub registry: Registry,
 }
 
@@ -85,19 +91,27 @@ impl Faults {
         );
         let http = HttpChaos::new(
             journal.clone(),
-            metrics,
+            Arc::clone(&metrics),
             Arc::new(crate::http::host::NodeHost::new(
                 resolver.clone(),
                 config.http_proxy_binary,
             )),
             Arc::new(NamespaceRunner),
         );
+        let time = TimeChaos::new(
+            resolver.clone(),
+            journal.clone(),
+            metrics,
+            Arc::new(RealHost::default()),
+            config.time_watch_every,
+        );
         let registry = Registry::new(journal)
             .register(Arc::clone(&io) as Arc<dyn FaultKind>)
             .register(Arc::clone(&network) as Arc<dyn FaultKind>)
             .register(Arc::clone(&stress) as Arc<dyn FaultKind>)
             .register(Arc::clone(&dns) as Arc<dyn FaultKind>)
-            .register(Arc::clone(&http) as Arc<dyn FaultKind>);
+            .register(Arc::clone(&http) as Arc<dyn FaultKind>)
+            .register(Arc::clone(&time) as Arc<dyn FaultKind>);
         Self {
             resolver,
             io,
@@ -105,6 +119,7 @@ impl Faults {
             stress,
             dns,
             http,
+            time,
             registry,
         }
     }

@@ -20,6 +20,9 @@ use crate::supervised_child::SupervisedChild;
 
 /// The descriptor number the control socket gets in the injector.
 const CONTROL_FD: i32 = 3;
+/// The descriptor the injector reads its first rules from (a memfd: a command line holds at
+/// most 128 KiB in one argument, and 5,000 actions once failed with E2BIG).
+const RULES_FD: i32 = 4;
 /// How long an injector that ignored `recover` gets after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
@@ -68,6 +71,17 @@ pub struct UpdateReport {
     pub warnings: Vec<String>,
 }
 
+/// The rules in an anonymous memory file, positioned at its start, for the injector to read.
+fn rules_memfd(actions: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::{Seek, Write};
+    let fd =
+        nix::sys::memfd::memfd_create(c"faultline-rules", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(actions.as_bytes())?;
+    file.rewind()?;
+    Ok(file.into())
+}
+
 /// What to mount, where.
 #[derive(Clone, Debug)]
 pub struct MountRequest<'a> {
@@ -100,6 +114,8 @@ impl InjectorProcess {
     ) -> Result<Self, InjectorError> {
         let (ours, theirs) =
             StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
+        let rules =
+            rules_memfd(request.actions).map_err(|e| InjectorError::Control(e.to_string()))?;
         let mut cmd = std::process::Command::new(request.binary);
         cmd.arg("mount")
             .arg("--pid")
@@ -108,8 +124,8 @@ impl InjectorProcess {
             .arg(request.volume)
             .arg("--control-fd")
             .arg(CONTROL_FD.to_string())
-            .arg("--rules")
-            .arg(request.actions)
+            .arg("--rules-fd")
+            .arg(RULES_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -117,7 +133,7 @@ impl InjectorProcess {
             &mut cmd,
             nsexec::spawn::ChildSetup {
                 die_with_parent: Some(Signal::SIGKILL),
-                pass_fds: vec![(theirs.into(), CONTROL_FD)],
+                pass_fds: vec![(theirs.into(), CONTROL_FD), (rules, RULES_FD)],
                 ..Default::default()
             },
         )?;

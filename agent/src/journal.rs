@@ -37,7 +37,7 @@ pub struct Record<F> {
     /// The process whose namespaces were entered; the start time tells a reused PID apart.
     pub target: ProcessIdentity,
     /// The inode of the target's namespace the fault lives in (mnt for IO, net for network,
-    /// cgroup for stress).
+    /// cgroup for stress, pid for time).
     pub namespace_inode: u64,
     pub fault: F,
 }

@@ -25,5 +25,6 @@ pub mod network;
 pub mod process_identity;
 pub mod stress;
 pub mod supervised_child;
+pub mod time_chaos;
 pub mod tls;
 mod unix_channel;

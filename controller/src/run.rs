@@ -15,7 +15,7 @@ use crate::agent::pool::{AgentPool, PoolSettings};
 use crate::agent::tls::ClientTls;
 use crate::crd::{
     DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StatusCheck, StressChaos,
-    Workflow,
+    TimeChaos, Workflow,
 };
 use crate::leader::{LeaderElector, LeaseSettings};
 use crate::metrics::Metrics;
@@ -179,7 +179,8 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::<StressChaos>(client.clone(), ctx.clone()),
         schedules(client.clone(), ctx.clone()),
     );
-    let new_kinds = futures::future::join(
+    let new_kinds = futures::future::join3(
+        controller::<TimeChaos>(client.clone(), ctx.clone()),
         controller::<DNSChaos>(client.clone(), ctx.clone()),
         controller::<HTTPChaos>(client.clone(), ctx.clone()),
     );

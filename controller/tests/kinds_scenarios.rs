@@ -1,14 +1,16 @@
 //! What each chaos kind asks of the API server and the agents, scripted like
 //! reconcile_scenarios.rs: PodChaos pod-kill and pod-failure go through the API server,
 //! NetworkChaos records its target pods' addresses and filters through an ipset of them,
-//! StressChaos starts stressors and recovers them by id.
+//! StressChaos starts stressors and recovers them by id; TimeChaos starts a time experiment and
+//! recovers it by id; DNSChaos and HTTPChaos start the pod's responder or proxy and recover it by
+//! id.
 
 mod support;
 
 use std::sync::Arc;
 
 use controller::agent::{AgentCall, AgentReply};
-use controller::crd::{DNSChaos, HTTPChaos, NetworkChaos, PodChaos, StressChaos};
+use controller::crd::{DNSChaos, HTTPChaos, NetworkChaos, PodChaos, StressChaos, TimeChaos};
 use controller::reconcile::{self, FINALIZER};
 use faultline_proto::pb;
 use http::Method;
@@ -658,4 +660,81 @@ async fn external_host_names_are_resolved_again_while_running() {
     };
     assert_eq!(request.ipsets[0].cidrs, ["127.0.0.1/32"]);
     assert_eq!(request.chains[0].ipsets, [request.ipsets[0].name.clone()]);
+}
+
+/// Chaos Mesh's TimeChaos fields: timeOffset (Go duration), clockIds (default CLOCK_REALTIME),
+/// containerNames, duration.
+#[tokio::test]
+async fn time_chaos_shifts_the_container_and_recovers_it_by_id() {
+    let tb = testbed();
+    let spec = json!({
+        "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+        "timeOffset": "-5m", "clockIds": ["CLOCK_MONOTONIC", "CLOCK_REALTIME"],
+        "containerNames": ["app"], "duration": "10s"
+    });
+    let tc: TimeChaos = chaos("TimeChaos", "clock", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/timechaos/clock";
+    let answer = serde_json::to_value(&tc).expect("json");
+    tb.agents.answer(Ok(AgentReply {
+        ids: vec!["time-1".into()],
+        ..Default::default()
+    }));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+    ]);
+    within(reconcile::reconcile(Arc::new(tc.clone()), tb.ctx.clone()))
+        .await
+        .expect("inject");
+    let seen = finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartTime(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.container_id, "containerd://web-0");
+    assert_eq!(request.offset, "-5m");
+    assert_eq!(request.clock_ids, ["CLOCK_REALTIME", "CLOCK_MONOTONIC"]);
+    assert_eq!(request.duration_ms, 10_000);
+
+    // At the deadline it is recovered by id.
+    let mut done = tc;
+    done.status = Some(
+        serde_json::from_value(seen.last().expect("status").1["status"].clone()).expect("status"),
+    );
+    tb.clock.set("2026-11-24T12:00:10Z");
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Recovered"),
+        event("Finished"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(done), tb.ctx.clone()))
+        .await
+        .expect("recover");
+    finished(server).await;
+    assert_eq!(
+        tb.agents.take_calls(),
+        vec![(
+            "node-a".to_string(),
+            AgentCall::Recover {
+                id: "time-1".into()
+            }
+        )]
+    );
 }

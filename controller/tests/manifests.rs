@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use controller::crd::{DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, StressChaos};
+use controller::crd::{
+    DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, StressChaos, TimeChaos,
+};
 use controller::plan::{InvalidSpec, Plan, Plannable};
 
 fn root() -> PathBuf {
@@ -58,6 +60,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
         "NetworkChaos" => parsed::<NetworkChaos>(path, value).plan(),
         "PodChaos" => parsed::<PodChaos>(path, value).plan(),
         "StressChaos" => parsed::<StressChaos>(path, value).plan(),
+        "TimeChaos" => parsed::<TimeChaos>(path, value).plan(),
         // A Schedule: its cron, then the experiment each run creates.
         "Schedule" => {
             let schedule = parsed::<controller::crd::Schedule>(path, value);
@@ -88,6 +91,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
                 }
                 controller::crd::ScheduleType::DNSChaos => parsed::<DNSChaos>(path, child).plan(),
                 controller::crd::ScheduleType::HTTPChaos => parsed::<HTTPChaos>(path, child).plan(),
+                controller::crd::ScheduleType::TimeChaos => parsed::<TimeChaos>(path, child).plan(),
             }
         }
         other => panic!("{}: unknown kind {other}", path.display()),

@@ -88,7 +88,7 @@ fn json_has_one_element_per_object_in_input_order() {
             "a",
             json!({"action": "container-kill", "mode": "one", "selector": {}}),
         ),
-        chaos("TimeChaos", "c", json!({})),
+        chaos("JVMChaos", "c", json!({})),
     ]
     .join("---\n");
     let out = plan(&text, &[]);
@@ -319,6 +319,7 @@ fn list_kinds_and_text_output() {
             "Schedule",
             "StatusCheck",
             "StressChaos",
+            "TimeChaos",
             "Workflow"
         ])
     );

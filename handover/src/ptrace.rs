@@ -209,6 +209,30 @@ impl StoppedProcess {
         self.seized.len()
     }
 
+    /// The registers of every thread we hold (after [`StoppedProcess::stop`] returned, all of
+    /// them are stopped): to check where each thread is before code it may be running is
+    /// rewritten.
+    pub fn thread_regs(&self) -> Result<Vec<(i32, Regs)>, TraceError> {
+        self.seized
+            .iter()
+            .map(|&tid| {
+                ptrace::getregs(Pid::from_raw(tid))
+                    .map(|regs| (tid, regs))
+                    .map_err(|source| {
+                        if source == Errno::ESRCH {
+                            TraceError::Exited { pid: self.pid }
+                        } else {
+                            TraceError::Ptrace {
+                                op: "getregs",
+                                tid,
+                                source,
+                            }
+                        }
+                    })
+            })
+            .collect()
+    }
+
     fn tid(&self) -> Pid {
         Pid::from_raw(self.worker)
     }
@@ -240,19 +264,44 @@ impl Tracee for StoppedProcess {
     fn step(&mut self) -> Result<(), TraceError> {
         ptrace::step(self.tid(), None).map_err(self.err("singlestep"))?;
         // Blocks while the injected call runs (it may wait for a FUSE reply): the thread must
-        // not be let go with our registers in it.
-        match waitpid(self.tid(), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => Ok(()),
-            Ok(WaitStatus::Stopped(_, signal)) => {
-                self.signals.insert(self.worker, signal);
-                Ok(())
+        // not be let go with our registers in it. Waits for any thread this OS thread traces
+        // (`__WNOTHREAD`: not those of other tracer threads): when the process is killed
+        // meanwhile, its other threads' exits must be collected before the kernel reports the
+        // leader's, so waiting for the worker alone could wait forever.
+        loop {
+            let status = waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::__WALL | WaitPidFlag::__WNOTHREAD),
+            );
+            let tid = status.as_ref().ok().and_then(|s| s.pid()).map(Pid::as_raw);
+            match status {
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD)
+                    if tid.is_none_or(|t| t == self.worker) =>
+                {
+                    self.seized.remove(&self.worker);
+                    return Err(TraceError::Exited { pid: self.pid });
+                }
+                Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => {
+                    if let Some(tid) = tid {
+                        self.seized.remove(&tid);
+                    }
+                }
+                _ if tid != Some(self.worker) && status.is_ok() => {
+                    // Another thread of ours stopped again (a signal it got while held): keep
+                    // the signal for the detach.
+                    if let (Ok(WaitStatus::Stopped(_, signal)), Some(tid)) = (status, tid) {
+                        self.signals.insert(tid, signal);
+                    }
+                }
+                Ok(WaitStatus::Stopped(_, Signal::SIGTRAP)) => return Ok(()),
+                Ok(WaitStatus::Stopped(_, signal)) => {
+                    self.signals.insert(self.worker, signal);
+                    return Ok(());
+                }
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => {}
+                Err(source) => return Err(self.err("wait")(source)),
             }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(Errno::ECHILD) => {
-                self.seized.remove(&self.worker);
-                Err(TraceError::Exited { pid: self.pid })
-            }
-            Ok(_) => Ok(()),
-            Err(source) => Err(self.err("wait")(source)),
         }
     }
 

@@ -97,6 +97,7 @@ impl SidecarArgs {
             original: Some(self.original),
             rules: self.rules,
             rules_file: self.rules_file,
+            rules_fd: None,
             control_fd: None,
             stdio: false,
             listen: Some(self.addr),
@@ -120,11 +121,15 @@ struct MountArgs {
     #[arg(long)]
     original: Option<PathBuf>,
     /// Initial fault rules: a JSON array of IOChaos actions.
-    #[arg(long, conflicts_with = "rules_file")]
+    #[arg(long, conflicts_with_all = ["rules_file", "rules_fd"])]
     rules: Option<String>,
     /// Initial fault rules from a file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "rules_fd")]
     rules_file: Option<PathBuf>,
+    /// Initial fault rules from an inherited descriptor, read to its end (how the agent passes
+    /// them: a command line holds at most 128 KiB in one argument).
+    #[arg(long)]
+    rules_fd: Option<i32>,
     /// JSON-RPC control, one request per line, on this inherited socket descriptor.
     #[arg(long, conflicts_with = "stdio")]
     control_fd: Option<i32>,
@@ -287,11 +292,18 @@ fn run_sidecar(args: SidecarArgs) -> anyhow::Result<()> {
 }
 
 fn initial_rules(args: &MountArgs) -> anyhow::Result<Option<Value>> {
-    let text = match (&args.rules, &args.rules_file) {
-        (Some(text), _) => text.clone(),
-        (None, Some(file)) => std::fs::read_to_string(file)
+    let text = match (&args.rules, &args.rules_file, args.rules_fd) {
+        (Some(text), _, _) => text.clone(),
+        (None, Some(file), _) => std::fs::read_to_string(file)
             .with_context(|| format!("reading rules from {}", file.display()))?,
-        (None, None) => return Ok(None),
+        (None, None, Some(number)) => {
+            let fd = serve::inherited_fd(number).with_context(|| format!("rules fd {number}"))?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text)
+                .with_context(|| format!("reading rules from descriptor {number}"))?;
+            text
+        }
+        (None, None, None) => return Ok(None),
     };
     let value = serde_json::from_str(&text).context("rules are not valid JSON")?;
     Ok(Some(value))

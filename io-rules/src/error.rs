@@ -13,6 +13,8 @@ pub enum RuleError {
     Syntax(#[source] serde_json::Error),
     #[error("rules must be a JSON array of IOChaos actions, got {found}")]
     NotAnArray { found: &'static str },
+    #[error("{count} actions; one volume takes at most {limit}")]
+    TooMany { count: usize, limit: usize },
     #[error("{location}: {problem}")]
     Invalid {
         location: FieldLocation,

@@ -591,3 +591,25 @@ fn status_serializes_for_the_control_plane() {
         })
     );
 }
+
+#[test]
+fn more_actions_than_a_volume_takes_are_refused_by_count() {
+    let action = json!({"type": "latency", "latency": "1ms", "path": "/data/f"});
+    let at_limit = serde_json::Value::Array(vec![action.clone(); crate::MAX_ACTIONS]);
+    assert_eq!(
+        RuleSet::from_json_value(&at_limit, Path::new("/data"))
+            .unwrap()
+            .len(),
+        crate::MAX_ACTIONS
+    );
+    let over = serde_json::Value::Array(vec![action; crate::MAX_ACTIONS + 1]);
+    let err = RuleSet::from_json_value(&over, Path::new("/data")).unwrap_err();
+    assert!(
+        matches!(err, RuleError::TooMany { count, limit } if count == 1025 && limit == 1024),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "1025 actions; one volume takes at most 1024"
+    );
+}

@@ -74,6 +74,9 @@ enum Attack {
     /// Network faults on a pod's traffic: delay, loss, duplicate, corrupt, reorder, bandwidth,
     /// partition.
     Network(Box<network::NetworkAttack>),
+    /// Shift the clocks a container's processes read (through the vDSO), also of processes
+    /// started in it later.
+    Time(Box<TimeAttack>),
     /// CPU and/or memory stress charged to a container's (or its pod's) cgroups.
     Stress(Box<StressAttack>),
     /// SIGKILL every process of a container, through its runtime.
@@ -240,6 +243,27 @@ struct StressAttack {
     #[arg(long)]
     duration: Option<humantime::Duration>,
     /// Validate and print the plan; start nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct TimeAttack {
+    /// containerd://ID, cri-o://ID, docker://ID or a bare ID.
+    #[arg(long)]
+    container: String,
+    /// A signed Go duration: -5m, 24h, -1.5s.
+    #[arg(long, allow_hyphen_values = true)]
+    offset: String,
+    /// Comma-separated clock names (default CLOCK_REALTIME).
+    #[arg(long, value_delimiter = ',')]
+    clocks: Vec<String>,
+    /// Update the offset of this running time experiment instead of starting one.
+    #[arg(long)]
+    id: Option<String>,
+    /// Recover by itself after this long (e.g. 30s).
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
     #[arg(long)]
     dry_run: bool,
 }
@@ -453,6 +477,7 @@ async fn main() -> anyhow::Result<()> {
             Attack::Network(attack) => attack_network(client, *attack).await,
             Attack::Dns(attack) => attack_dns(client, attack).await,
             Attack::Http(attack) => attack_http(client, *attack).await,
+            Attack::Time(attack) => attack_time(client, *attack).await,
         },
         Command::List => list(client).await,
         Command::Recover { id, all } => recover(client, id, all).await,
@@ -476,6 +501,31 @@ async fn attack_io(client: &mut Client, attack: IoAttack) -> anyhow::Result<()> 
     };
     let response = client
         .start_io_experiment(request)
+        .await
+        .map_err(explain)?
+        .into_inner();
+    if attack.dry_run {
+        println!("dry run: {}", response.plan);
+    } else {
+        println!("{}", response.id);
+        eprintln!("{}", response.plan);
+    }
+    Ok(())
+}
+
+async fn attack_time(client: &mut Client, attack: TimeAttack) -> anyhow::Result<()> {
+    let response = client
+        .start_time_experiment(api::StartTimeExperimentRequest {
+            container_id: attack.container.clone(),
+            offset: attack.offset.clone(),
+            clock_ids: attack.clocks.clone(),
+            duration_ms: attack
+                .duration
+                .map(|d| Duration::from(d).as_millis() as u64)
+                .unwrap_or(0),
+            dry_run: attack.dry_run,
+            id: attack.id.clone().unwrap_or_default(),
+        })
         .await
         .map_err(explain)?
         .into_inner();

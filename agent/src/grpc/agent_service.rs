@@ -262,6 +262,15 @@ impl Agent for AgentService {
         Ok(Response::new(response))
     }
 
+    async fn start_time_experiment(
+        &self,
+        request: Request<api::StartTimeExperimentRequest>,
+    ) -> Result<Response<api::StartTimeExperimentResponse>, Status> {
+        let response =
+            super::time_rpc::start_experiment(&self.faults.time, request.into_inner()).await?;
+        Ok(Response::new(response))
+    }
+
     async fn health(
         &self,
         _: Request<api::HealthRequest>,

@@ -62,18 +62,6 @@ fn expect_action(
 /// naming the kind and what faultline offers instead (docs/chaos-mesh.md has the table).
 fn kind_not_yet(rpc: &'static str) -> Status {
     let (kind, instead) = match rpc {
-        "SetTimeOffset" | "RecoverTimeOffset" => (
-            "TimeChaos",
-            "faultline does not shift container clocks yet; nothing was changed",
-        ),
-        "ApplyHttpChaos" => (
-            "HTTPChaos",
-            "for delays use NetworkChaos delay on the pod (SetTcs) or faultline's latency sidecar; nothing was changed",
-        ),
-        "SetDNSServer" => (
-            "DNSChaos",
-            "for failing lookups use a NetworkChaos partition towards the DNS server (SetIptablesChains); nothing was changed",
-        ),
         "ApplyBlockChaos" | "RecoverBlockChaos" => (
             "BlockChaos",
             "for slow or failing disk IO use IOChaos on the volume (ApplyIOChaos: latency, fault); nothing was changed",
@@ -109,15 +97,20 @@ impl ChaosDaemon for ChaosDaemonService {
         Ok(Response::new(()))
     }
 
-    async fn set_time_offset(&self, _: Request<pb::TimeRequest>) -> Result<Response<()>, Status> {
-        Err(kind_not_yet("SetTimeOffset"))
+    async fn set_time_offset(
+        &self,
+        request: Request<pb::TimeRequest>,
+    ) -> Result<Response<()>, Status> {
+        super::time_rpc::set_time_offset(&self.faults.time, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     async fn recover_time_offset(
         &self,
-        _: Request<pb::TimeRequest>,
+        request: Request<pb::TimeRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(kind_not_yet("RecoverTimeOffset"))
+        super::time_rpc::recover_time_offset(&self.faults.time, request.into_inner()).await?;
+        Ok(Response::new(()))
     }
 
     /// SIGKILLs the container's processes through its runtime; as in chaos-daemon, only for
@@ -358,9 +351,6 @@ mod tests {
     #[test]
     fn kinds_not_injected_yet_say_what_to_use_instead() {
         for (rpc, kind, instead) in [
-            ("SetTimeOffset", "TimeChaos", "nothing was changed"),
-            ("ApplyHttpChaos", "HTTPChaos", "NetworkChaos delay"),
-            ("SetDNSServer", "DNSChaos", "partition"),
             ("ApplyBlockChaos", "BlockChaos", "IOChaos"),
             ("RecoverBlockChaos", "BlockChaos", "IOChaos"),
             ("InstallJVMRules", "JVMChaos", "container-kill"),

@@ -12,3 +12,4 @@ mod network_rpc;
 pub use agent_service::AgentService;
 pub use chaos_daemon::ChaosDaemonService;
 pub use listeners::{Listeners, serve};
+mod time_rpc;

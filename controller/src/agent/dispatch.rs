@@ -41,6 +41,14 @@ pub(super) async fn dispatch(
                 ..Default::default()
             }
         }
+        AgentCall::StartTime(request) => {
+            let r = agent.start_time_experiment(request).await?.into_inner();
+            AgentReply {
+                ids: vec![r.id],
+                detail: r.plan,
+                ..Default::default()
+            }
+        }
         AgentCall::StartDns(request) => {
             let r = agent.start_dns_experiment(request).await?.into_inner();
             AgentReply {

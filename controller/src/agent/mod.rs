@@ -21,6 +21,7 @@ pub enum AgentCall {
     StartStress(api::StartStressExperimentRequest),
     StartDns(api::StartDnsExperimentRequest),
     StartHttp(api::StartHttpExperimentRequest),
+    StartTime(api::StartTimeExperimentRequest),
     KillContainer(api::KillContainerRequest),
     /// Recovers one experiment by id; an id the agent does not know counts as recovered.
     Recover {
@@ -41,6 +42,7 @@ impl AgentCall {
             AgentCall::StartStress(_) => "StartStressExperiment",
             AgentCall::StartDns(_) => "StartDnsExperiment",
             AgentCall::StartHttp(_) => "StartHttpExperiment",
+            AgentCall::StartTime(_) => "StartTimeExperiment",
             AgentCall::KillContainer(_) => "KillContainer",
             AgentCall::Recover { .. } => "Recover",
             AgentCall::ApplyIo(_) => "ApplyIOChaos",

@@ -12,6 +12,7 @@ mod selector;
 mod status;
 mod status_check;
 mod stress_chaos;
+mod time_chaos;
 mod workflow;
 
 pub use dns_chaos::{DNSChaos, DNSChaosSpec, DnsChaosAction};
@@ -42,6 +43,7 @@ pub use status_check::{
     StatusCodes,
 };
 pub use stress_chaos::{CpuStressor, MemoryStressor, StressChaos, StressChaosSpec, Stressors};
+pub use time_chaos::{TimeChaos, TimeChaosSpec};
 pub use workflow::{
     ABORT_ANNOTATION, CONTROLLED_BY_LABEL, ChaosResource, ConditionalBranch,
     ConditionalBranchStatus, ConditionalBranchesStatus, EmbedChaos, LocalReference, NodeCondition,
@@ -73,6 +75,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
         ("podchaos.yaml", PodChaos::crd()),
         ("schedules.yaml", Schedule::crd()),
         ("stresschaos.yaml", StressChaos::crd()),
+        ("timechaos.yaml", TimeChaos::crd()),
         ("statuschecks.yaml", StatusCheck::crd()),
         ("workflows.yaml", Workflow::crd()),
         ("workflownodes.yaml", WorkflowNode::crd()),

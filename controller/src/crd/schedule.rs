@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec,
+    TimeChaosSpec,
 };
 
 /// Schedule: a chaos experiment created on a cron.
@@ -55,6 +56,8 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "dnsChaos")]
     pub dns_chaos: Option<DNSChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +79,7 @@ pub enum ScheduleType {
     NetworkChaos,
     IOChaos,
     StressChaos,
+    TimeChaos,
     DNSChaos,
     HTTPChaos,
 }
@@ -87,6 +91,7 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "NetworkChaos",
             ScheduleType::IOChaos => "IOChaos",
             ScheduleType::StressChaos => "StressChaos",
+            ScheduleType::TimeChaos => "TimeChaos",
             ScheduleType::DNSChaos => "DNSChaos",
             ScheduleType::HTTPChaos => "HTTPChaos",
         }
@@ -99,6 +104,7 @@ impl ScheduleType {
             ScheduleType::NetworkChaos => "networkChaos",
             ScheduleType::IOChaos => "ioChaos",
             ScheduleType::StressChaos => "stressChaos",
+            ScheduleType::TimeChaos => "timeChaos",
             ScheduleType::DNSChaos => "dnsChaos",
             ScheduleType::HTTPChaos => "httpChaos",
         }
@@ -113,6 +119,7 @@ impl ScheduleSpec {
             ScheduleType::NetworkChaos => self.network_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::IOChaos => self.io_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::StressChaos => self.stress_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::TimeChaos => self.time_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::DNSChaos => self.dns_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::HTTPChaos => self.http_chaos.as_ref().map(serde_json::to_value),
         };

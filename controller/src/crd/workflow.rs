@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{
     DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, ScheduleSpec,
-    StatusCheckSpec, StressChaosSpec,
+    StatusCheckSpec, StressChaosSpec, TimeChaosSpec,
 };
 
 /// Chaos Mesh's label naming the object (Workflow or WorkflowNode) that created a node or a
@@ -51,8 +51,8 @@ pub struct WorkflowSpec {
 pub struct Template {
     pub name: String,
     /// Serial, Parallel, Suspend, Schedule, StatusCheck, Task, or a chaos kind (PodChaos,
-    /// NetworkChaos, IOChaos, StressChaos, DNSChaos, HTTPChaos) whose spec is the field of the
-    /// same name.
+    /// NetworkChaos, IOChaos, StressChaos, TimeChaos, DNSChaos, HTTPChaos) whose spec is the
+    /// field of the same name.
     pub template_type: String,
     /// How long the node runs (Go duration); a chaos node's experiment is deleted (recovered)
     /// then, a Suspend ends then, a Serial or Parallel stops its children then.
@@ -91,6 +91,8 @@ pub struct EmbedChaos {
     pub io_chaos: Option<IOChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[serde(rename = "dnsChaos")]
     pub dns_chaos: Option<DNSChaosSpec>,

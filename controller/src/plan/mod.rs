@@ -12,6 +12,7 @@ mod network;
 mod pod;
 pub mod preview;
 mod stress;
+mod time;
 
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ pub use network::{
 
 use crate::crd::{
     ContainerSelector, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, PodSelector,
-    PodSelectorSpec, StressChaos,
+    PodSelectorSpec, StressChaos, TimeChaos,
 };
 
 /// A validated experiment.
@@ -79,6 +80,11 @@ pub enum Action {
         rules: String,
         port: u16,
     },
+    /// A signed Go duration and the clock names, for the agent's StartTimeExperiment.
+    Time {
+        offset: String,
+        clock_ids: Vec<String>,
+    },
     PodKill {
         grace_period_seconds: i64,
     },
@@ -131,6 +137,12 @@ impl Plannable for DNSChaos {
 impl Plannable for HTTPChaos {
     fn plan(&self) -> Result<Plan, InvalidSpec> {
         http::plan(&self.spec, namespace_of(&self.metadata))
+    }
+}
+
+impl Plannable for TimeChaos {
+    fn plan(&self) -> Result<Plan, InvalidSpec> {
+        time::plan(&self.spec, namespace_of(&self.metadata))
     }
 }
 

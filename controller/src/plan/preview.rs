@@ -8,12 +8,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{InvalidSpec, Plannable};
-use crate::crd::{DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos};
+use crate::crd::{
+    DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos, Schedule, StressChaos, TimeChaos,
+};
 use crate::schedule::{Cron, next_runs};
 use crate::selection::{ClusterView, Scoping, SelectError, choose_targets};
 
 /// The kinds the controller supports.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "DNSChaos",
     "HTTPChaos",
     "IOChaos",
@@ -22,6 +24,7 @@ pub const KINDS: [&str; 9] = [
     "Schedule",
     "StatusCheck",
     "StressChaos",
+    "TimeChaos",
     "Workflow",
 ];
 
@@ -146,6 +149,7 @@ pub fn validate(value: &Value) -> (Verdict, Option<super::Plan>) {
         "NetworkChaos" => parse::<NetworkChaos>(value).map(|c| c.plan()),
         "PodChaos" => parse::<PodChaos>(value).map(|c| c.plan()),
         "StressChaos" => parse::<StressChaos>(value).map(|c| c.plan()),
+        "TimeChaos" => parse::<TimeChaos>(value).map(|c| c.plan()),
         "Schedule" => return validate_schedule(verdict, value),
         "Workflow" => {
             match parse::<crate::crd::Workflow>(value) {

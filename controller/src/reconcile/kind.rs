@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::crd::{
     ChaosStatus, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodAction, PodChaos, StressChaos,
+    TimeChaos,
 };
 use crate::plan::Plannable;
 
@@ -27,6 +28,8 @@ pub enum Recovery {
     Dns,
     /// The agent's HTTP experiment by id; without one, those the agent lists for the container.
     Http,
+    /// The agent's time experiment by id; without one, those the agent lists for the container.
+    Time,
     /// The original images, kept in the pod's annotations, put back.
     PodFailure,
     /// One-shot actions (pod-kill, container-kill) leave nothing to recover.
@@ -98,6 +101,16 @@ impl Chaos for HTTPChaos {
     }
     fn recovery(&self) -> Recovery {
         Recovery::Http
+    }
+}
+
+impl Chaos for TimeChaos {
+    const KIND: &'static str = "TimeChaos";
+    fn status(&self) -> Option<&ChaosStatus> {
+        self.status.as_ref()
+    }
+    fn recovery(&self) -> Recovery {
+        Recovery::Time
     }
 }
 

@@ -173,6 +173,16 @@ pub async fn inject(
             proxy_ports: vec![u32::from(*port)],
             duration_ms,
         }),
+        Action::Time { offset, clock_ids } => {
+            AgentCall::StartTime(api::StartTimeExperimentRequest {
+                container_id: cid.clone(),
+                offset: offset.clone(),
+                clock_ids: clock_ids.clone(),
+                duration_ms,
+                dry_run: false,
+                id: String::new(),
+            })
+        }
         Action::ContainerKill => AgentCall::KillContainer(api::KillContainerRequest {
             container_id: cid.clone(),
             dry_run: false,
@@ -264,7 +274,12 @@ pub async fn recover(
     let cid = rec.container_id.clone().unwrap_or_default();
     let by_agent = matches!(
         recovery,
-        Recovery::Io { .. } | Recovery::Network | Recovery::Stress | Recovery::Dns | Recovery::Http
+        Recovery::Io { .. }
+            | Recovery::Network
+            | Recovery::Stress
+            | Recovery::Time
+            | Recovery::Dns
+            | Recovery::Http
     );
     if by_agent && (node.is_empty() || cid.is_empty()) {
         // Never reached an agent: nothing can be in force.
@@ -303,13 +318,14 @@ pub async fn recover(
             container_id: cid.clone(),
             ..Default::default()
         })],
-        Recovery::Stress | Recovery::Dns | Recovery::Http => {
+        Recovery::Stress | Recovery::Time | Recovery::Dns | Recovery::Http => {
             match ctx.agents.call(&node, AgentCall::ListExperiments).await {
                 Ok(list) => list
                     .experiments
                     .into_iter()
                     .filter(|e| {
                         let kind = match recovery {
+                            Recovery::Time => "time",
                             Recovery::Dns => "dns",
                             Recovery::Http => "http",
                             _ => "stress",

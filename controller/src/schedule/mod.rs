@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::crd::{
     ChildReference, ConcurrencyPolicy, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos,
-    Schedule, ScheduleStatus, ScheduleType, StressChaos, TargetPhase,
+    Schedule, ScheduleStatus, ScheduleType, StressChaos, TargetPhase, TimeChaos,
 };
 use crate::error::{Error, Result};
 use crate::reconcile::{
@@ -178,6 +178,7 @@ async fn apply(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> Result<Act
         ScheduleType::StressChaos => pass::<StressChaos>(api, obj, ctx).await,
         ScheduleType::DNSChaos => pass::<DNSChaos>(api, obj, ctx).await,
         ScheduleType::HTTPChaos => pass::<HTTPChaos>(api, obj, ctx).await,
+        ScheduleType::TimeChaos => pass::<TimeChaos>(api, obj, ctx).await,
     }
 }
 
@@ -427,6 +428,7 @@ async fn cleanup(obj: &Schedule, ctx: &Context) -> Result<Action> {
         ScheduleType::StressChaos => delete_children::<StressChaos>(obj, ctx).await,
         ScheduleType::DNSChaos => delete_children::<DNSChaos>(obj, ctx).await,
         ScheduleType::HTTPChaos => delete_children::<HTTPChaos>(obj, ctx).await,
+        ScheduleType::TimeChaos => delete_children::<TimeChaos>(obj, ctx).await,
     }
 }
 

@@ -424,4 +424,34 @@ mod tests {
             ]
         );
     }
+
+    /// A Workflow template (and a Schedule) can be a TimeChaos, as in Chaos Mesh: its spec in
+    /// `timeChaos`, validated as a TimeChaos (timeOffset a Go duration, clockIds Linux clock
+    /// names).
+    #[test]
+    fn a_time_chaos_template_is_validated_as_a_time_chaos() {
+        assert_eq!(
+            Kind::of("TimeChaos"),
+            Some(Kind::Chaos(ScheduleType::TimeChaos))
+        );
+        let time = json!({"mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+                          "timeOffset": "-5m", "clockIds": ["CLOCK_REALTIME"]});
+        assert_eq!(
+            fields(json!({"entry": "t", "templates": [
+                {"name": "t", "templateType": "TimeChaos", "deadline": "30s", "timeChaos": time}]})),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            fields(json!({"entry": "t", "templates": [
+                {"name": "t", "templateType": "TimeChaos", "deadline": "30s"},
+                {"name": "b", "templateType": "TimeChaos", "deadline": "30s",
+                 "timeChaos": {"mode": "all", "selector": {}, "timeOffset": "1d",
+                               "clockIds": ["CLOCK_NOPE"]}}]})),
+            [
+                "spec.templates[0].timeChaos",
+                "spec.templates[1].timeChaos.timeOffset",
+                "spec.templates[1].timeChaos.clockIds"
+            ]
+        );
+    }
 }

@@ -833,32 +833,16 @@ fn container(tb: &Testbed) -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Kinds faultline does not inject yet
 
-/// Their messages decode (TimeRequest.pod_container_name is the string Chaos Mesh always sets)
-/// and the answer is UNIMPLEMENTED naming the kind and the alternative, with nothing changed.
-/// (HTTPChaos and DNSChaos are served: see http.rs and dns.rs.)
+/// Their messages decode and the answer is UNIMPLEMENTED naming the kind and the alternative,
+/// with nothing changed. (TimeChaos, HTTPChaos and DNSChaos are served: see time_chaos.rs,
+/// http.rs and dns.rs.)
 fn not_yet(tb: &Testbed) -> anyhow::Result<()> {
     let rt = runtime()?;
     let (agent, mut daemon) = setup(tb, "cm-notyet", &rt)?;
     let pod = tb.run_pod(PodSpec::new("cm-notyet"))?;
     let container_id = pod.container_uri();
-    let time = pb::TimeRequest {
-        container_id: container_id.clone(),
-        sec: 3600,
-        nsec: 0,
-        clk_ids_mask: 1,
-        uid: "default/time-shift".into(),
-        pod_container_name: "default/cm-notyet/main".into(),
-    };
     let answers = rt.block_on(async {
         vec![
-            (
-                "TimeChaos",
-                daemon.set_time_offset(time.clone()).await.map(|_| ()),
-            ),
-            (
-                "TimeChaos",
-                daemon.recover_time_offset(time).await.map(|_| ()),
-            ),
             (
                 "BlockChaos",
                 daemon

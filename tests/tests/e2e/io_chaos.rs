@@ -516,6 +516,12 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
             tonic::Code::InvalidArgument,
             "bad/id",
         ),
+        (
+            // Issue 23: a bound with a name, before anything is spent on the actions.
+            apply("/data", &container, &many_actions(1025)),
+            tonic::Code::InvalidArgument,
+            "1025 actions; one volume takes at most 1024",
+        ),
     ] {
         let status = rt
             .block_on(daemon.apply_io_chaos(request.clone()))
@@ -573,8 +579,29 @@ fn bad_input(tb: &Testbed) -> anyhow::Result<()> {
         fault_mounts(pod.pid).is_empty() && journal_records(&agent).is_empty(),
         "recovery left state"
     );
+
+    // Issue 23: 1,024 long actions (over 300 KiB) reach the injector whole; on its command
+    // line they failed with E2BIG (an argument holds at most 128 KiB).
+    let actions = many_actions(1024);
+    ensure!(actions.len() > 300 * 1024, "{} bytes", actions.len());
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, &actions)))?;
+    ensure!(fault_mounts(pod.pid).len() == 1, "not mounted");
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &container, "[]")))?;
+    ensure!(
+        fault_mounts(pod.pid).is_empty() && journal_records(&agent).is_empty(),
+        "recovery left state"
+    );
     tb.remove_pod(&pod)?;
     Ok(())
+}
+
+/// `n` latency actions on paths no file has, each about 300 bytes.
+fn many_actions(n: usize) -> String {
+    let long = "d".repeat(250);
+    let actions: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"type":"latency","path":"/data/{long}/{i}/**","latency":"1ms"}}"#))
+        .collect();
+    format!("[{}]", actions.join(","))
 }
 
 fn cli_duration(tb: &Testbed) -> anyhow::Result<()> {

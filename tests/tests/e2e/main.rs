@@ -23,6 +23,7 @@ mod resolution;
 mod sidecar;
 mod stress;
 mod testbed_pods;
+mod time_chaos;
 mod workflow;
 
 use std::process::ExitCode;
@@ -53,6 +54,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(controller_pod::stories());
     all.extend(dns::stories());
     all.extend(http::stories());
+    all.extend(time_chaos::stories());
     all
 }
 

@@ -1,0 +1,91 @@
+//! aarch64: the replacements (`stubs/aarch64.S`) and `bti c; ldr x16, =target; br x16` over
+//! each vDSO entry (x16 is the intra-procedure-call scratch register, free at any call; the
+//! `bti c` keeps the entry a valid target of the caller's `blr` when the vDSO is BTI-guarded;
+//! our page is not guarded, so `br x16` into it needs no landing pad, but the code has one).
+//! There is no `time` in the aarch64 vDSO (nor a `time` system call).
+
+use super::{Function, Numbers, ShiftArch, Target};
+
+pub struct Aarch64;
+
+const BTI_C: u32 = 0xd503_245f;
+const BR_X16: u32 = 0xd61f_0200;
+const NOP: u32 = 0xd503_201f;
+
+/// `ldr x16, #(4 * words)` (LDR literal, 64-bit).
+fn ldr_x16(words: u32) -> u32 {
+    0x5800_0000 | (words << 5) | 16
+}
+
+/// `stubs/aarch64.S` from `clock_gettime:` on (the page's offset 64): clock_gettime at 64,
+/// gettimeofday at 160.
+const CODE: [u8; 192] = [
+    0x5f, 0x24, 0x03, 0xd5, 0xe9, 0x03, 0x00, 0x2a, 0x28, 0x0e, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
+    0x40, 0x02, 0x00, 0xb5, 0x3f, 0xfd, 0x00, 0x71, 0x08, 0x02, 0x00, 0x54, 0x2a, 0xfd, 0xff, 0x10,
+    0x4b, 0x11, 0x40, 0xf9, 0x6b, 0x25, 0xc9, 0x9a, 0x8b, 0x01, 0x00, 0x36, 0x2c, 0x34, 0x40, 0xa9,
+    0x4e, 0xbd, 0x40, 0xa9, 0x8c, 0x01, 0x0e, 0x8b, 0xad, 0x01, 0x0f, 0x8b, 0x0e, 0x40, 0x99, 0xd2,
+    0x4e, 0x73, 0xa7, 0xf2, 0xbf, 0x01, 0x0e, 0xeb, 0x6b, 0x00, 0x00, 0x54, 0xad, 0x01, 0x0e, 0xcb,
+    0x8c, 0x05, 0x00, 0x91, 0x2c, 0x34, 0x00, 0xa9, 0xc0, 0x03, 0x5f, 0xd6, 0x1f, 0x20, 0x03, 0xd5,
+    0x5f, 0x24, 0x03, 0xd5, 0xe9, 0x03, 0x00, 0xaa, 0x28, 0x15, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
+    0x20, 0x02, 0x00, 0xb5, 0x09, 0x02, 0x00, 0xb4, 0x4a, 0xfa, 0xff, 0x10, 0x4b, 0x11, 0x40, 0xf9,
+    0xab, 0x01, 0x00, 0x36, 0x2c, 0x35, 0x40, 0xa9, 0x4e, 0x05, 0x40, 0xf9, 0x4f, 0x0d, 0x40, 0xf9,
+    0x8c, 0x01, 0x0e, 0x8b, 0xad, 0x01, 0x0f, 0x8b, 0x0e, 0x48, 0x88, 0xd2, 0xee, 0x01, 0xa0, 0xf2,
+    0xbf, 0x01, 0x0e, 0xeb, 0x6b, 0x00, 0x00, 0x54, 0xad, 0x01, 0x0e, 0xcb, 0x8c, 0x05, 0x00, 0x91,
+    0x2c, 0x35, 0x00, 0xa9, 0xc0, 0x03, 0x5f, 0xd6, 0x1f, 0x20, 0x03, 0xd5, 0x1f, 0x20, 0x03, 0xd5,
+];
+
+/// The literal goes on an 8-byte boundary: after `bti; ldr; br` (12 bytes), padded with a `nop`
+/// when `entry + 12` is not 8-aligned.
+fn literal_at(entry: u64) -> u64 {
+    let after = entry + 12;
+    if after.is_multiple_of(8) { 12 } else { 16 }
+}
+
+impl ShiftArch for Aarch64 {
+    const NAME: &'static str = "aarch64";
+    const ELF_MACHINE: u16 = 183; // EM_AARCH64
+    const CODE: &'static [u8] = &CODE;
+    const TARGETS: &'static [Target] = &[
+        Target {
+            function: Function::ClockGettime,
+            symbols: &["__kernel_clock_gettime"],
+            stub_offset: 64,
+        },
+        Target {
+            function: Function::Gettimeofday,
+            symbols: &["__kernel_gettimeofday"],
+            stub_offset: 160,
+        },
+    ];
+    const NUMBERS: Numbers = Numbers {
+        munmap: 215,
+        clock_gettime: 113,
+        gettimeofday: 169,
+    };
+
+    fn jump_len(entry: u64) -> usize {
+        literal_at(entry) as usize + 8
+    }
+
+    fn jump(entry: u64, target: u64) -> Vec<u8> {
+        let literal = literal_at(entry);
+        // The ldr sits at entry + 4: the literal is (literal - 4) / 4 words ahead.
+        let mut words = vec![BTI_C, ldr_x16(((literal - 4) / 4) as u32), BR_X16];
+        if literal == 16 {
+            words.push(NOP);
+        }
+        let mut code: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        code.extend_from_slice(&target.to_le_bytes());
+        code
+    }
+
+    fn jump_target(code: &[u8], entry: u64) -> Option<u64> {
+        let literal = literal_at(entry) as usize;
+        let expected = Self::jump(entry, 0);
+        let code = code.get(..literal + 8)?;
+        if code[..literal] != expected[..literal] {
+            return None;
+        }
+        Some(u64::from_le_bytes(code[literal..].try_into().ok()?))
+    }
+}
