@@ -71,7 +71,8 @@ async fn schedules(client: kube::Client, ctx: Arc<Context>) {
         .owns(Api::<IOChaos>::all(client.clone()), config.clone())
         .owns(Api::<StressChaos>::all(client.clone()), config.clone())
         .owns(Api::<DNSChaos>::all(client.clone()), config.clone())
-        .owns(Api::<HTTPChaos>::all(client), config)
+        .owns(Api::<HTTPChaos>::all(client.clone()), config.clone())
+        .owns(Api::<TimeChaos>::all(client), config)
         .shutdown_on_signal()
         .run(
             crate::schedule::reconcile,
