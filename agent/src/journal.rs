@@ -230,6 +230,16 @@ impl Journal {
         self.get(id)?.map(|r| r.decode()).transpose()
     }
 
+    /// Every readable record of kind `F`, decoded (records of other kinds are not).
+    pub fn list_of<F: FaultRecord>(&self) -> Result<Vec<Record<F>>, JournalError> {
+        let (records, _) = self.list()?;
+        records
+            .into_iter()
+            .filter(|r| r.kind() == F::KIND)
+            .map(|r| r.decode())
+            .collect()
+    }
+
     /// Every record, oldest first, and the records that could not be read (a corrupt record is
     /// reported, never silently dropped).
     pub fn list(&self) -> Result<(Vec<StoredRecord>, Vec<JournalError>), JournalError> {

@@ -152,14 +152,7 @@ impl DnsChaos {
 
     /// Every DNS record in the journal (another kind's records are not read).
     pub fn records(&self) -> Result<Vec<Record<DnsRecord>>, DnsError> {
-        let (records, _) = self.journal.list()?;
-        let mut dns = Vec::new();
-        for record in records {
-            if record.kind() == DnsRecord::KIND {
-                dns.push(record.decode()?);
-            }
-        }
-        Ok(dns)
+        Ok(self.journal.list_of::<DnsRecord>()?)
     }
 
     /// `SetDNSServer` as chaos-daemon serves it. `enable`: back the file up unless a backup

@@ -144,14 +144,7 @@ impl HttpChaos {
 
     /// Every HTTP record in the journal (another kind's records are not read).
     pub fn records(&self) -> Result<Vec<Record<HttpRecord>>, HttpError> {
-        let (records, _) = self.journal.list()?;
-        let mut http = Vec::new();
-        for record in records {
-            if record.kind() == HttpRecord::KIND {
-                http.push(record.decode()?);
-            }
-        }
-        Ok(http)
+        Ok(self.journal.list_of::<HttpRecord>()?)
     }
 
     /// ApplyHttpChaos: the pod of `container_id` gets exactly `spec` (rules and ports), live
