@@ -272,6 +272,11 @@ struct Vdso {
 }
 
 fn read_vdso(p: &mut StoppedProcess, maps: &[MapLine]) -> Result<Vdso, Fail> {
+    // A user process always has mappings; none at all means its memory is being torn down
+    // (it was killed while stopped), not a process without a vDSO.
+    if maps.is_empty() {
+        return Err(Fail::Skip(Skip::Exited));
+    }
     let map = maps
         .iter()
         .find(|m| m.path == "[vdso]")
