@@ -82,6 +82,55 @@ fn rules_memfd(actions: &str) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(file.into())
 }
 
+/// A running injector as the IO pipeline drives it: the real [`InjectorProcess`], or a
+/// recording double in the pipeline's unit tests.
+#[tonic::async_trait]
+pub trait Injector: Send + Sync + std::fmt::Debug {
+    /// Which process it is (journaled: after a crash, a left-over one is told from a stranger).
+    fn identity(&self) -> ProcessIdentity;
+    /// Replaces the rule set, live; the injector's report of what the rules cannot reach.
+    async fn update(&self, actions: &Value) -> Result<UpdateReport, InjectorError>;
+    /// Its status document.
+    async fn status(&self) -> Result<Value, InjectorError>;
+    /// Asks it to recover (unmount and exit), runs `meanwhile`, waits up to `within` for the
+    /// exit; see [`InjectorProcess::recover_then`].
+    async fn recover_then(
+        &self,
+        within: Duration,
+        meanwhile: futures::future::BoxFuture<'_, ()>,
+    ) -> Result<ExitStatus, InjectorError>;
+    /// Waits until it has exited.
+    async fn wait(&self) -> ExitStatus;
+    /// Its last stderr lines (all of them once it has exited).
+    async fn stderr_tail(&self) -> String;
+}
+
+#[tonic::async_trait]
+impl Injector for InjectorProcess {
+    fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+    async fn update(&self, actions: &Value) -> Result<UpdateReport, InjectorError> {
+        InjectorProcess::update(self, actions).await
+    }
+    async fn status(&self) -> Result<Value, InjectorError> {
+        InjectorProcess::status(self).await
+    }
+    async fn recover_then(
+        &self,
+        within: Duration,
+        meanwhile: futures::future::BoxFuture<'_, ()>,
+    ) -> Result<ExitStatus, InjectorError> {
+        InjectorProcess::recover_then(self, within, meanwhile).await
+    }
+    async fn wait(&self) -> ExitStatus {
+        InjectorProcess::wait(self).await
+    }
+    async fn stderr_tail(&self) -> String {
+        InjectorProcess::stderr_tail(self).await
+    }
+}
+
 /// What to mount, where.
 #[derive(Clone, Debug)]
 pub struct MountRequest<'a> {
@@ -194,7 +243,7 @@ impl InjectorProcess {
                     if let Some(status) = self.try_exit_status(Duration::from_millis(500)).await {
                         return Err(InjectorError::ExitedEarly {
                             status: status.to_string(),
-                            stderr: self.stderr_tail(),
+                            stderr: self.process.stderr_tail_after_exit().await,
                         });
                     }
                     return Err(err);
@@ -269,8 +318,8 @@ impl InjectorProcess {
         self.process.terminate(grace).await;
     }
 
-    pub fn stderr_tail(&self) -> String {
-        self.process.stderr_tail()
+    pub async fn stderr_tail(&self) -> String {
+        self.process.stderr_tail_after_exit().await
     }
 
     async fn call(&self, method: &'static str, params: Value) -> Result<Value, InjectorError> {

@@ -17,7 +17,7 @@ use crate::container_runtime::Resolver;
 use crate::error::AgentError;
 use crate::fault_kinds::{self, ExperimentView, FaultKind};
 use crate::injector_process::{
-    InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
+    Injector, InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
 };
 use crate::io_handover;
 use crate::io_spec::{IoActions, IoSpec, VolumePath};
@@ -47,6 +47,25 @@ impl FaultRecord for IoRecord {
 /// without root (the live injector's own `recover` is its control channel, not the host).
 #[tonic::async_trait]
 pub trait IoHost: Send + Sync + std::fmt::Debug {
+    /// The target process `pid` of `container` as it is now: its identity and the inode of its
+    /// mount namespace, once `volume` is checked to be a directory in it (so that a bad volume
+    /// fails with a clear error before anything is spawned).
+    fn target(
+        &self,
+        container: &str,
+        pid: u32,
+        volume: &str,
+    ) -> Result<(ProcessIdentity, u64), AgentError>;
+    /// Starts an injector whose fault mount covers `volume` in `target_pid`'s mount namespace,
+    /// with `actions` in force from the mount on; returns once the mount is in place.
+    async fn spawn_injector(
+        &self,
+        target_pid: u32,
+        volume: &str,
+        actions: &str,
+    ) -> Result<Box<dyn Injector>, InjectorError>;
+    /// Moves what the target's processes hold under `volume` onto the fault mount over it.
+    async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver;
     /// Whether this very process still runs.
     fn is_alive(&self, process: ProcessIdentity) -> bool;
     /// SIGKILLs a left-over injector (already checked alive).
@@ -66,6 +85,47 @@ pub struct RealIoHost {
 
 #[tonic::async_trait]
 impl IoHost for RealIoHost {
+    fn target(
+        &self,
+        container: &str,
+        pid: u32,
+        volume: &str,
+    ) -> Result<(ProcessIdentity, u64), AgentError> {
+        drop(container_fs::open_volume(pid, volume)?);
+        let not_running = || {
+            AgentError::Runtime(crate::container_runtime::RuntimeError::NotRunning {
+                id: container.to_owned(),
+                runtime: "host".into(),
+            })
+        };
+        let target = ProcessIdentity::of(pid).map_err(|_| not_running())?;
+        let namespace_inode = namespace_inode(pid, "mnt").map_err(|_| not_running())?;
+        Ok((target, namespace_inode))
+    }
+
+    async fn spawn_injector(
+        &self,
+        target_pid: u32,
+        volume: &str,
+        actions: &str,
+    ) -> Result<Box<dyn Injector>, InjectorError> {
+        let injector = InjectorProcess::start(
+            MountRequest {
+                binary: &self.injector_binary,
+                target_pid,
+                volume,
+                actions,
+            },
+            READY_WITHIN,
+        )
+        .await?;
+        Ok(Box::new(injector))
+    }
+
+    async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver {
+        io_handover::onto_fault_mount(target_pid, volume).await
+    }
+
     fn is_alive(&self, process: ProcessIdentity) -> bool {
         process.is_alive()
     }
@@ -110,7 +170,7 @@ struct IoExperiment {
     key: MountKey,
     id: String,
     record: Mutex<Record<IoRecord>>,
-    injector: InjectorProcess,
+    injector: Box<dyn Injector>,
     /// What the handover at the start did, for listing (`None`: handover was off).
     handover: Option<handover::Report>,
     /// Serializes journal writes of this experiment; `true` once it is recovered, after which
@@ -154,7 +214,6 @@ pub struct IoChaosConfig {
 
 #[derive(Debug)]
 pub struct IoChaos {
-    config: IoChaosConfig,
     resolver: Resolver,
     journal: Journal,
     metrics: Arc<Metrics>,
@@ -208,7 +267,7 @@ pub fn validate_actions(actions: &str, volume: &str) -> Result<Option<IoActions>
 pub async fn undo(
     host: &dyn IoHost,
     record: &Record<IoRecord>,
-    live: Option<&InjectorProcess>,
+    live: Option<&dyn Injector>,
 ) -> Result<(), AgentError> {
     let (id, pid, volume) = (&record.id, record.target.pid, record.fault.volume.as_str());
     let fault = record.fault.fault_mount;
@@ -219,7 +278,10 @@ pub async fn undo(
         }
     };
     if let Some(injector) = live {
-        match injector.recover_then(RECOVER_WITHIN, back(fault)).await {
+        match injector
+            .recover_then(RECOVER_WITHIN, Box::pin(back(fault)))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(err) => {
                 tracing::warn!(%id, %err, "the injector did not recover cleanly; unmounting from the agent")
@@ -247,19 +309,17 @@ impl IoChaos {
         let host = Arc::new(RealIoHost {
             injector_binary: config.injector_binary.clone(),
         });
-        Self::with_host(config, resolver, journal, metrics, host)
+        Self::with_host(resolver, journal, metrics, host)
     }
 
     /// [`Self::new`] on another host (a recording double in tests).
     pub fn with_host(
-        config: IoChaosConfig,
         resolver: Resolver,
         journal: Journal,
         metrics: Arc<Metrics>,
         host: Arc<dyn IoHost>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            config,
             resolver,
             journal,
             metrics,
@@ -345,16 +405,22 @@ impl IoChaos {
         handover: bool,
     ) -> Result<Applied, AgentError> {
         let target_pid = self.resolver.container_pid(&key.container).await?;
-        // Fails with a clear error (missing, not a directory) before anything is spawned.
-        drop(container_fs::open_volume(target_pid, &key.volume)?);
-        let not_running = || {
-            AgentError::Runtime(crate::container_runtime::RuntimeError::NotRunning {
-                id: key.container.clone(),
-                runtime: "host".into(),
-            })
-        };
-        let target = ProcessIdentity::of(target_pid).map_err(|_| not_running())?;
-        let namespace_inode = namespace_inode(target_pid, "mnt").map_err(|_| not_running())?;
+        self.start_in(key, target_pid, actions, duration, handover)
+            .await
+    }
+
+    /// [`Self::start`] once the container is resolved to its process `target_pid`: from here
+    /// on everything goes through the host.
+    async fn start_in(
+        self: &Arc<Self>,
+        key: MountKey,
+        target_pid: u32,
+        actions: &IoActions,
+        duration: Option<Duration>,
+        handover: bool,
+    ) -> Result<Applied, AgentError> {
+        let (target, namespace_inode) =
+            self.host.target(&key.container, target_pid, &key.volume)?;
         let actions_text = actions.wire().to_string();
         let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
         let started_at_ms = record.started_at_ms;
@@ -369,16 +435,18 @@ impl IoChaos {
                 return Err(err.into());
             }
         };
-        let injector_pid = injector.identity.pid;
-        record.fault.injector = Some(injector.identity);
+        let injector_pid = injector.identity().pid;
+        record.fault.injector = Some(injector.identity());
         if let Err(err) = self.journal.write(&record) {
-            let _ = injector.recover(RECOVER_WITHIN).await;
+            let _ = injector
+                .recover_then(RECOVER_WITHIN, Box::pin(async {}))
+                .await;
             let _ = self.journal.remove(&record.id);
             return Err(err.into());
         }
         let id = record.id.clone();
         let (report, update) = if handover {
-            let (report, update) = self.hand_over(&mut record, &injector, actions).await?;
+            let (report, update) = self.hand_over(&mut record, &*injector, actions).await?;
             (Some(report), Some(update))
         } else {
             (None, None)
@@ -416,23 +484,16 @@ impl IoChaos {
         record: &Record<IoRecord>,
         actions: &IoActions,
         handover: bool,
-    ) -> Result<InjectorProcess, InjectorError> {
+    ) -> Result<Box<dyn Injector>, InjectorError> {
         // While handing over, the rules spare the handover's own calls; the real ones follow.
         let mount_actions = if handover {
             io_handover::rules_while_handing_over(actions).to_string()
         } else {
             record.fault.actions.clone()
         };
-        InjectorProcess::start(
-            MountRequest {
-                binary: &self.config.injector_binary,
-                target_pid: record.target.pid,
-                volume: &record.fault.volume,
-                actions: &mount_actions,
-            },
-            READY_WITHIN,
-        )
-        .await
+        self.host
+            .spawn_injector(record.target.pid, &record.fault.volume, &mount_actions)
+            .await
     }
 
     /// Moves what the container holds under the volume onto the fault mount, journals the
@@ -441,12 +502,12 @@ impl IoChaos {
     async fn hand_over(
         &self,
         record: &mut Record<IoRecord>,
-        injector: &InjectorProcess,
+        injector: &dyn Injector,
         actions: &IoActions,
     ) -> Result<(handover::Report, UpdateReport), AgentError> {
         let (id, target_pid) = (record.id.clone(), record.target.pid);
         let volume = record.fault.volume.clone();
-        let done = io_handover::onto_fault_mount(target_pid, &volume).await;
+        let done = self.host.hand_over(target_pid, &volume).await;
         tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
         let journaled = match done.fault {
             Some(fault) => {
@@ -495,7 +556,7 @@ impl IoChaos {
         let applied = Applied::Updated {
             id: record.id.clone(),
             target_pid: record.target.pid,
-            injector_pid: experiment.injector.identity.pid,
+            injector_pid: experiment.injector.identity().pid,
             started_at_ms: record.started_at_ms,
             report,
         };
@@ -545,7 +606,7 @@ impl IoChaos {
                 _ => None,
             }
         };
-        let result = undo(&*self.host, record, live.as_ref().map(|e| &e.injector)).await;
+        let result = undo(&*self.host, record, live.as_ref().map(|e| &*e.injector)).await;
         let recovered = match &live {
             Some(experiment) => {
                 let mut recovered = experiment.journal_state.lock().await;
@@ -579,7 +640,8 @@ impl IoChaos {
             if !still_active {
                 return; // recovered on purpose
             }
-            tracing::warn!(id = %experiment.id, %status, stderr = %experiment.injector.stderr_tail(), "the injector exited unexpectedly; removing its mount");
+            let stderr = experiment.injector.stderr_tail().await;
+            tracing::warn!(id = %experiment.id, %status, %stderr, "the injector exited unexpectedly; removing its mount");
             this.metrics.failure("io", "injector_died");
             let recovered = match this.journaled(&experiment.id) {
                 Ok(record) => this.recover_record(&record).await,
@@ -610,7 +672,7 @@ impl IoChaos {
             let Ok(record) = experiment.record.lock().map(|r| r.clone()) else {
                 continue;
             };
-            let pid = experiment.injector.identity.pid;
+            let pid = experiment.injector.identity().pid;
             let status =
                 match tokio::time::timeout(Duration::from_secs(1), experiment.injector.status())
                     .await
@@ -706,20 +768,94 @@ mod tests {
     use crate::fault_kinds::Registry;
     use crate::injector_process::warnings_of;
 
-    /// What recovery asked of the host, in order.
+    use serde_json::Value;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    /// What the pipeline asked of the host and of its injectors, in order.
     #[derive(Clone, Debug, PartialEq, Eq)]
     enum Call {
+        /// An injector spawned for (target pid, volume) with these rules from the mount on.
+        Spawn(u32, String, Value),
+        HandOver(u32, String),
+        /// New rules sent to the live injector.
+        Update(Value),
+        /// The live injector asked to recover.
+        Recover,
         Kill(u32),
         Cleanup(u32, String),
         HandBack(u32, String, u64),
     }
 
-    /// A host whose processes live as told and that records what recovery does.
+    /// A host whose processes live as told and that records what the pipeline does.
     #[derive(Debug, Default)]
     struct RecordingHost {
         alive: Mutex<Vec<ProcessIdentity>>,
-        calls: Mutex<Vec<Call>>,
+        calls: Arc<Mutex<Vec<Call>>>,
         refuse_cleanup: bool,
+        refuse_spawn: bool,
+        /// The injectors spawned, to make one die.
+        injectors: Mutex<Vec<Arc<FakeInjector>>>,
+    }
+
+    /// An injector double: answers as a healthy one would, until it is told to die.
+    #[derive(Debug)]
+    struct FakeInjector {
+        identity: ProcessIdentity,
+        calls: Arc<Mutex<Vec<Call>>>,
+        exited: tokio::sync::watch::Sender<bool>,
+    }
+
+    impl FakeInjector {
+        fn die(&self) {
+            self.exited.send_replace(true);
+        }
+        fn is_dead(&self) -> bool {
+            *self.exited.borrow()
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Injector for Arc<FakeInjector> {
+        fn identity(&self) -> ProcessIdentity {
+            self.identity
+        }
+        async fn update(&self, actions: &Value) -> Result<UpdateReport, InjectorError> {
+            if self.is_dead() {
+                return Err(InjectorError::Control("closed".into()));
+            }
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Update(actions.clone()));
+            Ok(UpdateReport::default())
+        }
+        async fn status(&self) -> Result<Value, InjectorError> {
+            Ok(serde_json::json!({"ready": !self.is_dead()}))
+        }
+        async fn recover_then(
+            &self,
+            _within: Duration,
+            meanwhile: futures::future::BoxFuture<'_, ()>,
+        ) -> Result<ExitStatus, InjectorError> {
+            if self.is_dead() {
+                return Err(InjectorError::Control(
+                    "the injector closed its control channel".into(),
+                ));
+            }
+            self.calls.lock().unwrap().push(Call::Recover);
+            meanwhile.await;
+            self.die();
+            Ok(ExitStatus::from_raw(0))
+        }
+        async fn wait(&self) -> ExitStatus {
+            let mut exited = self.exited.subscribe();
+            let _ = exited.wait_for(|dead| *dead).await;
+            ExitStatus::from_raw(0)
+        }
+        async fn stderr_tail(&self) -> String {
+            String::new()
+        }
     }
 
     impl RecordingHost {
@@ -730,6 +866,51 @@ mod tests {
 
     #[tonic::async_trait]
     impl IoHost for RecordingHost {
+        fn target(
+            &self,
+            _container: &str,
+            pid: u32,
+            _volume: &str,
+        ) -> Result<(ProcessIdentity, u64), AgentError> {
+            assert_eq!(pid, TARGET.pid, "the pipeline looked up another process");
+            Ok((TARGET, 4026532000))
+        }
+        async fn spawn_injector(
+            &self,
+            target_pid: u32,
+            volume: &str,
+            actions: &str,
+        ) -> Result<Box<dyn Injector>, InjectorError> {
+            let rules = serde_json::from_str(actions).expect("the injector gets JSON rules");
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Spawn(target_pid, volume.into(), rules));
+            if self.refuse_spawn {
+                return Err(InjectorError::ExitedEarly {
+                    status: "exit status: 1".into(),
+                    stderr: "mount: permission denied".into(),
+                });
+            }
+            let injector = Arc::new(FakeInjector {
+                identity: INJECTOR,
+                calls: Arc::clone(&self.calls),
+                exited: tokio::sync::watch::Sender::new(false),
+            });
+            self.alive.lock().unwrap().push(INJECTOR);
+            self.injectors.lock().unwrap().push(Arc::clone(&injector));
+            Ok(Box::new(injector))
+        }
+        async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::HandOver(target_pid, volume.into()));
+            io_handover::HandedOver {
+                report: handover::Report::default(),
+                fault: Some(FAULT_MOUNT),
+            }
+        }
         fn is_alive(&self, process: ProcessIdentity) -> bool {
             self.alive.lock().unwrap().contains(&process)
         }
@@ -773,6 +954,163 @@ mod tests {
         pid: 4343,
         start_time: 78,
     };
+    const FAULT_MOUNT: FaultMount = FaultMount {
+        mount_id: 901,
+        dev: handover::Dev {
+            major: 0,
+            minor: 78,
+        },
+    };
+    const EIO_EVERYWHERE: &str =
+        r#"[{"type":"fault","path":"/data/**","percent":100,"faults":[{"errno":5,"weight":1}]}]"#;
+
+    fn mount_key() -> MountKey {
+        MountKey {
+            container: "containerd://abc".into(),
+            volume: "/data".into(),
+        }
+    }
+
+    fn eio_everywhere() -> IoActions {
+        IoActions::parse(EIO_EVERYWHERE, &VolumePath::parse("/data").unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Inject with the handover on: the injector mounts with rules that spare the handover,
+    /// the handover runs, its fault mount is journaled, then the real rules are put in force.
+    async fn inject(io: &Arc<IoChaos>) -> String {
+        let applied = io
+            .start_in(mount_key(), TARGET.pid, &eio_everywhere(), None, true)
+            .await
+            .unwrap();
+        let Applied::Started {
+            id, injector_pid, ..
+        } = applied
+        else {
+            panic!("not started: {applied:?}");
+        };
+        assert_eq!(injector_pid, INJECTOR.pid);
+        id
+    }
+
+    #[tokio::test]
+    async fn inject_then_crash_then_the_next_start_recovers_from_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, _registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let id = inject(&io).await;
+        let real = eio_everywhere().wire().clone();
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Spawn(
+                    TARGET.pid,
+                    "/data".into(),
+                    io_handover::rules_while_handing_over(&eio_everywhere())
+                ),
+                Call::HandOver(TARGET.pid, "/data".into()),
+                Call::Update(real),
+            ]
+        );
+        let record: Record<IoRecord> = journal.get_as(&id).unwrap().expect("journaled");
+        assert_eq!(record.target, TARGET);
+        assert_eq!(record.fault.injector, Some(INJECTOR));
+        assert_eq!(record.fault.fault_mount, Some(FAULT_MOUNT));
+        assert_eq!(record.fault.actions, eio_everywhere().wire().to_string());
+
+        // The agent is SIGKILLed: nothing of its memory survives, its injector does (no
+        // parent-death signal reached it). The next start has the journal alone.
+        drop(io);
+        let after = Arc::new(RecordingHost::default());
+        *after.alive.lock().unwrap() = vec![TARGET, INJECTOR];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&after));
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert_eq!(
+            after.calls(),
+            [
+                Call::Kill(INJECTOR.pid),
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn recovery_asks_the_live_injector_and_hands_back_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let id = inject(&io).await;
+        host.calls.lock().unwrap().clear();
+        registry.recover(&id).await.unwrap();
+        // No unmount from the agent: the injector detached its own mount.
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Recover,
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+        assert!(io.views().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_injector_dying_mid_experiment_is_cleaned_up_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, _registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        inject(&io).await;
+        host.calls.lock().unwrap().clear();
+        let injector = Arc::clone(&host.injectors.lock().unwrap()[0]);
+        host.alive.lock().unwrap().retain(|p| *p != INJECTOR);
+        injector.die();
+        for _ in 0..200 {
+            if journal.list().unwrap().0.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(journal.list().unwrap().0.is_empty(), "the record stays");
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
+        assert!(io.views().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_injector_that_cannot_mount_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost {
+            refuse_spawn: true,
+            ..Default::default()
+        });
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, _registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let err = io
+            .start_in(mount_key(), TARGET.pid, &eio_everywhere(), None, false)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Spawn(TARGET.pid, "/data".into(), eio_everywhere().wire().clone()),
+                Call::Cleanup(TARGET.pid, "/data".into()),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
 
     /// The record an inject leaves in the journal once the handover is done.
     fn injected(id: &str) -> Record<IoRecord> {
@@ -805,9 +1143,6 @@ mod tests {
     ) -> (Arc<IoChaos>, Registry, Journal) {
         let journal = Journal::open(dir).unwrap();
         let io = IoChaos::with_host(
-            IoChaosConfig {
-                injector_binary: "/nonexistent/faultline-injector".into(),
-            },
             Resolver::new(crate::container_runtime::RuntimeConfig::for_runtime(
                 crate::container_runtime::RuntimeKind::Containerd,
             )),

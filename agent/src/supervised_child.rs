@@ -23,7 +23,13 @@ pub struct SupervisedChild {
     exit: watch::Receiver<Option<ExitStatus>>,
     signals: mpsc::Sender<Signal>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Turns true once its stderr reached end of file (every line is in the tail).
+    stderr_closed: watch::Receiver<bool>,
 }
+
+/// How long a child that has exited gets for its last stderr lines to be read: the pipe is
+/// drained by another task, which may not have seen the end yet when the exit is published.
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
 
 impl SupervisedChild {
     /// The identity of a child just spawned, before it is adopted (so it cannot have been
@@ -40,8 +46,13 @@ impl SupervisedChild {
     pub fn adopt(mut child: Child, identity: ProcessIdentity, role: &'static str) -> Self {
         let pid = identity.pid;
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (stderr_closed_tx, stderr_closed) = watch::channel(child.stderr.is_none());
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(forward_stderr(stderr, role, pid, Arc::clone(&stderr_tail)));
+            let tail = Arc::clone(&stderr_tail);
+            tokio::spawn(async move {
+                forward_stderr(stderr, role, pid, tail).await;
+                let _ = stderr_closed_tx.send(true);
+            });
         }
         let (exit_tx, exit) = watch::channel(None);
         let (signals, mut signal_rx) = mpsc::channel::<Signal>(4);
@@ -60,6 +71,7 @@ impl SupervisedChild {
             exit,
             signals,
             stderr_tail,
+            stderr_closed,
         }
     }
 
@@ -106,7 +118,16 @@ impl SupervisedChild {
         }
     }
 
-    /// The last lines it wrote to stderr, joined.
+    /// The last lines it wrote to stderr, joined, once it has exited and its stderr has been
+    /// read to the end (or [`STDERR_DRAIN`] has passed): what explains a failure is usually
+    /// the very last line, written just before the exit.
+    pub async fn stderr_tail_after_exit(&self) -> String {
+        let mut closed = self.stderr_closed.clone();
+        let _ = tokio::time::timeout(STDERR_DRAIN, closed.wait_for(|closed| *closed)).await;
+        self.stderr_tail()
+    }
+
+    /// The last lines it wrote to stderr so far, joined.
     pub fn stderr_tail(&self) -> String {
         self.stderr_tail
             .lock()
@@ -158,14 +179,8 @@ mod tests {
         let supervised = SupervisedChild::adopt(child, identity, "test");
         assert_eq!(supervised.wait().await.code(), Some(3));
         assert_eq!(supervised.exited().and_then(|s| s.code()), Some(3));
-        // stderr is forwarded concurrently; give it a moment to drain.
-        for _ in 0..100 {
-            if supervised.stderr_tail() == "first | last" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(supervised.stderr_tail(), "first | last");
+        // stderr is forwarded by another task: the tail after the exit waits for its end.
+        assert_eq!(supervised.stderr_tail_after_exit().await, "first | last");
     }
 
     #[tokio::test]

@@ -266,7 +266,7 @@ impl DnsHost for NodeHost {
                 };
                 return Err(DnsError::Responder(format!(
                     "{why}: {}",
-                    child.stderr_tail()
+                    child.stderr_tail_after_exit().await
                 )));
             }
         };
@@ -277,7 +277,10 @@ impl DnsHost for NodeHost {
             .insert(identity.pid, Arc::clone(&child));
         tokio::spawn(async move {
             let status = child.wait().await;
-            let _ = tx.send(format!("{status}; it said: {}", child.stderr_tail()));
+            let _ = tx.send(format!(
+                "{status}; it said: {}",
+                child.stderr_tail_after_exit().await
+            ));
         });
         Ok(StartedResponder {
             identity,

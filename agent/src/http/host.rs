@@ -154,14 +154,17 @@ impl HttpHost for NodeHost {
             child.kill().await;
             return Err(proxy_error(format!(
                 "not listening: {}",
-                child.stderr_tail()
+                child.stderr_tail_after_exit().await
             )));
         };
         let (tx, exited) = oneshot::channel();
         let watched = Arc::clone(&child);
         tokio::spawn(async move {
             let status = watched.wait().await;
-            let _ = tx.send(format!("{status}; it said: {}", watched.stderr_tail()));
+            let _ = tx.send(format!(
+                "{status}; it said: {}",
+                watched.stderr_tail_after_exit().await
+            ));
         });
         self.proxies
             .lock()

@@ -105,24 +105,4 @@ mod tests {
         assert_eq!(find_process(inode, Some(me)), Some(me));
         assert!(inode_of(u32::MAX).is_err());
     }
-
-    #[tokio::test]
-    async fn work_runs_on_its_own_thread() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: setns needs root");
-            return;
-        }
-        let me = std::process::id();
-        let inode = inode_of(me).unwrap();
-        let caller = std::thread::current().id();
-        let (thread, devices) = run_in(me, inode, move || {
-            Ok((std::thread::current().id(), device_names()?))
-        })
-        .await
-        .unwrap();
-        assert_ne!(thread, caller);
-        assert!(devices.iter().any(|d| d == "lo"), "{devices:?}");
-        let err = run_in(me, inode + 1, || Ok(())).await.unwrap_err();
-        assert!(err.to_string().contains("no longer"), "{err}");
-    }
 }

@@ -473,7 +473,7 @@ impl StressChaos {
         if let Some(status) = process.exited() {
             return Err(StressError::ExitedEarly {
                 status: status.to_string(),
-                stderr: process.stderr_tail(),
+                stderr: process.stderr_tail().await,
             }
             .into());
         }
@@ -481,7 +481,7 @@ impl StressChaos {
         if let Err(reason) = process.started(START_WITHIN).await {
             return Err(StressError::CouldNotStart {
                 reason,
-                stderr: process.stderr_tail(),
+                stderr: process.stderr_tail().await,
             }
             .into());
         }
@@ -644,7 +644,8 @@ impl StressChaos {
                 tracing::warn!(%id, memory_cgroup = %instance.placement.memory_dir.display(), "the stressor was OOM-killed in its cgroup");
                 this.metrics.failure(KIND, "oom_killed");
             } else {
-                tracing::warn!(%id, %status, stderr = %instance.process.stderr_tail(), "the stressor exited on its own");
+                let stderr = instance.process.stderr_tail().await;
+                tracing::warn!(%id, %status, %stderr, "the stressor exited on its own");
                 this.metrics.failure(KIND, "stressor_exited");
             }
             if let Err(err) = this.stop(&id).await {
@@ -850,7 +851,7 @@ mod tests {
             self.exit.send_replace(Some(status));
             status
         }
-        fn stderr_tail(&self) -> String {
+        async fn stderr_tail(&self) -> String {
             String::new()
         }
     }

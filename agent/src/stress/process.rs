@@ -144,8 +144,9 @@ impl StressorProcess {
         self.process.kill().await
     }
 
-    pub fn stderr_tail(&self) -> String {
-        self.process.stderr_tail()
+    /// Its last stderr lines, all of them once it has exited.
+    pub async fn stderr_tail(&self) -> String {
+        self.process.stderr_tail_after_exit().await
     }
 }
 
@@ -163,7 +164,8 @@ pub trait Stressor: Send + Sync + std::fmt::Debug {
     async fn wait(&self) -> ExitStatus;
     /// SIGKILL, and wait until reaped.
     async fn kill(&self) -> ExitStatus;
-    fn stderr_tail(&self) -> String;
+    /// Its last stderr lines (waiting briefly for the last ones when it is exiting).
+    async fn stderr_tail(&self) -> String;
 }
 
 #[tonic::async_trait]
@@ -186,8 +188,8 @@ impl Stressor for StressorProcess {
     async fn kill(&self) -> ExitStatus {
         StressorProcess::kill(self).await
     }
-    fn stderr_tail(&self) -> String {
-        StressorProcess::stderr_tail(self)
+    async fn stderr_tail(&self) -> String {
+        StressorProcess::stderr_tail(self).await
     }
 }
 

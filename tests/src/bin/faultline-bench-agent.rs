@@ -5,7 +5,10 @@
 //! - update: from sending a new rule set (fault → no-op latency rule) to its return, and to the
 //!   first operation that succeeds again;
 //! - recover: ApplyIOChaos with no actions, until it returns (the mount is gone by then);
-//! - the agent's resident memory while idle and while serving one experiment.
+//! - the agent's resident memory while idle and while serving one experiment;
+//! - whether the fault is in force the moment ApplyIOChaos returns: one read by this thread
+//!   right after the return (the probe's timestamps cannot say it: a read that started before
+//!   the return and failed is stamped when it ends, and a busy machine delays the probe).
 //!
 //! The probe is a host thread reading `/proc/PID/root/data/probe` in a tight loop: that path is
 //! walked in the pod's own mount namespace, so it sees exactly what the pod sees.
@@ -65,6 +68,14 @@ fn probe_loop(probe: Arc<Probe>, path: PathBuf) {
     }
 }
 
+/// Whether opening and reading `path` fails with EIO now.
+fn fails_with_eio(path: &std::path::Path) -> bool {
+    let mut buf = [0u8; 64];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut buf))
+        .is_err_and(|e| e.raw_os_error() == Some(5))
+}
+
 fn wait_for(cell: &AtomicU64, within: Duration) -> Option<u64> {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -99,9 +110,10 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
         first_success_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    let probe_path = PathBuf::from(format!("/proc/{}/root/data/probe", pod.pid));
     let probe_thread = {
         let probe = Arc::clone(&probe);
-        let path = PathBuf::from(format!("/proc/{}/root/data/probe", pod.pid));
+        let path = probe_path.clone();
         std::thread::spawn(move || probe_loop(probe, path))
     };
 
@@ -124,14 +136,13 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
         let t0 = Instant::now();
         let sent = probe.epoch.elapsed().as_nanos() as u64;
         rt.block_on(client.apply_io_chaos(request(fault)))?;
-        let returned = probe.epoch.elapsed().as_nanos() as u64;
         inject_rpc.push(t0.elapsed());
+        if fails_with_eio(&probe_path) {
+            in_force_on_return += 1;
+        }
         let seen = wait_for(&probe.first_failure_ns, Duration::from_secs(5))
             .ok_or("the probe never saw the fault")?;
         inject_seen.push(Duration::from_nanos(seen.saturating_sub(sent)));
-        if seen <= returned {
-            in_force_on_return += 1;
-        }
         busy_rss = busy_rss.max(rss_kib(agent.pid()));
 
         probe.armed_for_success.store(true, Ordering::Release);

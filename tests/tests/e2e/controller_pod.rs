@@ -50,6 +50,10 @@ struct Objects {
     requests: Vec<String>,
     /// Open watches: the resource (plural) and where its events go.
     watches: Vec<(String, tokio::sync::mpsc::UnboundedSender<Value>)>,
+    /// Every event sent, with the resource it was for: a watch opened with the
+    /// `resourceVersion` of an earlier list gets those after it first, as from an API server
+    /// (the controller lists, and the IOChaos may be added before its watch arrives).
+    history: Vec<(String, Value)>,
 }
 
 struct FakeApi {
@@ -68,9 +72,27 @@ impl FakeApi {
 
     /// Sends an event to the watches of `plural`.
     fn notify(objects: &mut Objects, plural: &str, kind: &str, object: &Value) {
-        objects.watches.retain(|(p, tx)| {
-            p != plural || tx.send(json!({"type": kind, "object": object})).is_ok()
-        });
+        let event = json!({"type": kind, "object": object});
+        objects
+            .watches
+            .retain(|(p, tx)| p != plural || tx.send(event.clone()).is_ok());
+        objects.history.push((plural.to_owned(), event));
+    }
+
+    /// The events for `plural` after `resource_version`, oldest first.
+    fn events_since(objects: &Objects, plural: &str, resource_version: u64) -> Vec<Value> {
+        objects
+            .history
+            .iter()
+            .filter(|(p, event)| {
+                p == plural
+                    && event["object"]["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v > resource_version)
+            })
+            .map(|(_, event)| event.clone())
+            .collect()
     }
 
     /// Changes the IOChaos and tells the watches: MODIFIED, or DELETED once a deleted object
@@ -203,6 +225,15 @@ async fn handle(
     };
     if watch {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let since = query
+            .split('&')
+            .find_map(|q| q.strip_prefix("resourceVersion="))
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(since) = since {
+            for event in FakeApi::events_since(&objects, plural, since) {
+                let _ = tx.send(event);
+            }
+        }
         objects.watches.push((plural.to_owned(), tx));
         let stream = futures::stream::unfold(rx, |mut rx| async move {
             let event = rx.recv().await?;
@@ -411,6 +442,7 @@ fn apply_to_deletion(tb: &Testbed) -> anyhow::Result<()> {
             lease: None,
             requests: Vec::new(),
             watches: Vec::new(),
+            history: Vec::new(),
         }),
         version: AtomicU64::new(10),
     });
