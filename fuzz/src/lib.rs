@@ -22,6 +22,12 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("go_template", go_template),
     ("webhook_review", webhook_review),
     ("handover_proc", handover_proc),
+    ("time_request", time_request),
+    ("http_rules", http_rules),
+    ("dns_query", dns_query),
+    ("resolv_conf", resolv_conf),
+    ("controller_plan", controller_plan),
+    ("sidecar_command_line", sidecar_command_line),
 ];
 
 /// Two inputs from one: split at the first NUL byte (the second is empty without one).
@@ -34,6 +40,14 @@ fn two(data: &[u8]) -> (String, String) {
         String::from_utf8_lossy(a).into_owned(),
         String::from_utf8_lossy(b).into_owned(),
     )
+}
+
+/// Two inputs from one, as bytes: split at the first NUL byte.
+fn two_bytes(data: &[u8]) -> (&[u8], &[u8]) {
+    match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    }
 }
 
 /// IOChaos actions JSON, as ApplyIOChaos and the injector's `update` receive it: a rule set or a
@@ -222,4 +236,180 @@ pub fn handover_proc(data: &[u8]) {
     }
     let proc = handover::proc_source::FixtureProc::default().file("7/mountinfo", &mountinfo);
     let _ = handover::scan::find_fault_mount(&proc, 7, Path::new("/data"), handover::FAULT_FSTYPE);
+}
+
+/// TimeChaos requests: Chaos Mesh's SetTimeOffset off the wire, our API's Go-duration offset and
+/// clock names; a spec or a named error, and what parses survives the trip to the wire intact.
+pub fn time_request(data: &[u8]) {
+    use prost::Message;
+    use timeshift::clock::{ClockMask, Offset};
+    let Some((&which, bytes)) = data.split_first() else {
+        return;
+    };
+    match which % 3 {
+        0 => {
+            if let Ok(request) = faultline_proto::pb::TimeRequest::decode(bytes) {
+                let _ = agent::time_chaos::spec::TimeSpec::from_chaos_daemon(&request);
+            }
+        }
+        1 => {
+            if let Ok(offset) = Offset::parse_go(&String::from_utf8_lossy(bytes)) {
+                assert_eq!(Offset::new(offset.sec, offset.nsec).ok(), Some(offset));
+                assert!((0..1_000_000_000).contains(&offset.nsec), "{offset:?}");
+            }
+        }
+        _ => {
+            let text = String::from_utf8_lossy(bytes);
+            let names: Vec<&str> = text.split(',').collect();
+            if let Ok(mask) = ClockMask::from_names(&names) {
+                assert_eq!(ClockMask::from_wire(mask.0).ok(), Some(mask));
+            }
+        }
+    }
+}
+
+/// ApplyHttpChaos's rules JSON (and its TLS field): parsed into rules or a named error; every
+/// parsed rule then selects, rewrites and patches a request and a response, and changes a
+/// body, without a panic (the proxy does this to every request the pod gets).
+pub fn http_rules(data: &[u8]) {
+    use http_chaos::engine::{apply_to_request, apply_to_response, change_body, fix_length};
+    use http_chaos::spec::HttpChaosSpec;
+    let (rules, rest) = two(data);
+    let (tls, body) = two(rest.as_bytes());
+    let Ok(spec) = HttpChaosSpec::parse(&rules, &[80, 8080], &tls) else {
+        return;
+    };
+    let request = || {
+        http::Request::builder()
+            .method("POST")
+            .uri("/api/v1/items?id=7&x=%20y")
+            .header("content-type", "application/json")
+            .header("x-user", "fuzz")
+            .body(())
+            .map(|r| r.into_parts().0)
+            .expect("a fixed request")
+    };
+    let response = || {
+        http::Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .body(())
+            .map(|r| r.into_parts().0)
+            .expect("a fixed response")
+    };
+    for rule in &spec.rules {
+        let mut head = request();
+        let _ = rule.selects_request(80, &head);
+        apply_to_request(&rule.action, &mut head);
+        let mut answer = response();
+        let _ = rule.selects_response(8080, &request(), &answer);
+        apply_to_response(&rule.action, &mut answer);
+        if let Some(changed) = change_body(&rule.action.body, body.as_bytes()) {
+            fix_length(&mut answer.headers, changed.len());
+        }
+    }
+}
+
+/// Addresses handed out for `random` answers: a counter, so a run is repeatable.
+struct Counting(u32);
+
+impl dns_responder::answer::AddressSource for Counting {
+    fn ipv4(&mut self) -> std::net::Ipv4Addr {
+        self.0 = self.0.wrapping_add(1);
+        std::net::Ipv4Addr::from(self.0)
+    }
+    fn ipv6(&mut self) -> std::net::Ipv6Addr {
+        self.0 = self.0.wrapping_add(1);
+        std::net::Ipv6Addr::from(u128::from(self.0))
+    }
+}
+
+/// The DNS responder: DNSChaos patterns (one per line) and any datagram a pod sends to port 53;
+/// a query is answered (with its own id) or relayed, never a panic.
+pub fn dns_query(data: &[u8]) {
+    use dns_responder::answer::{Decision, decide};
+    use dns_responder::spec::ResponderSpec;
+    let (patterns, packet) = two_bytes(data);
+    let patterns = String::from_utf8_lossy(patterns);
+    let patterns: Vec<&str> = patterns.lines().filter(|l| !l.is_empty()).collect();
+    for action in ["error", "random"] {
+        let Ok(spec) = ResponderSpec::parse(action, &patterns) else {
+            return;
+        };
+        if let Decision::Answer(answer) = decide(&spec, packet, &mut Counting(0)) {
+            assert!(
+                answer.len() >= 12 && answer[..2] == packet[..2],
+                "an answer without the query's id"
+            );
+        }
+    }
+}
+
+/// A container's /etc/resolv.conf as SetDNSServer rewrites it: afterwards every nameserver a
+/// resolver reads is ours, and the file keeps its line count.
+pub fn resolv_conf(data: &[u8]) {
+    use agent::dns::resolv_conf::{nameservers, point_at};
+    let ours = std::net::IpAddr::from([10, 96, 0, 53]);
+    let pointed = point_at(data, ours);
+    assert!(
+        nameservers(&pointed).iter().all(|server| *server == ours),
+        "a nameserver left in place: {:?}",
+        nameservers(&pointed)
+    );
+    assert_eq!(
+        pointed.split(|&b| b == b'\n').count(),
+        data.split(|&b| b == b'\n').count()
+    );
+}
+
+fn cluster() -> &'static controller::selection::ClusterState {
+    static CLUSTER: OnceLock<controller::selection::ClusterState> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/plan/cluster.yaml");
+        let text = std::fs::read_to_string(path).expect("the plan tests' cluster");
+        controller::selection::ClusterState::from_yaml(&text).expect("a cluster state")
+    })
+}
+
+/// `faultline-controller plan` on manifests a user wrote (any kind: the chaos kinds, Schedule,
+/// Workflow, StatusCheck), against a saved cluster: a verdict per object or a named error.
+pub fn controller_plan(data: &[u8]) {
+    use controller::plan::preview;
+    use controller::selection::Scoping;
+    use rand::SeedableRng;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(objects) = preview::documents(text) else {
+        return;
+    };
+    let scoping = Scoping {
+        cluster_scoped: true,
+        target_namespace: String::new(),
+        filter_namespaces: false,
+    };
+    let now = "2026-12-07T12:00:00Z"
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .expect("a fixed time");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for object in objects.iter().take(16) {
+        let _ = runtime().block_on(preview::preview(cluster(), &scoping, object, now, &mut rng));
+    }
+}
+
+/// A sidecar template's command line, written for chaosfs (Go flags), and its listen address:
+/// translated for our parser, or refused with a reason.
+pub fn sidecar_command_line(data: &[u8]) {
+    use injector::sidecar::{go_flags, listen_addr};
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let args: Vec<OsString> = data
+        .split(|&b| b == 0)
+        .map(|a| OsString::from_vec(a.to_vec()))
+        .collect();
+    let translated = go_flags::translate(args.clone());
+    assert!(translated.len() <= args.len() + 1, "{translated:?}");
+    for arg in &args {
+        let _ = listen_addr::parse_listen_addr(&arg.to_string_lossy());
+    }
 }
