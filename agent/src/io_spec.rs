@@ -49,6 +49,7 @@ impl IoActions {
             return Ok(None);
         }
         let invalid = |err: RuleError| AgentError::InvalidActions(err.to_string());
+        io_rules::check_action_count(trimmed).map_err(invalid)?;
         let wire: Value =
             serde_json::from_str(trimmed).map_err(|e| invalid(RuleError::Syntax(e)))?;
         let rules = RuleSet::from_json_value(&wire, Path::new(volume.as_str())).map_err(invalid)?;

@@ -365,7 +365,8 @@ pub fn resolv_conf(data: &[u8]) {
 fn cluster() -> &'static controller::selection::ClusterState {
     static CLUSTER: OnceLock<controller::selection::ClusterState> = OnceLock::new();
     CLUSTER.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/plan/cluster.yaml");
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/plan/cluster.yaml");
         let text = std::fs::read_to_string(path).expect("the plan tests' cluster");
         controller::selection::ClusterState::from_yaml(&text).expect("a cluster state")
     })

@@ -32,7 +32,7 @@ pub use generation_gate::SleepOutcome;
 pub use injection::Injection;
 pub use method::{Method, MethodSet};
 pub use mistake::{Filling, Mistake};
-pub use parse::MAX_ACTIONS;
+pub use parse::{MAX_ACTIONS, check_action_count};
 pub use path_glob::container_path;
 pub use rule::{ActionType, Effect, Errno, Percent, Rule, RuleSet, WeightedErrnos};
 pub use status::{RuleStatus, RulesStatus};

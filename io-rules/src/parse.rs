@@ -21,6 +21,21 @@ use super::wire::{ACTION_FIELDS, WireAction, WireAttr, WireFault, WireMistake, j
 /// injector memory in proportion (20,000 actions once took the agent to 646 MB).
 pub const MAX_ACTIONS: usize = 1024;
 
+/// Refuses a JSON array of more than [`MAX_ACTIONS`] elements before anything is built from it:
+/// the elements are skipped, not parsed (a `Vec` of the zero-sized `IgnoredAny` allocates
+/// nothing), so a hostile request costs no memory in proportion to its size. 20,000 actions
+/// parsed into a `serde_json::Value` first took the agent's RSS up by 60 MB, which the
+/// allocator kept. Anything that is not an array passes, for the full parse to name it.
+pub fn check_action_count(json: &str) -> Result<(), RuleError> {
+    match serde_json::from_str::<Vec<serde::de::IgnoredAny>>(json) {
+        Ok(actions) if actions.len() > MAX_ACTIONS => Err(RuleError::TooMany {
+            count: actions.len(),
+            limit: MAX_ACTIONS,
+        }),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn parse_actions(actions: &Value, mount_point: &Path) -> Result<Vec<Rule>, RuleError> {
     let Value::Array(actions) = actions else {
         return Err(RuleError::NotAnArray {

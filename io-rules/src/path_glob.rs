@@ -9,19 +9,35 @@ use std::cell::RefCell;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use globset::{Candidate, GlobBuilder, GlobMatcher};
 
-/// A compiled path glob.
+/// A path glob, parsed; its matcher is compiled when first needed.
 #[derive(Debug, Clone)]
 pub struct PathGlob {
     /// The pattern as the rule gave it.
     pattern: String,
-    matcher: GlobMatcher,
+    /// The pattern anchored at the mount point, checked to parse. Only the text is kept: a
+    /// parsed glob holds a token per character (about 9 KB for a 280-character path).
+    anchored: String,
+    /// Compiled on first use, or ahead of it by [`PathGlob::compile`]: the matcher of a long
+    /// pattern is a regex of tens of KB, which whoever only validates rules (the agent) never
+    /// needs. 1,024 of them took 35 MB that the agent's allocator then kept.
+    matcher: OnceLock<Option<GlobMatcher>>,
+}
+
+/// `anchored` parsed as rules take globs: `*`, `?` and `[...]` never cross a `/`.
+fn glob_of(anchored: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(anchored)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
 }
 
 impl PathGlob {
-    /// Compiles `pattern`; a relative pattern is anchored at `mount_point`.
+    /// Parses `pattern` (a bad one is an error here); a relative pattern is anchored at
+    /// `mount_point`.
     pub fn new(pattern: &str, mount_point: &Path) -> Result<PathGlob, globset::Error> {
         let anchored = if pattern.starts_with('/') {
             pattern.to_owned()
@@ -29,13 +45,11 @@ impl PathGlob {
             let mount = globset::escape(&mount_point.to_string_lossy());
             format!("{}/{}", mount.trim_end_matches('/'), pattern)
         };
-        let glob = GlobBuilder::new(&anchored)
-            .literal_separator(true)
-            .backslash_escape(true)
-            .build()?;
+        drop(glob_of(&anchored)?);
         Ok(PathGlob {
             pattern: pattern.to_owned(),
-            matcher: glob.compile_matcher(),
+            anchored,
+            matcher: OnceLock::new(),
         })
     }
 
@@ -44,7 +58,26 @@ impl PathGlob {
     }
 
     pub fn is_match(&self, candidate: &Candidate<'_>) -> bool {
-        self.matcher.is_match_candidate(candidate)
+        self.matcher()
+            .is_some_and(|m| m.is_match_candidate(candidate))
+    }
+
+    /// Compiles the matcher now rather than on the first match.
+    pub fn compile(&self) {
+        let _ = self.matcher();
+    }
+
+    /// Whether the matcher is compiled.
+    pub fn is_compiled(&self) -> bool {
+        self.matcher.get().is_some()
+    }
+
+    /// `None` only if the text that parsed in `new` no longer parses (it cannot): then the
+    /// glob matches nothing rather than everything.
+    fn matcher(&self) -> Option<&GlobMatcher> {
+        self.matcher
+            .get_or_init(|| glob_of(&self.anchored).ok().map(|g| g.compile_matcher()))
+            .as_ref()
     }
 }
 

@@ -270,6 +270,7 @@ impl RuleSet {
     /// Parses Chaos Mesh IOChaos actions (a JSON array). Paths evaluated later are relative
     /// to the mount root and are matched as `mount_point/<path>`.
     pub fn parse(json: &str, mount_point: &Path) -> Result<RuleSet, RuleError> {
+        crate::parse::check_action_count(json)?;
         let value = serde_json::from_str(json).map_err(RuleError::Syntax)?;
         RuleSet::from_json_value(&value, mount_point)
     }
@@ -281,6 +282,23 @@ impl RuleSet {
     ) -> Result<RuleSet, RuleError> {
         let rules = parse_actions(actions, mount_point)?;
         Ok(RuleSet::from_rules(mount_point, rules))
+    }
+
+    /// Compiles every path matcher now, so that no operation pays for it when it is first
+    /// matched (the store does this before rules go into force; a set that is only validated
+    /// never compiles them).
+    pub fn compile(&self) {
+        for path in self.rules.iter().filter_map(|rule| rule.path.as_ref()) {
+            path.compile();
+        }
+    }
+
+    /// Whether every path matcher is compiled.
+    pub fn is_compiled(&self) -> bool {
+        self.rules
+            .iter()
+            .filter_map(|rule| rule.path.as_ref())
+            .all(PathGlob::is_compiled)
     }
 
     /// No rules: nothing is injected.

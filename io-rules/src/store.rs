@@ -145,6 +145,8 @@ impl RuleStore {
     /// Puts `rules` in force and returns their generation. Latency sleeps in flight end at
     /// once; the update hook has run when this returns. Counters restart at 0.
     pub fn update(&self, rules: RuleSet) -> u64 {
+        // Compiled before it goes into force, not by the first operation it meets.
+        rules.compile();
         let hook = self.update_hook.lock();
         let rules = Arc::new(rules);
         let has_rules = !rules.is_empty();

@@ -613,3 +613,39 @@ fn more_actions_than_a_volume_takes_are_refused_by_count() {
         "1025 actions; one volume takes at most 1024"
     );
 }
+
+#[test]
+fn an_oversized_text_is_refused_by_count_before_it_is_parsed() {
+    let action = r#"{"type":"latency","latency":"1ms","path":"/data/f"}"#;
+    let over = format!("[{}]", vec![action; crate::MAX_ACTIONS + 1].join(","));
+    let err = crate::check_action_count(&over).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "1025 actions; one volume takes at most 1024"
+    );
+    assert!(matches!(
+        RuleSet::parse(&over, Path::new("/data")),
+        Err(RuleError::TooMany { count: 1025, .. })
+    ));
+    // Counted whatever the elements are: the full parse names what is wrong with them.
+    let at_limit = format!("[{}]", vec!["7"; crate::MAX_ACTIONS].join(","));
+    assert!(crate::check_action_count(&at_limit).is_ok());
+    // Not an array, or not JSON: left for the parse to name.
+    assert!(crate::check_action_count(r#"{"type":"fault"}"#).is_ok());
+    assert!(crate::check_action_count("[{").is_ok());
+}
+
+#[test]
+fn matchers_are_compiled_by_the_store_not_by_validation() {
+    let rules = RuleSet::parse(
+        r#"[{"type":"fault","path":"/data/**/*.db","faults":[{"errno":5}]},
+            {"type":"latency","latency":"1ms"}]"#,
+        Path::new("/data"),
+    )
+    .unwrap();
+    // Validated only (what the agent does): nothing compiled.
+    assert!(!rules.is_compiled());
+    let store = crate::RuleStore::new("/data");
+    store.update(rules);
+    assert!(store.rules().is_compiled());
+}

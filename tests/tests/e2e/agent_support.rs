@@ -148,6 +148,8 @@ impl AgentProcess {
             .arg("--containerd-socket")
             .arg(&self.containerd_socket)
             .args(&self.runtime_args)
+            // As the DaemonSet runs it (deploy/base/agent.yaml).
+            .env("MALLOC_ARENA_MAX", "2")
             .arg("serve")
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
