@@ -34,6 +34,12 @@ pub trait FaultKind: Send + Sync + std::fmt::Debug {
 
     /// The experiments of this kind in force, for listing.
     async fn list(&self) -> Vec<ExperimentView>;
+
+    /// Recovers again the records of this kind whose recovery failed (kept in the journal,
+    /// no longer in force in memory); a kind whose recoveries cannot half-fail has none.
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        Vec::new()
+    }
 }
 
 /// One experiment as listed, whatever its kind (converted to the API in one place, `grpc`).
@@ -178,6 +184,24 @@ impl Registry {
         outcomes
     }
 
+    /// Tries again every recovery that failed and kept its record (see
+    /// [`FaultKind::retry_unrecovered`]); run every [`RETRY_RECOVERY_EVERY`].
+    pub async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let mut outcomes = Vec::new();
+        for kind in &self.kinds {
+            for (id, result) in kind.retry_unrecovered().await {
+                match &result {
+                    Ok(()) => tracing::info!(%id, "recovered {} on a retry", kind.noun()),
+                    Err(err) => {
+                        tracing::warn!(%id, %err, "recovery failed again; the journal keeps the record")
+                    }
+                }
+                outcomes.push((id, result));
+            }
+        }
+        outcomes
+    }
+
     /// Recovers one experiment, found by id in the journal.
     pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
         let record = self
@@ -211,6 +235,9 @@ impl Registry {
         views
     }
 }
+
+/// How often the daemon tries again the recoveries that failed.
+pub const RETRY_RECOVERY_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the daemon looks for records of vanished containers.
 pub const VANISHED_SWEEP_EVERY: Duration = Duration::from_secs(30);

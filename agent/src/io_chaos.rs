@@ -75,6 +75,9 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
     /// Moves what is on a detached (or dead) fault mount back onto the original directory.
     async fn hand_back(&self, target_pid: u32, volume: &str, fault: FaultMount)
     -> handover::Report;
+    /// The mount table (`/proc/PID/mountinfo`) of `target_pid`; `None` once the process is
+    /// gone (and its mount namespace, if it was the last one in it).
+    fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>>;
 }
 
 /// The real host: `faultline-injector cleanup`, signals, the handover crate.
@@ -148,6 +151,15 @@ impl IoHost for RealIoHost {
         fault: FaultMount,
     ) -> handover::Report {
         io_handover::back_to_original(target_pid, volume, fault).await
+    }
+
+    fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(format!("/proc/{target_pid}/mountinfo")) {
+            Ok(table) => Ok(Some(table)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -263,7 +275,8 @@ pub fn validate_actions(actions: &str, volume: &str) -> Result<Option<IoActions>
 /// Undoes an IO fault as its record says: asks a live injector to recover (moving back what
 /// the handover moved meanwhile), else kills a left-over injector and, if the target still
 /// runs, unmounts from the agent and moves back what is on the fault mount. The record's fault
-/// mount is the only one used.
+/// mount is the only one used. Succeeds only once the fault mount is gone from the target's
+/// mount table (see [`mount_is_gone`]); whatever the injector or the cleanup said.
 pub async fn undo(
     host: &dyn IoHost,
     record: &Record<IoRecord>,
@@ -282,7 +295,12 @@ pub async fn undo(
             .recover_then(RECOVER_WITHIN, Box::pin(back(fault)))
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => match mount_is_gone(host, record) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(%id, %err, "the injector recovered but its mount stays; unmounting from the agent")
+                }
+            },
             Err(err) => {
                 tracing::warn!(%id, %err, "the injector did not recover cleanly; unmounting from the agent")
             }
@@ -296,7 +314,32 @@ pub async fn undo(
     host.cleanup_mount(pid, volume).await?;
     // Files handed over to a dead mount answer ENOTCONN until moved back.
     back(fault).await;
-    Ok(())
+    mount_is_gone(host, record)
+}
+
+/// Checks the target's mount table: no `fuse.faultline` mount with the journaled mount ID or
+/// at the volume is left (a target that is gone took its namespace with it).
+fn mount_is_gone(host: &dyn IoHost, record: &Record<IoRecord>) -> Result<(), AgentError> {
+    let (pid, volume) = (record.target.pid, record.fault.volume.as_str());
+    let table = match host.mount_table(pid) {
+        Ok(Some(table)) => table,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            return Err(AgentError::FaultMountUnverified {
+                volume: volume.to_owned(),
+                pid,
+                reason: err.to_string(),
+            });
+        }
+    };
+    match crate::io_mount_table::fault_mount_line(&table, volume, record.fault.fault_mount) {
+        None => Ok(()),
+        Some(entry) => Err(AgentError::FaultMountRemains {
+            volume: volume.to_owned(),
+            pid,
+            entry: entry.to_owned(),
+        }),
+    }
 }
 
 impl IoChaos {
@@ -623,6 +666,36 @@ impl IoChaos {
         Ok(())
     }
 
+    /// Tries again to recover the IO records no experiment of this run holds: a recovery that
+    /// failed (the fault mount stayed, the cleanup was refused) kept its record; nothing else
+    /// would come back to it before the next start.
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let records = match self.journal.list_of::<IoRecord>() {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: no IO recovery retried");
+                return Vec::new();
+            }
+        };
+        let mut outcomes = Vec::new();
+        for record in records {
+            let key = MountKey {
+                container: record.container_id.clone(),
+                volume: record.fault.volume.clone(),
+            };
+            // A request on this mount is in progress (a start journals before it mounts).
+            let Ok(_busy) = self.busy(&key) else {
+                continue;
+            };
+            if !matches!(self.get(&key), Ok(None)) {
+                continue; // in force, held by this run
+            }
+            let result = self.recover_record(&record).await;
+            outcomes.push((record.id.clone(), result));
+        }
+        outcomes
+    }
+
     /// Recovers at once after an injector that exits while its experiment is still active.
     fn watch_injector(self: &Arc<Self>, experiment: Arc<IoExperiment>) {
         let this = Arc::clone(self);
@@ -643,6 +716,11 @@ impl IoChaos {
             let stderr = experiment.injector.stderr_tail().await;
             tracing::warn!(id = %experiment.id, %status, %stderr, "the injector exited unexpectedly; removing its mount");
             this.metrics.failure("io", "injector_died");
+            // Whoever holds the key (a recovery under way) finishes the job; if it fails, the
+            // retry pass comes back to the record.
+            let Ok(_busy) = this.busy(&experiment.key) else {
+                return;
+            };
             let recovered = match this.journaled(&experiment.id) {
                 Ok(record) => this.recover_record(&record).await,
                 Err(err) => Err(err),
@@ -693,7 +771,47 @@ impl IoChaos {
                 handover: experiment.handover.clone(),
             });
         }
+        views.extend(self.unrecovered_views(&views));
         views
+    }
+
+    /// The journal's IO records that no live experiment holds: their recovery failed (the
+    /// retry pass comes back to them). Listed, so that a listing never shows less than the
+    /// journal says may be in force.
+    fn unrecovered_views(&self, live: &[ExperimentView]) -> Vec<ExperimentView> {
+        let records = match self.journal.list_of::<IoRecord>() {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: unrecovered IO records not listed");
+                return Vec::new();
+            }
+        };
+        // A mount with a request under way (a start journals before it mounts) is not listed.
+        let busy = match self.in_progress.lock() {
+            Ok(busy) => busy.clone(),
+            Err(_) => HashSet::new(),
+        };
+        records
+            .into_iter()
+            .filter(|r| !live.iter().any(|v| v.record.id == r.id))
+            .filter(|r| {
+                !busy.contains(&MountKey {
+                    container: r.container_id.clone(),
+                    volume: r.fault.volume.clone(),
+                })
+            })
+            .map(|record| ExperimentView {
+                record: record.with_fault(()),
+                kind: IoRecord::KIND,
+                rules: record.fault.actions.clone(),
+                volume: record.fault.volume.clone(),
+                status: format!(
+                    "NOT RECOVERED: a recovery failed and is retried every {RETRY:?}; the fault mount may still be in force",
+                    RETRY = fault_kinds::RETRY_RECOVERY_EVERY
+                ),
+                handover: None,
+            })
+            .collect()
     }
 }
 
@@ -718,6 +836,10 @@ impl FaultKind for IoChaos {
 
     async fn list(&self) -> Vec<ExperimentView> {
         self.views().await
+    }
+
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        IoChaos::retry_unrecovered(self).await
     }
 }
 
@@ -794,6 +916,9 @@ mod tests {
         calls: Arc<Mutex<Vec<Call>>>,
         refuse_cleanup: bool,
         refuse_spawn: bool,
+        /// The fault mount stays in the target's mount table whatever recovery does (an
+        /// injector that exits without unmounting, a cleanup that says done).
+        mount_stays: Mutex<bool>,
         /// The injectors spawned, to make one die.
         injectors: Mutex<Vec<Arc<FakeInjector>>>,
     }
@@ -944,6 +1069,17 @@ mod tests {
             ));
             handover::Report::default()
         }
+        fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>> {
+            assert_eq!(target_pid, TARGET.pid);
+            if !self.alive.lock().unwrap().contains(&TARGET) {
+                return Ok(None);
+            }
+            let mut table = String::from("1300 1200 0:120 / / rw - overlay overlay rw\n");
+            if *self.mount_stays.lock().unwrap() {
+                table.push_str("1302 1300 0:78 / /data rw - fuse.faultline faultline rw\n");
+            }
+            Ok(Some(table))
+        }
     }
 
     const TARGET: ProcessIdentity = ProcessIdentity {
@@ -1058,6 +1194,80 @@ mod tests {
         );
         assert!(journal.list().unwrap().0.is_empty());
         assert!(io.views().await.is_empty());
+    }
+
+    /// Issue 23: an injector once exited "recovered" with its mount still over the volume, the
+    /// record was removed, and the pod answered ENOTCONN for good. Success is now what the
+    /// target's mount table says.
+    #[tokio::test]
+    async fn a_fault_mount_left_in_the_target_keeps_the_record_until_a_retry_sees_it_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let id = inject(&io).await;
+        host.calls.lock().unwrap().clear();
+        *host.mount_stays.lock().unwrap() = true;
+
+        let err = registry.recover(&id).await.unwrap_err();
+        assert!(
+            matches!(&err, AgentError::FaultMountRemains { volume, pid, entry }
+                if volume == "/data" && *pid == TARGET.pid && entry.contains("fuse.faultline")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("recovery is retried"), "{err}");
+        // The injector said it recovered; the agent then unmounted itself, and checked again.
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Recover,
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
+        assert_eq!(journal.list().unwrap().0.len(), 1, "the record was dropped");
+        let listed = registry.list().await;
+        assert_eq!(listed.len(), 1, "the listing hides what the journal holds");
+        assert!(listed[0].status.starts_with("NOT RECOVERED"), "{listed:?}");
+
+        // A retry while the mount stays fails again and keeps the record.
+        let outcomes = registry.retry_unrecovered().await;
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert!(outcomes[0].1.is_err(), "{outcomes:?}");
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+
+        // Once the mount is gone, the next retry forgets the record.
+        *host.mount_stays.lock().unwrap() = false;
+        let outcomes = registry.retry_unrecovered().await;
+        assert!(
+            matches!(outcomes.as_slice(), [(i, Ok(()))] if *i == id),
+            "{outcomes:?}"
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+        assert!(registry.retry_unrecovered().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_that_says_done_is_checked_against_the_mount_table() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("io-4"))
+            .unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        *host.mount_stays.lock().unwrap() = true;
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        let err = outcomes[0].1.as_ref().unwrap_err();
+        assert!(matches!(err, AgentError::FaultMountRemains { .. }), "{err}");
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+        // A target that is gone took the mount with it: nothing is left to check.
+        host.alive.lock().unwrap().clear();
+        let outcomes = registry.retry_unrecovered().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert!(journal.list().unwrap().0.is_empty());
     }
 
     #[tokio::test]
