@@ -95,6 +95,8 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     let faults = Arc::new(Faults::build(
         FaultsConfig {
             injector_binary: injector_binary(&args)?,
+            // Beside the journal: the next agent adopts the injectors through them.
+            control_sockets: args.state_dir.join("injectors"),
             // Stressors are the agent binary itself (its hidden `stressor` subcommand).
             stressor_binary: std::env::current_exe()?,
             netem_path: args.netem_path,

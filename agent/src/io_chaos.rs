@@ -4,7 +4,7 @@
 //! recovered; an injector that dies unexpectedly is cleaned up after at once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::fault_kinds::{self, Adoption, ExperimentView, FaultKind};
 use crate::injector_process::{
     Injector, InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
 };
@@ -37,6 +37,10 @@ pub struct IoRecord {
     /// (absent in records written before handover existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_mount: Option<FaultMount>,
+    /// The injector's control socket, through which the next agent adopts it (absent in
+    /// records written before injectors outlived the agent: those are recovered at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
 }
 
 impl FaultRecord for IoRecord {
@@ -63,6 +67,14 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
         target_pid: u32,
         volume: &str,
         actions: &str,
+        control_socket: &Path,
+    ) -> Result<Box<dyn Injector>, InjectorError>;
+    /// Takes over the injector a previous agent left, through its control socket, if it is
+    /// the journaled process and still serving.
+    async fn adopt_injector(
+        &self,
+        injector: ProcessIdentity,
+        control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError>;
     /// Moves what the target's processes hold under `volume` onto the fault mount over it.
     async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver;
@@ -111,6 +123,7 @@ impl IoHost for RealIoHost {
         target_pid: u32,
         volume: &str,
         actions: &str,
+        control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError> {
         let injector = InjectorProcess::start(
             MountRequest {
@@ -118,10 +131,20 @@ impl IoHost for RealIoHost {
                 target_pid,
                 volume,
                 actions,
+                control_socket,
             },
             READY_WITHIN,
         )
         .await?;
+        Ok(Box::new(injector))
+    }
+
+    async fn adopt_injector(
+        &self,
+        injector: ProcessIdentity,
+        control_socket: &Path,
+    ) -> Result<Box<dyn Injector>, InjectorError> {
+        let injector = InjectorProcess::adopt(injector, control_socket, ADOPT_WITHIN).await?;
         Ok(Box::new(injector))
     }
 
@@ -165,6 +188,8 @@ impl IoHost for RealIoHost {
 
 /// How long an injector may take to mount.
 const READY_WITHIN: Duration = Duration::from_secs(10);
+/// How long a left-over injector may take to answer the agent that adopts it.
+const ADOPT_WITHIN: Duration = Duration::from_secs(2);
 /// How long an injector may take to unmount and exit when asked to recover.
 const RECOVER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -222,6 +247,9 @@ pub enum Applied {
 #[derive(Clone, Debug)]
 pub struct IoChaosConfig {
     pub injector_binary: PathBuf,
+    /// Where injectors' control sockets are bound (under the state directory: the next agent
+    /// adopts the injectors through them).
+    pub control_sockets: PathBuf,
 }
 
 #[derive(Debug)]
@@ -230,6 +258,8 @@ pub struct IoChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     host: Arc<dyn IoHost>,
+    /// The directory of the injectors' control sockets.
+    control_sockets: PathBuf,
     active: Mutex<HashMap<MountKey, Arc<IoExperiment>>>,
     in_progress: Mutex<HashSet<MountKey>>,
 }
@@ -352,7 +382,7 @@ impl IoChaos {
         let host = Arc::new(RealIoHost {
             injector_binary: config.injector_binary.clone(),
         });
-        Self::with_host(resolver, journal, metrics, host)
+        Self::with_host(resolver, journal, metrics, host, config.control_sockets)
     }
 
     /// [`Self::new`] on another host (a recording double in tests).
@@ -361,12 +391,14 @@ impl IoChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
         host: Arc<dyn IoHost>,
+        control_sockets: PathBuf,
     ) -> Arc<Self> {
         Arc::new(Self {
             resolver,
             journal,
             metrics,
             host,
+            control_sockets,
             active: Mutex::default(),
             in_progress: Mutex::default(),
         })
@@ -466,6 +498,8 @@ impl IoChaos {
             self.host.target(&key.container, target_pid, &key.volume)?;
         let actions_text = actions.wire().to_string();
         let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
+        record.fault.control_socket =
+            Some(self.control_sockets.join(format!("{}.sock", record.id)));
         let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
         let injector = match self.spawn_injector(&record, actions, handover).await {
@@ -534,8 +568,17 @@ impl IoChaos {
         } else {
             record.fault.actions.clone()
         };
+        let socket =
+            record.fault.control_socket.as_deref().ok_or_else(|| {
+                InjectorError::Control("the record names no control socket".into())
+            })?;
         self.host
-            .spawn_injector(record.target.pid, &record.fault.volume, &mount_actions)
+            .spawn_injector(
+                record.target.pid,
+                &record.fault.volume,
+                &mount_actions,
+                socket,
+            )
             .await
     }
 
@@ -659,11 +702,65 @@ impl IoChaos {
             None => None,
         };
         result?;
+        if let Some(socket) = &record.fault.control_socket {
+            // Its injector is gone: nothing listens there any more.
+            let _ = std::fs::remove_file(socket);
+        }
         self.journal.remove(&record.id)?;
         drop(recovered);
         self.metrics.recovered("io");
         tracing::info!(id = %record.id, "IO fault recovered");
         Ok(())
+    }
+
+    /// Takes over the experiment a previous run left in force, if its injector is the journaled
+    /// process and answers on its control socket: it becomes an experiment of this run (listed,
+    /// updated, recovered, watched, ended at its deadline) as if started here.
+    async fn adopt(self: &Arc<Self>, record: &Record<IoRecord>) -> Adoption {
+        let (Some(identity), Some(socket)) = (record.fault.injector, &record.fault.control_socket)
+        else {
+            return Adoption::Failed(
+                "its record names no injector control socket (started before injectors outlived the agent, or before its injector was up)".into(),
+            );
+        };
+        if !self.host.is_alive(record.target) {
+            return Adoption::Failed("its target process is gone".into());
+        }
+        let key = MountKey {
+            container: record.container_id.clone(),
+            volume: record.fault.volume.clone(),
+        };
+        let _busy = match self.busy(&key) {
+            Ok(busy) => busy,
+            Err(err) => return Adoption::Failed(err.to_string()),
+        };
+        let injector = match self.host.adopt_injector(identity, socket).await {
+            Ok(injector) => injector,
+            Err(err) => return Adoption::Failed(err.to_string()),
+        };
+        let experiment = Arc::new(IoExperiment {
+            key: key.clone(),
+            id: record.id.clone(),
+            record: Mutex::new(record.clone()),
+            injector,
+            handover: None,
+            journal_state: tokio::sync::Mutex::new(false),
+        });
+        match self.active.lock() {
+            Ok(mut active) => active.insert(key, Arc::clone(&experiment)),
+            Err(_) => return Adoption::Failed("internal state lock poisoned".into()),
+        };
+        self.metrics.adopted("io");
+        self.watch_injector(Arc::clone(&experiment));
+        if let Some(deadline) = record.deadline_ms {
+            // Past due: at once, through the adopted injector (which hands back gracefully).
+            self.recover_after(
+                &record.id,
+                Duration::from_millis(deadline.saturating_sub(now_ms())),
+            );
+        }
+        tracing::info!(id = %record.id, container = %record.container_id, volume = %record.fault.volume, injector_pid = identity.pid, "IO fault adopted: its injector kept serving while no agent ran");
+        Adoption::Adopted
     }
 
     /// Tries again to recover the IO records no experiment of this run holds: a recovery that
@@ -841,6 +938,13 @@ impl FaultKind for IoChaos {
     async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
         IoChaos::retry_unrecovered(self).await
     }
+
+    async fn adopt(self: Arc<Self>, record: &StoredRecord) -> Adoption {
+        match record.decode::<IoRecord>() {
+            Ok(record) => IoChaos::adopt(&self, &record).await,
+            Err(err) => Adoption::Failed(err.to_string()),
+        }
+    }
 }
 
 /// The record of an experiment about to start: nothing is in force yet.
@@ -864,6 +968,7 @@ fn new_record(
             actions: actions.to_owned(),
             injector: None,
             fault_mount: None,
+            control_socket: None,
         },
     }
 }
@@ -890,6 +995,7 @@ mod tests {
     use crate::fault_kinds::Registry;
     use crate::injector_process::warnings_of;
 
+    use crate::injector_process::Exit;
     use serde_json::Value;
     use std::os::unix::process::ExitStatusExt;
     use std::process::ExitStatus;
@@ -904,6 +1010,8 @@ mod tests {
         Update(Value),
         /// The live injector asked to recover.
         Recover,
+        /// A left-over injector taken over through this control socket.
+        Adopt(u32, PathBuf),
         Kill(u32),
         Cleanup(u32, String),
         HandBack(u32, String, u64),
@@ -916,6 +1024,8 @@ mod tests {
         calls: Arc<Mutex<Vec<Call>>>,
         refuse_cleanup: bool,
         refuse_spawn: bool,
+        /// A left-over injector does not answer on its control socket.
+        refuse_adopt: bool,
         /// The fault mount stays in the target's mount table whatever recovery does (an
         /// injector that exits without unmounting, a cleanup that says done).
         mount_stays: Mutex<bool>,
@@ -962,7 +1072,7 @@ mod tests {
             &self,
             _within: Duration,
             meanwhile: futures::future::BoxFuture<'_, ()>,
-        ) -> Result<ExitStatus, InjectorError> {
+        ) -> Result<Exit, InjectorError> {
             if self.is_dead() {
                 return Err(InjectorError::Control(
                     "the injector closed its control channel".into(),
@@ -971,12 +1081,12 @@ mod tests {
             self.calls.lock().unwrap().push(Call::Recover);
             meanwhile.await;
             self.die();
-            Ok(ExitStatus::from_raw(0))
+            Ok(Exit::Status(ExitStatus::from_raw(0)))
         }
-        async fn wait(&self) -> ExitStatus {
+        async fn wait(&self) -> Exit {
             let mut exited = self.exited.subscribe();
             let _ = exited.wait_for(|dead| *dead).await;
-            ExitStatus::from_raw(0)
+            Exit::Status(ExitStatus::from_raw(0))
         }
         async fn stderr_tail(&self) -> String {
             String::new()
@@ -1005,7 +1115,12 @@ mod tests {
             target_pid: u32,
             volume: &str,
             actions: &str,
+            control_socket: &Path,
         ) -> Result<Box<dyn Injector>, InjectorError> {
+            assert!(
+                control_socket.starts_with(SOCKETS),
+                "socket {control_socket:?} outside the sockets directory"
+            );
             let rules = serde_json::from_str(actions).expect("the injector gets JSON rules");
             self.calls
                 .lock()
@@ -1023,6 +1138,30 @@ mod tests {
                 exited: tokio::sync::watch::Sender::new(false),
             });
             self.alive.lock().unwrap().push(INJECTOR);
+            self.injectors.lock().unwrap().push(Arc::clone(&injector));
+            Ok(Box::new(injector))
+        }
+        async fn adopt_injector(
+            &self,
+            injector: ProcessIdentity,
+            control_socket: &Path,
+        ) -> Result<Box<dyn Injector>, InjectorError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Adopt(injector.pid, control_socket.to_owned()));
+            // Only the very process that still runs answers on its socket, as the journaled one.
+            if !self.alive.lock().unwrap().contains(&injector) || self.refuse_adopt {
+                return Err(InjectorError::ControlSocket {
+                    path: control_socket.to_owned(),
+                    reason: "connecting: Connection refused (os error 111)".into(),
+                });
+            }
+            let injector = Arc::new(FakeInjector {
+                identity: injector,
+                calls: Arc::clone(&self.calls),
+                exited: tokio::sync::watch::Sender::new(false),
+            });
             self.injectors.lock().unwrap().push(Arc::clone(&injector));
             Ok(Box::new(injector))
         }
@@ -1082,6 +1221,8 @@ mod tests {
         }
     }
 
+    /// The control sockets' directory (never bound: the host is a double).
+    const SOCKETS: &str = "/run/faultline-test/injectors";
     const TARGET: ProcessIdentity = ProcessIdentity {
         pid: 4242,
         start_time: 77,
@@ -1131,7 +1272,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn inject_then_crash_then_the_next_start_recovers_from_the_record() {
+    async fn inject_then_crash_then_the_next_start_adopts_the_live_injector() {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(RecordingHost::default());
         *host.alive.lock().unwrap() = vec![TARGET];
@@ -1155,24 +1296,105 @@ mod tests {
         assert_eq!(record.fault.injector, Some(INJECTOR));
         assert_eq!(record.fault.fault_mount, Some(FAULT_MOUNT));
         assert_eq!(record.fault.actions, eio_everywhere().wire().to_string());
+        let socket = PathBuf::from(format!("{SOCKETS}/{id}.sock"));
+        assert_eq!(record.fault.control_socket.as_ref(), Some(&socket));
 
-        // The agent is SIGKILLed: nothing of its memory survives, its injector does (no
-        // parent-death signal reached it). The next start has the journal alone.
+        // The agent is SIGKILLed: nothing of its memory survives, its injector does (it has no
+        // parent-death signal) and keeps the rules in force. The next start has the journal.
         drop(io);
         let after = Arc::new(RecordingHost::default());
         *after.alive.lock().unwrap() = vec![TARGET, INJECTOR];
-        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&after));
+        let (io, registry, journal) = restarted(dir.path(), Arc::clone(&after));
         let outcomes = registry.recover_left_over().await;
-        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert!(outcomes.is_empty(), "adopted, not recovered: {outcomes:?}");
+        // Taken over through the journaled socket: no kill, no unmount, nothing handed back.
+        assert_eq!(after.calls(), [Call::Adopt(INJECTOR.pid, socket)]);
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+        let listed = registry.list().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].record.id, id);
+        assert!(
+            listed[0].status.starts_with("running (pid 4343)"),
+            "{listed:?}"
+        );
+
+        // It is this run's experiment now: updated live, then recovered as Chaos Mesh does.
+        after.calls.lock().unwrap().clear();
+        let volume = VolumePath::parse("/data").unwrap();
+        let latency = r#"[{"type":"latency","path":"/data/**","latency":"5ms"}]"#;
+        let spec = |actions: &str| IoSpec {
+            container: crate::container_runtime::ContainerRef::parse(
+                "containerd://abc",
+                crate::container_runtime::RuntimeKind::Containerd,
+            )
+            .unwrap(),
+            volume: volume.clone(),
+            actions: IoActions::parse(actions, &volume).unwrap(),
+        };
+        let updated = io.apply(spec(latency), None, true).await.unwrap();
+        assert!(
+            matches!(&updated, Applied::Updated { id: i, injector_pid, .. } if *i == id && *injector_pid == INJECTOR.pid),
+            "{updated:?}"
+        );
+        let recovered = io.apply(spec("[]"), None, true).await.unwrap();
+        assert_eq!(recovered, Applied::Recovered { id: id.clone() });
         assert_eq!(
             after.calls(),
             [
-                Call::Kill(INJECTOR.pid),
-                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::Update(serde_json::from_str(latency).unwrap()),
+                Call::Recover,
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
+        assert!(registry.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_adopted_injector_that_dies_is_cleaned_up_and_a_due_one_ends_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.write(&injected("io-5")).unwrap();
+        let mut due = injected("io-6");
+        due.container_id = "containerd://def".into();
+        due.deadline_ms = Some(1);
+        journal.write(&due).unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        assert!(registry.recover_left_over().await.is_empty());
+        // The one past its deadline is recovered at once, through its adopted injector.
+        let ended = || !journal.list().unwrap().0.iter().any(|r| r.id == "io-6");
+        for _ in 0..200 {
+            if ended() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(ended(), "the deadline of an adopted experiment was missed");
+        assert!(host.calls().contains(&Call::Recover), "{:?}", host.calls());
+
+        // The other's injector dies while adopted: the agent follows it without being its
+        // parent, and cleans up at once.
+        host.calls.lock().unwrap().clear();
+        let injector = Arc::clone(&host.injectors.lock().unwrap()[0]);
+        assert!(!injector.is_dead());
+        host.alive.lock().unwrap().retain(|p| *p != INJECTOR);
+        injector.die();
+        for _ in 0..200 {
+            if journal.list().unwrap().0.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(journal.list().unwrap().0.is_empty(), "the record stays");
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1342,6 +1564,7 @@ mod tests {
                         minor: 78,
                     },
                 }),
+                control_socket: Some(PathBuf::from(format!("{SOCKETS}/{id}.sock"))),
             },
         }
     }
@@ -1359,6 +1582,7 @@ mod tests {
             journal.clone(),
             Arc::new(Metrics::new()),
             host,
+            PathBuf::from(SOCKETS),
         );
         let registry =
             Registry::new(journal.clone()).register(Arc::clone(&io) as Arc<dyn FaultKind>);
@@ -1366,15 +1590,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_is_recovered_from_the_record_alone() {
+    async fn an_injector_that_cannot_be_adopted_is_recovered_from_the_record_alone() {
         let dir = tempfile::tempdir().unwrap();
         Journal::open(dir.path())
             .unwrap()
             .write(&injected("io-1"))
             .unwrap();
-        // The agent died; its injector did not (no parent-death signal reached it), nor the
-        // target.
-        let host = Arc::new(RecordingHost::default());
+        // The agent died; its injector did not, nor the target, but the injector does not
+        // answer on its control socket (wedged, or its socket file was removed).
+        let host = Arc::new(RecordingHost {
+            refuse_adopt: true,
+            ..Default::default()
+        });
         *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
         let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
         let outcomes = registry.recover_left_over().await;
@@ -1384,6 +1611,7 @@ mod tests {
         assert_eq!(
             host.calls(),
             [
+                Call::Adopt(INJECTOR.pid, format!("{SOCKETS}/io-1.sock").into()),
                 Call::Kill(INJECTOR.pid),
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), 901),
@@ -1428,8 +1656,15 @@ mod tests {
         let outcomes = registry.recover_left_over().await;
         let err = outcomes[0].1.as_ref().unwrap_err();
         assert!(err.to_string().contains("device busy"), "{err}");
-        // Not handed back onto a directory the fault mount may still cover.
-        assert_eq!(host.calls(), [Call::Cleanup(TARGET.pid, "/data".into())]);
+        // Not handed back onto a directory the fault mount may still cover. (Its injector is
+        // gone: adoption was tried and failed.)
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Adopt(INJECTOR.pid, format!("{SOCKETS}/io-3.sock").into()),
+                Call::Cleanup(TARGET.pid, "/data".into())
+            ]
+        );
         assert_eq!(journal.list().unwrap().0.len(), 1);
         // Shutdown walks the journal, so it tries again, and explicit recovery by id finds it.
         let err = registry.recover("io-3").await.unwrap_err();
