@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::container_runtime::Resolver;
-use agent::fault_kinds::VANISHED_SWEEP_EVERY;
+use agent::fault_kinds::{RETRY_RECOVERY_EVERY, VANISHED_SWEEP_EVERY};
 use agent::faults::{Faults, FaultsConfig};
 use agent::grpc::{AgentService, ChaosDaemonService, Listeners, serve};
 use agent::journal::Journal;
@@ -95,6 +95,8 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     let faults = Arc::new(Faults::build(
         FaultsConfig {
             injector_binary: injector_binary(&args)?,
+            // Beside the journal: the next agent adopts the injectors through them.
+            control_sockets: args.state_dir.join("injectors"),
             // Stressors are the agent binary itself (its hidden `stressor` subcommand).
             stressor_binary: std::env::current_exe()?,
             netem_path: args.netem_path,
@@ -135,17 +137,24 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
 
 /// Every [`VANISHED_SWEEP_EVERY`], clears the records of faults whose container and namespace
 /// are gone (a container SIGKILLed for good, a pod deleted), instead of keeping them until the
-/// next restart.
+/// next restart; every [`RETRY_RECOVERY_EVERY`], tries again the recoveries that failed.
 fn spawn_vanished_sweep(faults: Arc<Faults>, stop: CancellationToken) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(VANISHED_SWEEP_EVERY);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        every.tick().await; // the first tick is at once: start-up recovery just ran
+        let mut vanished = tokio::time::interval(VANISHED_SWEEP_EVERY);
+        vanished.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut retry = tokio::time::interval(RETRY_RECOVERY_EVERY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first ticks are at once: start-up recovery just ran.
+        vanished.tick().await;
+        retry.tick().await;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                _ = every.tick() => {
+                _ = vanished.tick() => {
                     faults.registry.clear_vanished().await;
+                }
+                _ = retry.tick() => {
+                    faults.registry.retry_unrecovered().await;
                 }
             }
         }

@@ -25,6 +25,25 @@ pub enum AgentError {
     Injector(#[from] InjectorError),
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
+    /// Recovery ran, but the fault mount is still in the target's mount table: the record is
+    /// kept and recovery is tried again.
+    #[error(
+        "the fault mount over {volume} is still in the mount table of process {pid} ({entry}); the journal keeps the record and recovery is retried"
+    )]
+    FaultMountRemains {
+        volume: String,
+        pid: u32,
+        entry: String,
+    },
+    /// Recovery ran, but the target's mount table could not be read to confirm it.
+    #[error(
+        "cannot confirm the fault mount over {volume} is gone: reading the mount table of process {pid}: {reason}; the journal keeps the record and recovery is retried"
+    )]
+    FaultMountUnverified {
+        volume: String,
+        pid: u32,
+        reason: String,
+    },
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error("{0} is not implemented by this agent yet")]
@@ -68,6 +87,8 @@ impl AgentError {
             AgentError::Injector(InjectorError::Refused { .. }) => Code::FailedPrecondition,
             AgentError::Injector(InjectorError::ExitedEarly { .. }) => Code::FailedPrecondition,
             AgentError::Injector(_) | AgentError::Journal(_) => Code::Internal,
+            AgentError::FaultMountRemains { .. } => Code::FailedPrecondition,
+            AgentError::FaultMountUnverified { .. } => Code::Internal,
             AgentError::Network(err) => err.code(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => Code::Unimplemented,
             AgentError::Stress(err) => err.code(),
@@ -91,6 +112,9 @@ impl AgentError {
             AgentError::UnknownExperiment(_) => "unknown_experiment",
             AgentError::Injector(_) => "injector",
             AgentError::Journal(_) => "journal",
+            AgentError::FaultMountRemains { .. } | AgentError::FaultMountUnverified { .. } => {
+                "mount_remains"
+            }
             AgentError::Network(err) => err.reason(),
             AgentError::Unimplemented(_) | AgentError::KindNotYet { .. } => "unimplemented",
             AgentError::Stress(err) => err.reason(),

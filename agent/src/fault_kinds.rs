@@ -34,6 +34,30 @@ pub trait FaultKind: Send + Sync + std::fmt::Debug {
 
     /// The experiments of this kind in force, for listing.
     async fn list(&self) -> Vec<ExperimentView>;
+
+    /// Recovers again the records of this kind whose recovery failed (kept in the journal,
+    /// no longer in force in memory); a kind whose recoveries cannot half-fail has none.
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        Vec::new()
+    }
+
+    /// At start, takes over a record a previous run left in force whose helper outlived that
+    /// run (it keeps the fault in force; the record stays). A kind whose helpers die with the
+    /// agent adopts nothing: its records are recovered.
+    async fn adopt(self: Arc<Self>, _record: &StoredRecord) -> Adoption {
+        Adoption::NotAdoptable
+    }
+}
+
+/// What became of a record left by a previous run that its kind was asked to take over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Adoption {
+    /// In force, held by this run now.
+    Adopted,
+    /// The kind's helpers do not outlive the agent.
+    NotAdoptable,
+    /// Its helper is gone, not answering, or not the journaled process: recovered instead.
+    Failed(String),
 }
 
 /// One experiment as listed, whatever its kind (converted to the API in one place, `grpc`).
@@ -92,12 +116,14 @@ impl Registry {
         }
     }
 
-    /// After a (re)start: undoes everything the journal says a previous run left in force. The
-    /// only read of the journal at start; an unreadable record, or one of a kind this agent
-    /// does not know, is reported and left in place, never dropped.
+    /// After a (re)start: takes over what a previous run left in force whose helper outlived it
+    /// (an injector), and undoes everything else the journal holds. The only read of the
+    /// journal at start; an unreadable record, or one of a kind this agent does not know, is
+    /// reported and left in place, never dropped. The outcomes are those of the records recovered
+    /// (an adopted one is logged, not listed).
     pub async fn recover_left_over(&self) -> Vec<(String, Result<(), AgentError>)> {
         let mut outcomes = Vec::new();
-        for (record, result) in self.recover_every_record().await {
+        for (record, result) in self.adopt_or_recover_every_record().await {
             let noun = self.of(record.kind()).map_or("a fault", |k| k.noun());
             match &result {
                 Ok(()) => {
@@ -120,6 +146,37 @@ impl Registry {
                 tracing::error!(id = %record.id, %err, "recovery at shutdown failed; the journal keeps the record");
             }
             outcomes.push((record.id, result));
+        }
+        outcomes
+    }
+
+    async fn adopt_or_recover_every_record(&self) -> Vec<(StoredRecord, Result<(), AgentError>)> {
+        let (records, broken) = match self.journal.list() {
+            Ok(listing) => listing,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: nothing recovered");
+                return Vec::new();
+            }
+        };
+        for err in broken {
+            tracing::error!(%err, "unreadable journal record left in place");
+        }
+        let mut outcomes = Vec::new();
+        for record in records {
+            if let Some(kind) = self.of(record.kind()) {
+                match Arc::clone(kind).adopt(&record).await {
+                    Adoption::Adopted => {
+                        tracing::info!(id = %record.id, container = %record.container_id, kind = record.kind(), "adopted {} left by a previous run", kind.noun());
+                        continue;
+                    }
+                    Adoption::NotAdoptable => {}
+                    Adoption::Failed(reason) => {
+                        tracing::warn!(id = %record.id, %reason, "cannot adopt {} left by a previous run; recovering it from its record", kind.noun());
+                    }
+                }
+            }
+            let result = self.dispatch(&record).await;
+            outcomes.push((record, result));
         }
         outcomes
     }
@@ -178,6 +235,24 @@ impl Registry {
         outcomes
     }
 
+    /// Tries again every recovery that failed and kept its record (see
+    /// [`FaultKind::retry_unrecovered`]); run every [`RETRY_RECOVERY_EVERY`].
+    pub async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let mut outcomes = Vec::new();
+        for kind in &self.kinds {
+            for (id, result) in kind.retry_unrecovered().await {
+                match &result {
+                    Ok(()) => tracing::info!(%id, "recovered {} on a retry", kind.noun()),
+                    Err(err) => {
+                        tracing::warn!(%id, %err, "recovery failed again; the journal keeps the record")
+                    }
+                }
+                outcomes.push((id, result));
+            }
+        }
+        outcomes
+    }
+
     /// Recovers one experiment, found by id in the journal.
     pub async fn recover(&self, id: &str) -> Result<(), AgentError> {
         let record = self
@@ -211,6 +286,9 @@ impl Registry {
         views
     }
 }
+
+/// How often the daemon tries again the recoveries that failed.
+pub const RETRY_RECOVERY_EVERY: Duration = Duration::from_secs(5);
 
 /// How often the daemon looks for records of vanished containers.
 pub const VANISHED_SWEEP_EVERY: Duration = Duration::from_secs(30);

@@ -24,6 +24,8 @@ use crate::time_chaos::host::RealHost;
 pub struct FaultsConfig {
     /// The `faultline-injector` binary (IO).
     pub injector_binary: PathBuf,
+    /// Where injectors' control sockets are bound (a directory that outlives the agent).
+    pub control_sockets: PathBuf,
     /// The binary whose hidden `stressor` subcommand runs a stressor (the agent's own).
     pub stressor_binary: PathBuf,
     /// Where netem runs.
@@ -60,6 +62,7 @@ impl Faults {
         let io = IoChaos::new(
             IoChaosConfig {
                 injector_binary: config.injector_binary,
+                control_sockets: config.control_sockets,
             },
             resolver.clone(),
             journal.clone(),

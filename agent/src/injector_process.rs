@@ -1,13 +1,15 @@
 //! One `faultline-injector` process serving a fault mount for the agent: spawned with a
-//! socketpair as its control channel (JSON-RPC 2.0, one message per line), dying with the agent
-//! (parent-death signal), its stderr forwarded to our logs.
+//! socketpair as its control channel (JSON-RPC 2.0, one message per line) and a control socket
+//! on a path under the agent's state directory, its stderr forwarded to our logs. It outlives
+//! the agent (no parent-death signal): the next agent connects to its control socket, checks
+//! the peer is the journaled process, and takes it over ([`InjectorProcess::adopt`]).
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
@@ -23,6 +25,8 @@ const CONTROL_FD: i32 = 3;
 /// The descriptor the injector reads its first rules from (a memfd: a command line holds at
 /// most 128 KiB in one argument, and 5,000 actions once failed with E2BIG).
 const RULES_FD: i32 = 4;
+/// The descriptor of the control socket (bound, not listening) the injector listens on.
+const CONTROL_LISTEN_FD: i32 = 5;
 /// How long an injector that ignored `recover` gets after SIGTERM before SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(1);
 
@@ -52,6 +56,32 @@ pub enum InjectorError {
         #[source]
         source: std::io::Error,
     },
+    #[error("control socket {}: {reason}", path.display())]
+    ControlSocket { path: PathBuf, reason: String },
+    /// The process behind a journaled control socket is not the journaled injector.
+    #[error("control socket {}: its peer is {found}, not the journaled injector {expected}", path.display())]
+    NotOurs {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+}
+
+/// How an injector ended: its exit status when it is our child; an adopted one is not, and
+/// its status is for its parent (init) to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Status(ExitStatus),
+    NotOurChild,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Status(status) => status.fmt(f),
+            Exit::NotOurChild => f.write_str("exited (adopted: not our child, status unknown)"),
+        }
+    }
 }
 
 /// The injector's answer to `update` (its `control::UpdateReport`).
@@ -98,9 +128,9 @@ pub trait Injector: Send + Sync + std::fmt::Debug {
         &self,
         within: Duration,
         meanwhile: futures::future::BoxFuture<'_, ()>,
-    ) -> Result<ExitStatus, InjectorError>;
+    ) -> Result<Exit, InjectorError>;
     /// Waits until it has exited.
-    async fn wait(&self) -> ExitStatus;
+    async fn wait(&self) -> Exit;
     /// Its last stderr lines (all of them once it has exited).
     async fn stderr_tail(&self) -> String;
 }
@@ -120,10 +150,10 @@ impl Injector for InjectorProcess {
         &self,
         within: Duration,
         meanwhile: futures::future::BoxFuture<'_, ()>,
-    ) -> Result<ExitStatus, InjectorError> {
+    ) -> Result<Exit, InjectorError> {
         InjectorProcess::recover_then(self, within, meanwhile).await
     }
-    async fn wait(&self) -> ExitStatus {
+    async fn wait(&self) -> Exit {
         InjectorProcess::wait(self).await
     }
     async fn stderr_tail(&self) -> String {
@@ -138,14 +168,151 @@ pub struct MountRequest<'a> {
     pub target_pid: u32,
     pub volume: &'a str,
     pub actions: &'a str,
+    /// Where its control socket is bound: a path that outlives the agent (its state directory),
+    /// journaled, so that the next agent finds it.
+    pub control_socket: &'a Path,
 }
 
 /// A running injector.
 #[derive(Debug)]
 pub struct InjectorProcess {
     pub identity: ProcessIdentity,
-    process: SupervisedChild,
+    process: Lifeline,
     control: AsyncMutex<ControlChannel>,
+}
+
+/// How the agent follows an injector's life: as its parent, or, once adopted, through a pidfd
+/// (which names that very process: a signal through it never reaches a reused PID).
+#[derive(Debug)]
+enum Lifeline {
+    Child(SupervisedChild),
+    Adopted(AdoptedProcess),
+}
+
+#[derive(Debug)]
+struct AdoptedProcess {
+    pidfd: OwnedFd,
+    exited: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AdoptedProcess {
+    /// Follows the process `pidfd` refers to: the pidfd turns readable when it exits. Watched
+    /// from a plain thread (not the runtime's blocking pool, which a shutdown waits for).
+    fn follow(pidfd: OwnedFd) -> std::io::Result<Self> {
+        let watched = pidfd.try_clone()?;
+        let (exited_tx, exited) = tokio::sync::watch::channel(false);
+        std::thread::Builder::new()
+            .name("injector-pidfd".into())
+            .spawn(move || {
+                use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                use std::os::fd::AsFd;
+                loop {
+                    let mut fds = [PollFd::new(watched.as_fd(), PollFlags::POLLIN)];
+                    match poll(&mut fds, PollTimeout::NONE) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        // Readable (exited), or the pidfd failed: either way it is no longer
+                        // a process we can follow.
+                        _ => break,
+                    }
+                }
+                let _ = exited_tx.send(true);
+            })?;
+        Ok(Self { pidfd, exited })
+    }
+
+    async fn wait(&self) -> Exit {
+        let mut exited = self.exited.clone();
+        let _ = exited.wait_for(|exited| *exited).await;
+        Exit::NotOurChild
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, signal);
+    }
+}
+
+impl Lifeline {
+    async fn wait(&self) -> Exit {
+        match self {
+            Lifeline::Child(child) => Exit::Status(child.wait().await),
+            Lifeline::Adopted(adopted) => adopted.wait().await,
+        }
+    }
+
+    async fn wait_for(&self, within: Duration) -> Option<Exit> {
+        tokio::time::timeout(within, self.wait()).await.ok()
+    }
+
+    async fn kill(&self) {
+        match self {
+            Lifeline::Child(child) => {
+                child.kill().await;
+            }
+            Lifeline::Adopted(adopted) => {
+                adopted.signal(rustix::process::Signal::KILL);
+                adopted.wait().await;
+            }
+        }
+    }
+
+    async fn terminate(&self, grace: Duration) {
+        match self {
+            Lifeline::Child(child) => {
+                child.terminate(grace).await;
+            }
+            Lifeline::Adopted(adopted) => {
+                adopted.signal(rustix::process::Signal::TERM);
+                if self.wait_for(grace).await.is_none() {
+                    self.kill().await;
+                }
+            }
+        }
+    }
+
+    async fn stderr_tail_after_exit(&self) -> String {
+        match self {
+            Lifeline::Child(child) => child.stderr_tail_after_exit().await,
+            Lifeline::Adopted(_) => {
+                "(adopted: its stderr went to the agent that started it)".into()
+            }
+        }
+    }
+}
+
+/// Binds a unix stream socket at `path` without listening on it: the injector listens, so a
+/// client's SO_PEERCRED names the injector. A file left at the path (by an injector long
+/// gone) is replaced.
+fn bind_control_socket(path: &Path) -> Result<OwnedFd, InjectorError> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+    let failed = |reason: String| InjectorError::ControlSocket {
+        path: path.to_owned(),
+        reason,
+    };
+    let address = UnixAddr::new(path).map_err(|e| {
+        failed(format!(
+            "{e} (a unix socket path holds at most 107 bytes: use a shorter --state-dir)"
+        ))
+    })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("creating its directory: {e}")))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(failed(format!("removing a stale socket: {e}"))),
+    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address).map_err(|e| failed(e.to_string()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(fd)
 }
 
 #[derive(Debug)]
@@ -165,6 +332,7 @@ impl InjectorProcess {
             StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
         let rules =
             rules_memfd(request.actions).map_err(|e| InjectorError::Control(e.to_string()))?;
+        let listen = bind_control_socket(request.control_socket)?;
         let mut cmd = std::process::Command::new(request.binary);
         cmd.arg("mount")
             .arg("--pid")
@@ -175,14 +343,22 @@ impl InjectorProcess {
             .arg(CONTROL_FD.to_string())
             .arg("--rules-fd")
             .arg(RULES_FD.to_string())
+            .arg("--control-listen-fd")
+            .arg(CONTROL_LISTEN_FD.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         nsexec::spawn::prepare(
             &mut cmd,
             nsexec::spawn::ChildSetup {
-                die_with_parent: Some(Signal::SIGKILL),
-                pass_fds: vec![(theirs.into(), CONTROL_FD), (rules, RULES_FD)],
+                // No parent-death signal: the fault stays in force while the agent restarts,
+                // and the next agent adopts the injector.
+                die_with_parent: None,
+                pass_fds: vec![
+                    (theirs.into(), CONTROL_FD),
+                    (rules, RULES_FD),
+                    (listen, CONTROL_LISTEN_FD),
+                ],
                 ..Default::default()
             },
         )?;
@@ -203,7 +379,7 @@ impl InjectorProcess {
                 return Err(InjectorError::Identity { source });
             }
         };
-        let process = SupervisedChild::adopt(child, identity, "injector");
+        let process = Lifeline::Child(SupervisedChild::adopt(child, identity, "injector"));
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
@@ -228,6 +404,69 @@ impl InjectorProcess {
                 process.kill().await;
                 Err(InjectorError::NotReady(ready_within))
             }
+        }
+    }
+
+    /// Takes over an injector a previous agent started, through its control socket: the peer
+    /// must be the journaled process (SO_PEERCRED's PID, then its start time read after a pidfd
+    /// pins it), and must answer that its mount is serving within `within`.
+    pub async fn adopt(
+        journaled: ProcessIdentity,
+        control_socket: &Path,
+        within: Duration,
+    ) -> Result<Self, InjectorError> {
+        let failed = |reason: String| InjectorError::ControlSocket {
+            path: control_socket.to_owned(),
+            reason,
+        };
+        let stream = tokio::time::timeout(within, UnixStream::connect(control_socket))
+            .await
+            .map_err(|_| failed(format!("no connection within {within:?}")))?
+            .map_err(|e| failed(format!("connecting: {e}")))?;
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .map_err(|e| failed(format!("reading its peer: {e}")))?;
+        let not_ours = |found: String| InjectorError::NotOurs {
+            path: control_socket.to_owned(),
+            expected: format!("pid {} started at {}", journaled.pid, journaled.start_time),
+            found,
+        };
+        let pid = u32::try_from(peer.pid()).map_err(|_| not_ours(format!("pid {}", peer.pid())))?;
+        if pid != journaled.pid {
+            return Err(not_ours(format!("pid {pid}")));
+        }
+        let raw = rustix::process::Pid::from_raw(peer.pid())
+            .ok_or_else(|| not_ours(format!("pid {pid}")))?;
+        let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            .map_err(|e| failed(format!("pidfd_open({pid}): {e}")))?;
+        // Read after the pidfd pins the process: the PID cannot have been reused meanwhile.
+        let now = ProcessIdentity::of(pid).map_err(|source| InjectorError::Identity { source })?;
+        if now != journaled {
+            return Err(not_ours(format!(
+                "pid {pid} started at {} (another process)",
+                now.start_time
+            )));
+        }
+        let process = Lifeline::Adopted(
+            AdoptedProcess::follow(pidfd).map_err(|e| failed(format!("watching it: {e}")))?,
+        );
+        let (reader, writer) = stream.into_split();
+        let injector = Self {
+            identity: journaled,
+            process,
+            control: AsyncMutex::new(ControlChannel {
+                reader: BufReader::new(reader),
+                writer,
+                next_id: 1,
+            }),
+        };
+        match tokio::time::timeout(within, injector.status()).await {
+            Ok(Ok(status)) if status.get("ready").and_then(Value::as_bool) == Some(true) => {
+                Ok(injector)
+            }
+            Ok(Ok(status)) => Err(failed(format!("it is not serving: {status}"))),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(failed(format!("no answer within {within:?}"))),
         }
     }
 
@@ -268,7 +507,7 @@ impl InjectorProcess {
 
     /// Asks the injector to stop injecting, unmount and exit; waits for it to exit (and kills it
     /// if it does not within `within`).
-    pub async fn recover(&self, within: Duration) -> Result<ExitStatus, InjectorError> {
+    pub async fn recover(&self, within: Duration) -> Result<Exit, InjectorError> {
         self.recover_then(within, async {}).await
     }
 
@@ -279,7 +518,7 @@ impl InjectorProcess {
         &self,
         within: Duration,
         meanwhile: impl std::future::Future<Output = ()>,
-    ) -> Result<ExitStatus, InjectorError> {
+    ) -> Result<Exit, InjectorError> {
         if let Err(err) = self.call("recover", json!({})).await {
             // Dead (its channel closed) or refusing: it has not unmounted, whatever its exit
             // status says. Make sure it is gone; the caller unmounts from the agent.
@@ -298,13 +537,13 @@ impl InjectorProcess {
         }
     }
 
-    /// Waits until the process has exited (and been reaped).
-    pub async fn wait(&self) -> ExitStatus {
+    /// Waits until the process has exited (and been reaped, when it is our child).
+    pub async fn wait(&self) -> Exit {
         self.process.wait().await
     }
 
     /// The exit status, if the process has exited within `within`.
-    async fn try_exit_status(&self, within: Duration) -> Option<ExitStatus> {
+    async fn try_exit_status(&self, within: Duration) -> Option<Exit> {
         self.process.wait_for(within).await
     }
 

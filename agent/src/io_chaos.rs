@@ -4,7 +4,7 @@
 //! recovered; an injector that dies unexpectedly is cleaned up after at once.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::container_fs;
 use crate::container_runtime::Resolver;
 use crate::error::AgentError;
-use crate::fault_kinds::{self, ExperimentView, FaultKind};
+use crate::fault_kinds::{self, Adoption, ExperimentView, FaultKind};
 use crate::injector_process::{
     Injector, InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
 };
@@ -37,6 +37,10 @@ pub struct IoRecord {
     /// (absent in records written before handover existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_mount: Option<FaultMount>,
+    /// The injector's control socket, through which the next agent adopts it (absent in
+    /// records written before injectors outlived the agent: those are recovered at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_socket: Option<PathBuf>,
 }
 
 impl FaultRecord for IoRecord {
@@ -63,6 +67,14 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
         target_pid: u32,
         volume: &str,
         actions: &str,
+        control_socket: &Path,
+    ) -> Result<Box<dyn Injector>, InjectorError>;
+    /// Takes over the injector a previous agent left, through its control socket, if it is
+    /// the journaled process and still serving.
+    async fn adopt_injector(
+        &self,
+        injector: ProcessIdentity,
+        control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError>;
     /// Moves what the target's processes hold under `volume` onto the fault mount over it.
     async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver;
@@ -75,6 +87,9 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
     /// Moves what is on a detached (or dead) fault mount back onto the original directory.
     async fn hand_back(&self, target_pid: u32, volume: &str, fault: FaultMount)
     -> handover::Report;
+    /// The mount table (`/proc/PID/mountinfo`) of `target_pid`; `None` once the process is
+    /// gone (and its mount namespace, if it was the last one in it).
+    fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>>;
 }
 
 /// The real host: `faultline-injector cleanup`, signals, the handover crate.
@@ -108,6 +123,7 @@ impl IoHost for RealIoHost {
         target_pid: u32,
         volume: &str,
         actions: &str,
+        control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError> {
         let injector = InjectorProcess::start(
             MountRequest {
@@ -115,10 +131,20 @@ impl IoHost for RealIoHost {
                 target_pid,
                 volume,
                 actions,
+                control_socket,
             },
             READY_WITHIN,
         )
         .await?;
+        Ok(Box::new(injector))
+    }
+
+    async fn adopt_injector(
+        &self,
+        injector: ProcessIdentity,
+        control_socket: &Path,
+    ) -> Result<Box<dyn Injector>, InjectorError> {
+        let injector = InjectorProcess::adopt(injector, control_socket, ADOPT_WITHIN).await?;
         Ok(Box::new(injector))
     }
 
@@ -149,10 +175,21 @@ impl IoHost for RealIoHost {
     ) -> handover::Report {
         io_handover::back_to_original(target_pid, volume, fault).await
     }
+
+    fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(format!("/proc/{target_pid}/mountinfo")) {
+            Ok(table) => Ok(Some(table)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// How long an injector may take to mount.
 const READY_WITHIN: Duration = Duration::from_secs(10);
+/// How long a left-over injector may take to answer the agent that adopts it.
+const ADOPT_WITHIN: Duration = Duration::from_secs(2);
 /// How long an injector may take to unmount and exit when asked to recover.
 const RECOVER_WITHIN: Duration = Duration::from_secs(5);
 
@@ -210,6 +247,9 @@ pub enum Applied {
 #[derive(Clone, Debug)]
 pub struct IoChaosConfig {
     pub injector_binary: PathBuf,
+    /// Where injectors' control sockets are bound (under the state directory: the next agent
+    /// adopts the injectors through them).
+    pub control_sockets: PathBuf,
 }
 
 #[derive(Debug)]
@@ -218,6 +258,8 @@ pub struct IoChaos {
     journal: Journal,
     metrics: Arc<Metrics>,
     host: Arc<dyn IoHost>,
+    /// The directory of the injectors' control sockets.
+    control_sockets: PathBuf,
     active: Mutex<HashMap<MountKey, Arc<IoExperiment>>>,
     in_progress: Mutex<HashSet<MountKey>>,
 }
@@ -263,7 +305,8 @@ pub fn validate_actions(actions: &str, volume: &str) -> Result<Option<IoActions>
 /// Undoes an IO fault as its record says: asks a live injector to recover (moving back what
 /// the handover moved meanwhile), else kills a left-over injector and, if the target still
 /// runs, unmounts from the agent and moves back what is on the fault mount. The record's fault
-/// mount is the only one used.
+/// mount is the only one used. Succeeds only once the fault mount is gone from the target's
+/// mount table (see [`mount_is_gone`]); whatever the injector or the cleanup said.
 pub async fn undo(
     host: &dyn IoHost,
     record: &Record<IoRecord>,
@@ -282,7 +325,12 @@ pub async fn undo(
             .recover_then(RECOVER_WITHIN, Box::pin(back(fault)))
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => match mount_is_gone(host, record) {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(%id, %err, "the injector recovered but its mount stays; unmounting from the agent")
+                }
+            },
             Err(err) => {
                 tracing::warn!(%id, %err, "the injector did not recover cleanly; unmounting from the agent")
             }
@@ -296,7 +344,32 @@ pub async fn undo(
     host.cleanup_mount(pid, volume).await?;
     // Files handed over to a dead mount answer ENOTCONN until moved back.
     back(fault).await;
-    Ok(())
+    mount_is_gone(host, record)
+}
+
+/// Checks the target's mount table: no `fuse.faultline` mount with the journaled mount ID or
+/// at the volume is left (a target that is gone took its namespace with it).
+fn mount_is_gone(host: &dyn IoHost, record: &Record<IoRecord>) -> Result<(), AgentError> {
+    let (pid, volume) = (record.target.pid, record.fault.volume.as_str());
+    let table = match host.mount_table(pid) {
+        Ok(Some(table)) => table,
+        Ok(None) => return Ok(()),
+        Err(err) => {
+            return Err(AgentError::FaultMountUnverified {
+                volume: volume.to_owned(),
+                pid,
+                reason: err.to_string(),
+            });
+        }
+    };
+    match crate::io_mount_table::fault_mount_line(&table, volume, record.fault.fault_mount) {
+        None => Ok(()),
+        Some(entry) => Err(AgentError::FaultMountRemains {
+            volume: volume.to_owned(),
+            pid,
+            entry: entry.to_owned(),
+        }),
+    }
 }
 
 impl IoChaos {
@@ -309,7 +382,7 @@ impl IoChaos {
         let host = Arc::new(RealIoHost {
             injector_binary: config.injector_binary.clone(),
         });
-        Self::with_host(resolver, journal, metrics, host)
+        Self::with_host(resolver, journal, metrics, host, config.control_sockets)
     }
 
     /// [`Self::new`] on another host (a recording double in tests).
@@ -318,12 +391,14 @@ impl IoChaos {
         journal: Journal,
         metrics: Arc<Metrics>,
         host: Arc<dyn IoHost>,
+        control_sockets: PathBuf,
     ) -> Arc<Self> {
         Arc::new(Self {
             resolver,
             journal,
             metrics,
             host,
+            control_sockets,
             active: Mutex::default(),
             in_progress: Mutex::default(),
         })
@@ -423,6 +498,8 @@ impl IoChaos {
             self.host.target(&key.container, target_pid, &key.volume)?;
         let actions_text = actions.wire().to_string();
         let mut record = new_record(&key, target, namespace_inode, &actions_text, duration);
+        record.fault.control_socket =
+            Some(self.control_sockets.join(format!("{}.sock", record.id)));
         let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
         let injector = match self.spawn_injector(&record, actions, handover).await {
@@ -491,8 +568,17 @@ impl IoChaos {
         } else {
             record.fault.actions.clone()
         };
+        let socket =
+            record.fault.control_socket.as_deref().ok_or_else(|| {
+                InjectorError::Control("the record names no control socket".into())
+            })?;
         self.host
-            .spawn_injector(record.target.pid, &record.fault.volume, &mount_actions)
+            .spawn_injector(
+                record.target.pid,
+                &record.fault.volume,
+                &mount_actions,
+                socket,
+            )
             .await
     }
 
@@ -616,11 +702,95 @@ impl IoChaos {
             None => None,
         };
         result?;
+        if let Some(socket) = &record.fault.control_socket {
+            // Its injector is gone: nothing listens there any more.
+            let _ = std::fs::remove_file(socket);
+        }
         self.journal.remove(&record.id)?;
         drop(recovered);
         self.metrics.recovered("io");
         tracing::info!(id = %record.id, "IO fault recovered");
         Ok(())
+    }
+
+    /// Takes over the experiment a previous run left in force, if its injector is the journaled
+    /// process and answers on its control socket: it becomes an experiment of this run (listed,
+    /// updated, recovered, watched, ended at its deadline) as if started here.
+    async fn adopt(self: &Arc<Self>, record: &Record<IoRecord>) -> Adoption {
+        let (Some(identity), Some(socket)) = (record.fault.injector, &record.fault.control_socket)
+        else {
+            return Adoption::Failed(
+                "its record names no injector control socket (started before injectors outlived the agent, or before its injector was up)".into(),
+            );
+        };
+        if !self.host.is_alive(record.target) {
+            return Adoption::Failed("its target process is gone".into());
+        }
+        let key = MountKey {
+            container: record.container_id.clone(),
+            volume: record.fault.volume.clone(),
+        };
+        let _busy = match self.busy(&key) {
+            Ok(busy) => busy,
+            Err(err) => return Adoption::Failed(err.to_string()),
+        };
+        let injector = match self.host.adopt_injector(identity, socket).await {
+            Ok(injector) => injector,
+            Err(err) => return Adoption::Failed(err.to_string()),
+        };
+        let experiment = Arc::new(IoExperiment {
+            key: key.clone(),
+            id: record.id.clone(),
+            record: Mutex::new(record.clone()),
+            injector,
+            handover: None,
+            journal_state: tokio::sync::Mutex::new(false),
+        });
+        match self.active.lock() {
+            Ok(mut active) => active.insert(key, Arc::clone(&experiment)),
+            Err(_) => return Adoption::Failed("internal state lock poisoned".into()),
+        };
+        self.metrics.adopted("io");
+        self.watch_injector(Arc::clone(&experiment));
+        if let Some(deadline) = record.deadline_ms {
+            // Past due: at once, through the adopted injector (which hands back gracefully).
+            self.recover_after(
+                &record.id,
+                Duration::from_millis(deadline.saturating_sub(now_ms())),
+            );
+        }
+        tracing::info!(id = %record.id, container = %record.container_id, volume = %record.fault.volume, injector_pid = identity.pid, "IO fault adopted: its injector kept serving while no agent ran");
+        Adoption::Adopted
+    }
+
+    /// Tries again to recover the IO records no experiment of this run holds: a recovery that
+    /// failed (the fault mount stayed, the cleanup was refused) kept its record; nothing else
+    /// would come back to it before the next start.
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        let records = match self.journal.list_of::<IoRecord>() {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: no IO recovery retried");
+                return Vec::new();
+            }
+        };
+        let mut outcomes = Vec::new();
+        for record in records {
+            let key = MountKey {
+                container: record.container_id.clone(),
+                volume: record.fault.volume.clone(),
+            };
+            // A request on this mount is in progress (a start journals before it mounts).
+            let Ok(_busy) = self.busy(&key) else {
+                continue;
+            };
+            if !matches!(self.get(&key), Ok(None)) {
+                continue; // in force, held by this run
+            }
+            let result = self.recover_record(&record).await;
+            outcomes.push((record.id.clone(), result));
+        }
+        outcomes
     }
 
     /// Recovers at once after an injector that exits while its experiment is still active.
@@ -643,6 +813,11 @@ impl IoChaos {
             let stderr = experiment.injector.stderr_tail().await;
             tracing::warn!(id = %experiment.id, %status, %stderr, "the injector exited unexpectedly; removing its mount");
             this.metrics.failure("io", "injector_died");
+            // Whoever holds the key (a recovery under way) finishes the job; if it fails, the
+            // retry pass comes back to the record.
+            let Ok(_busy) = this.busy(&experiment.key) else {
+                return;
+            };
             let recovered = match this.journaled(&experiment.id) {
                 Ok(record) => this.recover_record(&record).await,
                 Err(err) => Err(err),
@@ -693,7 +868,47 @@ impl IoChaos {
                 handover: experiment.handover.clone(),
             });
         }
+        views.extend(self.unrecovered_views(&views));
         views
+    }
+
+    /// The journal's IO records that no live experiment holds: their recovery failed (the
+    /// retry pass comes back to them). Listed, so that a listing never shows less than the
+    /// journal says may be in force.
+    fn unrecovered_views(&self, live: &[ExperimentView]) -> Vec<ExperimentView> {
+        let records = match self.journal.list_of::<IoRecord>() {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!(%err, "the journal cannot be read: unrecovered IO records not listed");
+                return Vec::new();
+            }
+        };
+        // A mount with a request under way (a start journals before it mounts) is not listed.
+        let busy = match self.in_progress.lock() {
+            Ok(busy) => busy.clone(),
+            Err(_) => HashSet::new(),
+        };
+        records
+            .into_iter()
+            .filter(|r| !live.iter().any(|v| v.record.id == r.id))
+            .filter(|r| {
+                !busy.contains(&MountKey {
+                    container: r.container_id.clone(),
+                    volume: r.fault.volume.clone(),
+                })
+            })
+            .map(|record| ExperimentView {
+                record: record.with_fault(()),
+                kind: IoRecord::KIND,
+                rules: record.fault.actions.clone(),
+                volume: record.fault.volume.clone(),
+                status: format!(
+                    "NOT RECOVERED: a recovery failed and is retried every {RETRY:?}; the fault mount may still be in force",
+                    RETRY = fault_kinds::RETRY_RECOVERY_EVERY
+                ),
+                handover: None,
+            })
+            .collect()
     }
 }
 
@@ -719,6 +934,17 @@ impl FaultKind for IoChaos {
     async fn list(&self) -> Vec<ExperimentView> {
         self.views().await
     }
+
+    async fn retry_unrecovered(&self) -> Vec<(String, Result<(), AgentError>)> {
+        IoChaos::retry_unrecovered(self).await
+    }
+
+    async fn adopt(self: Arc<Self>, record: &StoredRecord) -> Adoption {
+        match record.decode::<IoRecord>() {
+            Ok(record) => IoChaos::adopt(&self, &record).await,
+            Err(err) => Adoption::Failed(err.to_string()),
+        }
+    }
 }
 
 /// The record of an experiment about to start: nothing is in force yet.
@@ -742,6 +968,7 @@ fn new_record(
             actions: actions.to_owned(),
             injector: None,
             fault_mount: None,
+            control_socket: None,
         },
     }
 }
@@ -768,6 +995,7 @@ mod tests {
     use crate::fault_kinds::Registry;
     use crate::injector_process::warnings_of;
 
+    use crate::injector_process::Exit;
     use serde_json::Value;
     use std::os::unix::process::ExitStatusExt;
     use std::process::ExitStatus;
@@ -782,6 +1010,8 @@ mod tests {
         Update(Value),
         /// The live injector asked to recover.
         Recover,
+        /// A left-over injector taken over through this control socket.
+        Adopt(u32, PathBuf),
         Kill(u32),
         Cleanup(u32, String),
         HandBack(u32, String, u64),
@@ -794,6 +1024,11 @@ mod tests {
         calls: Arc<Mutex<Vec<Call>>>,
         refuse_cleanup: bool,
         refuse_spawn: bool,
+        /// A left-over injector does not answer on its control socket.
+        refuse_adopt: bool,
+        /// The fault mount stays in the target's mount table whatever recovery does (an
+        /// injector that exits without unmounting, a cleanup that says done).
+        mount_stays: Mutex<bool>,
         /// The injectors spawned, to make one die.
         injectors: Mutex<Vec<Arc<FakeInjector>>>,
     }
@@ -837,7 +1072,7 @@ mod tests {
             &self,
             _within: Duration,
             meanwhile: futures::future::BoxFuture<'_, ()>,
-        ) -> Result<ExitStatus, InjectorError> {
+        ) -> Result<Exit, InjectorError> {
             if self.is_dead() {
                 return Err(InjectorError::Control(
                     "the injector closed its control channel".into(),
@@ -846,12 +1081,12 @@ mod tests {
             self.calls.lock().unwrap().push(Call::Recover);
             meanwhile.await;
             self.die();
-            Ok(ExitStatus::from_raw(0))
+            Ok(Exit::Status(ExitStatus::from_raw(0)))
         }
-        async fn wait(&self) -> ExitStatus {
+        async fn wait(&self) -> Exit {
             let mut exited = self.exited.subscribe();
             let _ = exited.wait_for(|dead| *dead).await;
-            ExitStatus::from_raw(0)
+            Exit::Status(ExitStatus::from_raw(0))
         }
         async fn stderr_tail(&self) -> String {
             String::new()
@@ -880,7 +1115,12 @@ mod tests {
             target_pid: u32,
             volume: &str,
             actions: &str,
+            control_socket: &Path,
         ) -> Result<Box<dyn Injector>, InjectorError> {
+            assert!(
+                control_socket.starts_with(SOCKETS),
+                "socket {control_socket:?} outside the sockets directory"
+            );
             let rules = serde_json::from_str(actions).expect("the injector gets JSON rules");
             self.calls
                 .lock()
@@ -898,6 +1138,30 @@ mod tests {
                 exited: tokio::sync::watch::Sender::new(false),
             });
             self.alive.lock().unwrap().push(INJECTOR);
+            self.injectors.lock().unwrap().push(Arc::clone(&injector));
+            Ok(Box::new(injector))
+        }
+        async fn adopt_injector(
+            &self,
+            injector: ProcessIdentity,
+            control_socket: &Path,
+        ) -> Result<Box<dyn Injector>, InjectorError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::Adopt(injector.pid, control_socket.to_owned()));
+            // Only the very process that still runs answers on its socket, as the journaled one.
+            if !self.alive.lock().unwrap().contains(&injector) || self.refuse_adopt {
+                return Err(InjectorError::ControlSocket {
+                    path: control_socket.to_owned(),
+                    reason: "connecting: Connection refused (os error 111)".into(),
+                });
+            }
+            let injector = Arc::new(FakeInjector {
+                identity: injector,
+                calls: Arc::clone(&self.calls),
+                exited: tokio::sync::watch::Sender::new(false),
+            });
             self.injectors.lock().unwrap().push(Arc::clone(&injector));
             Ok(Box::new(injector))
         }
@@ -944,8 +1208,21 @@ mod tests {
             ));
             handover::Report::default()
         }
+        fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>> {
+            assert_eq!(target_pid, TARGET.pid);
+            if !self.alive.lock().unwrap().contains(&TARGET) {
+                return Ok(None);
+            }
+            let mut table = String::from("1300 1200 0:120 / / rw - overlay overlay rw\n");
+            if *self.mount_stays.lock().unwrap() {
+                table.push_str("1302 1300 0:78 / /data rw - fuse.faultline faultline rw\n");
+            }
+            Ok(Some(table))
+        }
     }
 
+    /// The control sockets' directory (never bound: the host is a double).
+    const SOCKETS: &str = "/run/faultline-test/injectors";
     const TARGET: ProcessIdentity = ProcessIdentity {
         pid: 4242,
         start_time: 77,
@@ -995,7 +1272,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn inject_then_crash_then_the_next_start_recovers_from_the_record() {
+    async fn inject_then_crash_then_the_next_start_adopts_the_live_injector() {
         let dir = tempfile::tempdir().unwrap();
         let host = Arc::new(RecordingHost::default());
         *host.alive.lock().unwrap() = vec![TARGET];
@@ -1019,24 +1296,105 @@ mod tests {
         assert_eq!(record.fault.injector, Some(INJECTOR));
         assert_eq!(record.fault.fault_mount, Some(FAULT_MOUNT));
         assert_eq!(record.fault.actions, eio_everywhere().wire().to_string());
+        let socket = PathBuf::from(format!("{SOCKETS}/{id}.sock"));
+        assert_eq!(record.fault.control_socket.as_ref(), Some(&socket));
 
-        // The agent is SIGKILLed: nothing of its memory survives, its injector does (no
-        // parent-death signal reached it). The next start has the journal alone.
+        // The agent is SIGKILLed: nothing of its memory survives, its injector does (it has no
+        // parent-death signal) and keeps the rules in force. The next start has the journal.
         drop(io);
         let after = Arc::new(RecordingHost::default());
         *after.alive.lock().unwrap() = vec![TARGET, INJECTOR];
-        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&after));
+        let (io, registry, journal) = restarted(dir.path(), Arc::clone(&after));
         let outcomes = registry.recover_left_over().await;
-        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert!(outcomes.is_empty(), "adopted, not recovered: {outcomes:?}");
+        // Taken over through the journaled socket: no kill, no unmount, nothing handed back.
+        assert_eq!(after.calls(), [Call::Adopt(INJECTOR.pid, socket)]);
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+        let listed = registry.list().await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].record.id, id);
+        assert!(
+            listed[0].status.starts_with("running (pid 4343)"),
+            "{listed:?}"
+        );
+
+        // It is this run's experiment now: updated live, then recovered as Chaos Mesh does.
+        after.calls.lock().unwrap().clear();
+        let volume = VolumePath::parse("/data").unwrap();
+        let latency = r#"[{"type":"latency","path":"/data/**","latency":"5ms"}]"#;
+        let spec = |actions: &str| IoSpec {
+            container: crate::container_runtime::ContainerRef::parse(
+                "containerd://abc",
+                crate::container_runtime::RuntimeKind::Containerd,
+            )
+            .unwrap(),
+            volume: volume.clone(),
+            actions: IoActions::parse(actions, &volume).unwrap(),
+        };
+        let updated = io.apply(spec(latency), None, true).await.unwrap();
+        assert!(
+            matches!(&updated, Applied::Updated { id: i, injector_pid, .. } if *i == id && *injector_pid == INJECTOR.pid),
+            "{updated:?}"
+        );
+        let recovered = io.apply(spec("[]"), None, true).await.unwrap();
+        assert_eq!(recovered, Applied::Recovered { id: id.clone() });
         assert_eq!(
             after.calls(),
             [
-                Call::Kill(INJECTOR.pid),
-                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::Update(serde_json::from_str(latency).unwrap()),
+                Call::Recover,
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
+        assert!(registry.list().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_adopted_injector_that_dies_is_cleaned_up_and_a_due_one_ends_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.write(&injected("io-5")).unwrap();
+        let mut due = injected("io-6");
+        due.container_id = "containerd://def".into();
+        due.deadline_ms = Some(1);
+        journal.write(&due).unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        assert!(registry.recover_left_over().await.is_empty());
+        // The one past its deadline is recovered at once, through its adopted injector.
+        let ended = || !journal.list().unwrap().0.iter().any(|r| r.id == "io-6");
+        for _ in 0..200 {
+            if ended() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(ended(), "the deadline of an adopted experiment was missed");
+        assert!(host.calls().contains(&Call::Recover), "{:?}", host.calls());
+
+        // The other's injector dies while adopted: the agent follows it without being its
+        // parent, and cleans up at once.
+        host.calls.lock().unwrap().clear();
+        let injector = Arc::clone(&host.injectors.lock().unwrap()[0]);
+        assert!(!injector.is_dead());
+        host.alive.lock().unwrap().retain(|p| *p != INJECTOR);
+        injector.die();
+        for _ in 0..200 {
+            if journal.list().unwrap().0.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(journal.list().unwrap().0.is_empty(), "the record stays");
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1058,6 +1416,80 @@ mod tests {
         );
         assert!(journal.list().unwrap().0.is_empty());
         assert!(io.views().await.is_empty());
+    }
+
+    /// Issue 23: an injector once exited "recovered" with its mount still over the volume, the
+    /// record was removed, and the pod answered ENOTCONN for good. Success is now what the
+    /// target's mount table says.
+    #[tokio::test]
+    async fn a_fault_mount_left_in_the_target_keeps_the_record_until_a_retry_sees_it_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        let (io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let id = inject(&io).await;
+        host.calls.lock().unwrap().clear();
+        *host.mount_stays.lock().unwrap() = true;
+
+        let err = registry.recover(&id).await.unwrap_err();
+        assert!(
+            matches!(&err, AgentError::FaultMountRemains { volume, pid, entry }
+                if volume == "/data" && *pid == TARGET.pid && entry.contains("fuse.faultline")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("recovery is retried"), "{err}");
+        // The injector said it recovered; the agent then unmounted itself, and checked again.
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Recover,
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+            ]
+        );
+        assert_eq!(journal.list().unwrap().0.len(), 1, "the record was dropped");
+        let listed = registry.list().await;
+        assert_eq!(listed.len(), 1, "the listing hides what the journal holds");
+        assert!(listed[0].status.starts_with("NOT RECOVERED"), "{listed:?}");
+
+        // A retry while the mount stays fails again and keeps the record.
+        let outcomes = registry.retry_unrecovered().await;
+        assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+        assert!(outcomes[0].1.is_err(), "{outcomes:?}");
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+
+        // Once the mount is gone, the next retry forgets the record.
+        *host.mount_stays.lock().unwrap() = false;
+        let outcomes = registry.retry_unrecovered().await;
+        assert!(
+            matches!(outcomes.as_slice(), [(i, Ok(()))] if *i == id),
+            "{outcomes:?}"
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+        assert!(registry.retry_unrecovered().await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cleanup_that_says_done_is_checked_against_the_mount_table() {
+        let dir = tempfile::tempdir().unwrap();
+        Journal::open(dir.path())
+            .unwrap()
+            .write(&injected("io-4"))
+            .unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET];
+        *host.mount_stays.lock().unwrap() = true;
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        let err = outcomes[0].1.as_ref().unwrap_err();
+        assert!(matches!(err, AgentError::FaultMountRemains { .. }), "{err}");
+        assert_eq!(journal.list().unwrap().0.len(), 1);
+        // A target that is gone took the mount with it: nothing is left to check.
+        host.alive.lock().unwrap().clear();
+        let outcomes = registry.retry_unrecovered().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        assert!(journal.list().unwrap().0.is_empty());
     }
 
     #[tokio::test]
@@ -1132,6 +1564,7 @@ mod tests {
                         minor: 78,
                     },
                 }),
+                control_socket: Some(PathBuf::from(format!("{SOCKETS}/{id}.sock"))),
             },
         }
     }
@@ -1149,6 +1582,7 @@ mod tests {
             journal.clone(),
             Arc::new(Metrics::new()),
             host,
+            PathBuf::from(SOCKETS),
         );
         let registry =
             Registry::new(journal.clone()).register(Arc::clone(&io) as Arc<dyn FaultKind>);
@@ -1156,15 +1590,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_is_recovered_from_the_record_alone() {
+    async fn an_injector_that_cannot_be_adopted_is_recovered_from_the_record_alone() {
         let dir = tempfile::tempdir().unwrap();
         Journal::open(dir.path())
             .unwrap()
             .write(&injected("io-1"))
             .unwrap();
-        // The agent died; its injector did not (no parent-death signal reached it), nor the
-        // target.
-        let host = Arc::new(RecordingHost::default());
+        // The agent died; its injector did not, nor the target, but the injector does not
+        // answer on its control socket (wedged, or its socket file was removed).
+        let host = Arc::new(RecordingHost {
+            refuse_adopt: true,
+            ..Default::default()
+        });
         *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
         let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
         let outcomes = registry.recover_left_over().await;
@@ -1174,6 +1611,7 @@ mod tests {
         assert_eq!(
             host.calls(),
             [
+                Call::Adopt(INJECTOR.pid, format!("{SOCKETS}/io-1.sock").into()),
                 Call::Kill(INJECTOR.pid),
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), 901),
@@ -1218,8 +1656,15 @@ mod tests {
         let outcomes = registry.recover_left_over().await;
         let err = outcomes[0].1.as_ref().unwrap_err();
         assert!(err.to_string().contains("device busy"), "{err}");
-        // Not handed back onto a directory the fault mount may still cover.
-        assert_eq!(host.calls(), [Call::Cleanup(TARGET.pid, "/data".into())]);
+        // Not handed back onto a directory the fault mount may still cover. (Its injector is
+        // gone: adoption was tried and failed.)
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Adopt(INJECTOR.pid, format!("{SOCKETS}/io-3.sock").into()),
+                Call::Cleanup(TARGET.pid, "/data".into())
+            ]
+        );
         assert_eq!(journal.list().unwrap().0.len(), 1);
         // Shutdown walks the journal, so it tries again, and explicit recovery by id finds it.
         let err = registry.recover("io-3").await.unwrap_err();

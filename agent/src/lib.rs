@@ -18,6 +18,7 @@ pub mod http;
 pub mod injector_process;
 pub mod io_chaos;
 pub mod io_handover;
+pub mod io_mount_table;
 pub mod io_spec;
 pub mod journal;
 pub mod metrics;

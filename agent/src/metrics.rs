@@ -91,6 +91,13 @@ impl Metrics {
         self.active.get_or_create(&label).inc();
     }
 
+    /// An experiment a previous run left in force, taken over: active again, not a new
+    /// injection.
+    pub fn adopted(&self, kind: &str) {
+        let label = KindLabel { kind: kind.into() };
+        self.active.get_or_create(&label).inc();
+    }
+
     pub fn recovered(&self, kind: &str) {
         let label = KindLabel { kind: kind.into() };
         self.recoveries.get_or_create(&label).inc();

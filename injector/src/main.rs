@@ -99,6 +99,7 @@ impl SidecarArgs {
             rules_file: self.rules_file,
             rules_fd: None,
             control_fd: None,
+            control_listen_fd: None,
             stdio: false,
             listen: Some(self.addr),
             pidfile: Some(self.pidfile),
@@ -133,6 +134,12 @@ struct MountArgs {
     /// JSON-RPC control, one request per line, on this inherited socket descriptor.
     #[arg(long, conflicts_with = "stdio")]
     control_fd: Option<i32>,
+    /// An inherited unix stream socket, bound by the agent to a path that outlives it (not yet
+    /// listening): we listen on it and serve JSON-RPC lines on every connection, so the next
+    /// agent takes us over after the one that started us died. With it, the end of
+    /// --control-fd (the agent is gone) no longer recovers: the rules stay in force.
+    #[arg(long)]
+    control_listen_fd: Option<i32>,
     /// JSON-RPC control on stdin/stdout.
     #[arg(long)]
     stdio: bool,
@@ -226,6 +233,10 @@ fn main() -> ExitCode {
     ));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Our stderr is a pipe to the agent that started us; once that agent is gone a write
+        // fails (EPIPE), and the default report of a failed write is an eprintln!, which
+        // panics on that same stderr, in whichever thread logged (a FUSE worker).
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -240,7 +251,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("faultline-injector: {e:#}");
+            // Not eprintln!: stderr may be a pipe nobody reads any more (see above).
+            let _ = writeln!(std::io::stderr(), "faultline-injector: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -333,6 +345,19 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
             Ok(stream)
         })
         .transpose()?;
+    let control_listener = args
+        .control_listen_fd
+        .map(|fd| -> anyhow::Result<std::os::unix::net::UnixListener> {
+            let fd = serve::inherited_fd(fd).with_context(|| format!("control listen fd {fd}"))?;
+            // We listen, not the agent: a client's SO_PEERCRED then names this process, which
+            // is how the next agent tells us from a stranger on the same path.
+            nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(8)?)
+                .context("listening on the control socket")?;
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -344,10 +369,34 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
         plane,
         late_fs,
         control_stream,
+        control_listener,
     ));
     // A read of stdin may still be blocked on a runtime thread: do not wait for it.
     runtime.shutdown_background();
     result
+}
+
+/// Serves JSON-RPC lines on every connection to the control socket, each on its own task; the
+/// end of one is not the end of control (a later agent connects again).
+async fn serve_adopters(listener: tokio::net::UnixListener, plane: Arc<ControlPlane>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tracing::info!("an agent connected to the control socket");
+                let plane = plane.clone();
+                tokio::spawn(async move {
+                    let (reader, writer) = stream.into_split();
+                    if let Err(e) = plane.serve_lines(reader, writer).await {
+                        tracing::warn!(error = %e, "a control connection failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting on the control socket");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 async fn serve_until_recovered(
@@ -356,8 +405,15 @@ async fn serve_until_recovered(
     plane: Arc<ControlPlane>,
     late_fs: Arc<LateFs>,
     control_stream: Option<StdUnixStream>,
+    control_listener: Option<std::os::unix::net::UnixListener>,
 ) -> anyhow::Result<()> {
     let context = plane.context().clone();
+    // Whoever connects to the control socket (the agent that adopts us) controls us too.
+    let adoptable = control_listener.is_some();
+    if let Some(listener) = control_listener {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        tokio::spawn(serve_adopters(listener, plane.clone()));
+    }
     // Control first, so the agent gets "not ready yet" answers while we mount.
     let lines = if let Some(stream) = control_stream {
         let (reader, writer) = tokio::net::UnixStream::from_std(stream)?.into_split();
@@ -443,6 +499,11 @@ async fn serve_until_recovered(
                 lines = None;
                 match ended {
                     Ok(Ok(LinesEnded::Recovered)) => {}
+                    Ok(Ok(LinesEnded::EndOfInput)) if adoptable => {
+                        // The agent that started us is gone; the next one adopts us through
+                        // the control socket. Until then the rules stay in force.
+                        tracing::warn!("control channel closed: serving on, for the next agent to adopt");
+                    }
                     Ok(Ok(LinesEnded::EndOfInput)) => {
                         // Whoever controls us is gone: leave nothing behind.
                         tracing::warn!("control channel closed: recovering");

@@ -1,6 +1,7 @@
 //! One pod, three kinds of fault at once (an IO fault on its volume, a network delay, a CPU
 //! stressor), then the agent is SIGKILLed and started again on the same state directory: the
-//! new agent reads its journal and undoes all three.
+//! new agent reads its journal, adopts the injector that kept the IO fault in force, and undoes
+//! the two others; the IO fault then goes with an explicit recovery.
 
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use crate::stress::running;
 
 pub fn stories() -> Vec<(&'static str, Story)> {
     vec![(
-        "agent::io_network_and_stress_at_once_are_all_undone_after_a_crash",
+        "agent::after_a_crash_io_is_adopted_and_network_and_stress_are_undone",
         three_kinds_then_crash,
     )]
 }
@@ -113,31 +114,62 @@ fn three_kinds_then_crash(tb: &Testbed) -> anyhow::Result<()> {
         journal_records(&agent)
     );
     agent.spawn()?;
-    let all_gone = || {
-        fault_mounts(pod.pid).is_empty()
-            && network_state(&pod).is_ok_and(|s| s == network_before)
+    let undone = || {
+        network_state(&pod).is_ok_and(|s| s == network_before)
             && !running(stressor)
-            && journal_records(&agent).is_empty()
+            && journal_records(&agent).len() == 1
     };
     ensure!(
-        eventually(Duration::from_secs(10), all_gone),
+        eventually(Duration::from_secs(10), undone),
         "left after the restart: mounts {:?}, stressor running {}, journal {:?}, network:\n{}\nbefore:\n{network_before}",
         fault_mounts(pod.pid),
         running(stressor),
         journal_records(&agent),
         network_state(&pod)?
     );
-    // The data is reachable again, unfaulted.
-    let read = pod.exec_ok(&["cat", "/data/file"])?;
-    ensure!(read == "data\n", "reading /data/file in the pod: {read:?}");
+    // The IO fault stayed in force through the restart, held by the new agent now.
+    ensure!(
+        fault_mounts(pod.pid).len() == 1,
+        "{:?}",
+        fault_mounts(pod.pid)
+    );
+    let faulted = pod.exec_sync(&["cat", "/data/file"])?;
+    ensure!(
+        !faulted.success() && faulted.stderr.contains("Input/output error"),
+        "the IO fault is not in force after the restart: {faulted:?}"
+    );
     let log = agent.log_text();
-    for what in ["an IO fault", "a network fault", "a stressor"] {
+    for what in ["a network fault", "a stressor"] {
         ensure!(
             log.contains(&format!("recovered {what} left by a previous run")),
             "{log}"
         );
     }
+    ensure!(
+        log.contains("adopted an IO fault left by a previous run"),
+        "{log}"
+    );
     let (_, mut api) = rt.block_on(agent.controller(&pki))?;
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    ensure!(
+        listed.experiments.len() == 1 && listed.experiments[0].kind == "io",
+        "{listed:?}"
+    );
+    rt.block_on(api.recover(api::RecoverRequest {
+        id: String::new(),
+        all: true,
+    }))?;
+    ensure!(
+        fault_mounts(pod.pid).is_empty() && journal_records(&agent).is_empty(),
+        "left after Recover(all): mounts {:?}, journal {:?}",
+        fault_mounts(pod.pid),
+        journal_records(&agent)
+    );
+    // The data is reachable again, unfaulted.
+    let read = pod.exec_ok(&["cat", "/data/file"])?;
+    ensure!(read == "data\n", "reading /data/file in the pod: {read:?}");
     let listed = rt
         .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
         .into_inner();

@@ -409,9 +409,10 @@ fn left_alone_story(tb: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The agent is SIGKILLed with a file handed over (its injector dies with it: the reader gets
-/// ENOTCONN); the restarted agent's journal recovery unmounts and moves the file back, and the
-/// reader goes on from where it was, with the same descriptor.
+/// The agent and its injector are SIGKILLed with a file handed over (the reader gets ENOTCONN;
+/// an injector that outlives the agent alone is adopted instead, see `io::`); the restarted
+/// agent's journal recovery unmounts and moves the file back, and the reader goes on from
+/// where it was, with the same descriptor.
 fn agent_crash_story(tb: &Testbed) -> anyhow::Result<()> {
     let pki = Pki::create(&tb.base_dir().join("pki-handover-crash"))?;
     let mut agent = AgentProcess::start(tb, &pki, "agent-handover-crash")?;
@@ -427,12 +428,18 @@ fn agent_crash_story(tb: &Testbed) -> anyhow::Result<()> {
     let fd = value(&h.lines("fd")[0], "fd").to_owned();
     let rt = runtime()?;
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
-    rt.block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &read_fault())))?;
+    let started = rt
+        .block_on(daemon.apply_io_chaos(apply(&h.pod.container_uri(), &read_fault())))?
+        .into_inner();
     let applied = monotonic_ns();
     let faulted = h.lines_after("fd", applied, 2)?;
     ensure!(faulted.iter().all(|l| value(l, "r") == "E5"), "{faulted:?}");
 
     agent.kill()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started.instance as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
     agent.spawn()?;
     ensure!(
         eventually(Duration::from_secs(5), || fault_mounts(h.pod.pid)

@@ -24,7 +24,14 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             held_file_rule_update,
         ),
         ("io::mtls_refuses_unknown_clients", mtls_refuses),
-        ("io::agent_crash_is_recovered_from_the_journal", agent_crash),
+        (
+            "io::agent_crash_with_its_injector_is_recovered_from_the_journal",
+            agent_crash,
+        ),
+        (
+            "io::a_workload_sees_no_enotconn_across_an_agent_sigkill_and_restart",
+            no_enotconn_across_agent_restart,
+        ),
         (
             "io::killed_injector_is_cleaned_up_by_the_agent",
             injector_killed,
@@ -367,11 +374,19 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
     let rt = runtime()?;
     let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
     let mark = w.log().len();
-    rt.block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?;
+    let started = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?
+        .into_inner();
     w.wait_for_line(mark, |l| l.contains(EIO_TEXT))
         .with_context(|| format!("the pod never saw EIO: {:?}", w.tail(5)))?;
 
+    // The agent and its injector die together (a node-wide OOM kill): nothing is left to
+    // adopt, the next agent recovers from the journal.
     agent.kill()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(started.instance as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
     ensure!(
         journal_records(&agent).len() == 1,
         "the journal lost the experiment"
@@ -402,6 +417,111 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
             .contains("recovered an IO fault left by a previous run"),
         "{}",
         agent.log_text()
+    );
+    w.assert_data_intact()?;
+    tb.remove_pod(&w.pod)?;
+    Ok(())
+}
+
+/// How busybox reports ENOTCONN (a FUSE mount whose server is gone).
+const ENOTCONN_TEXT: &str = "not connected";
+
+/// Issue 23: a rollout or an OOM kill of the agent must not break a pod. A workload writes and
+/// reads a faulted volume every 20 ms (reads fail with EIO, writes pass) while the agent is
+/// SIGKILLed, stays down a second, and starts again on the same state directory: every read
+/// all along gets the injected EIO, none gets ENOTCONN; the new agent holds the experiment
+/// (listed, recovered by Chaos Mesh's empty ApplyIOChaos), and afterwards nothing is faulted
+/// and every write is on disk.
+fn no_enotconn_across_agent_restart(tb: &Testbed) -> anyhow::Result<()> {
+    let pki = Pki::create(&tb.base_dir().join("pki-adopt"))?;
+    let mut agent = AgentProcess::start(tb, &pki, "agent-adopt")?;
+    let w = Workload::start(tb, "adopt-loop")?;
+    let rt = runtime()?;
+    let (mut daemon, _) = rt.block_on(agent.controller(&pki))?;
+    let reads_fail = r#"[{"type":"fault","path":"/data/**","percent":100,"methods":["read"],"faults":[{"errno":5,"weight":1}]}]"#;
+    let mark = w.log().len();
+    let started = rt
+        .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), reads_fail)))?
+        .into_inner();
+    w.wait_for_line(mark, |l| {
+        l.contains("write:ok read:FAIL") && l.contains(EIO_TEXT)
+    })
+    .with_context(|| format!("the pod never saw the read fault: {:?}", w.tail(5)))?;
+    let before_kill = w.log().len();
+
+    agent.kill()?;
+    std::thread::sleep(Duration::from_secs(1));
+    agent.spawn()?;
+    // Long enough for a start-up recovery (or adoption) to have run, and well beyond.
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    let listed = rt
+        .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
+        .into_inner();
+    let across: Vec<String> = w.log().into_iter().skip(before_kill).collect();
+    let enotconn = across.iter().filter(|l| l.contains(ENOTCONN_TEXT)).count();
+    let unfaulted = across
+        .iter()
+        .filter(|l| !(l.contains("read:FAIL") && l.contains(EIO_TEXT)))
+        .count();
+    eprintln!(
+        "agent SIGKILL + 1 s down + restart: {} workload iterations, {enotconn} saw ENOTCONN, {unfaulted} not faulted",
+        across.len()
+    );
+    ensure!(across.len() >= 20, "the workload stalled: {across:?}");
+    ensure!(
+        enotconn == 0,
+        "{enotconn} of {} iterations saw ENOTCONN across the restart: {:?}",
+        across.len(),
+        across
+            .iter()
+            .filter(|l| l.contains(ENOTCONN_TEXT))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    ensure!(
+        unfaulted == 0,
+        "{unfaulted} of {} iterations were not faulted across the restart (the fault must stay in force): {:?}",
+        across.len(),
+        across.iter().rev().take(3).collect::<Vec<_>>()
+    );
+    ensure!(
+        listed.experiments.len() == 1 && listed.experiments[0].id == started.instance_uid,
+        "the new agent does not hold the experiment: {listed:?}"
+    );
+    ensure!(
+        agent
+            .log_text()
+            .contains("adopted an IO fault left by a previous run"),
+        "{}",
+        agent.log_text()
+    );
+
+    // Chaos Mesh's recovery: empty actions, to the agent that did not start it.
+    rt.block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), "")))?;
+    ensure!(
+        fault_mounts(w.pod.pid).is_empty(),
+        "mounts left: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    ensure!(
+        journal_records(&agent).is_empty(),
+        "journal: {:?}",
+        journal_records(&agent)
+    );
+    let mark = w.log().len();
+    w.wait_healthy(mark)?;
+    let after: Vec<String> = w.log().into_iter().skip(mark).collect();
+    ensure!(
+        !after.iter().any(|l| l.contains(ENOTCONN_TEXT)),
+        "ENOTCONN after recovery: {after:?}"
+    );
+    let injector = format!("/proc/{}", started.instance);
+    ensure!(
+        eventually(Duration::from_secs(2), || !std::path::Path::new(&injector)
+            .exists()),
+        "the injector {} outlived its recovery",
+        started.instance
     );
     w.assert_data_intact()?;
     tb.remove_pod(&w.pod)?;
