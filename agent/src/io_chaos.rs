@@ -78,6 +78,8 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
     ) -> Result<Box<dyn Injector>, InjectorError>;
     /// Moves what the target's processes hold under `volume` onto the fault mount over it.
     async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver;
+    /// The process that serves `control_socket`, if one does (its peer credentials).
+    async fn socket_server(&self, control_socket: &Path) -> Option<ProcessIdentity>;
     /// Whether this very process still runs.
     fn is_alive(&self, process: ProcessIdentity) -> bool;
     /// SIGKILLs a left-over injector (already checked alive).
@@ -150,6 +152,18 @@ impl IoHost for RealIoHost {
 
     async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver {
         io_handover::onto_fault_mount(target_pid, volume).await
+    }
+
+    async fn socket_server(&self, control_socket: &Path) -> Option<ProcessIdentity> {
+        let connect = tokio::net::UnixStream::connect(control_socket);
+        let stream = tokio::time::timeout(ADOPT_WITHIN, connect)
+            .await
+            .ok()?
+            .ok()?;
+        let peer =
+            nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials)
+                .ok()?;
+        ProcessIdentity::of(u32::try_from(peer.pid()).ok()?).ok()
     }
 
     fn is_alive(&self, process: ProcessIdentity) -> bool {
@@ -337,6 +351,15 @@ pub async fn undo(
         }
     } else if let Some(injector) = record.fault.injector.filter(|i| host.is_alive(*i)) {
         host.kill(injector);
+    } else if record.fault.injector.is_none()
+        && let Some(socket) = &record.fault.control_socket
+        && let Some(server) = host.socket_server(socket).await
+    {
+        // The agent died after spawning the injector and before journaling who it is: the
+        // process serving the experiment's own socket (in our state directory) is that
+        // injector. Left alive it would keep the fault in force and its mount busy for good.
+        tracing::warn!(%id, pid = server.pid, "killing the injector the record did not name yet");
+        host.kill(server);
     }
     if !host.is_alive(record.target) {
         return Ok(()); // the container is gone, and its mount namespace with it
@@ -1031,6 +1054,8 @@ mod tests {
         mount_stays: Mutex<bool>,
         /// The injectors spawned, to make one die.
         injectors: Mutex<Vec<Arc<FakeInjector>>>,
+        /// Who serves which control socket.
+        socket_servers: Mutex<Vec<(PathBuf, ProcessIdentity)>>,
     }
 
     /// An injector double: answers as a healthy one would, until it is told to die.
@@ -1174,6 +1199,14 @@ mod tests {
                 report: handover::Report::default(),
                 fault: Some(FAULT_MOUNT),
             }
+        }
+        async fn socket_server(&self, control_socket: &Path) -> Option<ProcessIdentity> {
+            self.socket_servers
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(path, server)| path == control_socket && self.is_alive(*server))
+                .map(|(_, server)| *server)
         }
         fn is_alive(&self, process: ProcessIdentity) -> bool {
             self.alive.lock().unwrap().contains(&process)
@@ -1615,6 +1648,32 @@ mod tests {
                 Call::Kill(INJECTOR.pid),
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), 901),
+            ]
+        );
+        assert!(journal.list().unwrap().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_injector_spawned_but_not_yet_journaled_is_found_by_its_socket_and_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // The agent died between spawning the injector and journaling who it is.
+        let mut record = injected("io-9");
+        record.fault.injector = None;
+        record.fault.fault_mount = None;
+        Journal::open(dir.path()).unwrap().write(&record).unwrap();
+        let host = Arc::new(RecordingHost::default());
+        *host.alive.lock().unwrap() = vec![TARGET, INJECTOR];
+        *host.socket_servers.lock().unwrap() =
+            vec![(format!("{SOCKETS}/io-9.sock").into(), INJECTOR)];
+        let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
+        let outcomes = registry.recover_left_over().await;
+        assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+        // Left alive, it would keep the fault in force and its mount busy for good.
+        assert_eq!(
+            host.calls(),
+            [
+                Call::Kill(INJECTOR.pid),
+                Call::Cleanup(TARGET.pid, "/data".into()),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
