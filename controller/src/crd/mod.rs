@@ -27,7 +27,8 @@ pub use network_chaos::{
 };
 pub use pod_chaos::{PodAction, PodChaos, PodChaosSpec};
 pub use schedule::{
-    ChildReference, ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus, ScheduleType,
+    ChaosOnlyScheduleSpec, ChildReference, ConcurrencyPolicy, Schedule, ScheduleSpec,
+    ScheduleStatus, ScheduleType,
 };
 pub use selector::{
     ContainerSelector, LabelOperator, LabelSelectorRequirement, PodSelector, PodSelectorSpec,

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, ScheduleSpec,
-    StatusCheckSpec, StressChaosSpec, TimeChaosSpec,
+    ChaosOnlyScheduleSpec, DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec,
+    PodChaosSpec, StatusCheckSpec, StressChaosSpec, TimeChaosSpec,
 };
 
 /// Chaos Mesh's label naming the object (Workflow or WorkflowNode) that created a node or a
@@ -69,7 +69,7 @@ pub struct Template {
     #[serde(flatten)]
     pub chaos: EmbedChaos,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleSpec>,
+    pub schedule: Option<ChaosOnlyScheduleSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_check: Option<StatusCheckSpec>,
     /// StatusCheck: a check that completes without reaching its success threshold aborts the
@@ -218,7 +218,7 @@ pub struct WorkflowNodeSpec {
     #[serde(flatten)]
     pub chaos: EmbedChaos,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleSpec>,
+    pub schedule: Option<ChaosOnlyScheduleSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_check: Option<StatusCheckSpec>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
