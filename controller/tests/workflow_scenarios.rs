@@ -627,3 +627,298 @@ async fn an_object_made_before_its_node_s_status_was_written_is_adopted() {
     );
     assert_eq!(chaos_of(&bed, "net"), network);
 }
+
+// A changed spec under a running Serial, Parallel or Task node (Chaos Mesh's
+// RerunBySpecChanged): the node takes its template's new children or branches, the children no
+// longer wanted are cleaned up (their experiments deleted, so recovered) and the node reruns.
+
+/// The notes of the events of that reason, in order.
+fn notes(bed: &StoreBed, reason: &str) -> Vec<String> {
+    bed.store
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["note"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn names(values: &Value) -> Vec<String> {
+    values
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn node_name(bed: &StoreBed, template: &str) -> String {
+    node(bed, template).expect("the node")["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned()
+}
+
+/// Replaces the Workflow's templates, as `kubectl apply` of a changed manifest does.
+fn change_templates(bed: &StoreBed, templates: Value) {
+    bed.store.update(
+        "workflows",
+        "demo",
+        "wf",
+        json!({"spec": {"templates": templates}}),
+    );
+}
+
+#[tokio::test]
+async fn a_parallel_whose_children_change_reruns_all_of_them() {
+    let bed = store_testbed();
+    let templates = |children: Value| {
+        json!([
+            {"name": "entry", "templateType": "Parallel", "children": children},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()},
+            {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+            {"name": "io", "templateType": "IOChaos", "deadline": "5m", "ioChaos": io()}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!(["net", "wait"]))}),
+    );
+    pass(&bed).await;
+    let old_net = node_name(&bed, "net");
+    let old_wait = node_name(&bed, "wait");
+    let old_chaos = chaos_of(&bed, "net");
+    assert_eq!(bed.store.list("workflownodes", "demo").len(), 3);
+
+    // Unchanged: a pass changes nothing.
+    bed.clock.set("2026-11-24T12:00:10Z");
+    pass(&bed).await;
+    assert!(notes(&bed, "RerunBySpecChanged").is_empty());
+    assert_eq!(chaos_of(&bed, "net"), old_chaos);
+
+    // `wait` replaced by `io`: Chaos Mesh reruns the whole set, `net` included.
+    bed.clock.set("2026-11-24T12:00:20Z");
+    change_templates(&bed, templates(json!(["net", "io"])));
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["net", "io"]));
+    assert_eq!(
+        notes(&bed, "NodeSpecUpdated"),
+        ["the workflow's template entry changed: children [net wait] -> [net io]"]
+    );
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_net} {old_wait}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_net).is_none());
+    assert!(bed.store.get("workflownodes", "demo", &old_wait).is_none());
+    // The old experiment deleted (its finalizer recovers the pods), a new one in its place.
+    assert!(bed.store.get("networkchaos", "demo", &old_chaos).is_none());
+    let new_chaos = chaos_of(&bed, "net");
+    assert_ne!(new_chaos, old_chaos);
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+    assert_eq!(phase(&bed, "io"), "Running");
+    assert_eq!(
+        node(&bed, "net").expect("net")["spec"]["startTime"],
+        "2026-11-24T12:00:20Z"
+    );
+    let mut active = names(&entry["status"]["activeChildren"]);
+    active.sort();
+    let mut expected = vec![node_name(&bed, "net"), node_name(&bed, "io")];
+    expected.sort();
+    assert_eq!(active, expected);
+    assert_eq!(bed.store.list("workflownodes", "demo").len(), 3);
+
+    // The same set in another order is the same Parallel: nothing reruns.
+    change_templates(&bed, templates(json!(["io", "net"])));
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
+    assert_eq!(chaos_of(&bed, "net"), new_chaos);
+
+    // Chaos Mesh's own way: the node edited (kubectl edit workflownode), the Workflow not. The
+    // node's spec is what the rules read, and it is not put back from the template.
+    let entry_name = node_name(&bed, "entry");
+    bed.store.update(
+        "workflownodes",
+        "demo",
+        &entry_name,
+        json!({"spec": {"children": ["io"]}}),
+    );
+    bed.clock.set("2026-11-24T12:00:30Z");
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 2);
+    assert_eq!(notes(&bed, "NodeSpecUpdated").len(), 2, "the order change");
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["io"]));
+    assert!(node(&bed, "net").is_none());
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    assert_eq!(
+        node(&bed, "io").expect("io")["spec"]["startTime"],
+        "2026-11-24T12:00:30Z"
+    );
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+}
+
+#[tokio::test]
+async fn a_serial_whose_children_change_keeps_the_matching_ones_and_reruns_from_the_first_change() {
+    let bed = store_testbed();
+    let templates = |children: Value| {
+        json!([
+            {"name": "entry", "templateType": "Serial", "children": children},
+            {"name": "first", "templateType": "Suspend", "deadline": "10s"},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()},
+            {"name": "io", "templateType": "IOChaos", "deadline": "5m", "ioChaos": io()},
+            {"name": "last", "templateType": "Suspend", "deadline": "10s"}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!(["first", "net", "last"]))}),
+    );
+    pass(&bed).await;
+    bed.clock.set("2026-11-24T12:00:10Z");
+    pass(&bed).await;
+    let first = node_name(&bed, "first");
+    let old_net = node_name(&bed, "net");
+    let old_chaos = chaos_of(&bed, "net");
+    assert_eq!(phase(&bed, "first"), "DeadlineExceeded");
+    assert_eq!(phase(&bed, "net"), "Running");
+
+    // A step appended: nothing reruns, the Serial just has more to do.
+    bed.clock.set("2026-11-24T12:00:20Z");
+    change_templates(&bed, templates(json!(["first", "net", "last", "io"])));
+    pass(&bed).await;
+    assert!(notes(&bed, "RerunBySpecChanged").is_empty());
+    assert_eq!(chaos_of(&bed, "net"), old_chaos);
+
+    // The running step replaced: `first` is kept, `net` goes (its experiment deleted) and `io`
+    // starts in its place.
+    bed.clock.set("2026-11-24T12:00:30Z");
+    change_templates(&bed, templates(json!(["first", "io", "last"])));
+    pass(&bed).await;
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_net}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_net).is_none());
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    assert_eq!(node_name(&bed, "first"), first, "the matching prefix stays");
+    assert_eq!(phase(&bed, "io"), "Running");
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(
+        names(&entry["status"]["finishedChildren"]),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        names(&entry["status"]["activeChildren"]),
+        [node_name(&bed, "io")]
+    );
+
+    // Cut back to what has run: the running step goes and the Serial is accomplished.
+    bed.clock.set("2026-11-24T12:00:40Z");
+    change_templates(&bed, templates(json!(["first"])));
+    pass(&bed).await;
+    assert!(bed.store.list("iochaos", "demo").is_empty());
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 2);
+    assert_eq!(phase(&bed, "entry"), "Accomplished");
+    let entry = node(&bed, "entry").expect("entry");
+    // The status lists what is left: no active child any more (written as such, not kept).
+    assert!(entry["status"]["activeChildren"].is_null(), "{entry}");
+    assert_eq!(names(&entry["status"]["finishedChildren"]), [first]);
+}
+
+#[tokio::test]
+async fn a_task_whose_branches_change_is_evaluated_again_and_its_children_follow() {
+    let bed = store_testbed();
+    let templates = |branches: Value| {
+        json!([
+            {"name": "entry", "templateType": "Task",
+             "task": {"container": {"name": "main", "image": "busybox", "command": ["true"]}},
+             "conditionalBranches": branches},
+            {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!([
+            {"target": "wait", "expression": "exitCode == 0"}]))}),
+    );
+    pass(&bed).await;
+    let pod_name = chaos_of(&bed, "entry");
+    bed.store.update(
+        "pods",
+        "demo",
+        &pod_name,
+        json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "main", "ready": false,
+            "restartCount": 0, "image": "busybox", "imageID": "",
+            "state": {"terminated": {"exitCode": 0}}}]}}),
+    );
+    bed.store
+        .logs
+        .lock()
+        .insert(pod_name.clone(), "ok\n".into());
+    bed.clock.set("2026-11-24T12:00:05Z");
+    pass(&bed).await;
+    let old_wait = node_name(&bed, "wait");
+    assert_eq!(phase(&bed, "wait"), "Running");
+
+    // The branch now targets `net` when the task succeeded: evaluated again on the same pod,
+    // `wait` goes and `net` starts.
+    bed.clock.set("2026-11-24T12:00:15Z");
+    change_templates(
+        &bed,
+        templates(json!([
+            {"target": "wait", "expression": "exitCode != 0"},
+            {"target": "net", "expression": "exitCode == 0 && stdout == \"ok\""}])),
+    );
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    let results: Vec<(String, String)> = entry["status"]["conditionalBranchesStatus"]["branches"]
+        .as_array()
+        .expect("branches")
+        .iter()
+        .map(|b| {
+            (
+                b["target"].as_str().unwrap_or("").to_owned(),
+                b["evaluationResult"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("wait".to_owned(), "False".to_owned()),
+            ("net".to_owned(), "True".to_owned())
+        ]
+    );
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_wait}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_wait).is_none());
+    assert_eq!(phase(&bed, "net"), "Running");
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+    assert_eq!(
+        bed.store.list("pods", "demo").len(),
+        1,
+        "the task's pod is not run again"
+    );
+
+    // The branches change but still choose `net`: evaluated again, nothing reruns.
+    let chaos = chaos_of(&bed, "net");
+    change_templates(
+        &bed,
+        templates(json!([{"target": "net", "expression": "exitCode == 0"}])),
+    );
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
+    assert_eq!(chaos_of(&bed, "net"), chaos);
+}

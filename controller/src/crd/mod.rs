@@ -48,8 +48,8 @@ pub use time_chaos::{TimeChaos, TimeChaosSpec};
 pub use workflow::{
     ABORT_ANNOTATION, CONTROLLED_BY_LABEL, ChaosResource, ConditionalBranch,
     ConditionalBranchStatus, ConditionalBranchesStatus, EmbedChaos, LocalReference, NodeCondition,
-    Task, Template, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode, WorkflowNodeSpec,
-    WorkflowNodeStatus, WorkflowSpec, WorkflowStatus,
+    TEMPLATE_ANNOTATION, Task, Template, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode,
+    WorkflowNodeSpec, WorkflowNodeStatus, WorkflowSpec, WorkflowStatus,
 };
 pub mod status_check_conditions {
     pub use super::status_check::{

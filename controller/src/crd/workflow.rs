@@ -21,6 +21,10 @@ pub const CONTROLLED_BY_LABEL: &str = "chaos-mesh.org/controlled-by";
 pub const WORKFLOW_LABEL: &str = "chaos-mesh.org/workflow";
 /// `true` aborts a Workflow (Chaos Mesh's annotation): every running node stops.
 pub const ABORT_ANNOTATION: &str = "workflow.chaos-mesh.org/abort";
+/// On a Serial, Parallel or Task node: its template's `children` and `conditionalBranches` (JSON)
+/// when the node last took them, so that a changed Workflow is told from a node edited with
+/// kubectl (which Chaos Mesh's rules read, and which stays as edited).
+pub const TEMPLATE_ANNOTATION: &str = "workflow.chaos.faultline.dev/template";
 
 /// Workflow: chaos experiments in sequence, in parallel, with pauses and checks.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
