@@ -922,3 +922,121 @@ async fn a_task_whose_branches_change_is_evaluated_again_and_its_children_follow
     assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
     assert_eq!(chaos_of(&bed, "net"), chaos);
 }
+
+/// One reconcile of the stored Schedule.
+async fn schedule_pass(bed: &StoreBed) -> Action {
+    let sd: controller::crd::Schedule = serde_json::from_value(
+        bed.store
+            .get("schedules", "demo", "sd")
+            .expect("the schedule"),
+    )
+    .expect("a Schedule");
+    within(controller::schedule::reconcile(
+        Arc::new(sd),
+        bed.ctx.clone(),
+    ))
+    .await
+    .expect("reconcile")
+}
+
+/// Every Workflow the Schedule made, by name, with the state its reconciler wrote.
+fn scheduled(bed: &StoreBed) -> Vec<Value> {
+    let mut all: Vec<Value> = bed
+        .store
+        .list("workflows", "demo")
+        .into_iter()
+        .filter(|w| w["metadata"]["labels"]["managed-by"] == "sd")
+        .collect();
+    all.sort_by_key(|w| {
+        w["metadata"]["creationTimestamp"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    all
+}
+
+/// One Workflow reconcile of each Workflow the Schedule made.
+async fn workflows_pass(bed: &StoreBed) {
+    for w in scheduled(bed) {
+        let wf: Workflow = serde_json::from_value(w).expect("a Workflow");
+        within(controller::workflow::reconcile(
+            Arc::new(wf),
+            bed.ctx.clone(),
+        ))
+        .await
+        .expect("reconcile");
+    }
+}
+
+/// The Schedule and Workflow reconcilers together: what the Workflow reconciler writes
+/// (Accomplished) is what the Schedule waits for under Forbid, and what historyLimit prunes.
+#[tokio::test]
+async fn a_schedule_of_workflows_waits_for_each_to_be_accomplished() {
+    let bed = store_testbed();
+    bed.store.put(
+        &format!("{CHAOS}/schedules"),
+        "demo",
+        json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "Schedule",
+               "metadata": {"name": "sd", "finalizers": [FINALIZER],
+                            "creationTimestamp": "2026-11-24T11:59:30Z"},
+               "spec": {"schedule": "@every 1m", "type": "Workflow", "historyLimit": 1,
+                        "workflow": {"entry": "steps", "templates": [
+                            {"name": "steps", "templateType": "Serial", "children": ["net"]},
+                            {"name": "net", "templateType": "NetworkChaos", "deadline": "90s",
+                             "networkChaos": net()}]}}}),
+    );
+    // 12:00:30: the first run.
+    bed.clock.set("2026-11-24T12:00:30Z");
+    schedule_pass(&bed).await;
+    let first = scheduled(&bed);
+    assert_eq!(first.len(), 1);
+    let first = first[0]["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    // Its first reconcile adds the finalizer, the second runs it.
+    workflows_pass(&bed).await;
+    workflows_pass(&bed).await;
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+
+    // 12:01:30, the next run is due but the Workflow runs until 12:02:00: Forbid.
+    bed.clock.set("2026-11-24T12:01:30Z");
+    workflows_pass(&bed).await;
+    schedule_pass(&bed).await;
+    assert_eq!(scheduled(&bed).len(), 1);
+    let forbid = bed
+        .store
+        .events
+        .lock()
+        .iter()
+        .any(|e| e["reason"] == "ScheduleForbid");
+    assert!(forbid);
+
+    // 12:02:00: the experiment's deadline; the Workflow is accomplished and the missed run
+    // starts; historyLimit 1 keeps one, so the accomplished one goes (its finalizer first).
+    bed.clock.set("2026-11-24T12:02:00Z");
+    workflows_pass(&bed).await;
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    let done = bed.store.get("workflows", "demo", &first).expect("first");
+    assert!(done["status"]["endTime"].is_string(), "{done}");
+    schedule_pass(&bed).await;
+    let names: Vec<String> = scheduled(&bed)
+        .iter()
+        .filter_map(|w| w["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&first));
+    // The next pass prunes the accomplished one (its own finalizer goes on its next pass).
+    bed.clock.set("2026-11-24T12:02:10Z");
+    schedule_pass(&bed).await;
+    workflows_pass(&bed).await;
+    let names: Vec<String> = scheduled(&bed)
+        .iter()
+        .filter_map(|w| w["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(!names.contains(&first));
+    let sd = bed.store.get("schedules", "demo", "sd").expect("sd");
+    assert_eq!(sd["status"]["active"][0]["name"], names[0].as_str());
+    assert_eq!(sd["status"]["active"].as_array().map(Vec::len), Some(1));
+}
