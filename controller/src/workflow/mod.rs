@@ -801,12 +801,17 @@ impl<'a> Pass<'a> {
             return Ok(());
         }
         let current = followed(&template);
-        if obj.annotations().get(TEMPLATE_ANNOTATION) == Some(&current) {
+        let recorded = obj.annotations().get(TEMPLATE_ANNOTATION);
+        if recorded == Some(&current) {
             return Ok(());
         }
         let mut patch = serde_json::Map::new();
         let mut changes = Vec::new();
-        if template.children != spec.children {
+        // A node made before the annotation existed: which of a changed template and an edited
+        // node made them differ is unknown, so the node is only marked (Chaos Mesh's rules read
+        // it as it is).
+        let marking = recorded.is_none();
+        if !marking && template.children != spec.children {
             changes.push(format!(
                 "children [{}] -> [{}]",
                 spec.children.join(" "),
@@ -814,7 +819,7 @@ impl<'a> Pass<'a> {
             ));
             patch.insert("children".into(), json!(template.children));
         }
-        if template.conditional_branches != spec.conditional_branches {
+        if !marking && template.conditional_branches != spec.conditional_branches {
             let targets = |b: &[crate::crd::ConditionalBranch]| {
                 b.iter()
                     .map(|b| b.target.as_str())
@@ -849,7 +854,6 @@ impl<'a> Pass<'a> {
         self.nodes[i].obj.metadata.annotations = updated.metadata.annotations;
         self.edits += 1;
         if changes.is_empty() {
-            // A node made before this annotation existed, now marked.
             return Ok(());
         }
         publish(
