@@ -62,7 +62,8 @@ async fn controller<K: Chaos>(client: kube::Client, ctx: Arc<Context>) {
         .await;
 }
 
-/// Schedules, woken by their children's changes too (a finished child lets a Forbid run start).
+/// Schedules, woken by their children's changes too (a finished child lets a Forbid run start;
+/// a Workflow child's Accomplished condition as well).
 async fn schedules(client: kube::Client, ctx: Arc<Context>) {
     let config = watcher::Config::default();
     Controller::new(Api::<Schedule>::all(client.clone()), config.clone())
@@ -72,7 +73,8 @@ async fn schedules(client: kube::Client, ctx: Arc<Context>) {
         .owns(Api::<StressChaos>::all(client.clone()), config.clone())
         .owns(Api::<DNSChaos>::all(client.clone()), config.clone())
         .owns(Api::<HTTPChaos>::all(client.clone()), config.clone())
-        .owns(Api::<TimeChaos>::all(client), config)
+        .owns(Api::<TimeChaos>::all(client.clone()), config.clone())
+        .owns(Api::<Workflow>::all(client), config)
         .shutdown_on_signal()
         .run(
             crate::schedule::reconcile,

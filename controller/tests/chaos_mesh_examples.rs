@@ -2,7 +2,9 @@
 //! its apiVersion changed to ours, passes our CRD schemas and `plan` (validation through the
 //! reconciler's code). The examples are read from a Chaos Mesh checkout outside this repository:
 //! $FAULTLINE_CHAOS_MESH_SRC, else /work/ref/chaos-mesh; without one every check reports ignored.
-//! Examples for a remote cluster (`remoteCluster`) must be refused naming that field.
+//! Examples for a remote cluster (`remoteCluster`) must be refused naming that field. Each
+//! Workflow example is also planned as a Schedule of `type: Workflow` (Chaos Mesh has no example
+//! of one).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -96,6 +98,30 @@ fn plan_check(path: &Path) -> Result<(), Failed> {
                 verdict.kind, verdict.name, verdict.problems
             )
             .into());
+        }
+        // None of Chaos Mesh's examples is a Schedule of `type: Workflow`: each Workflow example
+        // is also planned as one (its spec under `workflow`), with the same nodes.
+        if doc["kind"] == "Workflow" {
+            let schedule = serde_json::json!({
+                "apiVersion": doc["apiVersion"], "kind": "Schedule", "metadata": doc["metadata"],
+                "spec": {"schedule": "@every 10m", "type": "Workflow", "workflow": doc["spec"]}});
+            let scheduled = runtime
+                .block_on(preview::preview(
+                    &ClusterState::default(),
+                    &Scoping::default(),
+                    &schedule,
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                    &mut rand::rngs::StdRng::seed_from_u64(1),
+                ))
+                .map_err(|e| e.to_string())?;
+            if !scheduled.accepted
+                || scheduled.next_runs.len() != preview::NEXT_RUNS
+                || scheduled.nodes != verdict.nodes
+            {
+                return Err(
+                    format!("{} as a Schedule of Workflows: {scheduled:?}", verdict.name).into(),
+                );
+            }
         }
     }
     Ok(())

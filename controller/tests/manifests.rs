@@ -33,9 +33,10 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
     fn parsed<K: serde::de::DeserializeOwned>(path: &Path, value: yaml_serde::Value) -> K {
         yaml_serde::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
+    let of_workflows = kind == "Schedule" && value["spec"]["type"].as_str() == Some("Workflow");
     match kind.as_str() {
         // No plan of their own: validated as `plan` does, each embedded spec as its kind.
-        "Workflow" | "StatusCheck" => {
+        "Workflow" | "StatusCheck" | "Schedule" if kind != "Schedule" || of_workflows => {
             let json: serde_json::Value = yaml_serde::from_value(value).expect("JSON");
             let (verdict, _) = controller::plan::preview::validate(&json);
             let mut invalid = InvalidSpec::default();
@@ -92,6 +93,7 @@ fn plan(path: &Path) -> Result<Plan, InvalidSpec> {
                 controller::crd::ScheduleType::DNSChaos => parsed::<DNSChaos>(path, child).plan(),
                 controller::crd::ScheduleType::HTTPChaos => parsed::<HTTPChaos>(path, child).plan(),
                 controller::crd::ScheduleType::TimeChaos => parsed::<TimeChaos>(path, child).plan(),
+                controller::crd::ScheduleType::Workflow => unreachable!("validated above"),
             }
         }
         other => panic!("{}: unknown kind {other}", path.display()),

@@ -437,3 +437,70 @@ fn workflow_shows_each_node_with_its_targets_and_status_checks_are_validated() {
     assert_eq!(sc["accepted"], false);
     assert_eq!(sc["problems"][0]["field"], "spec.http.criteria.statusCode");
 }
+
+#[test]
+fn a_schedule_of_workflows_shows_its_next_runs_and_the_nodes_of_the_next_workflow() {
+    let sd = chaos(
+        "Schedule",
+        "drill",
+        json!({"schedule": "0 2 * * *", "type": "Workflow", "historyLimit": 3,
+               "workflow": {"entry": "steps", "templates": [
+                   {"name": "steps", "templateType": "Serial", "children": ["db-delay", "pause"]},
+                   {"name": "db-delay", "templateType": "NetworkChaos", "deadline": "30s",
+                    "networkChaos": {"action": "delay", "mode": "all", "delay": {"latency": "10ms"},
+                                     "selector": {"labelSelectors": {"app": "db"}}}},
+                   {"name": "pause", "templateType": "Suspend", "deadline": "10s"}]}}),
+    );
+    let out = plan(&sd, &["--now", "2026-01-02T03:04:05Z"]);
+    assert_eq!(out[0]["accepted"], true, "{}", out[0]);
+    assert_eq!(
+        out[0]["nextRuns"],
+        json!([
+            "2026-01-03T02:00:00Z",
+            "2026-01-04T02:00:00Z",
+            "2026-01-05T02:00:00Z"
+        ])
+    );
+    let nodes = out[0]["nodes"].as_array().expect("nodes");
+    let names: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n["template"].as_str())
+        .collect();
+    assert_eq!(names, ["steps", "db-delay", "pause"]);
+    assert_eq!(nodes[0]["children"], json!(["db-delay", "pause"]));
+    assert_eq!(targets(&nodes[1]), ["db-0@node-a", "db-1@node-b"]);
+    // The Schedule itself targets nothing: its Workflows' nodes do.
+    assert_eq!(out[0]["targets"], json!([]));
+
+    // The embedded Workflow is validated as one, its problems under spec.workflow; without
+    // it the Schedule says so.
+    let bad = chaos(
+        "Schedule",
+        "bad",
+        json!({"schedule": "@hourly", "type": "Workflow",
+               "workflow": {"entry": "nowhere", "templates": [
+                   {"name": "pause", "templateType": "Suspend"}]}}),
+    );
+    let missing = chaos(
+        "Schedule",
+        "missing",
+        json!({"schedule": "@hourly", "type": "Workflow"}),
+    );
+    let out = plan(&format!("{bad}---\n{missing}"), &[]);
+    let fields = |v: &Value| -> Vec<String> {
+        v["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .filter_map(|p| p["field"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(out[0]["accepted"], false);
+    assert_eq!(
+        fields(&out[0]),
+        ["spec.workflow.entry", "spec.workflow.templates[0].deadline"]
+    );
+    assert_eq!(out[0]["nodes"], Value::Null);
+    assert_eq!(out[1]["accepted"], false);
+    assert_eq!(fields(&out[1]), ["spec.workflow"]);
+}

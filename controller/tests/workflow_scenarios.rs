@@ -627,3 +627,461 @@ async fn an_object_made_before_its_node_s_status_was_written_is_adopted() {
     );
     assert_eq!(chaos_of(&bed, "net"), network);
 }
+
+// A changed spec under a running Serial, Parallel or Task node (Chaos Mesh's
+// RerunBySpecChanged): the node takes its template's new children or branches, the children no
+// longer wanted are cleaned up (their experiments deleted, so recovered) and the node reruns.
+
+/// The notes of the events of that reason, in order.
+fn notes(bed: &StoreBed, reason: &str) -> Vec<String> {
+    bed.store
+        .events
+        .lock()
+        .iter()
+        .filter(|e| e["reason"] == reason)
+        .map(|e| e["note"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+fn names(values: &Value) -> Vec<String> {
+    values
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter_map(|v| v["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn node_name(bed: &StoreBed, template: &str) -> String {
+    node(bed, template).expect("the node")["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned()
+}
+
+/// Replaces the Workflow's templates, as `kubectl apply` of a changed manifest does.
+fn change_templates(bed: &StoreBed, templates: Value) {
+    bed.store.update(
+        "workflows",
+        "demo",
+        "wf",
+        json!({"spec": {"templates": templates}}),
+    );
+}
+
+#[tokio::test]
+async fn a_parallel_whose_children_change_reruns_all_of_them() {
+    let bed = store_testbed();
+    let templates = |children: Value| {
+        json!([
+            {"name": "entry", "templateType": "Parallel", "children": children},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()},
+            {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+            {"name": "io", "templateType": "IOChaos", "deadline": "5m", "ioChaos": io()}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!(["net", "wait"]))}),
+    );
+    pass(&bed).await;
+    let old_net = node_name(&bed, "net");
+    let old_wait = node_name(&bed, "wait");
+    let old_chaos = chaos_of(&bed, "net");
+    assert_eq!(bed.store.list("workflownodes", "demo").len(), 3);
+
+    // Unchanged: a pass changes nothing.
+    bed.clock.set("2026-11-24T12:00:10Z");
+    pass(&bed).await;
+    assert!(notes(&bed, "RerunBySpecChanged").is_empty());
+    assert_eq!(chaos_of(&bed, "net"), old_chaos);
+
+    // `wait` replaced by `io`: Chaos Mesh reruns the whole set, `net` included.
+    bed.clock.set("2026-11-24T12:00:20Z");
+    change_templates(&bed, templates(json!(["net", "io"])));
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["net", "io"]));
+    assert_eq!(
+        notes(&bed, "NodeSpecUpdated"),
+        ["the workflow's template entry changed: children [net wait] -> [net io]"]
+    );
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_net} {old_wait}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_net).is_none());
+    assert!(bed.store.get("workflownodes", "demo", &old_wait).is_none());
+    // The old experiment deleted (its finalizer recovers the pods), a new one in its place.
+    assert!(bed.store.get("networkchaos", "demo", &old_chaos).is_none());
+    let new_chaos = chaos_of(&bed, "net");
+    assert_ne!(new_chaos, old_chaos);
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+    assert_eq!(phase(&bed, "io"), "Running");
+    assert_eq!(
+        node(&bed, "net").expect("net")["spec"]["startTime"],
+        "2026-11-24T12:00:20Z"
+    );
+    let mut active = names(&entry["status"]["activeChildren"]);
+    active.sort();
+    let mut expected = vec![node_name(&bed, "net"), node_name(&bed, "io")];
+    expected.sort();
+    assert_eq!(active, expected);
+    assert_eq!(bed.store.list("workflownodes", "demo").len(), 3);
+
+    // The same set in another order is the same Parallel: nothing reruns.
+    change_templates(&bed, templates(json!(["io", "net"])));
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
+    assert_eq!(chaos_of(&bed, "net"), new_chaos);
+
+    // Chaos Mesh's own way: the node edited (kubectl edit workflownode), the Workflow not. The
+    // node's spec is what the rules read, and it is not put back from the template.
+    let entry_name = node_name(&bed, "entry");
+    bed.store.update(
+        "workflownodes",
+        "demo",
+        &entry_name,
+        json!({"spec": {"children": ["io"]}}),
+    );
+    bed.clock.set("2026-11-24T12:00:30Z");
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 2);
+    assert_eq!(notes(&bed, "NodeSpecUpdated").len(), 2, "the order change");
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["io"]));
+    assert!(node(&bed, "net").is_none());
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    assert_eq!(
+        node(&bed, "io").expect("io")["spec"]["startTime"],
+        "2026-11-24T12:00:30Z"
+    );
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+}
+
+#[tokio::test]
+async fn a_serial_whose_children_change_keeps_the_matching_ones_and_reruns_from_the_first_change() {
+    let bed = store_testbed();
+    let templates = |children: Value| {
+        json!([
+            {"name": "entry", "templateType": "Serial", "children": children},
+            {"name": "first", "templateType": "Suspend", "deadline": "10s"},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()},
+            {"name": "io", "templateType": "IOChaos", "deadline": "5m", "ioChaos": io()},
+            {"name": "last", "templateType": "Suspend", "deadline": "10s"}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!(["first", "net", "last"]))}),
+    );
+    pass(&bed).await;
+    bed.clock.set("2026-11-24T12:00:10Z");
+    pass(&bed).await;
+    let first = node_name(&bed, "first");
+    let old_net = node_name(&bed, "net");
+    let old_chaos = chaos_of(&bed, "net");
+    assert_eq!(phase(&bed, "first"), "DeadlineExceeded");
+    assert_eq!(phase(&bed, "net"), "Running");
+
+    // A step appended: nothing reruns, the Serial just has more to do.
+    bed.clock.set("2026-11-24T12:00:20Z");
+    change_templates(&bed, templates(json!(["first", "net", "last", "io"])));
+    pass(&bed).await;
+    assert!(notes(&bed, "RerunBySpecChanged").is_empty());
+    assert_eq!(chaos_of(&bed, "net"), old_chaos);
+
+    // The running step replaced: `first` is kept, `net` goes (its experiment deleted) and `io`
+    // starts in its place.
+    bed.clock.set("2026-11-24T12:00:30Z");
+    change_templates(&bed, templates(json!(["first", "io", "last"])));
+    pass(&bed).await;
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_net}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_net).is_none());
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    assert_eq!(node_name(&bed, "first"), first, "the matching prefix stays");
+    assert_eq!(phase(&bed, "io"), "Running");
+    assert_eq!(bed.store.list("iochaos", "demo").len(), 1);
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(
+        names(&entry["status"]["finishedChildren"]),
+        std::slice::from_ref(&first)
+    );
+    assert_eq!(
+        names(&entry["status"]["activeChildren"]),
+        [node_name(&bed, "io")]
+    );
+
+    // Cut back to what has run: the running step goes and the Serial is accomplished.
+    bed.clock.set("2026-11-24T12:00:40Z");
+    change_templates(&bed, templates(json!(["first"])));
+    pass(&bed).await;
+    assert!(bed.store.list("iochaos", "demo").is_empty());
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 2);
+    assert_eq!(phase(&bed, "entry"), "Accomplished");
+    let entry = node(&bed, "entry").expect("entry");
+    // The status lists what is left: no active child any more (written as such, not kept).
+    assert!(entry["status"]["activeChildren"].is_null(), "{entry}");
+    assert_eq!(names(&entry["status"]["finishedChildren"]), [first]);
+}
+
+#[tokio::test]
+async fn a_task_whose_branches_change_is_evaluated_again_and_its_children_follow() {
+    let bed = store_testbed();
+    let templates = |branches: Value| {
+        json!([
+            {"name": "entry", "templateType": "Task",
+             "task": {"container": {"name": "main", "image": "busybox", "command": ["true"]}},
+             "conditionalBranches": branches},
+            {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!([
+            {"target": "wait", "expression": "exitCode == 0"}]))}),
+    );
+    pass(&bed).await;
+    let pod_name = chaos_of(&bed, "entry");
+    bed.store.update(
+        "pods",
+        "demo",
+        &pod_name,
+        json!({"status": {"phase": "Succeeded", "containerStatuses": [{"name": "main", "ready": false,
+            "restartCount": 0, "image": "busybox", "imageID": "",
+            "state": {"terminated": {"exitCode": 0}}}]}}),
+    );
+    bed.store
+        .logs
+        .lock()
+        .insert(pod_name.clone(), "ok\n".into());
+    bed.clock.set("2026-11-24T12:00:05Z");
+    pass(&bed).await;
+    let old_wait = node_name(&bed, "wait");
+    assert_eq!(phase(&bed, "wait"), "Running");
+
+    // The branch now targets `net` when the task succeeded: evaluated again on the same pod,
+    // `wait` goes and `net` starts.
+    bed.clock.set("2026-11-24T12:00:15Z");
+    change_templates(
+        &bed,
+        templates(json!([
+            {"target": "wait", "expression": "exitCode != 0"},
+            {"target": "net", "expression": "exitCode == 0 && stdout == \"ok\""}])),
+    );
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    let results: Vec<(String, String)> = entry["status"]["conditionalBranchesStatus"]["branches"]
+        .as_array()
+        .expect("branches")
+        .iter()
+        .map(|b| {
+            (
+                b["target"].as_str().unwrap_or("").to_owned(),
+                b["evaluationResult"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("wait".to_owned(), "False".to_owned()),
+            ("net".to_owned(), "True".to_owned())
+        ]
+    );
+    assert_eq!(
+        notes(&bed, "RerunBySpecChanged"),
+        [format!(
+            "rerun by spec changed, remove children nodes: [{old_wait}]"
+        )]
+    );
+    assert!(bed.store.get("workflownodes", "demo", &old_wait).is_none());
+    assert_eq!(phase(&bed, "net"), "Running");
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+    assert_eq!(
+        bed.store.list("pods", "demo").len(),
+        1,
+        "the task's pod is not run again"
+    );
+
+    // The branches change but still choose `net`: evaluated again, nothing reruns.
+    let chaos = chaos_of(&bed, "net");
+    change_templates(
+        &bed,
+        templates(json!([{"target": "net", "expression": "exitCode == 0"}])),
+    );
+    pass(&bed).await;
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
+    assert_eq!(chaos_of(&bed, "net"), chaos);
+}
+
+/// One reconcile of the stored Schedule.
+async fn schedule_pass(bed: &StoreBed) -> Action {
+    let sd: controller::crd::Schedule = serde_json::from_value(
+        bed.store
+            .get("schedules", "demo", "sd")
+            .expect("the schedule"),
+    )
+    .expect("a Schedule");
+    within(controller::schedule::reconcile(
+        Arc::new(sd),
+        bed.ctx.clone(),
+    ))
+    .await
+    .expect("reconcile")
+}
+
+/// Every Workflow the Schedule made, by name, with the state its reconciler wrote.
+fn scheduled(bed: &StoreBed) -> Vec<Value> {
+    let mut all: Vec<Value> = bed
+        .store
+        .list("workflows", "demo")
+        .into_iter()
+        .filter(|w| w["metadata"]["labels"]["managed-by"] == "sd")
+        .collect();
+    all.sort_by_key(|w| {
+        w["metadata"]["creationTimestamp"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    all
+}
+
+/// One Workflow reconcile of each Workflow the Schedule made.
+async fn workflows_pass(bed: &StoreBed) {
+    for w in scheduled(bed) {
+        let wf: Workflow = serde_json::from_value(w).expect("a Workflow");
+        within(controller::workflow::reconcile(
+            Arc::new(wf),
+            bed.ctx.clone(),
+        ))
+        .await
+        .expect("reconcile");
+    }
+}
+
+/// The Schedule and Workflow reconcilers together: what the Workflow reconciler writes
+/// (Accomplished) is what the Schedule waits for under Forbid, and what historyLimit prunes.
+#[tokio::test]
+async fn a_schedule_of_workflows_waits_for_each_to_be_accomplished() {
+    let bed = store_testbed();
+    bed.store.put(
+        &format!("{CHAOS}/schedules"),
+        "demo",
+        json!({"apiVersion": "chaos.faultline.dev/v1alpha1", "kind": "Schedule",
+               "metadata": {"name": "sd", "finalizers": [FINALIZER],
+                            "creationTimestamp": "2026-11-24T11:59:30Z"},
+               "spec": {"schedule": "@every 1m", "type": "Workflow", "historyLimit": 1,
+                        "workflow": {"entry": "steps", "templates": [
+                            {"name": "steps", "templateType": "Serial", "children": ["net"]},
+                            {"name": "net", "templateType": "NetworkChaos", "deadline": "90s",
+                             "networkChaos": net()}]}}}),
+    );
+    // 12:00:30: the first run.
+    bed.clock.set("2026-11-24T12:00:30Z");
+    schedule_pass(&bed).await;
+    let first = scheduled(&bed);
+    assert_eq!(first.len(), 1);
+    let first = first[0]["metadata"]["name"]
+        .as_str()
+        .expect("a name")
+        .to_owned();
+    // Its first reconcile adds the finalizer, the second runs it.
+    workflows_pass(&bed).await;
+    workflows_pass(&bed).await;
+    assert_eq!(bed.store.list("networkchaos", "demo").len(), 1);
+
+    // 12:01:30, the next run is due but the Workflow runs until 12:02:00: Forbid.
+    bed.clock.set("2026-11-24T12:01:30Z");
+    workflows_pass(&bed).await;
+    schedule_pass(&bed).await;
+    assert_eq!(scheduled(&bed).len(), 1);
+    let forbid = bed
+        .store
+        .events
+        .lock()
+        .iter()
+        .any(|e| e["reason"] == "ScheduleForbid");
+    assert!(forbid);
+
+    // 12:02:00: the experiment's deadline; the Workflow is accomplished and the missed run
+    // starts; historyLimit 1 keeps one, so the accomplished one goes (its finalizer first).
+    bed.clock.set("2026-11-24T12:02:00Z");
+    workflows_pass(&bed).await;
+    assert!(bed.store.list("networkchaos", "demo").is_empty());
+    let done = bed.store.get("workflows", "demo", &first).expect("first");
+    assert!(done["status"]["endTime"].is_string(), "{done}");
+    schedule_pass(&bed).await;
+    let names: Vec<String> = scheduled(&bed)
+        .iter()
+        .filter_map(|w| w["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&first));
+    // The next pass prunes the accomplished one (its own finalizer goes on its next pass).
+    bed.clock.set("2026-11-24T12:02:10Z");
+    schedule_pass(&bed).await;
+    workflows_pass(&bed).await;
+    let names: Vec<String> = scheduled(&bed)
+        .iter()
+        .filter_map(|w| w["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(!names.contains(&first));
+    let sd = bed.store.get("schedules", "demo", "sd").expect("sd");
+    assert_eq!(sd["status"]["active"][0]["name"], names[0].as_str());
+    assert_eq!(sd["status"]["active"].as_array().map(Vec::len), Some(1));
+}
+
+/// A node made by an older controller (no template annotation) whose template differs: which
+/// changed is unknown, so the node is read as it is and only marked; a later change of the
+/// template is followed.
+#[tokio::test]
+async fn a_node_without_the_template_annotation_is_marked_not_changed() {
+    let bed = store_testbed();
+    let templates = |children: Value| {
+        json!([
+            {"name": "entry", "templateType": "Parallel", "children": children},
+            {"name": "wait", "templateType": "Suspend", "deadline": "5m"},
+            {"name": "net", "templateType": "NetworkChaos", "deadline": "5m", "networkChaos": net()}])
+    };
+    put_workflow(
+        &bed,
+        json!({"entry": "entry", "templates": templates(json!(["wait"]))}),
+    );
+    pass(&bed).await;
+    let entry_name = node_name(&bed, "entry");
+    bed.store.update(
+        "workflownodes",
+        "demo",
+        &entry_name,
+        json!({"metadata": {"annotations": null}}),
+    );
+    change_templates(&bed, templates(json!(["net"])));
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["wait"]));
+    assert!(
+        entry["metadata"]["annotations"]["workflow.chaos.faultline.dev/template"]
+            .as_str()
+            .is_some_and(|a| a.contains("net")),
+        "{entry}"
+    );
+    assert!(notes(&bed, "RerunBySpecChanged").is_empty());
+    assert_eq!(phase(&bed, "wait"), "Running");
+
+    change_templates(&bed, templates(json!(["net", "wait"])));
+    pass(&bed).await;
+    let entry = node(&bed, "entry").expect("entry");
+    assert_eq!(entry["spec"]["children"], json!(["net", "wait"]));
+    assert_eq!(notes(&bed, "RerunBySpecChanged").len(), 1);
+    assert_eq!(phase(&bed, "net"), "Running");
+}

@@ -27,7 +27,8 @@ pub use network_chaos::{
 };
 pub use pod_chaos::{PodAction, PodChaos, PodChaosSpec};
 pub use schedule::{
-    ChildReference, ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus, ScheduleType,
+    ChaosOnlyScheduleSpec, ChildReference, ConcurrencyPolicy, Schedule, ScheduleSpec,
+    ScheduleStatus, ScheduleType,
 };
 pub use selector::{
     ContainerSelector, LabelOperator, LabelSelectorRequirement, PodSelector, PodSelectorSpec,
@@ -47,8 +48,8 @@ pub use time_chaos::{TimeChaos, TimeChaosSpec};
 pub use workflow::{
     ABORT_ANNOTATION, CONTROLLED_BY_LABEL, ChaosResource, ConditionalBranch,
     ConditionalBranchStatus, ConditionalBranchesStatus, EmbedChaos, LocalReference, NodeCondition,
-    Task, Template, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode, WorkflowNodeSpec,
-    WorkflowNodeStatus, WorkflowSpec, WorkflowStatus,
+    TEMPLATE_ANNOTATION, Task, Template, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode,
+    WorkflowNodeSpec, WorkflowNodeStatus, WorkflowSpec, WorkflowStatus,
 };
 pub mod status_check_conditions {
     pub use super::status_check::{

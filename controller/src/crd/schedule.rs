@@ -1,5 +1,5 @@
-//! Schedule: runs an experiment on a cron (Chaos Mesh's `ScheduleSpec`): each run creates a
-//! child chaos object of `type` from the embedded spec, owned by the Schedule.
+//! Schedule: runs an experiment (or a Workflow) on a cron (Chaos Mesh's `ScheduleSpec`): each
+//! run creates a child object of `type` from the embedded spec, owned by the Schedule.
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, StressChaosSpec,
-    TimeChaosSpec,
+    TimeChaosSpec, WorkflowSpec,
 };
 
-/// Schedule: a chaos experiment created on a cron.
+/// Schedule: a chaos experiment or a Workflow created on a cron.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "chaos.faultline.dev",
@@ -43,7 +43,54 @@ pub struct ScheduleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub history_limit: Option<i64>,
-    /// The kind each run creates; its spec is the field of the same name below.
+    /// The kind each run creates; its spec is the field of the same name below (`workflow`
+    /// for a Workflow).
+    #[serde(rename = "type")]
+    pub type_: ScheduleType,
+    // Not a flattened EmbedChaos: serde loses the path of an error inside a flattened field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_chaos: Option<PodChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_chaos: Option<NetworkChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "ioChaos")]
+    pub io_chaos: Option<IOChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress_chaos: Option<StressChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_chaos: Option<TimeChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "dnsChaos")]
+    pub dns_chaos: Option<DNSChaosSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "httpChaos")]
+    pub http_chaos: Option<HTTPChaosSpec>,
+    /// `type: Workflow`: the Workflow each run creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowSpec>,
+}
+
+/// The Schedule a Workflow's Schedule template creates (Chaos Mesh's `ChaosOnlyScheduleSpec`):
+/// a ScheduleSpec without `workflow`, so a workflow cannot schedule workflows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChaosOnlyScheduleSpec {
+    /// Cron (5 fields, or 6 with seconds first) or a descriptor (@every 5m, @hourly, @daily,
+    /// @weekly, @monthly, @yearly), in UTC.
+    pub schedule: String,
+    /// A run missed by more than this many seconds (controller down, Forbid) is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Forbid (default): no run while a child is still running; Allow: runs overlap.
+    #[serde(default)]
+    pub concurrency_policy: ConcurrencyPolicy,
+    /// How many children are kept; the oldest finished ones beyond it are deleted (unset: none
+    /// is kept once finished, as in Chaos Mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub history_limit: Option<i64>,
+    /// A chaos kind (Workflow is refused: Chaos Mesh has nowhere to put its spec).
     #[serde(rename = "type")]
     pub type_: ScheduleType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +112,26 @@ pub struct ScheduleSpec {
     pub http_chaos: Option<HTTPChaosSpec>,
 }
 
+impl From<ChaosOnlyScheduleSpec> for ScheduleSpec {
+    fn from(s: ChaosOnlyScheduleSpec) -> ScheduleSpec {
+        ScheduleSpec {
+            schedule: s.schedule,
+            starting_deadline_seconds: s.starting_deadline_seconds,
+            concurrency_policy: s.concurrency_policy,
+            history_limit: s.history_limit,
+            type_: s.type_,
+            pod_chaos: s.pod_chaos,
+            network_chaos: s.network_chaos,
+            io_chaos: s.io_chaos,
+            stress_chaos: s.stress_chaos,
+            time_chaos: s.time_chaos,
+            dns_chaos: s.dns_chaos,
+            http_chaos: s.http_chaos,
+            workflow: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ConcurrencyPolicy {
     #[default]
@@ -72,7 +139,7 @@ pub enum ConcurrencyPolicy {
     Allow,
 }
 
-/// The chaos kinds a Schedule can create.
+/// The kinds a Schedule can create.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ScheduleType {
     PodChaos,
@@ -82,6 +149,7 @@ pub enum ScheduleType {
     TimeChaos,
     DNSChaos,
     HTTPChaos,
+    Workflow,
 }
 
 impl ScheduleType {
@@ -94,6 +162,7 @@ impl ScheduleType {
             ScheduleType::TimeChaos => "TimeChaos",
             ScheduleType::DNSChaos => "DNSChaos",
             ScheduleType::HTTPChaos => "HTTPChaos",
+            ScheduleType::Workflow => "Workflow",
         }
     }
 
@@ -107,7 +176,13 @@ impl ScheduleType {
             ScheduleType::TimeChaos => "timeChaos",
             ScheduleType::DNSChaos => "dnsChaos",
             ScheduleType::HTTPChaos => "httpChaos",
+            ScheduleType::Workflow => "workflow",
         }
+    }
+
+    /// A chaos kind (everything but Workflow).
+    pub fn is_chaos(self) -> bool {
+        self != ScheduleType::Workflow
     }
 }
 
@@ -122,6 +197,7 @@ impl ScheduleSpec {
             ScheduleType::TimeChaos => self.time_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::DNSChaos => self.dns_chaos.as_ref().map(serde_json::to_value),
             ScheduleType::HTTPChaos => self.http_chaos.as_ref().map(serde_json::to_value),
+            ScheduleType::Workflow => self.workflow.as_ref().map(serde_json::to_value),
         };
         match value {
             Some(Ok(v)) => Ok(v),
@@ -181,6 +257,25 @@ mod tests {
         assert_eq!(
             spec.child_spec().unwrap_err(),
             "spec.httpChaos: required when spec.type is HTTPChaos"
+        );
+    }
+
+    /// Chaos Mesh's `type: Workflow` with the Workflow's spec in `workflow`.
+    #[test]
+    fn workflow_schedules() {
+        let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "@every 1h", "type": "Workflow",
+            "workflow": {"entry": "pause", "templates": [
+                {"name": "pause", "templateType": "Suspend", "deadline": "10s"}]}}))
+        .expect("a Workflow schedule");
+        assert_eq!(spec.child_spec().expect("its spec")["entry"], "pause");
+        let spec: ScheduleSpec = serde_json::from_value(serde_json::json!({
+            "schedule": "@every 1h", "type": "Workflow",
+            "podChaos": {"action": "pod-kill", "mode": "all", "selector": {}}}))
+        .expect("parses");
+        assert_eq!(
+            spec.child_spec().unwrap_err(),
+            "spec.workflow: required when spec.type is Workflow"
         );
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec, PodChaosSpec, ScheduleSpec,
-    StatusCheckSpec, StressChaosSpec, TimeChaosSpec,
+    ChaosOnlyScheduleSpec, DNSChaosSpec, HTTPChaosSpec, IOChaosSpec, NetworkChaosSpec,
+    PodChaosSpec, StatusCheckSpec, StressChaosSpec, TimeChaosSpec,
 };
 
 /// Chaos Mesh's label naming the object (Workflow or WorkflowNode) that created a node or a
@@ -21,6 +21,10 @@ pub const CONTROLLED_BY_LABEL: &str = "chaos-mesh.org/controlled-by";
 pub const WORKFLOW_LABEL: &str = "chaos-mesh.org/workflow";
 /// `true` aborts a Workflow (Chaos Mesh's annotation): every running node stops.
 pub const ABORT_ANNOTATION: &str = "workflow.chaos-mesh.org/abort";
+/// On a Serial, Parallel or Task node: its template's `children` and `conditionalBranches` (JSON)
+/// when the node last took them, so that a changed Workflow is told from a node edited with
+/// kubectl (which Chaos Mesh's rules read, and which stays as edited).
+pub const TEMPLATE_ANNOTATION: &str = "workflow.chaos.faultline.dev/template";
 
 /// Workflow: chaos experiments in sequence, in parallel, with pauses and checks.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -69,7 +73,7 @@ pub struct Template {
     #[serde(flatten)]
     pub chaos: EmbedChaos,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleSpec>,
+    pub schedule: Option<ChaosOnlyScheduleSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_check: Option<StatusCheckSpec>,
     /// StatusCheck: a check that completes without reaching its success threshold aborts the
@@ -218,7 +222,7 @@ pub struct WorkflowNodeSpec {
     #[serde(flatten)]
     pub chaos: EmbedChaos,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<ScheduleSpec>,
+    pub schedule: Option<ChaosOnlyScheduleSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_check: Option<StatusCheckSpec>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

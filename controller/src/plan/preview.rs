@@ -64,10 +64,12 @@ pub struct Verdict {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
     /// A Schedule's next runs after the plan's time (RFC 3339); `targets` and `deadline` are
-    /// those of the experiment the first of them would create.
+    /// those of the experiment the first of them would create (a Schedule of Workflows: `nodes`
+    /// are those of the Workflow it would create).
     #[serde(rename = "nextRuns", skip_serializing_if = "Vec::is_empty")]
     pub next_runs: Vec<String>,
-    /// A Workflow's templates, each with what its node would hit.
+    /// A Workflow's templates (or those of the Workflow a Schedule's next run creates), each
+    /// with what its node would hit.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeVerdict>,
 }
@@ -266,11 +268,8 @@ pub async fn preview<R: Rng>(
         verdict.nodes = workflow_nodes(view, scoping, value, now, rng).await?;
         return Ok(verdict);
     }
-    let Some(plan) = plan else {
-        return Ok(verdict);
-    };
     let mut now = now;
-    if verdict.kind == "Schedule" {
+    if verdict.kind == "Schedule" && verdict.accepted {
         let cron = value
             .pointer("/spec/schedule")
             .and_then(Value::as_str)
@@ -282,7 +281,21 @@ pub async fn preview<R: Rng>(
             }
             verdict.next_runs = runs.into_iter().map(crate::reconcile::rfc3339).collect();
         }
+        // A Schedule of Workflows: the nodes of the Workflow its next run creates.
+        if value.pointer("/spec/type").and_then(Value::as_str) == Some("Workflow") {
+            let child = serde_json::json!({
+                "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+                "kind": "Workflow",
+                "metadata": {"name": verdict.name, "namespace": verdict.namespace},
+                "spec": value.pointer("/spec/workflow").cloned().unwrap_or(Value::Null),
+            });
+            verdict.nodes = workflow_nodes(view, scoping, &child, now, rng).await?;
+            return Ok(verdict);
+        }
     }
+    let Some(plan) = plan else {
+        return Ok(verdict);
+    };
     verdict.deadline = plan.duration.and_then(|d| {
         let ms = i64::try_from(d.as_millis()).ok()?;
         let at = Timestamp::from_millisecond(now.as_millisecond().checked_add(ms)?).ok()?;
@@ -399,7 +412,9 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
             v.kind,
             v.namespace,
             v.name,
-            if v.accepted && (v.kind == "Workflow" || v.kind == "StatusCheck") {
+            if v.accepted
+                && (v.kind == "Workflow" || v.kind == "StatusCheck" || !v.nodes.is_empty())
+            {
                 "accepted".into()
             } else if v.accepted && v.targets.is_empty() {
                 "accepted, no target (nothing matches: the controller would wait and retry)".into()
@@ -433,8 +448,13 @@ pub fn text_table(verdicts: &[Verdict]) -> String {
         }
         if !v.next_runs.is_empty() {
             out.push_str(&format!(
-                "  next runs {} (targets: the first one's)\n",
-                v.next_runs.join(", ")
+                "  next runs {} ({}: the first one's)\n",
+                v.next_runs.join(", "),
+                if v.nodes.is_empty() {
+                    "targets"
+                } else {
+                    "nodes"
+                }
             ));
         }
         for p in &v.problems {

@@ -1,7 +1,9 @@
 //! The Schedule reconciler (Chaos Mesh's controllers/schedule: cron, active, gc and pause in one
-//! pass). Each pass, with the time from the context's clock:
+//! pass). A run creates a chaos experiment or, with `type: Workflow`, a Workflow ([`Spawn`]).
+//! Each pass, with the time from the context's clock:
 //! 1. lists the children (label `managed-by: <schedule>`, Chaos Mesh's);
-//! 2. gives each child the Schedule's pause state (the pause annotation, both keys);
+//! 2. gives each chaos child the Schedule's pause state (the pause annotation, both keys); a
+//!    Workflow cannot be paused: a paused Schedule only stops creating them, as in Chaos Mesh;
 //! 3. deletes the oldest finished children beyond `historyLimit`;
 //! 4. unless paused, finds the most recent run due since `status.lastScheduleTime` (else the
 //!    creation time), no earlier than `startingDeadlineSeconds` ago; skips it if it is later
@@ -14,21 +16,25 @@
 
 pub mod cron;
 
+use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::crd::{
     ChildReference, ConcurrencyPolicy, DNSChaos, HTTPChaos, IOChaos, NetworkChaos, PodChaos,
-    Schedule, ScheduleStatus, ScheduleType, StressChaos, TargetPhase, TimeChaos,
+    Schedule, ScheduleStatus, ScheduleType, StressChaos, TargetPhase, TimeChaos, Workflow,
 };
 use crate::error::{Error, Result};
 use crate::reconcile::{
@@ -125,6 +131,48 @@ fn until(now: Timestamp, t: Timestamp) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// What a Schedule needs of the kind its runs create.
+pub trait Spawn:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    /// Whether the Schedule's pause reaches its children (Chaos Mesh's pause controller skips
+    /// Workflows: "pausing a workflow schedule is not supported").
+    const PAUSABLE: bool;
+    /// Finished: no longer active for Forbid, and may be pruned by historyLimit.
+    fn finished(&self, now: Timestamp) -> bool;
+}
+
+impl<K: Chaos> Spawn for K {
+    const KIND: &'static str = <K as Chaos>::KIND;
+    const PAUSABLE: bool = true;
+    fn finished(&self, now: Timestamp) -> bool {
+        finished(self, now)
+    }
+}
+
+/// Chaos Mesh's schedule controllers: a Workflow child has finished once its `Accomplished`
+/// condition is True (its entry node accomplished, past its deadline, or aborted); a Workflow
+/// without that condition yet is still running.
+impl Spawn for Workflow {
+    const KIND: &'static str = "Workflow";
+    const PAUSABLE: bool = false;
+    fn finished(&self, _now: Timestamp) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Accomplished" && c.status == "True")
+        })
+    }
+}
+
 /// A child as the Schedule sees it.
 struct Child {
     name: String,
@@ -133,10 +181,10 @@ struct Child {
     reference: ChildReference,
 }
 
-fn child_of<K: Chaos>(child: &K, now: Timestamp) -> Child {
+fn child_of<K: Spawn>(child: &K, now: Timestamp) -> Child {
     Child {
         name: child.name_any(),
-        finished: finished(child, now),
+        finished: child.finished(now),
         paused: is_paused(child),
         reference: ChildReference {
             api_version: K::api_version(&()).into_owned(),
@@ -179,14 +227,15 @@ async fn apply(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> Result<Act
         ScheduleType::DNSChaos => pass::<DNSChaos>(api, obj, ctx).await,
         ScheduleType::HTTPChaos => pass::<HTTPChaos>(api, obj, ctx).await,
         ScheduleType::TimeChaos => pass::<TimeChaos>(api, obj, ctx).await,
+        ScheduleType::Workflow => pass::<Workflow>(api, obj, ctx).await,
     }
 }
 
-fn children_api<K: Chaos>(ctx: &Context, namespace: &str) -> Api<K> {
+fn children_api<K: Spawn>(ctx: &Context, namespace: &str) -> Api<K> {
     Api::namespaced(ctx.client.clone(), namespace)
 }
 
-async fn list<K: Chaos>(children: &Api<K>, schedule: &str) -> Result<Vec<K>> {
+async fn list<K: Spawn>(children: &Api<K>, schedule: &str) -> Result<Vec<K>> {
     let selector = format!("{MANAGED_BY_LABEL}={schedule}");
     let mut items = children
         .list(&ListParams::default().labels(&selector))
@@ -205,7 +254,7 @@ async fn list<K: Chaos>(children: &Api<K>, schedule: &str) -> Result<Vec<K>> {
     Ok(items)
 }
 
-async fn pass<K: Chaos>(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> Result<Action> {
+async fn pass<K: Spawn>(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> Result<Action> {
     let now = ctx.clock.now();
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let name = obj.name_any();
@@ -217,8 +266,19 @@ async fn pass<K: Chaos>(api: &Api<Schedule>, obj: &Schedule, ctx: &Context) -> R
         .map(|c| child_of(c, now))
         .collect();
 
-    // Pause: every child follows the Schedule (Chaos Mesh's pause controller).
-    for kid in kids.iter_mut().filter(|k| k.paused != paused) {
+    // Pause: every chaos child follows the Schedule (Chaos Mesh's pause controller); a
+    // Workflow has no pause, so Chaos Mesh says so and only stops creating them.
+    if !K::PAUSABLE && paused {
+        let note = format!(
+            "pausing a {} schedule is not supported: no new run starts, the running ones go on",
+            K::KIND
+        );
+        publish(ctx, obj, EventType::Warning, "NotSupported", note).await;
+    }
+    for kid in kids
+        .iter_mut()
+        .filter(|k| K::PAUSABLE && k.paused != paused)
+    {
         let value = paused.to_string();
         let patch = json!({"metadata": {"annotations": {
             PAUSE_ANNOTATION: value, CHAOS_MESH_PAUSE_ANNOTATION: value}}});
@@ -278,7 +338,7 @@ async fn write_status(
     Ok(())
 }
 
-async fn run_if_due<K: Chaos>(
+async fn run_if_due<K: Spawn>(
     obj: &Schedule,
     ctx: &Context,
     children: &Api<K>,
@@ -418,8 +478,8 @@ pub(crate) fn suffix(ctx: &Context) -> String {
         .collect()
 }
 
-/// Deletion: every child is deleted (its finalizer recovers its targets); the Schedule goes
-/// once none is left.
+/// Deletion: every child is deleted (a chaos child's finalizer recovers its targets, a
+/// Workflow's recovers everything it started); the Schedule goes once none is left.
 async fn cleanup(obj: &Schedule, ctx: &Context) -> Result<Action> {
     match obj.spec.type_ {
         ScheduleType::PodChaos => delete_children::<PodChaos>(obj, ctx).await,
@@ -429,10 +489,11 @@ async fn cleanup(obj: &Schedule, ctx: &Context) -> Result<Action> {
         ScheduleType::DNSChaos => delete_children::<DNSChaos>(obj, ctx).await,
         ScheduleType::HTTPChaos => delete_children::<HTTPChaos>(obj, ctx).await,
         ScheduleType::TimeChaos => delete_children::<TimeChaos>(obj, ctx).await,
+        ScheduleType::Workflow => delete_children::<Workflow>(obj, ctx).await,
     }
 }
 
-async fn delete_children<K: Chaos>(obj: &Schedule, ctx: &Context) -> Result<Action> {
+async fn delete_children<K: Spawn>(obj: &Schedule, ctx: &Context) -> Result<Action> {
     let namespace = obj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let children: Api<K> = children_api(ctx, &namespace);
     let kids = list(&children, &obj.name_any()).await?;

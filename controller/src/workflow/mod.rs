@@ -8,11 +8,31 @@
 //!    aborted parent its children; a node past its deadline, or whose Serial/Parallel/Task parent
 //!    is, is finished (`DeadlineExceed`); a finished node deletes what it created (its chaos
 //!    object's finalizer recovers the targets); a Serial creates its next child when the last one
-//!    has finished, a Parallel all at once; a chaos, Schedule or StatusCheck node creates its
+//!    has finished, a Parallel all at once (each after following a changed spec, below); a
+//!    chaos, Schedule or StatusCheck node creates its
 //!    object; a Task runs a pod, then evaluates its branches on the container's exit code and
 //!    output and runs the templates that hold; a StatusCheck node finishes with its check, and
 //!    with `abortWithStatusCheck` a check that failed aborts the workflow;
 //! 4. writes the nodes' and the workflow's status, and comes back at the next deadline.
+//!
+//! A changed spec under a running Serial, Parallel or Task node (Chaos Mesh's
+//! RerunBySpecChanged). The node first takes its template's new `children` (Serial, Parallel) or
+//! `conditionalBranches` (Task) from the Workflow; Chaos Mesh only reads the node's own spec,
+//! which a `kubectl edit workflownode` changes and a changed Workflow does not, so faultline
+//! copies it over (event `NodeSpecUpdated`), and both ways rerun alike. Then Chaos Mesh's rules:
+//! - Parallel: if the templates of its children are not the set of `children`, every child goes
+//!   and every one of `children` starts again;
+//! - Task: new branches are evaluated again on the ended pod; if the chosen templates are not
+//!   those of its children, every child goes and the chosen ones start;
+//! - Serial: its children are kept while they match `children` position by position; the first
+//!   that does not goes with every one after it, and the Serial goes on from there (Chaos Mesh's
+//!   "partial rerun": its code compares the names the wrong way round and never reaches it, so
+//!   its Serial only ever runs the child at the next index; faultline does what it documents).
+//!
+//! A child that goes is cleaned up with everything under it: each object a node created is
+//! deleted (a chaos object's finalizer recovers its targets), then the node. The parent gets the
+//! event `RerunBySpecChanged` ("rerun by spec changed, remove children nodes: [a b]", Chaos
+//! Mesh's) and its `activeChildren`/`finishedChildren` say what runs now.
 //!
 //! Deletion: the finalizer deletes every object the nodes created and waits until they are gone
 //! (recovered) before the Workflow goes; the nodes follow through their owner references.
@@ -39,8 +59,9 @@ use serde_json::{Value, json};
 use crate::crd::node_conditions::{ABORTED, ACCOMPLISHED, CHAOS_INJECTED, DEADLINE_EXCEED};
 use crate::crd::{
     ABORT_ANNOTATION, CONTROLLED_BY_LABEL, ChaosResource, ConditionalBranchStatus,
-    ConditionalBranchesStatus, GROUP, LocalReference, StatusCheckStatus, Template, VERSION,
-    WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode, WorkflowNodeStatus, WorkflowStatus,
+    ConditionalBranchesStatus, GROUP, LocalReference, StatusCheckStatus, TEMPLATE_ANNOTATION,
+    Template, VERSION, WORKFLOW_LABEL, Workflow, WorkflowCondition, WorkflowNode,
+    WorkflowNodeStatus, WorkflowStatus,
 };
 use crate::error::{Error, Result};
 use crate::reconcile::{Context, FINALIZER, rfc3339};
@@ -176,6 +197,9 @@ async fn apply(api: &Api<Workflow>, wf: &Workflow, ctx: &Context) -> Result<Acti
     for _ in 0..64 {
         let mut changed = false;
         for i in 0..pass.nodes.len() {
+            if pass.nodes[i].removed {
+                continue;
+            }
             // Boxed: a node's step is a large future (a task's pod, logs, branches).
             changed |= Box::pin(pass.step(i)).await?;
         }
@@ -217,7 +241,11 @@ async fn apply(api: &Api<Workflow>, wf: &Workflow, ctx: &Context) -> Result<Acti
     // The next deadline, or a look after a while (a StatusCheck's or a Task's progress also
     // wakes the workflow through the watches).
     let mut wake = ctx.settings.resync.min(ctx.settings.no_match_retry);
-    for node in pass.nodes.iter().filter(|n| !n.status.finished()) {
+    for node in pass
+        .nodes
+        .iter()
+        .filter(|n| !n.removed && !n.status.finished())
+    {
         if let Some(d) = node
             .obj
             .spec
@@ -256,6 +284,8 @@ struct Node {
     /// The node (or, for the entry, the Workflow) that created it.
     parent: Option<String>,
     status: WorkflowNodeStatus,
+    /// Cleaned up in this pass (a rerun): deleted, no longer stepped or written.
+    removed: bool,
 }
 
 struct Pass<'a> {
@@ -265,6 +295,8 @@ struct Pass<'a> {
     now: Timestamp,
     nodes: Vec<Node>,
     aborted: bool,
+    /// Nodes created, removed or respecified so far (a step that changes it changed something).
+    edits: usize,
 }
 
 /// The API of a kind the workflow creates (chaos kinds, Schedule, StatusCheck).
@@ -307,6 +339,7 @@ impl<'a> Pass<'a> {
                 parent: obj.labels().get(CONTROLLED_BY_LABEL).cloned(),
                 status: obj.status.clone().unwrap_or_default(),
                 obj,
+                removed: false,
             })
             .collect();
         Ok(Pass {
@@ -316,6 +349,7 @@ impl<'a> Pass<'a> {
             now,
             nodes,
             aborted: annotation_true(wf),
+            edits: 0,
         })
     }
 
@@ -333,7 +367,7 @@ impl<'a> Pass<'a> {
 
     fn children(&self, parent: &str) -> Vec<usize> {
         (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].parent.as_deref() == Some(parent))
+            .filter(|&i| !self.nodes[i].removed && self.nodes[i].parent.as_deref() == Some(parent))
             .collect()
     }
 
@@ -388,6 +422,7 @@ impl<'a> Pass<'a> {
                 "name": name,
                 "namespace": self.namespace,
                 "labels": {CONTROLLED_BY_LABEL: owner_name, WORKFLOW_LABEL: wf_name},
+                "annotations": {TEMPLATE_ANNOTATION: followed(template)},
                 "ownerReferences": [{
                     "apiVersion": format!("{GROUP}/{VERSION}"),
                     "kind": owner_kind,
@@ -406,17 +441,19 @@ impl<'a> Pass<'a> {
             parent: Some(owner_name),
             status: created.status.clone().unwrap_or_default(),
             obj: created,
+            removed: false,
         });
+        self.edits += 1;
         Ok(name)
     }
 
     /// One step of node `i`; true if its status changed or it created something.
     async fn step(&mut self, i: usize) -> Result<bool> {
         let before = self.nodes[i].status.clone();
-        let count = self.nodes.len();
+        let edits = self.edits;
         let mut st = before.clone();
         let name = self.nodes[i].obj.name_any();
-        let spec = self.nodes[i].obj.spec.clone();
+        let mut spec = self.nodes[i].obj.spec.clone();
         let parent = self.nodes[i]
             .parent
             .as_deref()
@@ -444,6 +481,10 @@ impl<'a> Pass<'a> {
         }
 
         let kind = Kind::of(&spec.type_);
+        if !st.finished() && matches!(kind, Some(Kind::Serial | Kind::Parallel | Kind::Task)) {
+            self.follow_template(i, &mut st).await?;
+            spec = self.nodes[i].obj.spec.clone();
+        }
         if st.finished() {
             // What the node created goes (a chaos object's finalizer recovers its targets).
             if st.is_true(CHAOS_INJECTED)
@@ -460,6 +501,17 @@ impl<'a> Pass<'a> {
         } else {
             match kind {
                 Some(Kind::Serial) => {
+                    // Kept while they match `children` position by position; the first that
+                    // does not goes, with every one after it.
+                    let children = self.children(&name);
+                    let kept = children
+                        .iter()
+                        .zip(&spec.children)
+                        .take_while(|&(&c, t)| &self.nodes[c].obj.spec.template_name == t)
+                        .count();
+                    if kept < children.len() {
+                        self.rerun(i, children[kept..].to_vec()).await?;
+                    }
                     let children = self.children(&name);
                     if children.iter().all(|&c| self.nodes[c].status.finished()) {
                         match spec.children.get(children.len()) {
@@ -472,6 +524,10 @@ impl<'a> Pass<'a> {
                     }
                 }
                 Some(Kind::Parallel) => {
+                    let children = self.children(&name);
+                    if !children.is_empty() && !self.same_templates(&children, &spec.children) {
+                        self.rerun(i, children).await?;
+                    }
                     let children = self.children(&name);
                     if children.is_empty() && !spec.children.is_empty() {
                         for child in &spec.children {
@@ -556,7 +612,7 @@ impl<'a> Pass<'a> {
         if st.finished() && st.finish_time.is_none() {
             st.finish_time = Some(rfc3339(self.now));
         }
-        let changed = st != before || self.nodes.len() != count;
+        let changed = st != before || self.edits != edits;
         self.nodes[i].status = st;
         Ok(changed)
     }
@@ -611,6 +667,16 @@ impl<'a> Pass<'a> {
             .await;
             return Ok(());
         };
+        // Chaos Mesh evaluates again when the branches no longer match their results (the
+        // node's conditionalBranches edited).
+        if st.conditional_branches_status.as_ref().is_some_and(|c| {
+            !c.branches
+                .iter()
+                .map(|b| &b.target)
+                .eq(spec.conditional_branches.iter().map(|b| &b.target))
+        }) {
+            st.conditional_branches_status = None;
+        }
         if st.conditional_branches_status.is_none() {
             let Some(pod) = pods.get_opt(&resource.name).await? else {
                 return Ok(());
@@ -691,15 +757,167 @@ impl<'a> Pass<'a> {
                 ),
             )
             .await;
-            for target in chosen {
-                let template = self.template(&target)?;
-                self.create_node(Some(i), &template).await?;
+            // Evaluated again after its branches changed: the children follow the choice.
+            let children = self.children(&name);
+            if !children.is_empty() && !self.same_templates(&children, &chosen) {
+                self.rerun(i, children).await?;
+            }
+            if self.children(&name).is_empty() {
+                for target in chosen {
+                    let template = self.template(&target)?;
+                    self.create_node(Some(i), &template).await?;
+                }
             }
             return Ok(());
         }
         let children = self.children(&name);
         if children.iter().all(|&c| self.nodes[c].status.finished()) {
             st.set(ACCOMPLISHED, true, "NodeAccomplished");
+        }
+        Ok(())
+    }
+
+    /// Whether `children` run exactly the templates named (as sets, as Chaos Mesh compares).
+    fn same_templates(&self, children: &[usize], names: &[String]) -> bool {
+        let running: std::collections::BTreeSet<&str> = children
+            .iter()
+            .map(|&c| self.nodes[c].obj.spec.template_name.as_str())
+            .collect();
+        let wanted: std::collections::BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        running == wanted
+    }
+
+    /// A running Serial, Parallel or Task node takes its template's new `children` or
+    /// `conditionalBranches` (new branches are evaluated again) once the template has changed
+    /// since the node last took it. A template gone from the Workflow, or now of another type,
+    /// leaves the node as it is; so does one unchanged (the node may have been edited).
+    async fn follow_template(&mut self, i: usize, st: &mut WorkflowNodeStatus) -> Result<()> {
+        let obj = &self.nodes[i].obj;
+        let spec = &obj.spec;
+        let Ok(template) = self.template(&spec.template_name) else {
+            return Ok(());
+        };
+        if template.template_type != spec.type_ {
+            return Ok(());
+        }
+        let current = followed(&template);
+        let recorded = obj.annotations().get(TEMPLATE_ANNOTATION);
+        if recorded == Some(&current) {
+            return Ok(());
+        }
+        let mut patch = serde_json::Map::new();
+        let mut changes = Vec::new();
+        // A node made before the annotation existed: which of a changed template and an edited
+        // node made them differ is unknown, so the node is only marked (Chaos Mesh's rules read
+        // it as it is).
+        let marking = recorded.is_none();
+        if !marking && template.children != spec.children {
+            changes.push(format!(
+                "children [{}] -> [{}]",
+                spec.children.join(" "),
+                template.children.join(" ")
+            ));
+            patch.insert("children".into(), json!(template.children));
+        }
+        if !marking && template.conditional_branches != spec.conditional_branches {
+            let targets = |b: &[crate::crd::ConditionalBranch]| {
+                b.iter()
+                    .map(|b| b.target.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            changes.push(format!(
+                "conditionalBranches [{}] -> [{}]",
+                targets(&spec.conditional_branches),
+                targets(&template.conditional_branches)
+            ));
+            patch.insert(
+                "conditionalBranches".into(),
+                json!(template.conditional_branches),
+            );
+            // Chaos Mesh evaluates again when the branches no longer match their results.
+            st.conditional_branches_status = None;
+        }
+        let name = self.nodes[i].obj.name_any();
+        let api: Api<WorkflowNode> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        let updated = api
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({
+                    "metadata": {"annotations": {TEMPLATE_ANNOTATION: current}},
+                    "spec": patch,
+                })),
+            )
+            .await?;
+        self.nodes[i].obj.spec = updated.spec;
+        self.nodes[i].obj.metadata.annotations = updated.metadata.annotations;
+        self.edits += 1;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        publish(
+            self.ctx,
+            &self.nodes[i].obj,
+            EventType::Normal,
+            "NodeSpecUpdated",
+            format!(
+                "the workflow's template {} changed: {}",
+                template.name,
+                changes.join(", ")
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Chaos Mesh's RerunBySpecChanged: `doomed` children of node `i` are cleaned up.
+    async fn rerun(&mut self, i: usize, doomed: Vec<usize>) -> Result<()> {
+        let names: Vec<String> = doomed
+            .iter()
+            .map(|&c| self.nodes[c].obj.name_any())
+            .collect();
+        publish(
+            self.ctx,
+            &self.nodes[i].obj,
+            EventType::Normal,
+            "RerunBySpecChanged",
+            format!(
+                "rerun by spec changed, remove children nodes: [{}]",
+                names.join(" ")
+            ),
+        )
+        .await;
+        for c in doomed {
+            self.remove(c).await?;
+        }
+        Ok(())
+    }
+
+    /// Node `c` and every node under it: what each created is deleted (a chaos object's
+    /// finalizer recovers its targets), then the node.
+    async fn remove(&mut self, c: usize) -> Result<()> {
+        let mut pending = vec![c];
+        let mut order = Vec::new();
+        while let Some(n) = pending.pop() {
+            order.push(n);
+            pending.extend(self.children(&self.nodes[n].obj.name_any()));
+        }
+        let api: Api<WorkflowNode> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for n in order {
+            if let Some(resource) = self.nodes[n].status.chaos_resource.clone() {
+                delete_resource(self.ctx, &self.namespace, &resource).await?;
+            }
+            match api
+                .delete(&self.nodes[n].obj.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.nodes[n].removed = true;
+            self.edits += 1;
         }
         Ok(())
     }
@@ -786,15 +1004,27 @@ impl<'a> Pass<'a> {
 
     async fn write_nodes(&self) -> Result<()> {
         let api: Api<WorkflowNode> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-        for node in &self.nodes {
-            if node.obj.status.clone().unwrap_or_default() != node.status {
-                api.patch_status(
-                    &node.obj.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(&json!({ "status": node.status })),
-                )
-                .await?;
+        for node in self.nodes.iter().filter(|n| !n.removed) {
+            let old = node.obj.status.clone().unwrap_or_default();
+            if old == node.status {
+                continue;
             }
+            // A merge patch keeps what it does not name: a field now empty is named, as null.
+            let mut status = serde_json::to_value(&node.status)
+                .map_err(|e| Error::Build(format!("a workflow node's status: {e}")))?;
+            if let (Ok(Value::Object(old)), Some(new)) =
+                (serde_json::to_value(&old), status.as_object_mut())
+            {
+                for key in old.keys() {
+                    new.entry(key.clone()).or_insert(Value::Null);
+                }
+            }
+            api.patch_status(
+                &node.obj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": status })),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -815,23 +1045,8 @@ async fn cleanup(wf: &Workflow, ctx: &Context) -> Result<Action> {
         let Some(resource) = node.status.as_ref().and_then(|s| s.chaos_resource.as_ref()) else {
             continue;
         };
-        let deleted = if resource.kind == "Pod" {
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-            pods.delete(&resource.name, &DeleteParams::default())
-                .await
-                .map(|e| e.is_right())
-        } else {
-            let (objects, _) = dynamic_api(ctx, &namespace, &resource.kind);
-            objects
-                .delete(&resource.name, &DeleteParams::default())
-                .await
-                .map(|e| e.is_right())
-        };
-        match deleted {
-            Ok(true) => {}
-            Ok(false) => waiting.push(format!("{} {}", resource.kind, resource.name)),
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
+        if !delete_resource(ctx, &namespace, resource).await? {
+            waiting.push(format!("{} {}", resource.kind, resource.name));
         }
     }
     if waiting.is_empty() {
@@ -844,4 +1059,35 @@ async fn cleanup(wf: &Workflow, ctx: &Context) -> Result<Action> {
             waiting.join(", ")
         ),
     })
+}
+
+/// Deletes what a node created (a task's Pod, or an object of ours); true once it is gone,
+/// false while its finalizer is still at work.
+async fn delete_resource(ctx: &Context, namespace: &str, resource: &ChaosResource) -> Result<bool> {
+    let deleted = if resource.kind == "Pod" {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+        pods.delete(&resource.name, &DeleteParams::default())
+            .await
+            .map(|e| e.is_right())
+    } else {
+        let (objects, _) = dynamic_api(ctx, namespace, &resource.kind);
+        objects
+            .delete(&resource.name, &DeleteParams::default())
+            .await
+            .map(|e| e.is_right())
+    };
+    match deleted {
+        Ok(gone) => Ok(gone),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a node takes from its template and follows when it changes (TEMPLATE_ANNOTATION).
+fn followed(template: &Template) -> String {
+    json!({
+        "children": template.children,
+        "conditionalBranches": template.conditional_branches,
+    })
+    .to_string()
 }

@@ -32,7 +32,12 @@ impl Kind {
             "Schedule" => Kind::Schedule,
             "StatusCheck" => Kind::StatusCheck,
             "Task" => Kind::Task,
-            other => Kind::Chaos(serde_json::from_value(json!(other)).ok()?),
+            // A Schedule can create a Workflow; a template cannot be one.
+            other => Kind::Chaos(
+                serde_json::from_value::<ScheduleType>(json!(other))
+                    .ok()
+                    .filter(|t| t.is_chaos())?,
+            ),
         })
     }
 }
@@ -168,6 +173,14 @@ fn template_problems(spec: &WorkflowSpec, t: &Template) -> Vec<Problem> {
                 None => out.push(Problem {
                     field: "schedule".into(),
                     message: "a Schedule template needs schedule".into(),
+                }),
+                // Chaos Mesh's ChaosOnlyScheduleSpec has no `workflow` to create.
+                Some(schedule) if !schedule.type_.is_chaos() => out.push(Problem {
+                    field: "schedule.type".into(),
+                    message: format!(
+                        "{}: a Schedule template can only create chaos experiments, not a Workflow",
+                        schedule.type_.as_str()
+                    ),
                 }),
                 Some(schedule) => {
                     let object = json!({
@@ -453,5 +466,28 @@ mod tests {
                 "spec.templates[1].timeChaos.clockIds"
             ]
         );
+    }
+
+    /// A Schedule creates Workflows (`type: Workflow`), a Workflow's Schedule template cannot:
+    /// Chaos Mesh embeds a ChaosOnlyScheduleSpec there ("it could not schedule Workflow"), which
+    /// has nowhere to put the workflow's spec. Nor is Workflow a template type.
+    #[test]
+    fn a_schedule_template_cannot_create_workflows() {
+        assert_eq!(Kind::of("Workflow"), None);
+        let found = problems(&spec(json!({"entry": "e", "templates": [
+            {"name": "e", "templateType": "Parallel", "children": ["s", "w"]},
+            {"name": "s", "templateType": "Schedule", "deadline": "1h",
+             "schedule": {"schedule": "@every 10m", "type": "Workflow",
+                          "workflow": {"entry": "p", "templates": [
+                              {"name": "p", "templateType": "Suspend", "deadline": "1s"}]}}},
+            {"name": "w", "templateType": "Workflow"}]})));
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|p| (p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, "spec.templates[1].schedule.type");
+        assert!(found[0].1.contains("not a Workflow"), "{found:?}");
+        assert_eq!(found[1].0, "spec.templates[2].templateType");
     }
 }
