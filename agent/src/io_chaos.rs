@@ -833,9 +833,15 @@ impl IoChaos {
             if !still_active {
                 return; // recovered on purpose
             }
-            let stderr = experiment.injector.stderr_tail().await;
-            tracing::warn!(id = %experiment.id, %status, %stderr, "the injector exited unexpectedly; removing its mount");
+            tracing::warn!(id = %experiment.id, %status, "the injector exited unexpectedly; removing its mount");
             this.metrics.failure("io", "injector_died");
+            // Its last words after the mount is dealt with, not before: reading them may wait
+            // for its stderr to drain.
+            let experiment_for_log = Arc::clone(&experiment);
+            tokio::spawn(async move {
+                let stderr = experiment_for_log.injector.stderr_tail().await;
+                tracing::warn!(id = %experiment_for_log.id, %stderr, "what the injector said before it exited");
+            });
             // Whoever holds the key (a recovery under way) finishes the job; if it fails, the
             // retry pass comes back to the record.
             let Ok(_busy) = this.busy(&experiment.key) else {

@@ -277,10 +277,9 @@ impl DnsHost for NodeHost {
             .insert(identity.pid, Arc::clone(&child));
         tokio::spawn(async move {
             let status = child.wait().await;
-            let _ = tx.send(format!(
-                "{status}; it said: {}",
-                child.stderr_tail_after_exit().await
-            ));
+            // At once, with what it has said so far: the redirect goes now, not after its
+            // stderr is drained.
+            let _ = tx.send(format!("{status}; it said: {}", child.stderr_tail()));
         });
         Ok(StartedResponder {
             identity,

@@ -161,10 +161,9 @@ impl HttpHost for NodeHost {
         let watched = Arc::clone(&child);
         tokio::spawn(async move {
             let status = watched.wait().await;
-            let _ = tx.send(format!(
-                "{status}; it said: {}",
-                watched.stderr_tail_after_exit().await
-            ));
+            // At once, with what it has said so far: the redirect goes now, not after its
+            // stderr is drained.
+            let _ = tx.send(format!("{status}; it said: {}", watched.stderr_tail()));
         });
         self.proxies
             .lock()
