@@ -48,8 +48,8 @@ pub struct PlanArgs {
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     if args.list_kinds {
         match args.output {
-            Output::Json => println!("{}", serde_json::to_string(&preview::KINDS)?),
-            Output::Text => println!("{}", preview::KINDS.join("\n")),
+            Output::Json => emit(&format!("{}\n", serde_json::to_string(&preview::KINDS)?))?,
+            Output::Text => emit(&format!("{}\n", preview::KINDS.join("\n")))?,
         }
         return Ok(());
     }
@@ -108,8 +108,24 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         anyhow::Ok(verdicts)
     })?;
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&verdicts)?),
-        Output::Text => print!("{}", preview::text_table(&verdicts)),
+        Output::Json => emit(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&verdicts)?
+        ))?,
+        Output::Text => emit(&preview::text_table(&verdicts))?,
     }
     Ok(())
+}
+
+/// Writes the answer to stdout. A reader that stops early (`plan … | head`) is not an error:
+/// `print!` panicked on the broken pipe.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(err).context("writing the plan to stdout"))
+        }
+        _ => Ok(()),
+    }
 }

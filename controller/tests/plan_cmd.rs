@@ -504,3 +504,35 @@ fn a_schedule_of_workflows_shows_its_next_runs_and_the_nodes_of_the_next_workflo
     assert_eq!(out[1]["accepted"], false);
     assert_eq!(fields(&out[1]), ["spec.workflow"]);
 }
+
+/// `plan … | head`: a reader that goes away early ends the output quietly (print! panicked on
+/// the broken pipe).
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("chaos.yaml");
+    let manifests = (0..50)
+        .map(|i| {
+            chaos(
+                "PodChaos",
+                &format!("kill-{i}"),
+                json!({"action": "pod-kill", "mode": "all", "selector": {"namespaces": ["shop"]}}),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n");
+    std::fs::write(&file, manifests).expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faultline-controller"))
+        .args(["plan", "--cluster", &cluster(), "-f"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run plan");
+    // The reader is gone before plan has read its files, let alone written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
