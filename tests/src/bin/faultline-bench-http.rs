@@ -13,7 +13,7 @@
 //! Direct and faulted runs alternate, so drift hits both. Prints markdown for docs/benchmarks.md.
 //!
 //! `cargo build --release -p faultline-agent -p faultline-http-chaos -p faultline-dns-responder
-//! -p faultline-tests --bins && sudo target/release/faultline-bench-http [RUNS]`
+//! -p faultline-tests --bins && sudo target/release/faultline-bench-http [RUNS [http|dns]]`
 
 #[path = "../bench_support.rs"]
 mod bench_support;
@@ -48,7 +48,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let outcome = bench(&testbed, runs.max(1));
+    let part = std::env::args().nth(2);
+    let outcome = bench(&testbed, runs.max(1), part.as_deref());
     let teardown = testbed.shutdown();
     if let Err(e) = outcome {
         eprintln!("faultline-bench-http: {e}");
@@ -158,7 +159,11 @@ impl Upstream {
             .spawn()
             .map_err(|e| format!("dnsmasq (scripts/setup.sh installs dnsmasq-base): {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while UdpSocket::bind((address, 53)).is_ok() {
+        // Bound once the address is taken (an address the host lacks fails otherwise).
+        while UdpSocket::bind((address, 53))
+            .is_err_and(|e| e.kind() != std::io::ErrorKind::AddrInUse)
+            || UdpSocket::bind((address, 53)).is_ok()
+        {
             if Instant::now() > deadline {
                 return Err(format!("dnsmasq did not bind {address}:53").into());
             }
@@ -210,8 +215,16 @@ fn dns_rtts(pod: &Pod, server: Ipv4Addr, want_rcode: u8) -> Result<Vec<Duration>
             rtts.push(start.elapsed());
             let rcode = answer[3] & 0x0f;
             if answer[2] & 0x80 == 0 || rcode != want_rcode {
+                // Say whether it comes right by itself (and when), then fail.
+                let mut later = Vec::new();
+                for _ in 0..20 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    socket.send(&query(0xfff0, NAME))?;
+                    let n = socket.recv(&mut answer)?;
+                    later.push(if n >= 12 { answer[3] & 0x0f } else { 255 });
+                }
                 return Err(std::io::Error::other(format!(
-                    "query {i}: rcode {rcode}, expected {want_rcode}"
+                    "query {i}: rcode {rcode}, expected {want_rcode}; the same socket then, every 100 ms: {later:?}"
                 )));
             }
         }
@@ -237,16 +250,32 @@ fn spread(v: &[f64]) -> String {
     format!("{:.2} ({:.2}–{:.2})", median(v.to_vec()), min, max)
 }
 
+/// `faulted / direct`, run by run.
+fn ratio(direct: &[f64], faulted: &[f64]) -> Vec<f64> {
+    direct.iter().zip(faulted).map(|(d, f)| f / d).collect()
+}
+
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn bench(tb: &Testbed, runs: usize) -> Result<()> {
+fn bench(tb: &Testbed, runs: usize, part: Option<&str>) -> Result<()> {
+    let agent = LocalAgent::start(tb, "bench-http-agent")?;
+    if part != Some("dns") {
+        bench_http(tb, &agent, runs)?;
+        println!();
+    }
+    if part != Some("http") {
+        bench_dns(tb, &agent, runs)?;
+    }
+    Ok(())
+}
+
+fn bench_http(tb: &Testbed, agent: &LocalAgent, runs: usize) -> Result<()> {
     let server_pod = tb.run_pod(PodSpec::new("bench-http-server").shell("sleep 100000"))?;
     let client_pod = tb.run_pod(PodSpec::new("bench-http-client").shell("sleep 100000"))?;
     let server_ip = server_pod.ipv4().ok_or("the server pod has no IP")?;
     let server = HttpServer::start_in_netns(server_pod.sandbox_pid, HTTP_PORT)?;
-    let agent = LocalAgent::start(tb, "bench-http-agent")?;
     let url = format!("http://{server_ip}:{HTTP_PORT}/hello");
     let container = server_pod.container_uri();
     let attack = [
@@ -267,61 +296,14 @@ fn bench(tb: &Testbed, runs: usize) -> Result<()> {
     for _ in 0..runs {
         let direct_1 = wrk(&client_pod, &url, 1)?;
         let direct_16 = wrk(&client_pod, &url, 16)?;
-        proxy_status = cli(&agent, &attack)?;
+        proxy_status = cli(agent, &attack)?;
         let proxy_1 = wrk(&client_pod, &url, 1)?;
         let proxy_16 = wrk(&client_pod, &url, 16)?;
-        cli(&agent, &["recover", "--all"])?;
+        cli(agent, &["recover", "--all"])?;
         http.push([direct_1, proxy_1, direct_16, proxy_16]);
     }
     let direct_after = wrk(&client_pod, &url, 1)?;
     drop(server);
-
-    // DNS.
-    let gateway = Ipv4Addr::from(u32::from(tb.subnet().network()) + 1);
-    let upstream = Upstream::start(gateway)?;
-    let dns_pod = tb.run_pod(
-        PodSpec::new("bench-dns")
-            .shell("sleep 100000")
-            .dns_server(gateway.to_string()),
-    )?;
-    let dns_container = dns_pod.container_uri();
-    let mut dns: Vec<[Vec<Duration>; 3]> = Vec::new();
-    for _ in 0..runs {
-        let direct = dns_rtts(&dns_pod, gateway, 0)?;
-        cli(
-            &agent,
-            &[
-                "attack",
-                "dns",
-                "--container",
-                &dns_container,
-                "--action",
-                "error",
-                "--pattern",
-                "*.not-asked.invalid",
-            ],
-        )?;
-        let relayed = dns_rtts(&dns_pod, gateway, 0)?;
-        cli(&agent, &["recover", "--all"])?;
-        cli(
-            &agent,
-            &[
-                "attack",
-                "dns",
-                "--container",
-                &dns_container,
-                "--action",
-                "error",
-                "--pattern",
-                "*.example.com",
-            ],
-        )?;
-        let answered = dns_rtts(&dns_pod, gateway, 2)?;
-        cli(&agent, &["recover", "--all"])?;
-        dns.push([direct, relayed, answered]);
-    }
-    drop(upstream);
-    drop(agent);
 
     println!("proxy: {}", proxy_status.trim().replace('\n', " | "));
     println!();
@@ -333,8 +315,6 @@ fn bench(tb: &Testbed, runs: usize) -> Result<()> {
     println!("|---|---|---|---|");
     let col =
         |i: usize, f: &dyn Fn(&Wrk) -> f64| -> Vec<f64> { http.iter().map(|r| f(&r[i])).collect() };
-    let ratio =
-        |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().zip(b).map(|(x, y)| y / x).collect() };
     let rows: [Row; 4] = [
         ("1 connection, latency p50", 0, 1, &|w| us(w.p50), "µs"),
         ("1 connection, latency p99", 0, 1, &|w| us(w.p99), "µs"),
@@ -370,7 +350,62 @@ fn bench(tb: &Testbed, runs: usize) -> Result<()> {
         us(direct_after.p50),
         direct_after.requests_per_s
     );
-    println!();
+    tb.remove_pod(&server_pod)?;
+    tb.remove_pod(&client_pod)?;
+    Ok(())
+}
+
+fn bench_dns(tb: &Testbed, agent: &LocalAgent, runs: usize) -> Result<()> {
+    let gateway = Ipv4Addr::from(u32::from(tb.subnet().network()) + 1);
+    // The pod first: CNI gives the bridge its gateway address with the first pod.
+    let dns_pod = tb.run_pod(
+        PodSpec::new("bench-dns")
+            .shell("sleep 100000")
+            .dns_server(gateway.to_string()),
+    )?;
+    let upstream = Upstream::start(gateway)?;
+    let dns_container = dns_pod.container_uri();
+    let mut dns: Vec<[Vec<Duration>; 3]> = Vec::new();
+    for run in 0..runs {
+        let phase = |name: &'static str| {
+            move |e: Box<dyn std::error::Error>| -> Box<dyn std::error::Error> {
+                format!("DNS run {run}, {name}: {e}").into()
+            }
+        };
+        let direct = dns_rtts(&dns_pod, gateway, 0).map_err(phase("direct"))?;
+        cli(
+            agent,
+            &[
+                "attack",
+                "dns",
+                "--container",
+                &dns_container,
+                "--action",
+                "error",
+                "--pattern",
+                "*.not-asked.invalid",
+            ],
+        )?;
+        let relayed = dns_rtts(&dns_pod, gateway, 0).map_err(phase("relayed"))?;
+        cli(agent, &["recover", "--all"])?;
+        cli(
+            agent,
+            &[
+                "attack",
+                "dns",
+                "--container",
+                &dns_container,
+                "--action",
+                "error",
+                "--pattern",
+                "*.example.com",
+            ],
+        )?;
+        let answered = dns_rtts(&dns_pod, gateway, 2).map_err(phase("answered"))?;
+        cli(agent, &["recover", "--all"])?;
+        dns.push([direct, relayed, answered]);
+    }
+    drop(upstream);
     println!(
         "DNS, {QUERIES} sequential A queries for {NAME} over UDP per run, {runs} runs, medians (min–max over runs):"
     );
@@ -394,8 +429,6 @@ fn bench(tb: &Testbed, runs: usize) -> Result<()> {
             spread(&ratio(&d99, &p99))
         );
     }
-    tb.remove_pod(&server_pod)?;
-    tb.remove_pod(&client_pod)?;
     tb.remove_pod(&dns_pod)?;
     Ok(())
 }
