@@ -12,8 +12,8 @@
 //!
 //! Direct and faulted runs alternate, so drift hits both. Prints markdown for docs/benchmarks.md.
 //!
-//! `cargo build --release -p faultline-agent -p faultline-http-chaos -p faultline-dns-responder
-//! -p faultline-tests --bins && sudo target/release/faultline-bench-http [RUNS [http|dns]]`
+//! `cargo build --release -p faultline-agent -p faultline-injector -p faultline-http-chaos
+//! -p faultline-dns-responder -p faultline-tests --bins && sudo target/release/faultline-bench-http [RUNS [http|dns]]`
 
 #[path = "../bench_support.rs"]
 mod bench_support;
