@@ -9,6 +9,7 @@ packages=(
   fuse3                                                        # /dev/fuse, fusermount3
   protobuf-compiler                                            # gRPC code generation (build.rs)
   bindfs fio sqlite3 git                                       # benchmarks and real-tool checks
+  wrk                                                          # HTTP proxy overhead benchmark (faultline-bench-http)
   postgresql                                                   # PostgreSQL under a fault mount (injector/tests/postgres.rs, bench/pgbench.sh)
   python3 python3-venv                                         # schema checks (kubernetes-validate from PyPI)
   ca-certificates pkg-config gcc

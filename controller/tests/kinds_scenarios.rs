@@ -511,6 +511,102 @@ async fn http_chaos_starts_the_pods_proxy_and_recovers_it_by_id() {
     );
 }
 
+/// Two HTTPChaos selecting the same pod are both in force (the agent serves each beside the
+/// other, as Chaos Mesh's PodHttpChaos merges them); deleting one recovers only its own
+/// experiment, and nothing is sent for the other.
+#[tokio::test]
+async fn two_http_chaos_on_one_pod_are_both_in_force_and_deleting_one_leaves_the_other() {
+    let tb = testbed();
+    let inject = |name: &'static str, path: &'static str, id: &'static str| {
+        let tb = &tb;
+        async move {
+            let spec = json!({
+                "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+                "target": "Request", "port": 8080, "path": path, "abort": true,
+            });
+            let hc: HTTPChaos = chaos("HTTPChaos", name, spec, json!({}));
+            let at = format!("/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/httpchaos/{name}");
+            let answer = serde_json::to_value(&hc).expect("json");
+            tb.agents.answer(Ok(AgentReply {
+                ids: vec![id.into()],
+                ..Default::default()
+            }));
+            let server = tb.server.play(vec![
+                expect(
+                    Method::GET,
+                    "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+                    list(vec![pod("web-0", "web", "10.1.0.7")]),
+                ),
+                event("Selected"),
+                expect(Method::PATCH, format!("{at}/status?"), answer.clone()),
+                expect(
+                    Method::GET,
+                    "/api/v1/namespaces/demo/pods/web-0",
+                    pod("web-0", "web", "10.1.0.7"),
+                ),
+                event("Injected"),
+                expect(Method::PATCH, format!("{at}/status?"), answer),
+            ]);
+            within(reconcile::reconcile(Arc::new(hc.clone()), tb.ctx.clone()))
+                .await
+                .expect("inject");
+            let seen = finished(server).await;
+            let mut injected = hc;
+            injected.status = Some(
+                serde_json::from_value(seen.last().expect("status").1["status"].clone())
+                    .expect("status"),
+            );
+            injected
+        }
+    };
+    let first = inject("first", "/a", "http-a").await;
+    let _second = inject("second", "/b", "http-b").await;
+    let calls = tb.agents.take_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    for ((node, call), path) in calls.iter().zip(["/a", "/b"]) {
+        let AgentCall::StartHttp(request) = call else {
+            panic!("{calls:?}")
+        };
+        assert_eq!(node, "node-a");
+        assert_eq!(request.container_id, "containerd://web-0");
+        assert_eq!(request.proxy_ports, [8080]);
+        let rules: Value = serde_json::from_str(&request.rules).expect("rules JSON");
+        assert_eq!(rules[0]["selector"]["path"], path, "each its own rule only");
+    }
+
+    let mut deleting = first;
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-11-24T12:01:00Z".parse().expect("time"),
+        ));
+    let at = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/httpchaos/first";
+    let answer = serde_json::to_value(&deleting).expect("json");
+    tb.agents.answer(Ok(AgentReply::default()));
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        event("Recovered"),
+        expect(Method::PATCH, format!("{at}/status?"), answer.clone()),
+        expect(Method::PATCH, format!("{at}?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(deleting), tb.ctx.clone()))
+        .await
+        .expect("cleanup");
+    finished(server).await;
+    assert_eq!(
+        tb.agents.take_calls(),
+        vec![(
+            "node-a".to_string(),
+            AgentCall::Recover {
+                id: "http-a".into()
+            }
+        )]
+    );
+}
+
 /// Chaos Mesh (trafficcontrol Apply): with direction both, the selected pods get the rule
 /// filtered by the target pods' addresses, and the target pods (selector key .Target) get it
 /// filtered by the selected pods' addresses.

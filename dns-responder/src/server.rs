@@ -1,15 +1,24 @@
 //! Serving DNS over UDP and TCP on one loopback port, answering covered names and relaying the
 //! rest to the upstream resolvers from sockets carrying the skip mark (so the redirect that
 //! brought the query here lets the relayed query pass).
+//!
+//! Relayed UDP leaves from one socket, one source port for the responder's whole life
+//! ([`UdpRelay`]). Each relayed query leaves a conntrack entry in the pod (pod:port ->
+//! resolver:53, not redirected) for the conntrack timeout; sent from a fresh ephemeral port per
+//! query, thousands of those entries would hold the pod's ports, and an application query that
+//! drew one of those ports would match the entry and skip the redirect (faultline-bench-http
+//! hit it: a fresh client socket, right after 2,000 relayed queries, was never redirected).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
 
 use crate::answer::{Decision, ThreadRandom, decide};
 use crate::spec::ResponderSpec;
@@ -55,18 +64,21 @@ impl Listening {
 
     /// Serves until the process ends.
     pub async fn serve(self, config: Config) -> io::Result<()> {
+        let relay = UdpRelay::bind(config.mark)?;
         let config = Arc::new(config);
         let udp = Arc::new(self.udp);
         let tcp = self.tcp;
         let tcp_config = Arc::clone(&config);
+        let tcp_relay = Arc::clone(&relay);
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = tcp.accept().await else {
                     continue;
                 };
                 let config = Arc::clone(&tcp_config);
+                let relay = Arc::clone(&tcp_relay);
                 tokio::spawn(async move {
-                    let _ = serve_tcp(stream, &config).await;
+                    let _ = serve_tcp(stream, &config, &relay).await;
                 });
             }
         });
@@ -76,12 +88,135 @@ impl Listening {
             let packet = buf[..len].to_vec();
             let udp = Arc::clone(&udp);
             let config = Arc::clone(&config);
+            let relay = Arc::clone(&relay);
             tokio::spawn(async move {
-                if let Some(reply) = handle(&config, &packet, Transport::Udp).await {
+                if let Some(reply) = handle(&config, &relay, &packet, Transport::Udp).await {
                     let _ = udp.send_to(&reply, client).await;
                 }
             });
         }
+    }
+}
+
+/// The one socket relayed UDP queries leave from. Queries in flight are told apart by their
+/// DNS id: each gets an id no other in flight has (the client's is put back in the answer),
+/// and an answer counts only from the upstream its query went to.
+pub struct UdpRelay {
+    socket: UdpSocket,
+    in_flight: Mutex<InFlight>,
+}
+
+#[derive(Default)]
+struct InFlight {
+    next_id: u16,
+    waiting: HashMap<u16, Waiter>,
+}
+
+struct Waiter {
+    upstream: SocketAddr,
+    client_id: [u8; 2],
+    answer: oneshot::Sender<Vec<u8>>,
+}
+
+impl UdpRelay {
+    /// Binds the relay socket (IPv4, any address, a port of the kernel's choosing) with `mark`,
+    /// and starts reading answers.
+    pub fn bind(mark: Option<u32>) -> io::Result<Arc<Self>> {
+        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        set_mark(&socket, mark)?;
+        socket.set_nonblocking(true)?;
+        let relay = Arc::new(Self {
+            socket: UdpSocket::from_std(socket)?,
+            in_flight: Mutex::default(),
+        });
+        // The reader holds the relay only weakly: it ends once the server is gone.
+        let weak = Arc::downgrade(&relay);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_MESSAGE];
+            while let Some(relay) = weak.upgrade() {
+                let Ok(Ok((len, from))) =
+                    tokio::time::timeout(Duration::from_secs(1), relay.socket.recv_from(&mut buf))
+                        .await
+                else {
+                    continue;
+                };
+                relay.deliver(&mut buf[..len], from);
+            }
+        });
+        Ok(relay)
+    }
+
+    /// The local address relayed queries leave from.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    fn deliver(&self, answer: &mut [u8], from: SocketAddr) {
+        if answer.len() < 12 {
+            return;
+        }
+        let id = u16::from_be_bytes([answer[0], answer[1]]);
+        let Ok(mut in_flight) = self.in_flight.lock() else {
+            return;
+        };
+        if in_flight
+            .waiting
+            .get(&id)
+            .is_some_and(|w| w.upstream == from)
+            && let Some(waiter) = in_flight.waiting.remove(&id)
+        {
+            answer[..2].copy_from_slice(&waiter.client_id);
+            let _ = waiter.answer.send(answer.to_vec());
+        }
+    }
+
+    /// Sends `query` to `upstream` and waits for its answer (the client's id restored).
+    pub async fn exchange(&self, upstream: SocketAddr, query: &[u8]) -> io::Result<Vec<u8>> {
+        if query.len() < 12 {
+            return Err(io::Error::other("not a DNS message"));
+        }
+        let (id, answer) = {
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .map_err(|_| io::Error::other("relay state poisoned"))?;
+            if in_flight.waiting.len() > usize::from(u16::MAX) / 2 {
+                return Err(io::Error::other("too many queries in flight"));
+            }
+            let mut id = in_flight.next_id;
+            while in_flight.waiting.contains_key(&id) {
+                id = id.wrapping_add(1);
+            }
+            in_flight.next_id = id.wrapping_add(1);
+            let (tx, rx) = oneshot::channel();
+            in_flight.waiting.insert(
+                id,
+                Waiter {
+                    upstream,
+                    client_id: [query[0], query[1]],
+                    answer: tx,
+                },
+            );
+            (id, rx)
+        };
+        let mut relayed = query.to_vec();
+        relayed[..2].copy_from_slice(&id.to_be_bytes());
+        let outcome = async {
+            self.socket.send_to(&relayed, upstream).await?;
+            answer
+                .await
+                .map_err(|_| io::Error::other("the relay stopped"))
+        };
+        let result = tokio::time::timeout(UPSTREAM_TIMEOUT, outcome)
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))
+            .and_then(|r| r);
+        if result.is_err()
+            && let Ok(mut in_flight) = self.in_flight.lock()
+        {
+            in_flight.waiting.remove(&id);
+        }
+        result
     }
 }
 
@@ -91,13 +226,18 @@ enum Transport {
     Tcp,
 }
 
-async fn handle(config: &Config, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+async fn handle(
+    config: &Config,
+    relay: &UdpRelay,
+    packet: &[u8],
+    transport: Transport,
+) -> Option<Vec<u8>> {
     match decide(&config.spec, packet, &mut ThreadRandom) {
         Decision::Answer(bytes) => Some(bytes),
         Decision::Forward => {
             for upstream in &config.upstreams {
                 let relayed = match transport {
-                    Transport::Udp => relay_udp(*upstream, config.mark, packet).await,
+                    Transport::Udp => relay.exchange(*upstream, packet).await,
                     Transport::Tcp => relay_tcp(*upstream, config.mark, packet).await,
                 };
                 if let Ok(reply) = relayed {
@@ -118,33 +258,6 @@ fn set_mark(socket: &impl AsFd, mark: Option<u32>) -> io::Result<()> {
     Ok(())
 }
 
-async fn relay_udp(upstream: SocketAddr, mark: Option<u32>, packet: &[u8]) -> io::Result<Vec<u8>> {
-    let any: SocketAddr = match upstream {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = std::net::UdpSocket::bind(any)?;
-    set_mark(&socket, mark)?;
-    socket.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(socket)?;
-    socket.connect(upstream).await?;
-    socket.send(packet).await?;
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let id = packet.get(..2);
-    let exchange = async {
-        loop {
-            let len = socket.recv(&mut buf).await?;
-            // Only the answer to this query (same id) counts.
-            if buf.get(..2) == id {
-                return Ok::<_, io::Error>(buf[..len].to_vec());
-            }
-        }
-    };
-    tokio::time::timeout(UPSTREAM_TIMEOUT, exchange)
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
-}
-
 async fn relay_tcp(upstream: SocketAddr, mark: Option<u32>, packet: &[u8]) -> io::Result<Vec<u8>> {
     let exchange = async {
         let socket = match upstream {
@@ -163,9 +276,9 @@ async fn relay_tcp(upstream: SocketAddr, mark: Option<u32>, packet: &[u8]) -> io
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
-async fn serve_tcp(mut stream: TcpStream, config: &Config) -> io::Result<()> {
+async fn serve_tcp(mut stream: TcpStream, config: &Config, relay: &UdpRelay) -> io::Result<()> {
     while let Some(packet) = read_frame(&mut stream).await? {
-        match handle(config, &packet, Transport::Tcp).await {
+        match handle(config, relay, &packet, Transport::Tcp).await {
             Some(reply) => write_frame(&mut stream, &reply).await?,
             None => return Ok(()),
         }
@@ -205,12 +318,20 @@ mod tests {
 
     /// A one-record upstream on loopback: answers `known.test.` with 192.0.2.1, NXDOMAIN else.
     async fn upstream() -> SocketAddr {
+        recording_upstream().await.0
+    }
+
+    /// The same, keeping where each query came from.
+    async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
+        let sources = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sources);
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
                 let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+                seen.lock().unwrap().push(from);
                 let query = Message::from_vec(&buf[..len]).unwrap();
                 let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
                 let q = query.queries[0].clone();
@@ -230,7 +351,7 @@ mod tests {
                     .unwrap();
             }
         });
-        addr
+        (addr, sources)
     }
 
     async fn ask(server: SocketAddr, name: &str) -> Message {
@@ -285,5 +406,78 @@ mod tests {
         let reply = read_frame(&mut stream).await.unwrap().unwrap();
         let reply = Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    }
+
+    /// Relayed UDP queries, many in flight at once, all leave from the relay's one port (so
+    /// they pin one conntrack tuple in the pod, not one per query), each client gets the
+    /// answer to its own query under its own id, and an answer from elsewhere is ignored.
+    #[tokio::test]
+    async fn relayed_udp_leaves_from_one_port_and_answers_find_their_clients() {
+        let (upstream, sources) = recording_upstream().await;
+        let listening = Listening::bind(Ipv4Addr::LOCALHOST).await.unwrap();
+        let server = SocketAddr::from((Ipv4Addr::LOCALHOST, listening.port().unwrap()));
+        let config = Config {
+            spec: ResponderSpec::parse("error", &["*.example.com"]).unwrap(),
+            upstreams: vec![upstream],
+            mark: None,
+        };
+        tokio::spawn(listening.serve(config));
+        let asked: Vec<_> = (0..64)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let name = if i % 2 == 0 {
+                        "known.test."
+                    } else {
+                        "other.test."
+                    };
+                    (i, ask(server, name).await)
+                })
+            })
+            .collect();
+        for handle in asked {
+            let (i, reply) = handle.await.unwrap();
+            let want = if i % 2 == 0 {
+                ResponseCode::NoError
+            } else {
+                ResponseCode::NXDomain
+            };
+            assert_eq!(reply.metadata.response_code, want, "query {i}");
+        }
+        let sources = sources.lock().unwrap().clone();
+        assert_eq!(sources.len(), 64);
+        assert!(
+            sources.iter().all(|s| *s == sources[0]),
+            "relayed from several ports: {sources:?}"
+        );
+
+        // An answer with a waiting id from another address is not taken.
+        let relay = UdpRelay::bind(None).unwrap();
+        let (elsewhere, _) = recording_upstream().await;
+        let impostor = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_port = relay.local_addr().unwrap().port();
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_str("known.test.").unwrap(),
+            RecordType::A,
+        ));
+        let query = m.to_vec().unwrap();
+        let waiting = {
+            let relay = Arc::clone(&relay);
+            let query = query.clone();
+            tokio::spawn(async move { relay.exchange(elsewhere, &query).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut forged = Message::response(0, m.metadata.op_code);
+        forged.metadata.response_code = ResponseCode::Refused;
+        impostor
+            .send_to(
+                &forged.to_vec().unwrap(),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, relay_port)),
+            )
+            .await
+            .unwrap();
+        let answer = Message::from_vec(&waiting.await.unwrap().unwrap()).unwrap();
+        assert_eq!(answer.metadata.id, m.metadata.id);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
     }
 }

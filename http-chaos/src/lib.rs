@@ -2,9 +2,11 @@
 //! configuration: `rules` JSON, `proxy_ports`, `tls` JSON), parsed once into types that cannot
 //! be invalid ([`HttpChaosSpec`]), and what a rule does to the head of a request or a response
 //! ([`engine`]), and the proxy serving them in a pod ([`proxy`], the `faultline-http-proxy`
-//! binary).
+//! binary), controlled by one line per change: every experiment's rule set in force
+//! ([`control`]).
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod duration;
 pub mod engine;
 pub mod proxy;

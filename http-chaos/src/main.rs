@@ -1,14 +1,13 @@
 //! `faultline-http-proxy`: started by the agent inside a pod's network namespace. Listens on a
 //! free port (printed as `listening PORT` on stdout), serves connections redirected to it, and
-//! reads rule sets from stdin, one JSON list (Chaos Mesh's tproxy rules) per line, answering
-//! `ok` or `error: ...` on stdout for each. It serves until killed; the agent removes the
-//! redirect first.
+//! reads what is in force from stdin, one control line per change (every experiment's rule
+//! set: [`http_chaos::control`]), answering `ok` or `error: ...` on stdout for each. It serves
+//! until killed; the agent removes the redirect first.
 
 use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use http_chaos::HttpChaosSpec;
 use http_chaos::proxy::{Rules, original_destination, serve_connection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -39,9 +38,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            match HttpChaosSpec::parse(&line, &[], "") {
-                Ok(spec) => {
-                    control.replace(spec.rules);
+            match http_chaos::control::parse(&line) {
+                Ok(sets) => {
+                    control.replace(sets);
                     say("ok");
                 }
                 Err(e) => say(&format!("error: {e}")),

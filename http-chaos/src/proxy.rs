@@ -17,25 +17,33 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
+use crate::control::RuleSet;
 use crate::engine;
 use crate::spec::{BodyChange, Rule};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// The rules in force, shared by every connection.
+/// The rule sets in force (one per experiment in the pod), shared by every connection.
 #[derive(Clone, Default)]
-pub struct Rules(Arc<RwLock<Arc<Vec<Rule>>>>);
+pub struct Rules(Arc<RwLock<Arc<Vec<RuleSet>>>>);
 
 impl Rules {
-    pub fn replace(&self, rules: Vec<Rule>) {
+    pub fn replace(&self, sets: Vec<RuleSet>) {
         if let Ok(mut slot) = self.0.write() {
-            *slot = Arc::new(rules);
+            *slot = Arc::new(sets);
         }
     }
 
-    fn current(&self) -> Arc<Vec<Rule>> {
+    fn current(&self) -> Arc<Vec<RuleSet>> {
         self.0.read().map(|r| Arc::clone(&r)).unwrap_or_default()
     }
+}
+
+/// The rules that apply on `port`, set after set, in order.
+fn on_port(sets: &[RuleSet], port: u16) -> impl Iterator<Item = &Rule> {
+    sets.iter()
+        .filter(move |set| set.serves(port))
+        .flat_map(|set| set.rules.iter())
 }
 
 /// The destination a redirected connection was meant for.
@@ -87,13 +95,13 @@ pub enum ProxyError {
 async fn handle(
     request: Request<Incoming>,
     port: u16,
-    rules: Arc<Vec<Rule>>,
+    rules: Arc<Vec<RuleSet>>,
     sender: Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>>,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut head, body) = request.into_parts();
     let original = head.clone();
     let mut body: Body = body.boxed();
-    for rule in rules.iter().filter(|r| r.selects_request(port, &original)) {
+    for rule in on_port(&rules, port).filter(|r| r.selects_request(port, &original)) {
         if let Some(delay) = rule.action.delay {
             tokio::time::sleep(delay).await;
         }
@@ -119,10 +127,7 @@ async fn handle(
     let (mut head, body) = response.into_parts();
     let mut body: Body = body.boxed();
     let seen = head.clone();
-    for rule in rules
-        .iter()
-        .filter(|r| r.selects_response(port, &original, &seen))
-    {
+    for rule in on_port(&rules, port).filter(|r| r.selects_response(port, &original, &seen)) {
         if let Some(delay) = rule.action.delay {
             tokio::time::sleep(delay).await;
         }
@@ -215,12 +220,19 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
-    fn rules(json: &str, port: u16) -> Vec<Rule> {
+    fn set(json: &str, port: u16) -> RuleSet {
         let mut spec = HttpChaosSpec::parse(json, &[port.into()], "").unwrap();
         for rule in &mut spec.rules {
             rule.selector.port = rule.selector.port.map(|_| port);
         }
-        spec.rules
+        RuleSet {
+            ports: spec.proxy_ports,
+            rules: spec.rules,
+        }
+    }
+
+    fn rules(json: &str, port: u16) -> Vec<RuleSet> {
+        vec![set(json, port)]
     }
 
     #[tokio::test]
@@ -261,5 +273,38 @@ mod tests {
 
         live.replace(Vec::new());
         assert!(get(proxy, "/abort").await.starts_with("HTTP/1.1 200"));
+    }
+
+    /// Several experiments in one pod: each set applies on its own ports only, and on a port
+    /// they share, every selected rule of every set applies, set after set (Chaos Mesh appends
+    /// each HTTPChaos's rules to the pod's list in the order they came).
+    #[tokio::test]
+    async fn sets_apply_on_their_own_ports_in_order() {
+        let up = upstream().await;
+        let live = Rules::default();
+        let proxy = proxy(up, live.clone()).await;
+        let other_port = if up.port() == 9 { 10 } else { 9 };
+        live.replace(vec![
+            set(
+                r#"[{"target": "Response", "selector": {"path": "/both"}, "actions": {"replace": {"headers": {"X-Order": "first"}}, "patch": {"headers": [["X-Seen", "first"]]}}}]"#,
+                up.port(),
+            ),
+            set(
+                r#"[{"target": "Request", "selector": {"path": "/elsewhere"}, "actions": {"abort": true}}]"#,
+                other_port,
+            ),
+            set(
+                r#"[{"target": "Response", "selector": {"path": "/both"}, "actions": {"replace": {"headers": {"X-Order": "second"}}, "patch": {"headers": [["X-Seen", "second"]]}}}]"#,
+                up.port(),
+            ),
+        ]);
+        let both = get(proxy, "/both").await;
+        assert!(both.contains("x-order: second\r\n"), "{both}");
+        assert!(!both.contains("x-order: first"), "{both}");
+        let first = both.find("x-seen: first").expect(&both);
+        let second = both.find("x-seen: second").expect(&both);
+        assert!(first < second, "{both}");
+        // The abort belongs to a set on another port: not applied here.
+        assert!(get(proxy, "/elsewhere").await.starts_with("HTTP/1.1 200"));
     }
 }

@@ -65,6 +65,11 @@ impl LocalAgent {
         self.child.id()
     }
 
+    /// Its unix socket (for the `faultline` CLI's `--socket`).
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     pub async fn channel(&self) -> Result<tonic::transport::Channel> {
         let path = self.socket.clone();
         Ok(tonic::transport::Endpoint::from_static("http://[::]:31767")

@@ -26,6 +26,7 @@ pub mod dockerfile;
 mod error;
 mod forwarding;
 mod grpc;
+pub mod http_fixture;
 mod image;
 mod layout;
 pub mod manifest_pod;

@@ -5,7 +5,7 @@ use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 
 use crate::error::AgentError;
-use crate::http::{Applied, HttpChaos};
+use crate::http::{Applied, HttpChaos, Placement};
 
 pub async fn apply_http_chaos(
     http: &std::sync::Arc<HttpChaos>,
@@ -14,7 +14,12 @@ pub async fn apply_http_chaos(
     let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, &request.tls)
         .map_err(crate::http::HttpError::from)?;
     let applied = http
-        .apply(&request.container_id, &request.rules, &spec, false)
+        .apply(
+            &request.container_id,
+            &request.rules,
+            &spec,
+            Placement::WholePod,
+        )
         .await?;
     Ok(match applied {
         Applied::InForce {
@@ -42,7 +47,12 @@ pub async fn start(
     let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, "")
         .map_err(crate::http::HttpError::from)?;
     let applied = http
-        .apply(&request.container_id, &request.rules, &spec, true)
+        .apply(
+            &request.container_id,
+            &request.rules,
+            &spec,
+            Placement::Beside,
+        )
         .await?;
     Ok(match applied {
         Applied::InForce { id, proxy_pid, .. } => {
@@ -61,7 +71,7 @@ pub async fn start(
             }
         }
         Applied::Removed => api::StartHttpExperimentResponse {
-            plan: "no HTTP fault in force".into(),
+            plan: "no rules and no ports: nothing put in force (the pod's other HTTP experiments are untouched)".into(),
             ..Default::default()
         },
     })

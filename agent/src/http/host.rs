@@ -40,9 +40,13 @@ pub trait HttpHost: Send + Sync + Debug {
     fn identity(&self, pid: u32) -> Result<ProcessIdentity, HttpError>;
     /// Starts a proxy in the network namespace of `pid`.
     async fn start_proxy(&self, pid: u32, mark: u32) -> Result<StartedProxy, HttpError>;
-    /// Puts `rules` (Chaos Mesh's rules JSON, validated) in force in a proxy this agent
-    /// started; returns once the proxy has them.
-    async fn set_rules(&self, proxy: &ProcessIdentity, rules: &str) -> Result<(), HttpError>;
+    /// Puts `control_line` (every experiment's rule set: [`http_chaos::control::line`]) in
+    /// force in a proxy this agent started; returns once the proxy has it.
+    async fn set_in_force(
+        &self,
+        proxy: &ProcessIdentity,
+        control_line: &str,
+    ) -> Result<(), HttpError>;
     /// Ends a proxy (this very process) and waits for it.
     async fn stop_proxy(&self, proxy: &ProcessIdentity);
 }
@@ -183,7 +187,11 @@ impl HttpHost for NodeHost {
         })
     }
 
-    async fn set_rules(&self, proxy: &ProcessIdentity, rules: &str) -> Result<(), HttpError> {
+    async fn set_in_force(
+        &self,
+        proxy: &ProcessIdentity,
+        control_line: &str,
+    ) -> Result<(), HttpError> {
         let control = self.control(proxy.pid).ok_or_else(|| {
             proxy_error(format!(
                 "proxy {} is not controlled by this agent",
@@ -191,7 +199,7 @@ impl HttpHost for NodeHost {
             ))
         })?;
         let mut control = control.lock().await;
-        let line = format!("{}\n", rules.replace('\n', " "));
+        let line = format!("{}\n", control_line.replace('\n', " "));
         let exchange = async {
             control.stdin.write_all(line.as_bytes()).await?;
             control.stdin.flush().await?;

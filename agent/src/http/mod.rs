@@ -34,10 +34,6 @@ pub enum HttpError {
         "{target} shares the node's network namespace (hostNetwork): a redirect there would hit the node; refused"
     )]
     HostNetwork { target: String },
-    #[error(
-        "the pod of {container} already has HTTP chaos {id} with other rules; recover it first"
-    )]
-    AlreadyActive { container: String, id: String },
     #[error("tls: HTTPS interception is not supported yet; nothing was changed")]
     TlsUnsupported,
     #[error("the HTTP proxy: {0}")]
@@ -57,7 +53,6 @@ impl HttpError {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => Code::InvalidArgument,
             HttpError::HostNetwork { .. } => Code::FailedPrecondition,
             HttpError::TlsUnsupported => Code::Unimplemented,
-            HttpError::AlreadyActive { .. } => Code::AlreadyExists,
             HttpError::Runtime(e) => e.code(),
             HttpError::Network(e) => e.code(),
             HttpError::Proxy(_) | HttpError::Journal(_) => Code::Internal,
@@ -69,7 +64,6 @@ impl HttpError {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => "invalid_argument",
             HttpError::HostNetwork { .. } => "host_network",
             HttpError::TlsUnsupported => "unimplemented",
-            HttpError::AlreadyActive { .. } => "busy",
             HttpError::Proxy(_) => "proxy",
             HttpError::Runtime(_) => "runtime",
             HttpError::Network(e) => e.reason(),
@@ -78,7 +72,22 @@ impl HttpError {
     }
 }
 
-/// What an HTTP fault holds in a pod, with all its recovery needs.
+/// What an apply means, by the API it came through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// Chaos Mesh's ApplyHttpChaos: its controller merges every HTTPChaos of a pod itself
+    /// (PodHttpChaos) and sends the whole set each time, so the pod gets exactly this set, in
+    /// place of whatever it had.
+    #[default]
+    WholePod,
+    /// Our own API: one experiment more in the pod, served beside the others.
+    Beside,
+}
+
+/// One HTTP experiment in a pod: its rules and ports, and what the pod's proxy holds for every
+/// experiment there (the same proxy, port and backend in each record of the pod), so that
+/// recovery needs nothing but the journal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRecord {
     /// The rules JSON in force (as Chaos Mesh sent it; validated).
@@ -87,6 +96,8 @@ pub struct HttpRecord {
     pub backend: Backend,
     pub proxy: Option<ProcessIdentity>,
     pub port: Option<u16>,
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 impl FaultRecord for HttpRecord {
@@ -106,6 +117,15 @@ impl HttpRecord {
     }
 }
 
+/// The redirected ports of a pod: every port any of its experiments needs, once.
+fn union_of_ports(records: &[Record<HttpRecord>]) -> Vec<u16> {
+    let ports: std::collections::BTreeSet<u16> = records
+        .iter()
+        .flat_map(|r| r.fault.proxy_ports.iter().copied())
+        .collect();
+    ports.into_iter().collect()
+}
+
 /// What ApplyHttpChaos answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -115,6 +135,16 @@ pub enum Applied {
         started_at_ms: u64,
     },
     Removed,
+}
+
+impl Applied {
+    fn of(record: &Record<HttpRecord>) -> Self {
+        Applied::InForce {
+            id: record.id.clone(),
+            proxy_pid: record.fault.proxy.map(|p| p.pid).unwrap_or_default(),
+            started_at_ms: record.started_at_ms,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -147,16 +177,42 @@ impl HttpChaos {
         Ok(self.journal.list_of::<HttpRecord>()?)
     }
 
-    /// ApplyHttpChaos: the pod of `container_id` gets exactly `spec` (rules and ports), live
-    /// if a proxy serves it already; no rules and no ports removes. `exclusive` (our own API):
-    /// an experiment with other rules in the pod is not replaced but refused, and the same one
-    /// again is answered as it is.
+    /// The experiments of the pod whose network namespace is `inode`, in the order they came
+    /// (which is the order their rules apply in).
+    fn pod_records(&self, inode: u64) -> Result<Vec<Record<HttpRecord>>, HttpError> {
+        let mut records: Vec<_> = self
+            .records()?
+            .into_iter()
+            .filter(|r| r.namespace_inode == inode)
+            .collect();
+        records.sort_by(|a, b| (a.started_at_ms, &a.id).cmp(&(b.started_at_ms, &b.id)));
+        Ok(records)
+    }
+
+    /// An id no record has (two experiments may start in one pod within a millisecond).
+    fn new_id(&self, inode: u64, now: u64) -> Result<String, HttpError> {
+        let base = format!("http-{inode:x}-{now:x}");
+        let mut id = base.clone();
+        let mut n = 0;
+        while self.journal.get(&id)?.is_some() {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+        Ok(id)
+    }
+
+    /// ApplyHttpChaos. [`Placement::WholePod`]: the pod of `container_id` gets exactly `spec`
+    /// (rules and ports), live if a proxy serves it already; no rules and no ports removes
+    /// every HTTP experiment of the pod. [`Placement::Beside`]: `spec` is one experiment more,
+    /// served with those already there (each set of rules on its own ports; the redirect
+    /// covers every port any of them needs); the same experiment again is answered as it is,
+    /// and an empty one changes nothing.
     pub async fn apply(
         self: &Arc<Self>,
         container_id: &str,
         rules_json: &str,
         spec: &HttpChaosSpec,
-        exclusive: bool,
+        placement: Placement,
     ) -> Result<Applied, HttpError> {
         if spec.tls.is_some() {
             return Err(HttpError::TlsUnsupported);
@@ -171,13 +227,10 @@ impl HttpChaos {
                     reason: format!("{container_id} is not running"),
                 })?;
         let inode = self.host.netns_inode(pid)?;
-        let existing = self
-            .records()?
-            .into_iter()
-            .find(|r| r.namespace_inode == inode);
+        let in_pod = self.pod_records(inode)?;
         if spec.removes() {
-            if let Some(record) = existing {
-                self.recover_record(&record).await?;
+            if placement == Placement::WholePod && !in_pod.is_empty() {
+                self.end_pod(&in_pod).await?;
             }
             return Ok(Applied::Removed);
         }
@@ -191,38 +244,57 @@ impl HttpChaos {
         } else {
             rules_json.to_owned()
         };
-        if let Some(mut record) = existing {
-            if exclusive {
-                let http = &record.fault;
-                if http.rules == rules_json && http.proxy_ports == spec.proxy_ports {
-                    return Ok(Applied::InForce {
-                        id: record.id.clone(),
-                        proxy_pid: http.proxy.map(|p| p.pid).unwrap_or_default(),
-                        started_at_ms: record.started_at_ms,
-                    });
-                }
-                return Err(HttpError::AlreadyActive {
-                    container: container_id.into(),
-                    id: record.id,
-                });
-            }
-            return self.update(&mut record, pid, &rules_json, spec).await;
+        if in_pod.is_empty() {
+            return self
+                .start(container_id, pid, inode, rules_json, spec, placement)
+                .await;
         }
+        match placement {
+            Placement::Beside => {
+                let same = in_pod.iter().find(|r| {
+                    r.fault.placement == Placement::Beside
+                        && r.fault.rules == rules_json
+                        && r.fault.proxy_ports == spec.proxy_ports
+                });
+                if let Some(same) = same {
+                    return Ok(Applied::of(same));
+                }
+                self.add(container_id, pid, inode, in_pod, rules_json, spec)
+                    .await
+            }
+            Placement::WholePod => {
+                self.replace(container_id, pid, inode, in_pod, rules_json, spec)
+                    .await
+            }
+        }
+    }
+
+    /// The first experiment in a pod: a proxy, its rules, the redirect.
+    async fn start(
+        self: &Arc<Self>,
+        container_id: &str,
+        pid: u32,
+        inode: u64,
+        rules_json: String,
+        spec: &HttpChaosSpec,
+        placement: Placement,
+    ) -> Result<Applied, HttpError> {
         let backend = iptables::detect_backend(&*self.runner, pid).await?;
         let now = now_ms();
         let mut record = Record {
-            id: format!("http-{inode:x}-{now:x}"),
+            id: self.new_id(inode, now)?,
             started_at_ms: now,
             deadline_ms: None,
             container_id: container_id.to_owned(),
             target: self.host.identity(pid)?,
             namespace_inode: inode,
             fault: HttpRecord {
-                rules: rules_json.clone(),
+                rules: rules_json,
                 proxy_ports: spec.proxy_ports.clone(),
                 backend,
                 proxy: None,
                 port: None,
+                placement,
             },
         };
         self.journal.write(&record)?;
@@ -237,12 +309,17 @@ impl HttpChaos {
         record.fault.port = Some(started.port);
         let in_force = async {
             self.journal.write(&record)?;
-            self.host.set_rules(&started.identity, &rules_json).await?;
+            self.host
+                .set_in_force(
+                    &started.identity,
+                    &control_line(std::slice::from_ref(&record))?,
+                )
+                .await?;
             redirect::install(
                 &*self.runner,
                 pid,
                 backend,
-                &spec.proxy_ports,
+                &union_of_ports(std::slice::from_ref(&record)),
                 started.port,
                 true,
             )
@@ -250,54 +327,139 @@ impl HttpChaos {
             Ok::<_, HttpError>(())
         };
         if let Err(err) = in_force.await {
-            if let Err(undo) = self.recover_record(&record).await {
+            if let Err(undo) = self.end_pod(std::slice::from_ref(&record)).await {
                 tracing::error!(id = %record.id, %undo, "undoing a failed HTTPChaos failed; the journal keeps the record");
             }
             return Err(err);
         }
         self.metrics.injected(HttpRecord::KIND);
         tracing::info!(id = %record.id, container = container_id, proxy = started.identity.pid, port = started.port, "HTTP chaos in force");
-        self.watch(record.id.clone(), started.exited);
-        Ok(Applied::InForce {
-            id: record.id,
-            proxy_pid: started.identity.pid,
-            started_at_ms: now,
-        })
+        self.watch(started.identity, started.exited);
+        Ok(Applied::of(&record))
     }
 
-    async fn update(
+    /// Puts exactly `records` in force through the pod's proxy: their rule sets, in order,
+    /// then the redirect of every port they need.
+    async fn put_in_force(
         &self,
-        record: &mut Record<HttpRecord>,
         pid: u32,
-        rules_json: &str,
-        spec: &HttpChaosSpec,
-    ) -> Result<Applied, HttpError> {
-        let http = &mut record.fault;
-        let (Some(proxy), Some(port)) = (http.proxy, http.port) else {
+        records: &[Record<HttpRecord>],
+    ) -> Result<(), HttpError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
+        let (Some(proxy), Some(port)) = (first.fault.proxy, first.fault.port) else {
             return Err(HttpError::Proxy("the proxy never started".into()));
         };
-        self.host.set_rules(&proxy, rules_json).await?;
-        if http.proxy_ports != spec.proxy_ports {
-            redirect::install(
-                &*self.runner,
-                pid,
-                http.backend,
-                &spec.proxy_ports,
-                port,
-                false,
-            )
+        self.host
+            .set_in_force(&proxy, &control_line(records)?)
             .await?;
+        redirect::install(
+            &*self.runner,
+            pid,
+            first.fault.backend,
+            &union_of_ports(records),
+            port,
+            false,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// One experiment more beside those of the pod. Journaled first: recovering it alone puts
+    /// the pod back to the others.
+    async fn add(
+        &self,
+        container_id: &str,
+        pid: u32,
+        inode: u64,
+        in_pod: Vec<Record<HttpRecord>>,
+        rules_json: String,
+        spec: &HttpChaosSpec,
+    ) -> Result<Applied, HttpError> {
+        let shared = &in_pod[0].fault;
+        let now = now_ms();
+        let record = Record {
+            id: self.new_id(inode, now)?,
+            started_at_ms: now,
+            deadline_ms: None,
+            container_id: container_id.to_owned(),
+            target: self.host.identity(pid)?,
+            namespace_inode: inode,
+            fault: HttpRecord {
+                rules: rules_json,
+                proxy_ports: spec.proxy_ports.clone(),
+                backend: shared.backend,
+                proxy: shared.proxy,
+                port: shared.port,
+                placement: Placement::Beside,
+            },
+        };
+        self.journal.write(&record)?;
+        let mut after = in_pod.clone();
+        after.push(record.clone());
+        if let Err(err) = self.put_in_force(pid, &after).await {
+            match self.put_in_force(pid, &in_pod).await {
+                Ok(()) => self.journal.remove(&record.id)?,
+                Err(undo) => {
+                    tracing::error!(id = %record.id, %undo, "the pod's other HTTP experiments could not be put back; ending them all");
+                    self.end_pod(&after).await?;
+                }
+            }
+            return Err(err);
         }
-        http.rules = rules_json.to_owned();
-        http.proxy_ports = spec.proxy_ports.clone();
-        // Journaled after it is in force: the record already covers the redirect and the
-        // proxy, which is all recovery undoes.
-        self.journal.write(record)?;
-        Ok(Applied::InForce {
-            id: record.id.clone(),
-            proxy_pid: proxy.pid,
-            started_at_ms: record.started_at_ms,
-        })
+        self.metrics.injected(HttpRecord::KIND);
+        tracing::info!(id = %record.id, container = container_id, beside = in_pod.len(), "HTTP chaos in force beside the pod's other experiments");
+        Ok(Applied::of(&record))
+    }
+
+    /// Chaos Mesh's whole set for a pod that has experiments: its own record (Chaos Mesh's
+    /// earlier set) changed live, every other one ended.
+    async fn replace(
+        &self,
+        container_id: &str,
+        pid: u32,
+        inode: u64,
+        in_pod: Vec<Record<HttpRecord>>,
+        rules_json: String,
+        spec: &HttpChaosSpec,
+    ) -> Result<Applied, HttpError> {
+        let mut record = match in_pod
+            .iter()
+            .find(|r| r.fault.placement == Placement::WholePod)
+        {
+            Some(own) => own.clone(),
+            None => {
+                let now = now_ms();
+                Record {
+                    id: self.new_id(inode, now)?,
+                    started_at_ms: now,
+                    deadline_ms: None,
+                    container_id: container_id.to_owned(),
+                    target: self.host.identity(pid)?,
+                    namespace_inode: inode,
+                    fault: HttpRecord {
+                        placement: Placement::WholePod,
+                        ..in_pod[0].fault.clone()
+                    },
+                }
+            }
+        };
+        record.fault.rules = rules_json;
+        record.fault.proxy_ports = spec.proxy_ports.clone();
+        self.put_in_force(pid, std::slice::from_ref(&record))
+            .await?;
+        // Journaled after it is in force: every record of the pod covers its redirect and its
+        // proxy, which is all a recovery of the whole pod undoes.
+        self.journal.write(&record)?;
+        for other in in_pod.iter().filter(|r| r.id != record.id) {
+            self.journal.remove(&other.id)?;
+            self.metrics.recovered(HttpRecord::KIND);
+        }
+        if !in_pod.iter().any(|r| r.id == record.id) {
+            self.metrics.injected(HttpRecord::KIND);
+        }
+        Ok(Applied::of(&record))
     }
 
     /// Ends experiment `id` by itself after `duration` (journaled as its deadline).
@@ -315,18 +477,36 @@ impl HttpChaos {
         Ok(())
     }
 
-    /// A proxy that dies takes its redirect with it at once: traffic flows directly again.
-    fn watch(self: &Arc<Self>, id: String, exited: tokio::sync::oneshot::Receiver<String>) {
+    /// A proxy that dies takes its redirect with it at once, and every experiment it served:
+    /// traffic flows directly again.
+    fn watch(
+        self: &Arc<Self>,
+        proxy: ProcessIdentity,
+        exited: tokio::sync::oneshot::Receiver<String>,
+    ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let said = exited.await.unwrap_or_else(|_| "gone".into());
-            match this.recover(&id).await {
-                Ok(()) => {
-                    tracing::warn!(%id, %said, "the HTTP proxy exited; its redirect was removed and the experiment ended")
-                }
-                Err(HttpError::InvalidArgument { .. }) => {}
+            let _one_at_a_time = this.ops.lock().await;
+            let served: Vec<_> = match this.records() {
+                Ok(records) => records
+                    .into_iter()
+                    .filter(|r| r.fault.proxy == Some(proxy))
+                    .collect(),
                 Err(err) => {
-                    tracing::error!(%id, %err, "the HTTP proxy exited and removing its redirect failed")
+                    tracing::error!(pid = proxy.pid, %err, "the HTTP proxy exited and the journal cannot be read");
+                    return;
+                }
+            };
+            if served.is_empty() {
+                return;
+            }
+            match this.end_pod(&served).await {
+                Ok(()) => {
+                    tracing::warn!(pid = proxy.pid, %said, experiments = served.len(), "the HTTP proxy exited; its redirect was removed and its experiments ended")
+                }
+                Err(err) => {
+                    tracing::error!(pid = proxy.pid, %err, "the HTTP proxy exited and removing its redirect failed")
                 }
             }
         });
@@ -334,32 +514,82 @@ impl HttpChaos {
 
     pub async fn recover(&self, id: &str) -> Result<(), HttpError> {
         let _one_at_a_time = self.ops.lock().await;
-        let record =
-            self.journal
-                .get_as::<HttpRecord>(id)?
-                .ok_or_else(|| HttpError::InvalidArgument {
-                    field: "id",
-                    reason: format!("no HTTP experiment {id}"),
-                })?;
-        self.recover_record(&record).await
+        if self.journal.get_as::<HttpRecord>(id)?.is_none() {
+            return Err(HttpError::InvalidArgument {
+                field: "id",
+                reason: format!("no HTTP experiment {id}"),
+            });
+        }
+        self.recover_id(id).await
     }
 
-    async fn recover_record(&self, record: &Record<HttpRecord>) -> Result<(), HttpError> {
-        let http = &record.fault;
+    /// Ends experiment `id` as the journal has it now (a recovery of its whole pod may have
+    /// ended it already): the others of its pod stay in force, narrowed to their own rules and
+    /// ports; the last one takes the redirect and the proxy with it. Where the others cannot
+    /// be kept (the proxy is not this agent's, after a restart; iptables fails), every
+    /// experiment of the pod ends: a pod is never left with a half-known redirect.
+    async fn recover_id(&self, id: &str) -> Result<(), HttpError> {
+        let Some(record) = self.journal.get_as::<HttpRecord>(id)? else {
+            return Ok(());
+        };
+        let in_pod = self.pod_records(record.namespace_inode)?;
+        let rest: Vec<_> = in_pod.iter().filter(|r| r.id != id).cloned().collect();
+        if !rest.is_empty() {
+            let narrowed = match self
+                .host
+                .process_in_netns(record.namespace_inode, record.target.pid)
+            {
+                Some(pid) => self.put_in_force(pid, &rest).await,
+                None => Err(HttpError::Proxy("no process is left in the pod".into())),
+            };
+            match narrowed {
+                Ok(()) => {
+                    self.journal.remove(id)?;
+                    self.metrics.recovered(HttpRecord::KIND);
+                    tracing::info!(%id, container = %record.container_id, remaining = rest.len(), "HTTP fault recovered; the pod's other experiments stay");
+                    return Ok(());
+                }
+                Err(err) => {
+                    tracing::warn!(%id, %err, others = rest.len(), "the pod's other HTTP experiments cannot be kept alone; ending them all");
+                }
+            }
+        }
+        self.end_pod(&in_pod).await
+    }
+
+    /// Ends every experiment in `records` (those of one pod): the redirect first, then the
+    /// proxy, then the records.
+    async fn end_pod(&self, records: &[Record<HttpRecord>]) -> Result<(), HttpError> {
+        let Some(first) = records.first() else {
+            return Ok(());
+        };
         if let Some(pid) = self
             .host
-            .process_in_netns(record.namespace_inode, record.target.pid)
+            .process_in_netns(first.namespace_inode, first.target.pid)
         {
-            redirect::remove(&*self.runner, pid, http.backend).await?;
+            redirect::remove(&*self.runner, pid, first.fault.backend).await?;
         }
-        if let Some(proxy) = &http.proxy {
-            self.host.stop_proxy(proxy).await;
+        let mut stopped = Vec::new();
+        for proxy in records.iter().filter_map(|r| r.fault.proxy) {
+            if !stopped.contains(&proxy) {
+                self.host.stop_proxy(&proxy).await;
+                stopped.push(proxy);
+            }
         }
-        self.journal.remove(&record.id)?;
-        self.metrics.recovered(HttpRecord::KIND);
-        tracing::info!(id = %record.id, container = %record.container_id, "HTTP fault recovered");
+        for record in records {
+            self.journal.remove(&record.id)?;
+            self.metrics.recovered(HttpRecord::KIND);
+            tracing::info!(id = %record.id, container = %record.container_id, "HTTP fault recovered");
+        }
         Ok(())
     }
+}
+
+/// The proxy's control line for `records`: each one's rule set on its own ports, in order.
+fn control_line(records: &[Record<HttpRecord>]) -> Result<String, HttpError> {
+    Ok(http_chaos::control::line(records.iter().map(|r| {
+        (r.fault.proxy_ports.as_slice(), r.fault.rules.as_str())
+    }))?)
 }
 
 #[tonic::async_trait]
@@ -373,9 +603,8 @@ impl FaultKind for HttpChaos {
     }
 
     async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
-        let record = record.decode::<HttpRecord>()?;
         let _one_at_a_time = self.ops.lock().await;
-        Ok(self.recover_record(&record).await?)
+        Ok(self.recover_id(&record.id).await?)
     }
 
     async fn list(&self) -> Vec<ExperimentView> {

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 use testbed::{Pod, PodSpec, Testbed};
 
@@ -24,6 +25,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             proxy_and_agent_die,
         ),
         ("http::cli_attack_with_duration_recovers_by_itself", cli),
+        (
+            "http::two_experiments_on_one_pod_both_in_force_each_recovered_alone",
+            two_experiments,
+        ),
     ]
 }
 
@@ -151,6 +156,33 @@ impl Bed {
                 container_id: self.server.container_uri(),
                 enter_ns: true,
                 ..Default::default()
+            }))?
+            .into_inner())
+    }
+
+    /// One experiment more in the pod through our own API (beside those already there).
+    fn start(&self, rules: &str) -> anyhow::Result<api::StartHttpExperimentResponse> {
+        let rt = runtime()?;
+        let (_, mut agent) = rt.block_on(self.agent.controller(&self.pki))?;
+        Ok(rt
+            .block_on(
+                agent.start_http_experiment(api::StartHttpExperimentRequest {
+                    container_id: self.server.container_uri(),
+                    rules: rules.into(),
+                    proxy_ports: vec![PORT],
+                    duration_ms: 0,
+                }),
+            )?
+            .into_inner())
+    }
+
+    fn recover(&self, id: &str) -> anyhow::Result<api::RecoverResponse> {
+        let rt = runtime()?;
+        let (_, mut agent) = rt.block_on(self.agent.controller(&self.pki))?;
+        Ok(rt
+            .block_on(agent.recover(api::RecoverRequest {
+                id: id.into(),
+                all: false,
             }))?
             .into_inner())
     }
@@ -346,5 +378,82 @@ fn cli(tb: &Testbed) -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    bed.remove(tb)
+}
+
+fn aborted(f: &Fetched) -> bool {
+    !f.ok && !f.text.contains("abort body")
+}
+
+fn patched(f: &Fetched) -> bool {
+    f.ok && f.text.to_ascii_lowercase().contains("x-chaos: patched")
+}
+
+/// Two experiments on one pod, on different paths, through our own API: one proxy serves both
+/// and a client in another pod sees both; one recovered, only the other applies; both
+/// recovered, the server is reached directly with no redirect left.
+fn two_experiments(tb: &Testbed) -> anyhow::Result<()> {
+    let bed = Bed::new(tb, "http-two")?;
+    let abort = bed.start(
+        r#"[{"target": "Request", "selector": {"port": 8080, "path": "/abort.html"}, "actions": {"abort": true}}]"#,
+    )?;
+    let patch = bed.start(
+        r#"[{"target": "Response", "selector": {"port": 8080, "path": "/patch.html"}, "actions": {"patch": {"headers": [["X-Chaos", "patched"]]}}}]"#,
+    )?;
+    ensure!(
+        !abort.id.is_empty() && !patch.id.is_empty() && abort.id != patch.id,
+        "{abort:?} {patch:?}"
+    );
+    ensure!(
+        abort.proxy_pid == patch.proxy_pid,
+        "one proxy per pod: {abort:?} {patch:?}"
+    );
+    let a = bed.fetch("/abort.html")?;
+    ensure!(
+        aborted(&a),
+        "the first experiment is not in force: {}",
+        a.text
+    );
+    let p = bed.fetch("/patch.html")?;
+    ensure!(
+        patched(&p),
+        "the second experiment is not in force: {}",
+        p.text
+    );
+    let plain = bed.fetch("/index.html")?;
+    ensure!(
+        plain.ok && !plain.text.to_ascii_lowercase().contains("x-chaos"),
+        "{}",
+        plain.text
+    );
+
+    let recovered = bed.recover(&abort.id)?;
+    ensure!(
+        recovered.recovered == [abort.id.clone()] && recovered.problems.is_empty(),
+        "{recovered:?}"
+    );
+    let a = bed.fetch("/abort.html")?;
+    ensure!(
+        a.ok && a.text.contains("abort body"),
+        "the recovered experiment still applies: {}",
+        a.text
+    );
+    let p = bed.fetch("/patch.html")?;
+    ensure!(patched(&p), "the other experiment ended too: {}", p.text);
+    ensure!(
+        std::path::Path::new(&format!("/proc/{}", patch.proxy_pid)).exists(),
+        "the proxy ended with one of two experiments"
+    );
+    ensure!(
+        !redirect_rules(&bed.server)?.is_empty(),
+        "the redirect went with the first experiment"
+    );
+
+    bed.recover(&patch.id)?;
+    ensure!(
+        !std::path::Path::new(&format!("/proc/{}", patch.proxy_pid)).exists(),
+        "the proxy outlived the last experiment"
+    );
+    bed.expect_direct()?;
     bed.remove(tb)
 }

@@ -14,6 +14,7 @@ mod daemonset;
 mod dns;
 mod handover;
 mod http;
+mod http_streams;
 mod injector_in_pod;
 mod io_chaos;
 mod network;
@@ -54,6 +55,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(controller_pod::stories());
     all.extend(dns::stories());
     all.extend(http::stories());
+    all.extend(http_streams::stories());
     all.extend(time_chaos::stories());
     all
 }
