@@ -108,10 +108,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         anyhow::Ok(verdicts)
     })?;
     match args.output {
-        Output::Json => emit(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&verdicts)?
-        ))?,
+        Output::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&verdicts)?))?,
         Output::Text => emit(&preview::text_table(&verdicts))?,
     }
     Ok(())
