@@ -337,15 +337,41 @@ pub fn recover_at_deadline(
                 return;
             }
         };
-        let due = record.deadline_ms.is_some_and(|d| d <= now_ms() + 5);
-        if !due {
+        let due = |record: &StoredRecord| record.deadline_ms.is_some_and(|d| d <= now_ms() + 5);
+        if !due(&record) {
             return;
         }
-        if let Err(err) = kind.recover(&record).await {
-            tracing::warn!(%id, %err, "recovery at the end of the duration failed");
+        // A failure is tried again until the record is gone or its deadline moved (an update
+        // set a new one, with its own timer): giving up would leave the fault in force past
+        // its duration, with nothing else to end it (a request busy on the same target at
+        // that moment was enough).
+        let mut record = record;
+        let mut wait = DEADLINE_RETRY_FIRST;
+        loop {
+            match kind.recover(&record).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(%id, %err, retry_in = ?wait, "recovery at the end of the duration failed")
+                }
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(DEADLINE_RETRY_MAX);
+            record = match journal.get(&id) {
+                Ok(Some(record)) if due(&record) => record,
+                Ok(_) => return,
+                Err(err) => {
+                    tracing::error!(%id, %err, "the journal cannot be read to retry the end of the duration");
+                    return;
+                }
+            };
         }
     });
 }
+
+/// How soon a failed recovery at the end of a duration is tried again, and the longest wait
+/// between tries.
+const DEADLINE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const DEADLINE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {
@@ -360,6 +386,71 @@ mod tests {
     struct Recording {
         journal: Journal,
         recovered: Mutex<Vec<String>>,
+    }
+
+    /// Refuses (busy) its first `refusals` recoveries, then recovers.
+    #[derive(Debug)]
+    struct BusyAtFirst {
+        inner: Recording,
+        refusals: Mutex<u32>,
+    }
+
+    #[tonic::async_trait]
+    impl FaultKind for BusyAtFirst {
+        fn kind(&self) -> &'static str {
+            "probe"
+        }
+        fn noun(&self) -> &'static str {
+            "a probe"
+        }
+        async fn recover(&self, record: &StoredRecord) -> Result<(), AgentError> {
+            {
+                let mut refusals = self.refusals.lock().unwrap();
+                if *refusals > 0 {
+                    *refusals -= 1;
+                    return Err(AgentError::Busy {
+                        target: record.container_id.clone(),
+                    });
+                }
+            }
+            self.inner.recover(record).await
+        }
+        async fn list(&self) -> Vec<ExperimentView> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deadline_whose_recovery_fails_is_tried_again_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        let mut due = record("due", me, 1);
+        due.deadline_ms = Some(now_ms());
+        journal.write_stored(&due).unwrap();
+        let kind = Arc::new(BusyAtFirst {
+            inner: Recording {
+                journal: journal.clone(),
+                recovered: Mutex::default(),
+            },
+            refusals: Mutex::new(2),
+        });
+        recover_at_deadline(
+            Arc::clone(&kind) as Arc<dyn FaultKind>,
+            journal.clone(),
+            "due".into(),
+            Duration::ZERO,
+        );
+        // Two refusals: tried again after 200 and then 400 ms.
+        for _ in 0..100 {
+            if journal.get("due").unwrap().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(*kind.inner.recovered.lock().unwrap(), ["due"]);
+        assert_eq!(*kind.refusals.lock().unwrap(), 0);
+        assert!(journal.get("due").unwrap().is_none());
     }
 
     #[tonic::async_trait]

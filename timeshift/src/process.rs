@@ -137,6 +137,15 @@ impl From<TraceError> for Fail {
     fn from(e: TraceError) -> Self {
         match e {
             TraceError::Exited { .. } => Fail::Skip(Skip::Exited),
+            // ESRCH on a thread we hold stopped: it was killed meanwhile, and is exiting (not
+            // yet a zombie, so `alive` still says yes). A CI run saw it on a memory read.
+            TraceError::Memory { ref source, .. } if source.raw_os_error() == Some(libc::ESRCH) => {
+                Fail::Skip(Skip::Exited)
+            }
+            TraceError::Ptrace {
+                source: nix::errno::Errno::ESRCH,
+                ..
+            } => Fail::Skip(Skip::Exited),
             other => Fail::Skip(Skip::Trace {
                 detail: other.to_string(),
             }),
@@ -212,8 +221,10 @@ fn with_stops(
                 stopped += began.elapsed();
                 match result {
                     Ok(outcome) => return outcome,
-                    // Whatever failed, a process that is gone now is reported as such.
-                    Err(Fail::Skip(_)) if !alive(pid) => {
+                    // Whatever failed, a process that is gone now (or a moment later: a
+                    // SIGKILL that lands mid-patch tears the process down while we look) is
+                    // reported as such.
+                    Err(Fail::Skip(_)) if gone_within(pid, EXIT_GRACE) => {
                         return Outcome::Skipped(Skip::Exited);
                     }
                     Err(Fail::Skip(skip)) => return Outcome::Skipped(skip),
@@ -237,13 +248,39 @@ fn with_stops(
 }
 
 /// Not gone and not a zombie (a dying process refuses `PTRACE_SEIZE` with EPERM).
+/// The kernel's PF_EXITING task flag (include/linux/sched.h): the process is in `do_exit`.
+const PF_EXITING: u64 = 0x4;
+/// How long a skipped process gets to show it was dying (a CI run saw a killed process still
+/// running, its memory half gone, and reported as having no vDSO).
+const EXIT_GRACE: Duration = Duration::from_millis(20);
+
+/// Running, and not on its way out (a zombie, dead, or exiting counts as gone).
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        let state = stat
+        let mut fields = stat
             .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        !matches!(state, Some("Z" | "X" | "x") | None)
+            .map(|(_, rest)| rest.split_whitespace())
+            .into_iter()
+            .flatten();
+        let state = fields.next();
+        // After the state: ppid, pgrp, session, tty_nr, tpgid, then flags.
+        let flags = fields.nth(5).and_then(|f| f.parse::<u64>().ok());
+        !matches!(state, Some("Z" | "X" | "x") | None) && flags.is_some_and(|f| f & PF_EXITING == 0)
     })
+}
+
+/// Whether `pid` is gone, or is within `within`.
+fn gone_within(pid: u32, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn maps(pid: u32) -> Result<Vec<MapLine>, Fail> {
