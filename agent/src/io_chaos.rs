@@ -92,6 +92,9 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
     /// The mount table (`/proc/PID/mountinfo`) of `target_pid`; `None` once the process is
     /// gone (and its mount namespace, if it was the last one in it).
     fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>>;
+    /// Once a fault of `target_pid` is recovered: removes the cgroup its injector lived in
+    /// (see [`crate::cgroup::helpers`]) if no other helper of the pod is in it.
+    fn release_helper_cgroup(&self, target_pid: u32);
 }
 
 /// The real host: `faultline-injector cleanup`, signals, the handover crate.
@@ -138,6 +141,8 @@ impl IoHost for RealIoHost {
             READY_WITHIN,
         )
         .await?;
+        // Out of the agent's cgroup, so that it outlives the agent's container.
+        crate::cgroup::helpers::place_or_warn(target_pid, injector.identity().pid, "injector");
         Ok(Box::new(injector))
     }
 
@@ -197,6 +202,11 @@ impl IoHost for RealIoHost {
             Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn release_helper_cgroup(&self, target_pid: u32) {
+        use crate::cgroup::{RealFs, helpers};
+        helpers::release_in_background(helpers::leaves_of_target(&RealFs, target_pid));
     }
 }
 
@@ -731,6 +741,7 @@ impl IoChaos {
         }
         self.journal.remove(&record.id)?;
         drop(recovered);
+        self.host.release_helper_cgroup(record.target.pid);
         self.metrics.recovered("io");
         tracing::info!(id = %record.id, "IO fault recovered");
         Ok(())
@@ -1044,6 +1055,8 @@ mod tests {
         Kill(u32),
         Cleanup(u32, String),
         HandBack(u32, String, u64),
+        /// The helpers' cgroup of the target's pod released after a recovery.
+        ReleaseCgroup(u32),
     }
 
     /// A host whose processes live as told and that records what the pipeline does.
@@ -1247,6 +1260,12 @@ mod tests {
             ));
             handover::Report::default()
         }
+        fn release_helper_cgroup(&self, target_pid: u32) {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(Call::ReleaseCgroup(target_pid));
+        }
         fn mount_table(&self, target_pid: u32) -> std::io::Result<Option<String>> {
             assert_eq!(target_pid, TARGET.pid);
             if !self.alive.lock().unwrap().contains(&TARGET) {
@@ -1383,6 +1402,7 @@ mod tests {
                 Call::Update(serde_json::from_str(latency).unwrap()),
                 Call::Recover,
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
@@ -1432,6 +1452,7 @@ mod tests {
             [
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
     }
@@ -1451,6 +1472,7 @@ mod tests {
             [
                 Call::Recover,
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
@@ -1554,6 +1576,7 @@ mod tests {
             [
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), FAULT_MOUNT.mount_id),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
         assert!(io.views().await.is_empty());
@@ -1654,6 +1677,7 @@ mod tests {
                 Call::Kill(INJECTOR.pid),
                 Call::Cleanup(TARGET.pid, "/data".into()),
                 Call::HandBack(TARGET.pid, "/data".into(), 901),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
@@ -1680,6 +1704,7 @@ mod tests {
             [
                 Call::Kill(INJECTOR.pid),
                 Call::Cleanup(TARGET.pid, "/data".into()),
+                Call::ReleaseCgroup(TARGET.pid),
             ]
         );
         assert!(journal.list().unwrap().0.is_empty());
@@ -1701,7 +1726,7 @@ mod tests {
         let (_io, registry, journal) = restarted(dir.path(), Arc::clone(&host));
         let outcomes = registry.recover_left_over().await;
         assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
-        assert_eq!(host.calls(), []);
+        assert_eq!(host.calls(), [Call::ReleaseCgroup(TARGET.pid)]);
         assert!(journal.list().unwrap().0.is_empty());
     }
 

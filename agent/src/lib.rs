@@ -3,6 +3,7 @@
 //! it injected, even after a crash.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod client;
 pub mod clock;
 pub mod container_fs;

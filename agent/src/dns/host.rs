@@ -244,6 +244,8 @@ impl DnsHost for NodeHost {
         let identity = SupervisedChild::identity_of(&child)
             .map_err(|e| DnsError::Responder(format!("the responder process: {e}")))?;
         let child = Arc::new(SupervisedChild::adopt(child, identity, "dns-responder"));
+        // Out of the agent's cgroup, so that it outlives the agent's container.
+        crate::cgroup::helpers::place_or_warn(pid, identity.pid, "dns-responder");
         let ready = async {
             let stdout = stdout.ok_or("no stdout")?;
             let mut line = String::new();
@@ -289,6 +291,8 @@ impl DnsHost for NodeHost {
     }
 
     async fn stop_responder(&self, process: &ProcessIdentity) {
+        use crate::cgroup::{RealFs, helpers};
+        let leaves = helpers::leaves_of_helper(&RealFs, process.pid);
         let ours = self
             .children
             .lock()
@@ -296,6 +300,7 @@ impl DnsHost for NodeHost {
             .and_then(|mut c| c.remove(&process.pid));
         if let Some(child) = ours {
             child.kill().await;
+            helpers::release_in_background(leaves);
             return;
         }
         // Started by a previous run of the agent: not our child, so no reaper to go through;
@@ -312,6 +317,7 @@ impl DnsHost for NodeHost {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
+        helpers::release_in_background(leaves);
     }
 }
 

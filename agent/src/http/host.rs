@@ -147,6 +147,8 @@ impl HttpHost for NodeHost {
         let identity = SupervisedChild::identity_of(&child)
             .map_err(|e| proxy_error(format!("the proxy process: {e}")))?;
         let child = Arc::new(SupervisedChild::adopt(child, identity, "http-proxy"));
+        // Out of the agent's cgroup, so that it outlives the agent's container.
+        crate::cgroup::helpers::place_or_warn(pid, identity.pid, "http-proxy");
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();
         let ready = tokio::time::timeout(ANSWER_WITHIN, stdout.read_line(&mut line)).await;
@@ -218,6 +220,8 @@ impl HttpHost for NodeHost {
     }
 
     async fn stop_proxy(&self, proxy: &ProcessIdentity) {
+        use crate::cgroup::{RealFs, helpers};
+        let leaves = helpers::leaves_of_helper(&RealFs, proxy.pid);
         let ours = self
             .proxies
             .lock()
@@ -226,6 +230,7 @@ impl HttpHost for NodeHost {
         if let Some(control) = ours {
             let child = Arc::clone(&control.lock().await.child);
             child.kill().await;
+            helpers::release_in_background(leaves);
             return;
         }
         if proxy.is_alive() {
@@ -234,5 +239,6 @@ impl HttpHost for NodeHost {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        helpers::release_in_background(leaves);
     }
 }

@@ -1,8 +1,8 @@
 //! What can go wrong with a stressor, in terms the caller can act on.
 
-use super::cgroup::CgroupError;
 use super::options::OptionsError;
 use super::process::ProcessError;
+use crate::cgroup::CgroupError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StressError {

@@ -13,7 +13,6 @@
 //! `enterNS` is accepted and ignored: a stressor needs no namespace of the target, only its
 //! cgroups (it stays visible on the host, not in the container's `ps`).
 
-pub mod cgroup;
 mod error;
 pub mod methods;
 pub mod options;
@@ -31,11 +30,11 @@ pub use self::error::StressError;
 pub use self::record::{StressRecord, StressScope, StressorKind};
 pub use self::request::{InstanceRef, Outcome, Started, StressRequest};
 
-use self::cgroup::{CgroupError, HostFs, Placement, RealFs, Scope};
 use self::options::{CpuSpec, MemorySpec, OptionsError};
 use self::process::{ProcessError, Stressor, StressorProcess};
 use self::request::{matches, validate};
 use self::worker::StressorCommand;
+use crate::cgroup::{self, CgroupError, HostFs, Placement, RealFs, Scope};
 use crate::clock::now_ms;
 use crate::container_runtime::{Resolver, RuntimeError};
 use crate::error::AgentError;
@@ -793,8 +792,8 @@ fn poisoned() -> AgentError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroup::fake_fs::FakeFs;
     use crate::fault_kinds::Registry;
-    use crate::stress::cgroup::fake_fs::FakeFs;
 
     /// Stressors that live in memory: spawned held, released, killed, orphaned; and orphans
     /// that die when told (or refuse to). Records who was told what.

@@ -38,7 +38,7 @@ pub fn stories() -> Vec<(&'static str, Story)> {
             injects_and_recovers,
         ),
         (
-            "daemonset::a_sigkilled_agent_container_recovers_from_its_hostpath_journal",
+            "daemonset::a_sigkilled_agent_container_leaves_its_injector_serving_and_adopts_it",
             killed_and_restarted,
         ),
     ]
@@ -481,6 +481,8 @@ impl Workload {
             PodSpec::new(name)
                 .container_name("app")
                 .shell(WORKLOAD)
+                // As kubelet places a pod: where the agent moves its helpers.
+                .pod_cgroup()
                 .volume(Volume::host_dir(&data, "/data"))
                 .volume(Volume::host_dir(&out, "/out")),
         )?;
@@ -808,6 +810,12 @@ fn injects_and_recovers(tb: &Testbed) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue 23: the agent's container is SIGKILLed (an OOM kill, a crash) while an IO fault is in
+/// force. The runtime kills every process left in that container's cgroup (the agent runs in
+/// the host's PID namespace), so an injector left there died with it and the pod saw ENOTCONN
+/// until the next agent recovered. The injector now lives in its target's pod cgroup: it keeps
+/// the fault in force, the restarted container adopts it from the journal on its hostPath, and
+/// the workload never sees ENOTCONN; an explicit recovery then ends it as any other.
 fn killed_and_restarted(tb: &Testbed) -> anyhow::Result<()> {
     let mut agent = AgentPod::start(tb, "ds-killed")?;
     let w = Workload::start(tb, "ds-crash")?;
@@ -829,19 +837,64 @@ fn killed_and_restarted(tb: &Testbed) -> anyhow::Result<()> {
     )?;
     w.wait_for("log", mark, "FAILED")
         .context("the writer never saw the fault")?;
+    let records = agent.journal_records();
+    ensure!(records.len() == 1, "journal: {records:?}");
+    let injector = journaled_injector(&agent, &records[0])?;
+    let pod_cgroup = &w
+        .pod
+        .cgroup
+        .as_ref()
+        .context("the workload has no pod cgroup")?
+        .path;
+    let memberships = std::fs::read_to_string(format!("/proc/{injector}/cgroup"))?;
     ensure!(
-        agent.journal_records().len() == 1,
-        "journal: {:?}",
-        agent.journal_records()
+        memberships
+            .lines()
+            .filter(|l| !l.starts_with("0::"))
+            .all(|l| l.contains(pod_cgroup.as_str())),
+        "the injector {injector} is not in the pod cgroup {pod_cgroup}: {memberships}"
     );
 
     agent.kill_and_restart(tb)?;
     ensure!(
-        eventually(Duration::from_secs(15), || fault_mounts(w.pod.pid)
-            .is_empty()),
-        "the restarted agent left the mount: {:?}; its log: {}",
-        fault_mounts(w.pod.pid),
+        running(injector),
+        "the injector {injector} died with the agent's container; the agent said: {}",
         agent.log()
+    );
+    ensure!(
+        eventually(Duration::from_secs(10), || agent
+            .log()
+            .contains("IO fault adopted")),
+        "the restarted agent did not adopt the injector: {}",
+        agent.log()
+    );
+    // The fault stayed in force throughout: EIO, never a dead mount.
+    let after_kill = w.lines("log").into_iter().skip(mark).collect::<Vec<_>>();
+    let dead_mount: Vec<&String> = after_kill
+        .iter()
+        .filter(|l| l.contains("not connected"))
+        .collect();
+    ensure!(
+        dead_mount.is_empty(),
+        "the writer saw a dead mount while the agent was down: {dead_mount:?}"
+    );
+    let mark = w.lines("log").len();
+    w.wait_for("log", mark, "Input/output error")
+        .context("the fault is not in force after the adoption")?;
+    ensure!(
+        ok(agent.cli(&["list"])?, "faultline list")?.contains("/data"),
+        "the adopted experiment is not listed"
+    );
+
+    ok(agent.cli(&["recover", "--all"])?, "faultline recover --all")?;
+    ensure!(
+        fault_mounts(w.pod.pid).is_empty(),
+        "the mount stays after recovery: {:?}",
+        fault_mounts(w.pod.pid)
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || !running(injector)),
+        "the injector {injector} outlived its recovery"
     );
     ensure!(
         w.healthy("log"),
@@ -849,22 +902,10 @@ fn killed_and_restarted(tb: &Testbed) -> anyhow::Result<()> {
         w.lines("log").iter().rev().take(3).collect::<Vec<_>>()
     );
     ensure!(
-        eventually(Duration::from_secs(10), || agent
-            .journal_records()
-            .is_empty()),
+        agent.journal_records().is_empty(),
         "journal: {:?}",
         agent.journal_records()
     );
-    ensure!(
-        agent
-            .log()
-            .contains("recovered an IO fault left by a previous run"),
-        "{}",
-        agent.log()
-    );
-    for line in agent.log().lines().filter(|l| l.contains("previous run")) {
-        eprintln!("daemonset: the restarted agent: {line}");
-    }
     ensure!(
         ok(agent.cli(&["list"])?, "faultline list")?.is_empty(),
         "experiments left"
@@ -872,4 +913,15 @@ fn killed_and_restarted(tb: &Testbed) -> anyhow::Result<()> {
     tb.remove_pod(&w.pod)?;
     tb.remove_pod(&agent.pod)?;
     Ok(())
+}
+
+/// The injector's PID as the journal record `name` names it.
+fn journaled_injector(agent: &AgentPod, name: &str) -> anyhow::Result<u32> {
+    let path = agent.state_dir.join("journal").join(name);
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    record
+        .pointer("/fault/injector/pid")
+        .and_then(Value::as_u64)
+        .and_then(|pid| u32::try_from(pid).ok())
+        .with_context(|| format!("no injector in {}: {record}", path.display()))
 }

@@ -1,7 +1,9 @@
-//! Where a stressor must run so that its CPU time and memory are charged to its target: the
-//! target's own cgroups (scope container) or its pod's (scope pod), in every hierarchy the
-//! target belongs to, on cgroup v1, hybrid (v1 controllers plus an empty unified hierarchy) and
-//! pure v2 hosts alike.
+//! Where a process the agent starts for a target must run: the target's own cgroups (scope
+//! container) or its pod's (scope pod), in every hierarchy the target belongs to, on cgroup v1,
+//! hybrid (v1 controllers plus an empty unified hierarchy) and pure v2 hosts alike. Stressors go
+//! there so that their CPU time and memory are charged to their target; helpers (injectors, the
+//! HTTP proxy, the DNS responder) so that they outlive the agent's container (see
+//! [`helpers`]).
 //!
 //! The cgroups are found from the target's `/proc/PID/cgroup` and the agent's own mount table,
 //! so the agent must run in the host's cgroup namespace (a target outside our namespace shows
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 #[cfg(test)]
 pub(crate) mod fake_fs;
+pub mod helpers;
 mod proc_files;
 
 use self::proc_files::{Membership, find_mount, parse_mountinfo, parse_proc_cgroup, strip_root};
@@ -739,5 +742,70 @@ mod tests {
             "MemTotal:       24684312 kB\nMemFree: 1 kB\n",
         );
         assert_eq!(node_memory(&fs), Some(24684312 * 1024));
+    }
+
+    #[test]
+    fn a_helper_joins_a_shared_leaf_under_a_v2_pod_cgroup_removed_once_empty() {
+        let fs = v2();
+        let leaf = PathBuf::from(format!("/sys/fs/cgroup{V2_POD}/{}", helpers::LEAF));
+        helpers::place(&fs, 42, 777).unwrap();
+        assert!(fs.is_dir(&leaf));
+        assert_eq!(
+            fs.writes.lock().unwrap().clone(),
+            [(leaf.join("cgroup.procs"), "777".to_owned())]
+        );
+        // A second helper of the same pod shares it.
+        helpers::place(&fs, 42, 778).unwrap();
+        // While a helper is in it, it stays.
+        fs.file(&leaf.join("cgroup.procs").to_string_lossy(), "778\n");
+        let leaves = helpers::leaves_of_target(&fs, 42);
+        assert_eq!(leaves, std::slice::from_ref(&leaf));
+        assert_eq!(helpers::release(&fs, &leaves), helpers::Release::InUse);
+        assert!(fs.is_dir(&leaf));
+        // The helper's own view finds the same leaf.
+        fs.file(
+            "/proc/778/cgroup",
+            &format!("0::{V2_POD}/{}\n", helpers::LEAF),
+        );
+        fs.file(
+            &format!("{}/cgroup.controllers", leaf.display()),
+            "cpu memory\n",
+        );
+        assert_eq!(helpers::leaves_of_helper(&fs, 778), leaves);
+        // Once none is in it, it goes; and again is not an error.
+        fs.file(&leaf.join("cgroup.procs").to_string_lossy(), "");
+        assert_eq!(helpers::release(&fs, &leaves), helpers::Release::Done);
+        assert!(!fs.is_dir(&leaf));
+        assert_eq!(helpers::release(&fs, &leaves), helpers::Release::Done);
+    }
+
+    #[test]
+    fn a_helper_joins_the_v1_pod_cgroups_and_nothing_is_made_or_removed() {
+        let fs = hybrid();
+        helpers::place(&fs, 42, 777).unwrap();
+        let writes = fs.writes.lock().unwrap().clone();
+        assert_eq!(writes.len(), 5, "{writes:?}");
+        assert!(
+            writes
+                .iter()
+                .all(|(path, pid)| pid == "777" && path.ends_with("pod1234-abcd/cgroup.procs"))
+        );
+        assert!(helpers::leaves_of_target(&fs, 42).is_empty());
+        assert!(fs.removed.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_helper_of_a_target_without_a_pod_cgroup_is_not_moved() {
+        let fs = FakeFs::default();
+        fs.file("/proc/self/mountinfo", HYBRID_MOUNTINFO).file(
+            "/proc/42/cgroup",
+            "5:memory:/k8s.io/c0ffee\n0::/k8s.io/c0ffee\n",
+        );
+        fs.dir("/sys/fs/cgroup/memory/k8s.io/c0ffee");
+        let err = helpers::place(&fs, 42, 777).unwrap_err();
+        assert!(matches!(err, CgroupError::NoPodCgroup { .. }), "{err}");
+        assert!(fs.writes.lock().unwrap().is_empty());
+        // A gone target has nothing to release.
+        assert!(helpers::leaves_of_target(&fs, 4242).is_empty());
     }
 }
