@@ -4,10 +4,12 @@
 //! the agent (no parent-death signal): the next agent connects to its control socket, checks
 //! the peer is the journaled process, and takes it over ([`InjectorProcess::adopt`]).
 
+use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -193,6 +195,8 @@ enum Lifeline {
 struct AdoptedProcess {
     pidfd: OwnedFd,
     exited: tokio::sync::watch::Receiver<bool>,
+    /// The last lines it logged to us (see [`attach_log`]).
+    log_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl AdoptedProcess {
@@ -217,7 +221,11 @@ impl AdoptedProcess {
                 }
                 let _ = exited_tx.send(true);
             })?;
-        Ok(Self { pidfd, exited })
+        Ok(Self {
+            pidfd,
+            exited,
+            log_tail: Arc::default(),
+        })
     }
 
     async fn wait(&self) -> Exit {
@@ -272,11 +280,45 @@ impl Lifeline {
     async fn stderr_tail_after_exit(&self) -> String {
         match self {
             Lifeline::Child(child) => child.stderr_tail_after_exit().await,
-            Lifeline::Adopted(_) => {
-                "(adopted: its stderr went to the agent that started it)".into()
+            Lifeline::Adopted(adopted) => {
+                let tail = adopted
+                    .log_tail
+                    .lock()
+                    .map(|t| t.clone())
+                    .unwrap_or_default();
+                if tail.is_empty() {
+                    "(adopted: nothing logged since)".into()
+                } else {
+                    Vec::from(tail).join("\n")
+                }
             }
         }
     }
+}
+
+/// The line that makes a control connection the injector's log (the injector's
+/// `log_sink::ATTACH_LINE`): its stderr pipe went with the agent that started it, so an
+/// adopting agent asks for its log this way, gets what it logged meanwhile, then each line.
+const ATTACH_LOG_LINE: &[u8] = b"LOGS\n";
+
+/// Connects to an adopted injector's control socket as its log and forwards what comes into
+/// ours (role `injector`, its PID), keeping the last lines for a failure's explanation. Ends
+/// when the injector closes it (its exit).
+async fn attach_log(
+    control_socket: &Path,
+    pid: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    within: Duration,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::time::timeout(within, UnixStream::connect(control_socket))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    stream.write_all(ATTACH_LOG_LINE).await?;
+    tokio::spawn(crate::supervised_child::forward_stderr(
+        stream, "injector", pid, tail,
+    ));
+    Ok(())
 }
 
 /// Binds a unix stream socket at `path` without listening on it: the injector listens, so a
@@ -462,6 +504,13 @@ impl InjectorProcess {
         };
         match tokio::time::timeout(within, injector.status()).await {
             Ok(Ok(status)) if status.get("ready").and_then(Value::as_bool) == Some(true) => {
+                if let Lifeline::Adopted(adopted) = &injector.process
+                    && let Err(err) =
+                        attach_log(control_socket, pid, Arc::clone(&adopted.log_tail), within).await
+                {
+                    // It serves all the same; only its log stays with it.
+                    tracing::warn!(pid, %err, "cannot attach to the adopted injector's log");
+                }
                 Ok(injector)
             }
             Ok(Ok(status)) => Err(failed(format!("it is not serving: {status}"))),

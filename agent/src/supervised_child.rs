@@ -146,8 +146,10 @@ fn signal_child(child: &mut Child, signal: Signal) {
     }
 }
 
-async fn forward_stderr(
-    stderr: tokio::process::ChildStderr,
+/// Forwards a helper's log lines (its stderr, or the log connection of an adopted injector)
+/// into ours, keeping the last [`STDERR_TAIL`] in `tail`.
+pub(crate) async fn forward_stderr(
+    stderr: impl tokio::io::AsyncRead + Unpin,
     role: &'static str,
     pid: u32,
     tail: Arc<Mutex<VecDeque<String>>>,

@@ -9,6 +9,7 @@ pub mod control;
 /// The rule language lives in its own crate (the agent and controller validate with it too).
 pub use io_rules as fault_rules;
 pub mod fs;
+pub mod log_sink;
 pub mod mount;
 pub mod serve;
 pub mod sidecar;

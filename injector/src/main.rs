@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use injector::control::{ControlContext, ControlPlane, FsStatus, LinesEnded};
 use injector::fault_rules::RuleStore;
 use injector::fs::{FileIo, FsHandle, FsOptions};
+use injector::log_sink::{self, LogSink};
 use injector::mount::{self, LinuxMountSys, MountRequest, Target};
 use injector::serve::{self, ServeOptions};
 use injector::sidecar::PidFile;
@@ -227,15 +228,19 @@ impl FsStatus for LateFs {
     }
 }
 
+/// Our log's destination, which an adopting agent re-attaches (see [`log_sink`]).
+static LOG_SINK: OnceLock<LogSink> = OnceLock::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse_from(injector::sidecar::go_flags::translate(
         std::env::args_os().collect(),
     ));
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
         // Our stderr is a pipe to the agent that started us; once that agent is gone a write
-        // fails (EPIPE), and the default report of a failed write is an eprintln!, which
-        // panics on that same stderr, in whichever thread logged (a FUSE worker).
+        // fails (EPIPE): the sink keeps those lines for an agent that adopts us.
+        .with_writer(LOG_SINK.get_or_init(LogSink::default).clone())
+        // The default report of a failed write is an eprintln!, which panics on a broken
+        // stderr, in whichever thread logged (a FUSE worker).
         .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
@@ -377,16 +382,15 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
 }
 
 /// Serves JSON-RPC lines on every connection to the control socket, each on its own task; the
-/// end of one is not the end of control (a later agent connects again).
+/// end of one is not the end of control (a later agent connects again). A connection whose
+/// first line is [`log_sink::ATTACH_LINE`] carries our log instead.
 async fn serve_adopters(listener: tokio::net::UnixListener, plane: Arc<ControlPlane>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tracing::info!("an agent connected to the control socket");
                 let plane = plane.clone();
                 tokio::spawn(async move {
-                    let (reader, writer) = stream.into_split();
-                    if let Err(e) = plane.serve_lines(reader, writer).await {
+                    if let Err(e) = serve_adopter(stream, plane).await {
                         tracing::warn!(error = %e, "a control connection failed");
                     }
                 });
@@ -397,6 +401,33 @@ async fn serve_adopters(listener: tokio::net::UnixListener, plane: Arc<ControlPl
             }
         }
     }
+}
+
+async fn serve_adopter(
+    stream: tokio::net::UnixStream,
+    plane: Arc<ControlPlane>,
+) -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    if reader.read_line(&mut first).await? == 0 {
+        return Ok(()); // connected to learn who serves the socket, and gone
+    }
+    if first.trim_end() == log_sink::ATTACH_LINE {
+        let stream = reader.into_inner().into_std()?;
+        LOG_SINK
+            .get_or_init(LogSink::default)
+            .attach(stream)
+            .context("attaching the agent's connection as our log")?;
+        tracing::info!("an agent attached to our log");
+        return Ok(());
+    }
+    tracing::info!("an agent connected to the control socket");
+    let buffered = reader.buffer().to_vec();
+    let (read_half, writer) = reader.into_inner().into_split();
+    let requests = std::io::Cursor::new([first.into_bytes(), buffered].concat()).chain(read_half);
+    plane.serve_lines(requests, writer).await?;
+    Ok(())
 }
 
 async fn serve_until_recovered(

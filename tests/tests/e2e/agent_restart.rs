@@ -149,6 +149,23 @@ fn three_kinds_then_crash(tb: &Testbed) -> anyhow::Result<()> {
         log.contains("adopted an IO fault left by a previous run"),
         "{log}"
     );
+    // The injector's stderr went with the first agent; the new one attached to its log and
+    // gets what it logged while no agent read it, then each line (issue 23).
+    let from_injector = |needle: &str| {
+        agent
+            .log_text()
+            .lines()
+            .any(|l| l.contains("injector") && l.contains(needle))
+    };
+    ensure!(
+        eventually(Duration::from_secs(5), || from_injector(
+            "an agent connected to the control socket"
+        ) && from_injector(
+            "an agent attached to our log"
+        )),
+        "the adopted injector's log did not reach the new agent: {}",
+        agent.log_text()
+    );
     let (_, mut api) = rt.block_on(agent.controller(&pki))?;
     let listed = rt
         .block_on(api.list_experiments(api::ListExperimentsRequest {}))?
