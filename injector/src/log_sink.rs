@@ -28,11 +28,14 @@ pub const BACKLOG: usize = 256;
 /// How many lines may wait for a slow attached agent before new ones are dropped.
 const QUEUE: usize = 1024;
 
+/// Writes one line to stderr (a test gives one that fails).
+type StderrWrite = dyn Fn(&[u8]) -> io::Result<()> + Send + Sync;
+
 /// A `MakeWriter` for the tracing subscriber; clones share one destination.
 #[derive(Clone)]
 pub struct LogSink {
     state: Arc<Mutex<State>>,
-    stderr: Arc<dyn Fn(&[u8]) -> io::Result<()> + Send + Sync>,
+    stderr: Arc<StderrWrite>,
 }
 
 #[derive(Default)]
