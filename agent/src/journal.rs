@@ -1,15 +1,27 @@
-//! The agent's durable record of every fault it injected: a generic store of envelopes (id,
-//! times, target, namespace) around a fault record that its kind owns and names (`"kind"`). A
-//! record is written (temp file, fsync, atomic rename, fsync of the directory) before a fault is
-//! applied and removed after it is recovered, so after a crash the agent knows exactly what to
-//! undo. Recovery is computed from the record, never from memory alone (see `fault_kinds`).
+//! The agent's record of every fault it injected: a generic store of envelopes (id, times,
+//! target, namespace) around a fault record that its kind owns and names (`"kind"`). A record is
+//! written (temp file, atomic rename) before a fault is applied and removed after it is
+//! recovered, so after a crash of the agent it knows exactly what to undo. Recovery is computed
+//! from the record, never from memory alone (see `fault_kinds`).
+//!
+//! What the journal must outlive is the agent (a crash, an OOM kill, a SIGKILL, a rollout), not
+//! the node: every fault it records lives in kernel state (mounts in a container's namespace,
+//! qdiscs and iptables rules in a pod's network namespace, cgroups, helper processes, a
+//! patched process's memory) that a power loss or a reboot ends with the containers it was in.
+//! A write that reached the page cache outlives the agent, so records are not fsynced: on this
+//! VM an fsync of the file and one of the directory cost 0.5-23 ms per write, three writes per
+//! IO injection (docs/benchmarks.md). The one thing a power loss can leave is a record file
+//! whose data never reached the disk (empty or cut short, on a filesystem that does not flush
+//! data before a rename): [`Journal::clear_unreadable_from_before`] removes such records once
+//! they are known to predate the boot, where nothing they could describe survives.
 //!
 //! The store knows no kind: a kind's record type implements [`FaultRecord`]; records are read
 //! back as [`StoredRecord`]s and decoded by the kind they name.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -173,7 +185,8 @@ impl Journal {
         Ok(self.dir.join(format!("{id}.json")))
     }
 
-    /// Writes (or replaces) a record durably: when this returns, a crash cannot lose it.
+    /// Writes (or replaces) a record atomically: when this returns, a crash of the agent cannot
+    /// lose it, and a reader sees the old record or the new one, never a part.
     pub fn write<F: FaultRecord>(&self, record: &Record<F>) -> Result<(), JournalError> {
         self.write_stored(&record.to_stored()?)
     }
@@ -197,17 +210,15 @@ impl Journal {
             .open(&tmp)
             .map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
         drop(file);
-        fs::rename(&tmp, &path).map_err(io)?;
-        self.sync_dir()
+        fs::rename(&tmp, &path).map_err(io)
     }
 
-    /// Removes a record durably; removing a record that is not there is not an error.
+    /// Removes a record; removing a record that is not there is not an error.
     pub fn remove(&self, id: &str) -> Result<(), JournalError> {
         let path = self.path_of(id)?;
         match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(JournalError::Io { path, source }),
         }
@@ -264,14 +275,39 @@ impl Journal {
         Ok((records, broken))
     }
 
-    fn sync_dir(&self) -> Result<(), JournalError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| JournalError::Io {
-                path: self.dir.clone(),
-                source,
-            })
+    /// Removes the records that cannot be read and were last written before `boot` (the node's
+    /// boot time): what a power loss left of a record whose data never reached the disk. The
+    /// fault it described ended with the boot. Returns the paths removed; unreadable records
+    /// written since the boot stay, as always, for a human to look at.
+    pub fn clear_unreadable_from_before(&self, boot: SystemTime) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut cleared = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            let written = entry.metadata().and_then(|m| m.modified());
+            if matches!(self.get(id), Err(JournalError::Corrupt { .. }))
+                && written.is_ok_and(|written| written < boot)
+                && fs::remove_file(entry.path()).is_ok()
+            {
+                cleared.push(entry.path());
+            }
+        }
+        cleared
     }
+}
+
+/// When this node booted (`btime` of `/proc/stat`).
+pub fn boot_time() -> std::io::Result<SystemTime> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    stat.lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+        .map(|secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .ok_or_else(|| std::io::Error::other("/proc/stat has no btime line"))
 }
 
 #[cfg(test)]
@@ -306,6 +342,42 @@ mod tests {
                 added_later: None,
             },
         }
+    }
+
+    #[test]
+    fn unreadable_records_from_before_the_boot_are_cleared_and_others_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(dir.path()).unwrap();
+        journal.write(&record("readable", 1)).unwrap();
+        // What a power loss leaves of a record whose data never reached the disk.
+        std::fs::write(journal.dir().join("empty.json"), b"").unwrap();
+        std::fs::write(journal.dir().join("cut.json"), b"{\"id\": \"cut\", \"sta").unwrap();
+        let written = SystemTime::now();
+        // A boot before they were written clears nothing.
+        let earlier = written - std::time::Duration::from_secs(3600);
+        assert!(journal.clear_unreadable_from_before(earlier).is_empty());
+        assert_eq!(journal.list().unwrap().1.len(), 2);
+        // A boot after: only the unreadable ones go.
+        let later = written + std::time::Duration::from_secs(3600);
+        let mut cleared = journal.clear_unreadable_from_before(later);
+        cleared.sort();
+        assert_eq!(
+            cleared,
+            [
+                journal.dir().join("cut.json"),
+                journal.dir().join("empty.json")
+            ]
+        );
+        let (records, broken) = journal.list().unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(broken.is_empty());
+    }
+
+    #[test]
+    fn the_boot_time_is_in_the_past() {
+        let boot = boot_time().unwrap();
+        assert!(boot < SystemTime::now());
+        assert!(boot > SystemTime::UNIX_EPOCH);
     }
 
     #[test]
