@@ -92,7 +92,7 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(Metrics::new());
     let journal = Journal::open(&args.state_dir)?;
-    match faultline_agent::journal::boot_time() {
+    match agent::journal::boot_time() {
         Ok(boot) => {
             for path in journal.clear_unreadable_from_before(boot) {
                 tracing::warn!(path = %path.display(), "removed an unreadable journal record written before this boot (its fault ended with the boot)");
