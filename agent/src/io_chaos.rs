@@ -512,7 +512,9 @@ impl IoChaos {
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
+        let resolving = std::time::Instant::now();
         let target_pid = self.resolver.container_pid(&key.container).await?;
+        tracing::debug!(container = %key.container, target_pid, resolve_us = resolving.elapsed().as_micros() as u64, "container resolved");
         self.start_in(key, target_pid, actions, duration, handover)
             .await
     }
@@ -527,6 +529,8 @@ impl IoChaos {
         duration: Option<Duration>,
         handover: bool,
     ) -> Result<Applied, AgentError> {
+        // Where an injection's time goes, in the log line that ends it.
+        let phases = std::time::Instant::now();
         let (target, namespace_inode) =
             self.host.target(&key.container, target_pid, &key.volume)?;
         let actions_text = actions.wire().to_string();
@@ -535,6 +539,7 @@ impl IoChaos {
             Some(self.control_sockets.join(format!("{}.sock", record.id)));
         let started_at_ms = record.started_at_ms;
         self.journal.write(&record)?;
+        let journaled_us = phases.elapsed().as_micros() as u64;
         let injector = match self.spawn_injector(&record, actions, handover).await {
             Ok(injector) => injector,
             Err(err) => {
@@ -545,6 +550,7 @@ impl IoChaos {
                 return Err(err.into());
             }
         };
+        let mounted_us = phases.elapsed().as_micros() as u64;
         let injector_pid = injector.identity().pid;
         record.fault.injector = Some(injector.identity());
         if let Err(err) = self.journal.write(&record) {
@@ -578,7 +584,7 @@ impl IoChaos {
         if let Some(duration) = duration {
             self.recover_after(&id, duration);
         }
-        tracing::info!(%id, container = %experiment.key.container, volume = %experiment.key.volume, target_pid, injector_pid, "IO fault injected");
+        tracing::info!(%id, container = %experiment.key.container, volume = %experiment.key.volume, target_pid, injector_pid, journaled_us, mounted_us, in_force_us = phases.elapsed().as_micros() as u64, "IO fault injected");
         Ok(Applied::Started {
             id,
             target_pid,

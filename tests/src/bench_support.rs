@@ -24,6 +24,8 @@ pub fn binary(name: &str) -> Result<PathBuf> {
 }
 
 /// The real `faultline-agent`, plaintext on a unix socket under the testbed; SIGTERM on drop.
+/// Its log goes under the testbed (removed with it), or to `$FAULTLINE_AGENT_LOG` when set (to
+/// read, e.g., where each injection's time went: the `IO fault injected` lines).
 pub struct LocalAgent {
     child: Child,
     socket: PathBuf,
@@ -32,7 +34,9 @@ pub struct LocalAgent {
 impl LocalAgent {
     pub fn start(tb: &Testbed, name: &str) -> Result<LocalAgent> {
         let socket = tb.base_dir().join(format!("{name}.sock"));
-        let log = tb.base_dir().join(format!("{name}.log"));
+        let log = std::env::var_os("FAULTLINE_AGENT_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| tb.base_dir().join(format!("{name}.log")));
         let child = Command::new(binary("faultline-agent")?)
             .arg("--containerd-socket")
             .arg(tb.containerd_socket())
