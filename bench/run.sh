@@ -267,8 +267,11 @@ def requests(fs, setup, phase):
     c = req.get((fs, setup, phase))
     if c is None:
         return None, "–"
+    # In the order the kernel sends them: the parent's attributes, the name, the operation;
+    # the requests nobody waits for last.
+    order = lambda op: (op in ASYNC, {"GETATTR": 0, "LOOKUP": 1}.get(op, 2), op)
     parts = [f"{op}" if abs(n - 1) < 0.05 else f"{n:.2f} {op}"
-             for op, n in sorted(c.items(), key=lambda x: -x[1]) if n >= 0.05]
+             for op, n in sorted(c.items(), key=lambda x: order(x[0])) if n >= 0.05]
     waited = sum(n for op, n in c.items() if op not in ASYNC)
     return waited, " + ".join(parts) or "none"
 
