@@ -284,6 +284,14 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Schedule thread `tid` (a kernel thread id) as `SCHED_FIFO` at the lowest real-time
+/// priority: when woken it preempts every normal task on its CPU at once.
+pub fn set_fifo_scheduling(tid: i32) -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: `param` is a valid sched_param; an unknown tid is refused with ESRCH.
+    cvt_int(unsafe { libc::sched_setscheduler(tid, libc::SCHED_FIFO, &param) }).map(drop)
+}
+
 /// A kernel file handle (`name_to_handle_at`): names a file without holding it open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileHandle {

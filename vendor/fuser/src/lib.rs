@@ -103,6 +103,9 @@ mod session;
 mod time;
 #[cfg(target_os = "linux")]
 mod uring;
+#[cfg(target_os = "linux")]
+pub use crate::uring::QueueThreads;
+
 /// States of [`Session::io_uring`].
 pub mod io_uring_state {
     #[cfg(target_os = "linux")]

@@ -513,6 +513,7 @@ impl<FS: Filesystem> Session<FS> {
                         depth: self.config.io_uring_queue_depth.max(1),
                         payload: crate::uring::payload_size(config.max_write, config.max_pages()),
                         state: Arc::new(std::sync::atomic::AtomicU8::new(crate::uring::STARTING)),
+                        threads: crate::uring::QueueThreads::default(),
                     });
             }
             self.setxattr_ext =
@@ -595,6 +596,16 @@ impl<FS: Filesystem> Session<FS> {
         Arc::new(std::sync::atomic::AtomicU8::new(
             crate::io_uring_state::NOT_IN_USE,
         ))
+    }
+
+    /// The io_uring queue threads (filled in as [`Session::run`] starts them; empty when
+    /// requests come through `/dev/fuse`).
+    #[cfg(target_os = "linux")]
+    pub fn io_uring_threads(&self) -> crate::uring::QueueThreads {
+        self.uring
+            .as_ref()
+            .map(|params| params.threads.clone())
+            .unwrap_or_default()
     }
 }
 

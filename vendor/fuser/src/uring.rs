@@ -100,6 +100,21 @@ pub(crate) struct Params {
     /// [`STARTING`], then [`IN_USE`], or [`NOT_IN_USE`] if a queue could not start and
     /// requests stay on /dev/fuse.
     pub(crate) state: Arc<AtomicU8>,
+    /// The queue threads, as they start.
+    pub(crate) threads: QueueThreads,
+}
+
+/// The kernel thread ids of a session's io_uring queue threads (empty until
+/// [`crate::Session::run`] starts them, and over `/dev/fuse`), so that the filesystem can
+/// change how they are scheduled.
+#[derive(Debug, Clone, Default)]
+pub struct QueueThreads(Arc<Mutex<Vec<i32>>>);
+
+impl QueueThreads {
+    /// Thread ids (`gettid`) of the queue threads started so far.
+    pub fn ids(&self) -> Vec<i32> {
+        self.0.lock().clone()
+    }
 }
 
 /// The payload buffer the kernel requires of every entry (`fuse_uring_create`).
@@ -502,6 +517,7 @@ enum Slot {
 impl<FS: Filesystem> Queue<FS> {
     fn run(self) {
         QUEUE_THREAD.with(|q| q.set(Some(self.shared.qid)));
+        self.params.threads.0.lock().push(nix::unistd::gettid().as_raw());
         pin_to_cpu(self.shared.qid);
         if let Err(e) = self.serve() {
             if !self.shared.closed.load(Ordering::Acquire) {
