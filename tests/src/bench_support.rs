@@ -116,3 +116,60 @@ pub fn status_field(pid: u32, field: &str) -> Option<u64> {
 pub fn entries(dir: impl AsRef<Path>) -> u64 {
     std::fs::read_dir(dir).map_or(0, |d| d.count() as u64)
 }
+
+/// A process's proportional set size in KiB (`/proc/PID/smaps_rollup`; 0 if it is gone): its
+/// private pages plus its share of the pages it has in common with others.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A process's CPU time in clock ticks: its own (user + system), and its reaped children's.
+pub fn cpu_ticks(pid: u32) -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0, 0);
+    };
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return (0, 0);
+    };
+    let fields: Option<Vec<u64>> = rest
+        .split_whitespace()
+        .skip(11) // state .. cmajflt: utime is field 14 of the whole line
+        .take(4)
+        .map(|f| f.parse().ok())
+        .collect();
+    match fields.as_deref() {
+        Some([utime, stime, cutime, cstime]) => (utime + stime, cutime + cstime),
+        _ => (0, 0),
+    }
+}
+
+/// Every process under `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u64)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, status_field(p, "PPid:")?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![u64::from(pid)];
+    while let Some(parent) = frontier.pop() {
+        for (child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            found.push(*child);
+            frontier.push(u64::from(*child));
+        }
+    }
+    found
+}
