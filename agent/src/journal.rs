@@ -180,6 +180,10 @@ impl Journal {
 
     /// Writes a record as stored (kind already in it).
     pub fn write_stored(&self, record: &StoredRecord) -> Result<(), JournalError> {
+        off_the_runtime(|| self.write_stored_now(record))
+    }
+
+    fn write_stored_now(&self, record: &StoredRecord) -> Result<(), JournalError> {
         let path = self.path_of(&record.id)?;
         let tmp = self.dir.join(format!(".{}.tmp", record.id));
         let io = |source| JournalError::Io {
@@ -205,6 +209,10 @@ impl Journal {
 
     /// Removes a record durably; removing a record that is not there is not an error.
     pub fn remove(&self, id: &str) -> Result<(), JournalError> {
+        off_the_runtime(|| self.remove_now(id))
+    }
+
+    fn remove_now(&self, id: &str) -> Result<(), JournalError> {
         let path = self.path_of(id)?;
         match fs::remove_file(&path) {
             Ok(()) => self.sync_dir(),
@@ -271,6 +279,21 @@ impl Journal {
                 path: self.dir.clone(),
                 source,
             })
+    }
+}
+
+/// Runs `work` (which fsyncs: a millisecond on a quiet disk, tens on a busy one) so that it
+/// does not hold up the other tasks of a runtime worker: on the agent's multi-thread runtime
+/// the worker hands its tasks to another thread meanwhile. Called on a runtime worker, an
+/// fsync otherwise stalls every request queued on that worker (two workers on two CPUs: 50
+/// concurrent injections queued behind each other's fsyncs).
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(work)
+    } else {
+        work()
     }
 }
 

@@ -22,7 +22,7 @@ mod bench_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bench_support::{LocalAgent, Result, cpu_ticks, descendants, entries, pss_kib, rss_kib};
+use bench_support::{CpuCgroup, LocalAgent, Result, descendants, entries, pss_kib, rss_kib};
 use faultline_proto::pb;
 use faultline_proto::pb::chaos_daemon_client::ChaosDaemonClient;
 use testbed::{Pod, PodSpec, Testbed, Volume};
@@ -88,18 +88,24 @@ fn bench(tb: &Testbed, rounds: usize, sizes: &[usize]) -> Result<()> {
     for &n in sizes {
         // A fresh agent for each N: its idle footprint is the baseline of that N.
         let agent = LocalAgent::start(tb, &format!("scale-agent-{n}"))?;
+        // The agent and every helper it starts (exited ones too) in a CPU cgroup of their own:
+        // per-process times are counted in ticks, and an injector's start is a few ms.
+        let cgroup = CpuCgroup::enter(
+            agent.pid(),
+            &format!("faultline-bench-scale-{}-{n}", std::process::id()),
+        )?;
         let daemon = ChaosDaemonClient::new(rt.block_on(agent.channel())?);
         let pods = &pods[..n];
         // One warm-up cycle on one pod: what the agent starts once is not per fault.
-        rt.block_on(round(&daemon, agent.pid(), &pods[..1]))?;
+        rt.block_on(round(&daemon, agent.pid(), &cgroup, &pods[..1]))?;
         std::thread::sleep(Duration::from_millis(300));
         let mut of_n = Vec::new();
         for i in 0..rounds {
-            let idle = Footprint::take(agent.pid());
-            let mut r = rt.block_on(round(&daemon, agent.pid(), pods))?;
+            let idle = Footprint::take(agent.pid(), &cgroup)?;
+            let mut r = rt.block_on(round(&daemon, agent.pid(), &cgroup, pods))?;
             r.idle = idle;
             r.leftovers = leftovers(agent.pid(), idle.threads, pods, &baselines[..n])?;
-            r.after = Footprint::take(agent.pid());
+            r.after = Footprint::take(agent.pid(), &cgroup)?;
             eprintln!(
                 "N={n} round {}: IO inject max {:.1?}, total {:.1?}, left behind: {}",
                 i + 1,
@@ -115,6 +121,7 @@ fn bench(tb: &Testbed, rounds: usize, sizes: &[usize]) -> Result<()> {
         }
         drop(daemon);
         drop(agent);
+        drop(cgroup);
         results.push((n, of_n));
     }
     report(&results, rounds);
@@ -130,41 +137,31 @@ struct Footprint {
     helpers: u64,
     helpers_rss: u64,
     helpers_pss: u64,
-    /// Clock ticks: the agent's own, its reaped children's, its live helpers'.
-    agent_cpu: u64,
-    reaped_cpu: u64,
-    helpers_cpu: u64,
+    /// CPU time of the agent and every helper it started (live or exited), ns.
+    cpu_ns: u64,
 }
 
 impl Footprint {
-    fn take(agent: u32) -> Footprint {
+    fn take(agent: u32, cgroup: &CpuCgroup) -> Result<Footprint> {
         let helpers = descendants(agent);
-        let (own, reaped) = cpu_ticks(agent);
-        Footprint {
+        Ok(Footprint {
             agent_rss: rss_kib(agent),
             agent_pss: pss_kib(agent),
             threads: entries(format!("/proc/{agent}/task")),
             helpers: helpers.len() as u64,
             helpers_rss: helpers.iter().map(|p| rss_kib(*p)).sum(),
             helpers_pss: helpers.iter().map(|p| pss_kib(*p)).sum(),
-            agent_cpu: own,
-            reaped_cpu: reaped,
-            helpers_cpu: helpers.iter().map(|p| cpu_ticks(*p).0).sum(),
-        }
+            cpu_ns: cgroup.usage_ns()?,
+        })
     }
 
     fn total_pss(&self) -> u64 {
         self.agent_pss + self.helpers_pss
     }
 
-    /// Clock ticks the agent spent from `earlier` to this one, and its helpers (live or
-    /// reaped by then).
-    fn cpu_since(&self, earlier: &Footprint) -> (u64, u64) {
-        (
-            self.agent_cpu.saturating_sub(earlier.agent_cpu),
-            (self.reaped_cpu + self.helpers_cpu)
-                .saturating_sub(earlier.reaped_cpu + earlier.helpers_cpu),
-        )
+    /// CPU (ms) the agent and its helpers spent from `earlier` to this one.
+    fn cpu_ms_since(&self, earlier: &Footprint) -> f64 {
+        self.cpu_ns.saturating_sub(earlier.cpu_ns) as f64 / 1e6
     }
 }
 
@@ -271,7 +268,7 @@ fn fails_with_eio(pod: &Pod) -> bool {
 }
 
 /// Inject IO on every pod at once, then a delay on every pod at once, then recover all at once.
-async fn round(daemon: &Daemon, agent: u32, pods: &[Pod]) -> Result<Round> {
+async fn round(daemon: &Daemon, agent: u32, cgroup: &CpuCgroup, pods: &[Pod]) -> Result<Round> {
     let mut r = Round::default();
     let t0 = Instant::now();
     (r.io_inject, r.io_wall) = all_at_once(daemon, pods, |d, p| apply_io(d, p, FAULT)).await?;
@@ -283,9 +280,9 @@ async fn round(daemon: &Daemon, agent: u32, pods: &[Pod]) -> Result<Round> {
     if !not_faulted.is_empty() {
         return Err(format!("no EIO in force after ApplyIOChaos returned: {not_faulted:?}").into());
     }
-    r.with_io = Footprint::take(agent);
+    r.with_io = Footprint::take(agent, cgroup)?;
     (r.net_inject, r.net_wall) = all_at_once(daemon, pods, |d, p| set_tcs(d, p, true)).await?;
-    r.with_both = Footprint::take(agent);
+    r.with_both = Footprint::take(agent, cgroup)?;
     let t_recover = Instant::now();
     let (io, net) = tokio::join!(
         all_at_once(daemon, pods, |d, p| apply_io(d, p, "")),
@@ -383,10 +380,6 @@ fn delta_mib(after: u64, before: u64) -> f64 {
 }
 
 fn report(results: &[(usize, Vec<Round>)], rounds: usize) {
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
     let single = results.iter().find(|(n, _)| *n == 1).map(|(_, rs)| {
         let mut all: Vec<Duration> = rs.iter().flat_map(|r| r.io_inject.clone()).collect();
         quantile(&mut all, 0.5)
@@ -460,42 +453,26 @@ fn report(results: &[(usize, Vec<Round>)], rounds: usize) {
     }
     println!();
     println!(
-        "CPU per phase (ms of user + system time per pod, median round: agent + its helpers — injectors, iptables; reaped or live)\n"
+        "CPU per pod and phase (ms of user + system time of the agent and every helper it started — injectors, iptables — from its cgroup; median round)\n"
     );
-    println!("| pods | IO inject | delay inject | recover both | round, per fault |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| pods | IO inject | delay inject | recover both | whole round, per fault | whole round |"
+    );
+    println!("|---|---|---|---|---|---|");
     for (n, rs) in results {
-        let per_pod = |f: &dyn Fn(&Round) -> (u64, u64)| {
-            let mut v: Vec<(f64, f64)> = rs
-                .iter()
-                .map(|r| {
-                    let (a, h) = f(r);
-                    (
-                        1000.0 * a as f64 / ticks / *n as f64,
-                        1000.0 * h as f64 / ticks / *n as f64,
-                    )
-                })
-                .collect();
-            v.sort_by(|x, y| (x.0 + x.1).total_cmp(&(y.0 + y.1)));
-            let (a, h) = v[v.len() / 2];
-            format!("{a:.1} + {h:.1}")
-        };
-        let round_per_fault = {
-            let mut v: Vec<f64> = rs
-                .iter()
-                .map(|r| {
-                    let (a, h) = r.after.cpu_since(&r.idle);
-                    1000.0 * (a + h) as f64 / ticks / (2 * n) as f64
-                })
-                .collect();
+        let median = |f: &dyn Fn(&Round) -> f64| {
+            let mut v: Vec<f64> = rs.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
+        let per_pod = *n as f64;
         println!(
-            "| {n} | {} | {} | {} | {round_per_fault:.1} |",
-            per_pod(&|r| r.with_io.cpu_since(&r.idle)),
-            per_pod(&|r| r.with_both.cpu_since(&r.with_io)),
-            per_pod(&|r| r.after.cpu_since(&r.with_both)),
+            "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            median(&|r| r.with_io.cpu_ms_since(&r.idle)) / per_pod,
+            median(&|r| r.with_both.cpu_ms_since(&r.with_io)) / per_pod,
+            median(&|r| r.after.cpu_ms_since(&r.with_both)) / per_pod,
+            median(&|r| r.after.cpu_ms_since(&r.idle)) / (2.0 * per_pod),
+            median(&|r| r.after.cpu_ms_since(&r.idle)),
         );
     }
     println!();

@@ -175,6 +175,14 @@ fn soak(tb: &Testbed, cycles: usize, names: &[&'static str]) -> Result<()> {
             }
         }
         std::thread::sleep(Duration::from_millis(500));
+        // The runtime's blocking threads (which waited on helpers) end after 10 s idle: a
+        // thread still there after that is one more than before.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while entries(format!("/proc/{}/task", agent.pid())) > before["agent threads"]
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let after = footprint(agent.pid(), &pod, &journal)?;
         kinds.push(Kind {
             name,
