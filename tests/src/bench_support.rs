@@ -133,27 +133,6 @@ pub fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// A process's CPU time in clock ticks: its own (user + system), and its reaped children's.
-pub fn cpu_ticks(pid: u32) -> (u64, u64) {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return (0, 0);
-    };
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return (0, 0);
-    };
-    let fields: Option<Vec<u64>> = rest
-        .split_whitespace()
-        .skip(11) // state .. cmajflt: utime is field 14 of the whole line
-        .take(4)
-        .map(|f| f.parse().ok())
-        .collect();
-    match fields.as_deref() {
-        Some([utime, stime, cutime, cstime]) => (utime + stime, cutime + cstime),
-        _ => (0, 0),
-    }
-}
-
 /// Every process under `pid` (children, their children, ...).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -11,8 +11,9 @@
 //! Memory is taken with every fault in force: the agent's RSS and PSS, and the RSS and PSS of
 //! every process under it (injectors; netem's NFQUEUE path is a thread of the agent). PSS
 //! (`/proc/PID/smaps_rollup`) shares the pages processes have in common (the injector's code)
-//! between them, so the sum is what the node really spends. CPU is the agent's own user +
-//! system time over the round, plus the helpers' (live and reaped).
+//! between them, so the sum is what the node really spends. CPU is read from a CPU accounting
+//! cgroup the agent is moved into: it holds every helper the agent starts, exited ones included
+//! (per-process times are counted in ticks, and an injector's start takes a few ms).
 //!
 //! Usage: faultline-bench-scale [--rounds R] [N ...]   (as root; default 3 rounds of 1 10 50)
 
