@@ -120,3 +120,89 @@ pub fn status_field(pid: u32, field: &str) -> Option<u64> {
 pub fn entries(dir: impl AsRef<Path>) -> u64 {
     std::fs::read_dir(dir).map_or(0, |d| d.count() as u64)
 }
+
+/// A process's proportional set size in KiB (`/proc/PID/smaps_rollup`; 0 if it is gone): its
+/// private pages plus its share of the pages it has in common with others.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Every process under `pid` (children, their children, ...).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parents: Vec<(u32, u64)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, status_field(p, "PPid:")?)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![u64::from(pid)];
+    while let Some(parent) = frontier.pop() {
+        for (child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            found.push(*child);
+            frontier.push(u64::from(*child));
+        }
+    }
+    found
+}
+
+/// A CPU accounting cgroup of its own for a process and every process it starts from then on
+/// (exited ones included): cgroup v2 `cpu.stat`, or v1 `cpuacct.usage`. Removed on drop.
+pub struct CpuCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl CpuCgroup {
+    /// Moves `pid` into a new cgroup named `name` (under the root of the hierarchy).
+    pub fn enter(pid: u32, name: &str) -> Result<CpuCgroup> {
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let dir = if v2 {
+            PathBuf::from("/sys/fs/cgroup").join(name)
+        } else {
+            PathBuf::from("/sys/fs/cgroup/cpuacct").join(name)
+        };
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        Ok(CpuCgroup { dir, v2 })
+    }
+
+    /// CPU time (user + system) of everything in it so far, in nanoseconds.
+    pub fn usage_ns(&self) -> Result<u64> {
+        if self.v2 {
+            let stat = std::fs::read_to_string(self.dir.join("cpu.stat"))?;
+            let usec: u64 = stat
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .ok_or("cpu.stat has no usage_usec")?
+                .trim()
+                .parse()?;
+            Ok(usec * 1000)
+        } else {
+            Ok(std::fs::read_to_string(self.dir.join("cpuacct.usage"))?
+                .trim()
+                .parse()?)
+        }
+    }
+}
+
+impl Drop for CpuCgroup {
+    fn drop(&mut self) {
+        // Empty once its processes are gone (the caller stops them first).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

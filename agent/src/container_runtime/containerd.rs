@@ -18,6 +18,8 @@ const RUNTIME: &str = "containerd";
 #[derive(Clone, Debug)]
 pub struct ContainerdClient {
     channel: Channel,
+    /// Tells clones of one connection from another connection.
+    connection: std::sync::Arc<()>,
     socket: PathBuf,
     namespace: MetadataValue<tonic::metadata::Ascii>,
 }
@@ -43,7 +45,13 @@ impl ContainerdClient {
                 })?,
             socket: socket.to_owned(),
             namespace,
+            connection: std::sync::Arc::new(()),
         })
+    }
+
+    /// Whether `other` is a clone of this client (the same connection).
+    pub fn same_connection(&self, other: &ContainerdClient) -> bool {
+        std::sync::Arc::ptr_eq(&self.connection, &other.connection)
     }
 
     fn request<T>(&self, message: T) -> Request<T> {

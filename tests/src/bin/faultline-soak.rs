@@ -7,7 +7,15 @@
 //! rules of both backends, ipsets, cgroups under the pod's): nothing may grow. It prints the
 //! p50/p99/max of each inject and recover round trip and the footprint table.
 //!
-//! Usage: faultline-soak [CYCLES]   (as root; default 1000; prints Markdown)
+//! Then the kinds whose helpers live in the pod: time (SetTimeOffset +1 day on CLOCK_REALTIME,
+//! then RecoverTimeOffset: the vDSO of the pod's processes patched and restored), HTTP
+//! (ApplyHttpChaos with an abort rule on port 8080, then the empty request: a proxy process
+//! and its redirect rules), DNS (faultline.agent.v1 StartDnsExperiment "error" for
+//! `*.example.com`, then Recover by id: a responder process and its redirect rules; Chaos
+//! Mesh's SetDNSServer only rewrites resolv.conf).
+//!
+//! Usage: faultline-soak [CYCLES [KIND ...]]   (as root; default 1000 of every kind: IO
+//! network stress time HTTP DNS; prints Markdown)
 
 #[path = "../bench_support.rs"]
 mod bench_support;
@@ -17,20 +25,32 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bench_support::{LocalAgent, Result, entries, rss_kib};
+use faultline_proto::agent::v1 as api;
+use faultline_proto::agent::v1::agent_client::AgentClient;
 use faultline_proto::pb;
 use faultline_proto::pb::chaos_daemon_client::ChaosDaemonClient;
 use testbed::{Pod, PodSpec, Testbed, Volume};
 
 type Daemon = ChaosDaemonClient<tonic::transport::Channel>;
+type Api = AgentClient<tonic::transport::Channel>;
+
+const KINDS: [&str; 6] = ["IO", "network", "stress", "time", "HTTP", "DNS"];
 
 fn main() -> Result<()> {
-    let cycles: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let mut args = std::env::args().skip(1);
+    let cycles: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    let mut kinds = Vec::new();
+    for arg in args {
+        let Some(kind) = KINDS.iter().find(|k| k.eq_ignore_ascii_case(&arg)) else {
+            return Err(format!("unknown kind {arg}: one of {KINDS:?}").into());
+        };
+        kinds.push(*kind);
+    }
+    if kinds.is_empty() {
+        kinds = KINDS.to_vec();
+    }
     let tb = Testbed::start()?;
-    let result = soak(&tb, cycles);
+    let result = soak(&tb, cycles, &kinds);
     tb.shutdown()?;
     result
 }
@@ -38,8 +58,13 @@ fn main() -> Result<()> {
 /// Counts that must not grow over the cycles.
 type Footprint = BTreeMap<&'static str, u64>;
 
-fn footprint(agent: u32, pod: &Pod) -> Result<Footprint> {
+fn footprint(agent: u32, pod: &Pod, journal: &std::path::Path) -> Result<Footprint> {
     let mut f = Footprint::new();
+    f.insert("agent journal records", entries(journal));
+    // A time fault maps a page into the pod's processes and patches their vDSO; recovery
+    // must take the page away again.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", pod.pid))?;
+    f.insert("pod process mappings", maps.lines().count() as u64);
     f.insert("agent RSS (KiB)", rss_kib(agent));
     f.insert("agent open fds", entries(format!("/proc/{agent}/fd")));
     f.insert("agent threads", entries(format!("/proc/{agent}/task")));
@@ -110,31 +135,39 @@ struct Kind {
     after: Footprint,
 }
 
-fn soak(tb: &Testbed, cycles: usize) -> Result<()> {
+fn soak(tb: &Testbed, cycles: usize, names: &[&'static str]) -> Result<()> {
     let data = tb.host_dir("soak-data")?;
     std::fs::write(data.join("f"), "data\n")?;
     let pod = tb.run_pod(
         PodSpec::new("soak")
             .volume(Volume::host_dir(&data, "/data"))
-            .cpu_request(1000),
+            .cpu_request(1000)
+            // DNS relays what no pattern covers to the pod's nameserver: the testbed's gateway
+            // (nothing need answer there for inject and recover).
+            .dns_server(std::net::Ipv4Addr::from(u32::from(tb.subnet().network()) + 1).to_string()),
     )?;
     let agent = LocalAgent::start(tb, "soak-agent")?;
+    let journal = tb.base_dir().join("soak-agent-state").join("journal");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let mut daemon = ChaosDaemonClient::new(rt.block_on(agent.channel())?);
+    let channel = rt.block_on(agent.channel())?;
+    let mut clients = Clients {
+        daemon: ChaosDaemonClient::new(channel.clone()),
+        api: AgentClient::new(channel),
+    };
     let started = Instant::now();
     let mut kinds = Vec::new();
-    for name in ["IO", "network", "stress"] {
+    for &name in names {
         // A few cycles first: what the agent starts once (a queue thread, a pool) is not growth.
         for _ in 0..5 {
-            cycle(&rt, &mut daemon, &pod, name)?;
+            cycle(&rt, &mut clients, &pod, name)?;
         }
         std::thread::sleep(Duration::from_millis(500));
-        let before = footprint(agent.pid(), &pod)?;
+        let before = footprint(agent.pid(), &pod, &journal)?;
         let (mut inject, mut recover) = (Vec::new(), Vec::new());
         for i in 0..cycles {
-            let (i_took, r_took) = cycle(&rt, &mut daemon, &pod, name)?;
+            let (i_took, r_took) = cycle(&rt, &mut clients, &pod, name)?;
             inject.push(i_took);
             recover.push(r_took);
             if (i + 1) % 100 == 0 {
@@ -142,7 +175,15 @@ fn soak(tb: &Testbed, cycles: usize) -> Result<()> {
             }
         }
         std::thread::sleep(Duration::from_millis(500));
-        let after = footprint(agent.pid(), &pod)?;
+        // The runtime's blocking threads (which waited on helpers) end after 10 s idle: a
+        // thread still there after that is one more than before.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while entries(format!("/proc/{}/task", agent.pid())) > before["agent threads"]
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let after = footprint(agent.pid(), &pod, &journal)?;
         kinds.push(Kind {
             name,
             inject,
@@ -152,19 +193,26 @@ fn soak(tb: &Testbed, cycles: usize) -> Result<()> {
         });
     }
     let total = started.elapsed();
-    drop(daemon);
+    drop(clients);
     drop(agent);
     tb.remove_pod(&pod)?;
     report(&mut kinds, cycles, total);
     Ok(())
 }
 
+/// Both of the agent's services, on one connection.
+struct Clients {
+    daemon: Daemon,
+    api: Api,
+}
+
 fn cycle(
     rt: &tokio::runtime::Runtime,
-    daemon: &mut Daemon,
+    clients: &mut Clients,
     pod: &Pod,
     kind: &str,
 ) -> Result<(Duration, Duration)> {
+    let daemon = &mut clients.daemon;
     let t0 = Instant::now();
     let inject_took;
     match kind {
@@ -204,7 +252,7 @@ fn cycle(
             rt.block_on(daemon.set_tcs(tcs(vec![])))?;
             Ok((inject_took, t1.elapsed()))
         }
-        _ => {
+        "stress" => {
             let started = rt
                 .block_on(daemon.exec_stressors(pb::ExecStressRequest {
                     scope: pb::exec_stress_request::Scope::Pod as i32,
@@ -225,6 +273,69 @@ fn cycle(
             }))?;
             Ok((inject_took, t1.elapsed()))
         }
+        "time" => {
+            // As Chaos Mesh's controller sends it: the experiment's uid and the container.
+            let time = |sec| pb::TimeRequest {
+                container_id: pod.container_uri(),
+                sec,
+                nsec: 0,
+                clk_ids_mask: 1, // CLOCK_REALTIME
+                uid: "5d8c3b7e-2f4a-4e1b-9c6d-7a8b9c0d1e2f".into(),
+                pod_container_name: format!("{}:{}", pod.name, pod.container_name),
+            };
+            rt.block_on(daemon.set_time_offset(time(86_400)))?;
+            inject_took = t0.elapsed();
+            let t1 = Instant::now();
+            rt.block_on(daemon.recover_time_offset(time(0)))?;
+            Ok((inject_took, t1.elapsed()))
+        }
+        "HTTP" => {
+            let http = |rules: &str, ports: Vec<u32>| pb::ApplyHttpChaosRequest {
+                rules: rules.into(),
+                proxy_ports: ports,
+                container_id: pod.container_uri(),
+                enter_ns: true,
+                ..Default::default()
+            };
+            let abort = r#"[{"target":"Request","selector":{"port":8080,"path":"/abort"},"actions":{"abort":true}}]"#;
+            let applied = rt
+                .block_on(daemon.apply_http_chaos(http(abort, vec![8080])))?
+                .into_inner();
+            inject_took = t0.elapsed();
+            if applied.status_code != 200 {
+                return Err(format!("ApplyHttpChaos: {applied:?}").into());
+            }
+            let t1 = Instant::now();
+            rt.block_on(daemon.apply_http_chaos(http("", vec![])))?;
+            Ok((inject_took, t1.elapsed()))
+        }
+        "DNS" => {
+            let started = rt
+                .block_on(
+                    clients
+                        .api
+                        .start_dns_experiment(api::StartDnsExperimentRequest {
+                            container_id: pod.container_uri(),
+                            action: "error".into(),
+                            patterns: vec!["*.example.com".into()],
+                            duration_ms: 0,
+                        }),
+                )?
+                .into_inner();
+            inject_took = t0.elapsed();
+            let t1 = Instant::now();
+            let recovered = rt
+                .block_on(clients.api.recover(api::RecoverRequest {
+                    id: started.id.clone(),
+                    all: false,
+                }))?
+                .into_inner();
+            if !recovered.problems.is_empty() {
+                return Err(format!("DNS recovery: {:?}", recovered.problems).into());
+            }
+            Ok((inject_took, t1.elapsed()))
+        }
+        other => Err(format!("no such kind: {other}").into()),
     }
 }
 
