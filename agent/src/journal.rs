@@ -8,6 +8,7 @@
 //! back as [`StoredRecord`]s and decoded by the kind they name.
 
 use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -190,10 +191,12 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
+        // Owner only: a record may hold secrets (an HTTPChaos's TLS key).
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
         file.write_all(&bytes).map_err(io)?;
