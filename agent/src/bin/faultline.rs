@@ -149,8 +149,8 @@ impl HttpAttack {
             return Ok(String::new());
         };
         let item = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
-            let pem = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             Ok(serde_json::json!({
                 "type": "Contents",
                 "value": base64::engine::general_purpose::STANDARD.encode(pem),

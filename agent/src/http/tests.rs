@@ -136,7 +136,12 @@ async fn inject_update_crash_recover() {
     };
     let http = service();
     let Applied::InForce { id, proxy_pid, .. } = http
-        .apply(CONTAINER, sent(ABORT), &spec(ABORT, &[8080]), Placement::WholePod)
+        .apply(
+            CONTAINER,
+            sent(ABORT),
+            &spec(ABORT, &[8080]),
+            Placement::WholePod,
+        )
         .await
         .unwrap()
     else {
@@ -216,9 +221,14 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
         host.clone(),
         runner.clone(),
     );
-    http.apply(CONTAINER, sent(ABORT), &spec(ABORT, &[80]), Placement::WholePod)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[80]),
+        Placement::WholePod,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         http.apply(CONTAINER, sent(""), &spec("", &[]), Placement::WholePod)
             .await
@@ -233,9 +243,14 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
         Applied::Removed
     );
 
-    http.apply(CONTAINER, sent(ABORT), &spec(ABORT, &[80]), Placement::WholePod)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[80]),
+        Placement::WholePod,
+    )
+    .await
+    .unwrap();
     let before = runner.calls().len();
     let tx = host.exits.lock().unwrap().remove(&7000).unwrap();
     tx.send("killed".into()).unwrap();
@@ -323,9 +338,14 @@ async fn tls_goes_to_the_proxy_with_its_set_and_a_shared_port_agrees() {
     assert_eq!(host.calls().len(), calls);
     assert_eq!(journal.list_of::<HttpRecord>().unwrap().len(), 1);
     // On another port it is served beside, and the sets keep their own TLS.
-    http.apply(CONTAINER, sent(DELAY), &spec(DELAY, &[80]), Placement::Beside)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(DELAY),
+        &spec(DELAY, &[80]),
+        Placement::Beside,
+    )
+    .await
+    .unwrap();
     let expected = http_chaos::control::line([
         (&[443u16][..], ABORT, tls.as_str()),
         (&[80u16][..], DELAY, ""),
@@ -398,8 +418,13 @@ async fn experiments_beside_each_other_share_the_proxy_and_recover_alone() {
     let beside = |rules: &'static str, ports: &'static [u32]| {
         let http = Arc::clone(&http);
         async move {
-            http.apply(CONTAINER, sent(rules), &spec(rules, ports), Placement::Beside)
-                .await
+            http.apply(
+                CONTAINER,
+                sent(rules),
+                &spec(rules, ports),
+                Placement::Beside,
+            )
+            .await
         }
     };
     let a = id_of(beside(ABORT, &[8080]).await.unwrap());
@@ -497,9 +522,14 @@ async fn a_crash_with_two_experiments_in_a_pod_recovers_both_from_the_journal() 
     let runner = runner();
     let http = service(&journal, &host, &runner);
     for (rules, ports) in [(ABORT, &[8080u32][..]), (DELAY, &[9090])] {
-        http.apply(CONTAINER, sent(rules), &spec(rules, ports), Placement::Beside)
-            .await
-            .unwrap();
+        http.apply(
+            CONTAINER,
+            sent(rules),
+            &spec(rules, ports),
+            Placement::Beside,
+        )
+        .await
+        .unwrap();
     }
     drop(http);
     host.refuse_rules
@@ -524,9 +554,14 @@ async fn a_dead_proxy_ends_every_experiment_it_served_and_a_failed_add_leaves_no
     let runner = runner();
     let http = service(&journal, &host, &runner);
     for (rules, ports) in [(ABORT, &[8080u32][..]), (DELAY, &[9090])] {
-        http.apply(CONTAINER, sent(rules), &spec(rules, ports), Placement::Beside)
-            .await
-            .unwrap();
+        http.apply(
+            CONTAINER,
+            sent(rules),
+            &spec(rules, ports),
+            Placement::Beside,
+        )
+        .await
+        .unwrap();
     }
     let from = runner.calls().len();
     let tx = host.exits.lock().unwrap().remove(&7000).unwrap();
@@ -540,13 +575,23 @@ async fn a_dead_proxy_ends_every_experiment_it_served_and_a_failed_add_leaves_no
     assert!(ids(&http).is_empty());
     assert_eq!(count(&runner.calls()[from..], "-X FAULTLINE-HTTP"), 1);
 
-    http.apply(CONTAINER, sent(ABORT), &spec(ABORT, &[8080]), Placement::Beside)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[8080]),
+        Placement::Beside,
+    )
+    .await
+    .unwrap();
     host.refuse_rules
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let err = http
-        .apply(CONTAINER, sent(DELAY), &spec(DELAY, &[9090]), Placement::Beside)
+        .apply(
+            CONTAINER,
+            sent(DELAY),
+            &spec(DELAY, &[9090]),
+            Placement::Beside,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal, "{err}");
@@ -572,8 +617,13 @@ async fn the_chaos_mesh_wire_gives_the_pod_exactly_the_set_it_sends() {
     let whole = |rules: &'static str, ports: &'static [u32]| {
         let http = Arc::clone(&http);
         async move {
-            http.apply(CONTAINER, sent(rules), &spec(rules, ports), Placement::WholePod)
-                .await
+            http.apply(
+                CONTAINER,
+                sent(rules),
+                &spec(rules, ports),
+                Placement::WholePod,
+            )
+            .await
         }
     };
     let pod = id_of(whole(both, &[9090, 8080]).await.unwrap());
@@ -596,9 +646,14 @@ async fn the_chaos_mesh_wire_gives_the_pod_exactly_the_set_it_sends() {
 
     // One of ours beside it is served too...
     let ours = id_of(
-        http.apply(CONTAINER, sent(PATCH), &spec(PATCH, &[8080]), Placement::Beside)
-            .await
-            .unwrap(),
+        http.apply(
+            CONTAINER,
+            sent(PATCH),
+            &spec(PATCH, &[8080]),
+            Placement::Beside,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(
         host.calls().last().unwrap(),
