@@ -116,7 +116,11 @@ impl Listening {
     }
 }
 
-async fn serve_udp(udp: Arc<UdpSocket>, config: Arc<Config>, relay: Arc<UdpRelay>) -> io::Result<()> {
+async fn serve_udp(
+    udp: Arc<UdpSocket>,
+    config: Arc<Config>,
+    relay: Arc<UdpRelay>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
         let (len, client) = udp.recv_from(&mut buf).await?;
@@ -165,7 +169,10 @@ impl UdpRelay {
         };
         let socket = open(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?)?;
         let socket6 = if ipv6 {
-            Some(open(std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?)?)
+            Some(open(std::net::UdpSocket::bind((
+                Ipv6Addr::UNSPECIFIED,
+                0,
+            ))?)?)
         } else {
             None
         };
@@ -421,7 +428,11 @@ mod tests {
     }
 
     async fn ask(server: SocketAddr, name: &str) -> Message {
-        let local = if server.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
         let socket = UdpSocket::bind(local).await.unwrap();
         let mut m = Message::query();
         m.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
@@ -506,7 +517,9 @@ mod tests {
         assert!(seen6.lock().unwrap().iter().all(SocketAddr::is_ipv6));
         assert_eq!(seen6.lock().unwrap().len(), 2);
         // TCP on ::1, answered by us.
-        let mut stream = TcpStream::connect((Ipv6Addr::LOCALHOST, port)).await.unwrap();
+        let mut stream = TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+            .await
+            .unwrap();
         let mut m = Message::query();
         m.add_query(Query::query(
             Name::from_str("x.example.com.").unwrap(),

@@ -307,11 +307,7 @@ impl DnsChaos {
                 })?;
         let all = resolv_conf::nameservers(&conf);
         // A loopback nameserver (a local stub resolver) is the pod's own business: not covered.
-        let upstreams: Vec<IpAddr> = all
-            .iter()
-            .copied()
-            .filter(|ip| !ip.is_loopback())
-            .collect();
+        let upstreams: Vec<IpAddr> = all.iter().copied().filter(|ip| !ip.is_loopback()).collect();
         if upstreams.is_empty() {
             return Err(DnsError::NoNameserver {
                 container: container.into(),

@@ -72,7 +72,12 @@ pub async fn install(
         let program = program(backend, ipv6, "-restore");
         let restore_args = args(&["--noflush", "-w", LOCK_WAIT]);
         runner
-            .run(pid, &program, &restore_args, Some(restore_input(&family, port)))
+            .run(
+                pid,
+                &program,
+                &restore_args,
+                Some(restore_input(&family, port)),
+            )
             .await?
             .check(&program, &restore_args)?;
     }
@@ -184,21 +189,31 @@ mod tests {
     #[tokio::test]
     async fn ipv6_nameservers_are_redirected_through_ip6tables() {
         let runner = FakeRunner::new(|_, _, _| ok(""));
-        let servers: Vec<IpAddr> = vec!["10.96.0.10".parse().unwrap(), "fd00:10::a".parse().unwrap()];
-        install(&runner, 7, Backend::Nft, &servers, 40053).await.unwrap();
+        let servers: Vec<IpAddr> =
+            vec!["10.96.0.10".parse().unwrap(), "fd00:10::a".parse().unwrap()];
+        install(&runner, 7, Backend::Nft, &servers, 40053)
+            .await
+            .unwrap();
         let calls = runner.calls();
         assert_eq!(calls.len(), 2, "{calls:?}");
         assert!(calls[0].starts_with("iptables-nft-restore "), "{calls:?}");
         assert!(calls[0].contains("-d 10.96.0.10/32 -p udp"), "{calls:?}");
         assert!(!calls[0].contains("fd00"), "{calls:?}");
         assert!(calls[1].starts_with("ip6tables-nft-restore "), "{calls:?}");
-        assert!(calls[1].contains("-d fd00:10::a/128 -p udp -m udp --dport 53 -j REDIRECT --to-ports 40053"), "{calls:?}");
+        assert!(
+            calls[1].contains(
+                "-d fd00:10::a/128 -p udp -m udp --dport 53 -j REDIRECT --to-ports 40053"
+            ),
+            "{calls:?}"
+        );
         assert!(calls[1].contains("-d fd00:10::a/128 -p tcp"), "{calls:?}");
         assert!(!calls[1].contains("10.96.0.10"), "{calls:?}");
 
         // Only IPv6: ip6tables alone.
         let runner = FakeRunner::new(|_, _, _| ok(""));
-        install(&runner, 7, Backend::Legacy, &servers[1..], 40053).await.unwrap();
+        install(&runner, 7, Backend::Legacy, &servers[1..], 40053)
+            .await
+            .unwrap();
         assert_eq!(runner.calls().len(), 1);
         assert!(runner.calls()[0].starts_with("ip6tables-legacy-restore "));
 

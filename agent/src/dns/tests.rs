@@ -265,18 +265,21 @@ async fn ipv6_nameservers_are_relayed_to_and_redirected_through_ip6tables() {
         .find(|c| c.starts_with("ip6tables-nft-restore --noflush"))
         .expect("no ip6tables-restore");
     assert!(
-        restore6.contains("-d fd00:10::a/128 -p udp -m udp --dport 53 -j REDIRECT --to-ports 40053"),
+        restore6
+            .contains("-d fd00:10::a/128 -p udp -m udp --dport 53 -j REDIRECT --to-ports 40053"),
         "{restore6}"
     );
     let before = s.runner.calls().len();
     s.service().recover(&started.id).await.unwrap();
     let undo: Vec<String> = s.runner.calls()[before..].to_vec();
     assert!(
-        undo.iter().any(|c| c.starts_with("ip6tables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
+        undo.iter()
+            .any(|c| c.starts_with("ip6tables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
         "{undo:?}"
     );
     assert!(
-        undo.iter().any(|c| c.starts_with("iptables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
+        undo.iter()
+            .any(|c| c.starts_with("iptables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
         "{undo:?}"
     );
 }
@@ -322,7 +325,11 @@ async fn refusals_leave_no_record() {
     );
     let err = s.service().start(&error_spec(None)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.to_string().contains("no nameserver (other than loopback)"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no nameserver (other than loopback)"),
+        "{err}"
+    );
     // An unknown container.
     let mut spec = error_spec(None);
     spec.container_id = "containerd://gone".into();
