@@ -22,7 +22,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::control::RuleSet;
 use crate::engine;
-use crate::spec::{BodyChange, Rule};
+use crate::spec::{BodyChange, Rule, Target};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -78,6 +78,8 @@ pub async fn serve_connection(
     rules: Rules,
 ) -> anyhow::Result<()> {
     let port = upstream.port();
+    // Each answer leaves in as few writes as hyper makes, none held back for an ACK.
+    client.set_nodelay(true)?;
     let Some(tls) = tls_on_port(&rules.current(), port) else {
         let server = connect(upstream, mark).await?;
         return relay(client, server, port, rules).await;
@@ -108,7 +110,9 @@ async fn connect(upstream: SocketAddr, mark: Option<u32>) -> io::Result<TcpStrea
     if let Some(mark) = mark {
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Mark, &mark)?;
     }
-    socket.connect(upstream).await
+    let stream = socket.connect(upstream).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 async fn relay<C, S>(client: C, server: S, port: u16, rules: Rules) -> anyhow::Result<()>
@@ -164,9 +168,16 @@ async fn handle(
     sender: Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>>,
 ) -> Result<Response<Body>, ProxyError> {
     let (mut head, body) = request.into_parts();
-    let original = head.clone();
+    // Selected against the request as it came (before any rule changed it); the request is
+    // copied only when a Response rule on this port will need it.
+    let selected: Vec<&Rule> = on_port(&rules, port)
+        .filter(|r| r.selects_request(port, &head))
+        .collect();
+    let original = on_port(&rules, port)
+        .any(|r| r.target == Target::Response)
+        .then(|| head.clone());
     let mut body: Body = body.boxed();
-    for rule in on_port(&rules, port).filter(|r| r.selects_request(port, &original)) {
+    for rule in selected {
         if let Some(delay) = rule.action.delay {
             tokio::time::sleep(delay).await;
         }
@@ -188,6 +199,9 @@ async fn handle(
             *bad.status_mut() = StatusCode::BAD_GATEWAY;
             return Ok(bad);
         }
+    };
+    let Some(original) = original else {
+        return Ok(response.map(BodyExt::boxed));
     };
     let (mut head, body) = response.into_parts();
     let mut body: Body = body.boxed();
