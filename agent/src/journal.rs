@@ -20,6 +20,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -203,10 +204,12 @@ impl Journal {
             path: path.clone(),
             source,
         })?;
+        // Owner only: a record may hold secrets (an HTTPChaos's TLS key).
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
         file.write_all(&bytes).map_err(io)?;

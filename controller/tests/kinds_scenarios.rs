@@ -511,6 +511,82 @@ async fn http_chaos_starts_the_pods_proxy_and_recovers_it_by_id() {
     );
 }
 
+/// HTTPChaos `tls`: the Secret it names is read when injecting (by its own name and
+/// namespace) and the agent gets tproxy's tls JSON: each item `type: Contents`, `value` the
+/// Secret's bytes as Go []byte (base64).
+#[tokio::test]
+async fn http_chaos_tls_reads_its_secret_and_sends_the_material() {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["web".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert")
+        .pem();
+    let key = key.serialize_pem();
+    let tb = testbed();
+    let spec = json!({
+        "mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+        "target": "Request", "port": 8443, "path": "/api/*", "abort": true,
+        "tls": {"secretName": "web-tls", "secretNamespace": "certs",
+                "certName": "tls.crt", "keyName": "tls.key", "caName": "ca.crt"},
+    });
+    let dc: HTTPChaos = chaos("HTTPChaos", "https", spec, json!({}));
+    let path = "/apis/chaos.faultline.dev/v1alpha1/namespaces/demo/httpchaos/https";
+    let answer = serde_json::to_value(&dc).expect("json");
+    tb.agents.answer(Ok(AgentReply {
+        ids: vec!["http-1".into()],
+        ..Default::default()
+    }));
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "web-tls", "namespace": "certs"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(cert.as_bytes()), "tls.key": b64(key.as_bytes()),
+                 "ca.crt": b64(cert.as_bytes())},
+    });
+    let server = tb.server.play(vec![
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods?&labelSelector=app%3Dweb",
+            list(vec![pod("web-0", "web", "10.1.0.7")]),
+        ),
+        event("Selected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer.clone()),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/demo/pods/web-0",
+            pod("web-0", "web", "10.1.0.7"),
+        ),
+        expect(
+            Method::GET,
+            "/api/v1/namespaces/certs/secrets/web-tls",
+            secret,
+        ),
+        event("Injected"),
+        expect(Method::PATCH, format!("{path}/status?"), answer),
+    ]);
+    within(reconcile::reconcile(Arc::new(dc), tb.ctx.clone()))
+        .await
+        .expect("inject");
+    finished(server).await;
+    let calls = tb.agents.take_calls();
+    let AgentCall::StartHttp(request) = &calls[0].1 else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(request.proxy_ports, [8443]);
+    let tls: Value = serde_json::from_str(&request.tls).expect("tls JSON");
+    assert_eq!(
+        tls,
+        json!({
+            "cert_file": {"type": "Contents", "value": b64(cert.as_bytes())},
+            "key_file": {"type": "Contents", "value": b64(key.as_bytes())},
+            "ca_file": {"type": "Contents", "value": b64(cert.as_bytes())},
+        })
+    );
+}
+
 /// Two HTTPChaos selecting the same pod are both in force (the agent serves each beside the
 /// other, as Chaos Mesh's PodHttpChaos merges them); deleting one recovers only its own
 /// experiment, and nothing is sent for the other.

@@ -34,7 +34,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let spec = ResponderSpec::parse(&args.action, &args.patterns)?;
-    let listening = Listening::bind(args.listen)
+    // IPv6 nameservers are redirected (ip6tables) to the same port on ::1.
+    let ipv6 = args.upstreams.iter().any(SocketAddr::is_ipv6);
+    let listening = Listening::bind(args.listen, ipv6)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let port = listening.port()?;

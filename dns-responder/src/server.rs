@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,21 +37,37 @@ pub struct Config {
     pub mark: Option<u32>,
 }
 
-/// The bound sockets, before serving: the port is known (and reported) first.
+/// The bound sockets, before serving: the port is known (and reported) first. With IPv6, the
+/// same port on `::1` too (where ip6tables' REDIRECT of a locally sent packet leads).
 pub struct Listening {
-    udp: UdpSocket,
-    tcp: TcpListener,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
 }
 
 impl Listening {
-    /// Binds UDP and TCP on the same free port of `address`.
-    pub async fn bind(address: Ipv4Addr) -> io::Result<Self> {
+    /// Binds UDP and TCP on the same free port of `address`, and of `::1` when `ipv6`.
+    pub async fn bind(address: Ipv4Addr, ipv6: bool) -> io::Result<Self> {
         let mut last = None;
         for _ in 0..16 {
             let udp = UdpSocket::bind(SocketAddrV4::new(address, 0)).await?;
             let port = udp.local_addr()?.port();
-            match TcpListener::bind(SocketAddrV4::new(address, port)).await {
-                Ok(tcp) => return Ok(Self { udp, tcp }),
+            let bound = async {
+                let tcp = TcpListener::bind(SocketAddrV4::new(address, port)).await?;
+                let mut listening = Self {
+                    udp: vec![udp],
+                    tcp: vec![tcp],
+                };
+                if ipv6 {
+                    let at = SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0);
+                    listening.udp.push(UdpSocket::bind(at).await?);
+                    listening.tcp.push(TcpListener::bind(at).await?);
+                }
+                Ok::<_, io::Error>(listening)
+            };
+            match bound.await {
+                Ok(listening) => return Ok(listening),
+                // ::1 missing altogether (IPv6 off in the namespace) is not a busy port.
+                Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable => return Err(e),
                 Err(e) => last = Some(e),
             }
         }
@@ -59,42 +75,64 @@ impl Listening {
     }
 
     pub fn port(&self) -> io::Result<u16> {
-        Ok(self.udp.local_addr()?.port())
+        match self.udp.first() {
+            Some(udp) => Ok(udp.local_addr()?.port()),
+            None => Err(io::Error::other("not bound")),
+        }
     }
 
     /// Serves until the process ends.
     pub async fn serve(self, config: Config) -> io::Result<()> {
-        let relay = UdpRelay::bind(config.mark)?;
+        let ipv6 = config.upstreams.iter().any(SocketAddr::is_ipv6);
+        let relay = UdpRelay::bind(config.mark, ipv6)?;
         let config = Arc::new(config);
-        let udp = Arc::new(self.udp);
-        let tcp = self.tcp;
-        let tcp_config = Arc::clone(&config);
-        let tcp_relay = Arc::clone(&relay);
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = tcp.accept().await else {
-                    continue;
-                };
-                let config = Arc::clone(&tcp_config);
-                let relay = Arc::clone(&tcp_relay);
-                tokio::spawn(async move {
-                    let _ = serve_tcp(stream, &config, &relay).await;
-                });
-            }
-        });
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        loop {
-            let (len, client) = udp.recv_from(&mut buf).await?;
-            let packet = buf[..len].to_vec();
-            let udp = Arc::clone(&udp);
-            let config = Arc::clone(&config);
-            let relay = Arc::clone(&relay);
+        for tcp in self.tcp {
+            let tcp_config = Arc::clone(&config);
+            let tcp_relay = Arc::clone(&relay);
             tokio::spawn(async move {
-                if let Some(reply) = handle(&config, &relay, &packet, Transport::Udp).await {
-                    let _ = udp.send_to(&reply, client).await;
+                loop {
+                    let Ok((stream, _)) = tcp.accept().await else {
+                        continue;
+                    };
+                    let config = Arc::clone(&tcp_config);
+                    let relay = Arc::clone(&tcp_relay);
+                    tokio::spawn(async move {
+                        let _ = serve_tcp(stream, &config, &relay).await;
+                    });
                 }
             });
         }
+        let mut served = tokio::task::JoinSet::new();
+        for udp in self.udp {
+            let config = Arc::clone(&config);
+            let relay = Arc::clone(&relay);
+            served.spawn(serve_udp(Arc::new(udp), config, relay));
+        }
+        match served.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(io::Error::other(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn serve_udp(
+    udp: Arc<UdpSocket>,
+    config: Arc<Config>,
+    relay: Arc<UdpRelay>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    loop {
+        let (len, client) = udp.recv_from(&mut buf).await?;
+        let packet = buf[..len].to_vec();
+        let udp = Arc::clone(&udp);
+        let config = Arc::clone(&config);
+        let relay = Arc::clone(&relay);
+        tokio::spawn(async move {
+            if let Some(reply) = handle(&config, &relay, &packet, Transport::Udp).await {
+                let _ = udp.send_to(&reply, client).await;
+            }
+        });
     }
 }
 
@@ -103,6 +141,8 @@ impl Listening {
 /// and an answer counts only from the upstream its query went to.
 pub struct UdpRelay {
     socket: UdpSocket,
+    /// For IPv6 upstreams, when there are any.
+    socket6: Option<UdpSocket>,
     in_flight: Mutex<InFlight>,
 }
 
@@ -120,30 +160,52 @@ struct Waiter {
 
 impl UdpRelay {
     /// Binds the relay socket (IPv4, any address, a port of the kernel's choosing) with `mark`,
-    /// and starts reading answers.
-    pub fn bind(mark: Option<u32>) -> io::Result<Arc<Self>> {
-        let socket = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        set_mark(&socket, mark)?;
-        socket.set_nonblocking(true)?;
+    /// and one for IPv6 when `ipv6`, and starts reading answers.
+    pub fn bind(mark: Option<u32>, ipv6: bool) -> io::Result<Arc<Self>> {
+        let open = |socket: std::net::UdpSocket| -> io::Result<UdpSocket> {
+            set_mark(&socket, mark)?;
+            socket.set_nonblocking(true)?;
+            UdpSocket::from_std(socket)
+        };
+        let socket = open(std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?)?;
+        let socket6 = if ipv6 {
+            Some(open(std::net::UdpSocket::bind((
+                Ipv6Addr::UNSPECIFIED,
+                0,
+            ))?)?)
+        } else {
+            None
+        };
         let relay = Arc::new(Self {
-            socket: UdpSocket::from_std(socket)?,
+            socket,
+            socket6,
             in_flight: Mutex::default(),
         });
-        // The reader holds the relay only weakly: it ends once the server is gone.
-        let weak = Arc::downgrade(&relay);
+        Self::read_answers(Arc::downgrade(&relay), false);
+        if relay.socket6.is_some() {
+            Self::read_answers(Arc::downgrade(&relay), true);
+        }
+        Ok(relay)
+    }
+
+    /// The reader holds the relay only weakly: it ends once the server is gone.
+    fn read_answers(weak: std::sync::Weak<Self>, ipv6: bool) {
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_MESSAGE];
             while let Some(relay) = weak.upgrade() {
+                let socket = match (ipv6, &relay.socket6) {
+                    (true, Some(socket6)) => socket6,
+                    (true, None) => return,
+                    (false, _) => &relay.socket,
+                };
                 let Ok(Ok((len, from))) =
-                    tokio::time::timeout(Duration::from_secs(1), relay.socket.recv_from(&mut buf))
-                        .await
+                    tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await
                 else {
                     continue;
                 };
                 relay.deliver(&mut buf[..len], from);
             }
         });
-        Ok(relay)
     }
 
     /// The local address relayed queries leave from.
@@ -202,7 +264,14 @@ impl UdpRelay {
         let mut relayed = query.to_vec();
         relayed[..2].copy_from_slice(&id.to_be_bytes());
         let outcome = async {
-            self.socket.send_to(&relayed, upstream).await?;
+            let socket = match (upstream, &self.socket6) {
+                (SocketAddr::V4(_), _) => &self.socket,
+                (SocketAddr::V6(_), Some(socket6)) => socket6,
+                (SocketAddr::V6(_), None) => {
+                    return Err(io::Error::other("no IPv6 relay socket"));
+                }
+            };
+            socket.send_to(&relayed, upstream).await?;
             answer
                 .await
                 .map_err(|_| io::Error::other("the relay stopped"))
@@ -323,7 +392,11 @@ mod tests {
 
     /// The same, keeping where each query came from.
     async fn recording_upstream() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        recording_upstream_at("127.0.0.1:0").await
+    }
+
+    async fn recording_upstream_at(at: &str) -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+        let socket = UdpSocket::bind(at).await.unwrap();
         let addr = socket.local_addr().unwrap();
         let sources = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&sources);
@@ -355,7 +428,12 @@ mod tests {
     }
 
     async fn ask(server: SocketAddr, name: &str) -> Message {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = if server.is_ipv6() {
+            "[::1]:0"
+        } else {
+            "127.0.0.1:0"
+        };
+        let socket = UdpSocket::bind(local).await.unwrap();
         let mut m = Message::query();
         m.add_query(Query::query(Name::from_str(name).unwrap(), RecordType::A));
         socket.send_to(&m.to_vec().unwrap(), server).await.unwrap();
@@ -373,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn covered_names_fail_and_the_rest_is_relayed_over_udp_and_tcp() {
         let upstream = upstream().await;
-        let listening = Listening::bind(Ipv4Addr::LOCALHOST).await.unwrap();
+        let listening = Listening::bind(Ipv4Addr::LOCALHOST, false).await.unwrap();
         let server = SocketAddr::from((Ipv4Addr::LOCALHOST, listening.port().unwrap()));
         let config = Config {
             spec: ResponderSpec::parse("error", &["*.example.com"]).unwrap(),
@@ -408,13 +486,59 @@ mod tests {
         assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
     }
 
+    /// IPv6 nameservers: the responder also listens on the same port of ::1 (where ip6tables'
+    /// REDIRECT leads) and relays to an IPv6 upstream from its own IPv6 socket, over UDP and TCP,
+    /// IPv4 upstreams beside it still reached.
+    #[tokio::test]
+    async fn ipv6_nameservers_are_served_on_loopback_and_relayed_to() {
+        let (upstream6, seen6) = recording_upstream_at("[::1]:0").await;
+        let listening = Listening::bind(Ipv4Addr::LOCALHOST, true).await.unwrap();
+        let port = listening.port().unwrap();
+        let config = Config {
+            spec: ResponderSpec::parse("error", &["*.example.com"]).unwrap(),
+            upstreams: vec![upstream6],
+            mark: None,
+        };
+        tokio::spawn(listening.serve(config));
+        for server in [
+            SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        ] {
+            assert_eq!(
+                ask(server, "db.example.com.").await.metadata.response_code,
+                ResponseCode::ServFail
+            );
+            let relayed = ask(server, "known.test.").await;
+            assert_eq!(
+                relayed.answers[0].data,
+                RData::A(A(Ipv4Addr::new(192, 0, 2, 1)))
+            );
+        }
+        assert!(seen6.lock().unwrap().iter().all(SocketAddr::is_ipv6));
+        assert_eq!(seen6.lock().unwrap().len(), 2);
+        // TCP on ::1, answered by us.
+        let mut stream = TcpStream::connect((Ipv6Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let mut m = Message::query();
+        m.add_query(Query::query(
+            Name::from_str("x.example.com.").unwrap(),
+            RecordType::A,
+        ));
+        write_frame(&mut stream, &m.to_vec().unwrap())
+            .await
+            .unwrap();
+        let reply = Message::from_vec(&read_frame(&mut stream).await.unwrap().unwrap()).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    }
+
     /// Relayed UDP queries, many in flight at once, all leave from the relay's one port (so
     /// they pin one conntrack tuple in the pod, not one per query), each client gets the
     /// answer to its own query under its own id, and an answer from elsewhere is ignored.
     #[tokio::test]
     async fn relayed_udp_leaves_from_one_port_and_answers_find_their_clients() {
         let (upstream, sources) = recording_upstream().await;
-        let listening = Listening::bind(Ipv4Addr::LOCALHOST).await.unwrap();
+        let listening = Listening::bind(Ipv4Addr::LOCALHOST, false).await.unwrap();
         let server = SocketAddr::from((Ipv4Addr::LOCALHOST, listening.port().unwrap()));
         let config = Config {
             spec: ResponderSpec::parse("error", &["*.example.com"]).unwrap(),
@@ -451,7 +575,7 @@ mod tests {
         );
 
         // An answer with a waiting id from another address is not taken.
-        let relay = UdpRelay::bind(None).unwrap();
+        let relay = UdpRelay::bind(None, false).unwrap();
         let (elsewhere, _) = recording_upstream().await;
         let impostor = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let relay_port = relay.local_addr().unwrap().port();

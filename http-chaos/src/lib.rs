@@ -3,7 +3,7 @@
 //! be invalid ([`HttpChaosSpec`]), and what a rule does to the head of a request or a response
 //! ([`engine`]), and the proxy serving them in a pod ([`proxy`], the `faultline-http-proxy`
 //! binary), controlled by one line per change: every experiment's rule set in force
-//! ([`control`]).
+//! ([`control`]). With `tls`, the proxy intercepts HTTPS ([`tls`]).
 #![forbid(unsafe_code)]
 
 pub mod control;
@@ -11,5 +11,6 @@ pub mod duration;
 pub mod engine;
 pub mod proxy;
 pub mod spec;
+pub mod tls;
 
 pub use spec::{Action, BodyChange, HttpChaosSpec, Rule, Selector, SpecError, Target, TlsConfig};

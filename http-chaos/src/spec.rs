@@ -176,7 +176,9 @@ pub enum BodyChange {
     MergeJson(serde_json::Value),
 }
 
-/// Certificates as tproxy takes them (`type: Contents`, the PEM bytes).
+/// Certificates as tproxy takes them (`type: Contents`, the PEM bytes), checked usable: the
+/// certificate chain, a private key that matches it, the CA's certificates
+/// ([`crate::tls::Interception`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert_pem: Vec<u8>,
@@ -249,7 +251,7 @@ fn tls_config(wire: WireTls) -> Result<TlsConfig, SpecError> {
         }
         base64_bytes(&format!("tls.{field}.value"), &item.value)
     };
-    Ok(TlsConfig {
+    let config = TlsConfig {
         cert_pem: item("cert_file", &wire.cert_file)?,
         key_pem: item("key_file", &wire.key_file)?,
         ca_pem: wire
@@ -257,7 +259,10 @@ fn tls_config(wire: WireTls) -> Result<TlsConfig, SpecError> {
             .as_ref()
             .map(|ca| item("ca_file", ca))
             .transpose()?,
-    })
+    };
+    // Usable as it is, or refused here, before anything changes in a pod.
+    crate::tls::Interception::new(&config)?;
+    Ok(config)
 }
 
 fn port(field: String, value: i64) -> Result<u16, SpecError> {
@@ -540,20 +545,63 @@ mod tests {
     }
 
     /// Chaos Mesh's controller sends TLS as {cert_file, key_file, ca_file?} items of type
-    /// "Contents" whose value is the PEM as Go []byte (base64).
+    /// "Contents" whose value is the PEM as Go []byte (base64); the items are the Secret's data
+    /// under certName, keyName and caName.
     #[test]
     fn tls_contents_are_decoded() {
-        let tls = r#"{"cert_file": {"type": "Contents", "value": "Q0VSVA=="},
-                      "key_file": {"type": "Contents", "value": "S0VZ"}}"#;
-        let spec = HttpChaosSpec::parse("[]", &[443], tls).unwrap();
-        let tls = spec.tls.unwrap();
-        assert_eq!(tls.cert_pem, b"CERT");
-        assert_eq!(tls.key_pem, b"KEY");
-        assert_eq!(tls.ca_pem, None);
-        let bad = r#"{"cert_file": {"type": "File", "value": ""}, "key_file": {"type": "Contents", "value": ""}}"#;
-        let err = HttpChaosSpec::parse("[]", &[443], bad)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("tls.cert_file.type"), "{err}");
+        let pki = crate::tls::tests::pki(&["web"]);
+        let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+        let tls = format!(
+            r#"{{"cert_file": {{"type": "Contents", "value": "{}"}},
+                "key_file": {{"type": "Contents", "value": "{}"}}}}"#,
+            b64(&pki.cert_pem),
+            b64(&pki.key_pem)
+        );
+        let spec = HttpChaosSpec::parse("[]", &[443], &tls).unwrap();
+        let parsed = spec.tls.unwrap();
+        assert_eq!(parsed.cert_pem, pki.cert_pem.as_bytes());
+        assert_eq!(parsed.key_pem, pki.key_pem.as_bytes());
+        assert_eq!(parsed.ca_pem, None);
+        let with_ca = format!(
+            r#"{{"cert_file": {{"type": "Contents", "value": "{}"}},
+                "key_file": {{"type": "Contents", "value": "{}"}},
+                "ca_file": {{"type": "Contents", "value": "{}"}}}}"#,
+            b64(&pki.cert_pem),
+            b64(&pki.key_pem),
+            b64(&pki.ca_pem)
+        );
+        let spec = HttpChaosSpec::parse("[]", &[443], &with_ca).unwrap();
+        assert_eq!(spec.tls.unwrap().ca_pem.unwrap(), pki.ca_pem.as_bytes());
+    }
+
+    /// tproxy also reads `"type": "Path"` (a file in its own filesystem); Chaos Mesh's
+    /// controller never sends it, and a path in the agent's filesystem means nothing to a
+    /// client: refused. Values are base64; the PEM must be usable.
+    #[test]
+    fn bad_tls_names_the_field() {
+        for (tls, says) in [
+            (
+                r#"{"cert_file": {"type": "Path", "value": "/tls.crt"}, "key_file": {"type": "Contents", "value": ""}}"#,
+                "tls.cert_file.type",
+            ),
+            (
+                r#"{"cert_file": {"type": "Contents", "value": "%%"}, "key_file": {"type": "Contents", "value": ""}}"#,
+                "tls.cert_file.value: not base64",
+            ),
+            (
+                r#"{"cert_file": {"type": "Contents", "value": "Q0VSVA=="}, "key_file": {"type": "Contents", "value": "S0VZ"}}"#,
+                "tls.cert_file.value: no CERTIFICATE",
+            ),
+            (
+                r#"{"key_file": {"type": "Contents", "value": ""}}"#,
+                "tls: ",
+            ),
+            ("[1]", "tls: "),
+        ] {
+            let err = HttpChaosSpec::parse("[]", &[443], tls)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(says), "{tls}: {err}");
+        }
     }
 }

@@ -127,9 +127,41 @@ struct HttpAttack {
     /// The whole rules JSON (Chaos Mesh's tproxy format) instead of the flags above.
     #[arg(long, conflicts_with_all = ["path", "method", "code", "abort", "delay", "replace_code", "replace_body", "patch_headers"])]
     rules: Option<String>,
+    /// HTTPS: the certificate (PEM) the proxy shows clients on these ports.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// HTTPS: its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// HTTPS: the CA (PEM) the real server is verified with (default: the Web PKI roots).
+    #[arg(long, requires = "tls_cert")]
+    tls_ca: Option<std::path::PathBuf>,
     /// Recover by itself after this long (e.g. 30s).
     #[arg(long)]
     duration: Option<humantime::Duration>,
+}
+
+impl HttpAttack {
+    /// Chaos Mesh's tls JSON from the PEM files given (empty: none).
+    fn tls(&self) -> anyhow::Result<String> {
+        use base64::Engine;
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(String::new());
+        };
+        let item = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+            let pem =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(serde_json::json!({
+                "type": "Contents",
+                "value": base64::engine::general_purpose::STANDARD.encode(pem),
+            }))
+        };
+        let mut tls = serde_json::json!({"cert_file": item(cert)?, "key_file": item(key)?});
+        if let Some(ca) = &self.tls_ca {
+            tls["ca_file"] = item(ca)?;
+        }
+        Ok(tls.to_string())
+    }
 }
 
 impl HttpAttack {
@@ -631,12 +663,14 @@ async fn attack_dns(client: &mut Client, attack: DnsAttack) -> anyhow::Result<()
 
 async fn attack_http(client: &mut Client, attack: HttpAttack) -> anyhow::Result<()> {
     let rules = attack.rules()?;
-    http_chaos::HttpChaosSpec::parse(&rules, &attack.ports, "")?;
+    let tls = attack.tls()?;
+    http_chaos::HttpChaosSpec::parse(&rules, &attack.ports, &tls)?;
     let response = client
         .start_http_experiment(api::StartHttpExperimentRequest {
             container_id: attack.container.clone(),
             rules,
             proxy_ports: attack.ports.clone(),
+            tls,
             duration_ms: attack
                 .duration
                 .map(|d| Duration::from(d).as_millis() as u64)

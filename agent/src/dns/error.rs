@@ -21,7 +21,9 @@ pub enum DnsError {
         "{target} shares the node's network namespace (hostNetwork): a DNS redirect there would hit the node; refused"
     )]
     HostNetwork { target: String },
-    #[error("/etc/resolv.conf of {container} names no IPv4 nameserver to stand in for ({found})")]
+    #[error(
+        "/etc/resolv.conf of {container} names no nameserver (other than loopback) to stand in for ({found})"
+    )]
     NoNameserver { container: String, found: String },
     #[error("the pod of {container} already has DNS chaos {id}; recover it first")]
     AlreadyActive { container: String, id: String },

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io::{Read, Write};
-use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -31,7 +30,7 @@ const READY_WITHIN: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponderLaunch {
     pub spec: dns_responder::ResponderSpec,
-    pub upstreams: Vec<Ipv4Addr>,
+    pub upstreams: Vec<std::net::IpAddr>,
     pub mark: u32,
 }
 
@@ -212,7 +211,8 @@ impl DnsHost for NodeHost {
             cmd.arg("--pattern").arg(pattern);
         }
         for upstream in &launch.upstreams {
-            cmd.arg("--upstream").arg(format!("{upstream}:53"));
+            cmd.arg("--upstream")
+                .arg(std::net::SocketAddr::new(*upstream, 53).to_string());
         }
         cmd.arg("--mark")
             .arg(launch.mark.to_string())

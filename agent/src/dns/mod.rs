@@ -17,7 +17,7 @@ pub mod host;
 pub mod redirect;
 pub mod resolv_conf;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,8 +49,9 @@ pub enum DnsRecord {
     Responder {
         action: DnsAction,
         patterns: Vec<String>,
-        /// The pod's nameservers the redirect covers and the responder relays to.
-        upstreams: Vec<Ipv4Addr>,
+        /// The pod's nameservers the redirect covers and the responder relays to (IPv4 and
+        /// IPv6; records written before IPv6 read the same).
+        upstreams: Vec<IpAddr>,
         backend: Backend,
         /// Once it is serving.
         responder: Option<ProcessIdentity>,
@@ -120,7 +121,7 @@ pub struct Started {
     pub id: String,
     pub responder_pid: u32,
     pub started_at_ms: u64,
-    pub upstreams: Vec<Ipv4Addr>,
+    pub upstreams: Vec<IpAddr>,
     pub backend: Backend,
 }
 
@@ -305,13 +306,8 @@ impl DnsChaos {
                     container: container.into(),
                 })?;
         let all = resolv_conf::nameservers(&conf);
-        let upstreams: Vec<Ipv4Addr> = all
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(v4) if !v4.is_loopback() => Some(*v4),
-                _ => None,
-            })
-            .collect();
+        // A loopback nameserver (a local stub resolver) is the pod's own business: not covered.
+        let upstreams: Vec<IpAddr> = all.iter().copied().filter(|ip| !ip.is_loopback()).collect();
         if upstreams.is_empty() {
             return Err(DnsError::NoNameserver {
                 container: container.into(),
@@ -438,7 +434,10 @@ impl DnsChaos {
                 }
             }
             DnsRecord::Responder {
-                backend, responder, ..
+                backend,
+                responder,
+                upstreams,
+                ..
             } => {
                 // The redirect first: with the responder gone and the redirect in place, the
                 // pod's queries would meet a closed port.
@@ -446,7 +445,8 @@ impl DnsChaos {
                     .host
                     .process_in_netns(record.namespace_inode, record.target.pid)
                 {
-                    redirect::remove(&*self.runner, pid, *backend).await?;
+                    let ipv6 = upstreams.iter().any(IpAddr::is_ipv6);
+                    redirect::remove(&*self.runner, pid, *backend, ipv6).await?;
                 }
                 if let Some(responder) = responder {
                     self.host.stop_responder(responder).await;

@@ -1,6 +1,7 @@
 //! The DNS pipelines against a recording host and iptables runner: inject → crash (the
 //! service is dropped) → a new service recovers from the journal alone.
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,15 +191,19 @@ fn error_spec(duration: Option<Duration>) -> DnsChaosSpec {
 }
 
 #[tokio::test]
-async fn the_responder_relays_to_the_ipv4_nameservers_and_is_recovered_after_a_crash() {
+async fn the_responder_relays_to_the_nameservers_and_is_recovered_after_a_crash() {
     let s = Setup::new();
     let started = s.service().start(&error_spec(None)).await.unwrap();
-    assert_eq!(started.upstreams, [Ipv4Addr::new(10, 96, 0, 10)]);
+    let fd00_a: IpAddr = "fd00::a".parse().unwrap();
+    assert_eq!(
+        started.upstreams,
+        [IpAddr::from(Ipv4Addr::new(10, 96, 0, 10)), fd00_a]
+    );
     assert_eq!(started.backend, Backend::Nft);
     assert_eq!(
         s.host.calls(),
         [format!(
-            "start responder {} in {PID}: error [\"*.example.com\"] via [10.96.0.10]",
+            "start responder {} in {PID}: error [\"*.example.com\"] via [10.96.0.10, fd00::a]",
             started.responder_pid
         )]
     );
@@ -241,6 +246,44 @@ async fn the_responder_relays_to_the_ipv4_nameservers_and_is_recovered_after_a_c
     assert!(s.journal.list().unwrap().0.is_empty());
 }
 
+/// IPv6 nameservers are covered too: relayed to (the responder is told `[addr]:53`),
+/// redirected through ip6tables of the pod's backend, and removed from there at recovery.
+#[tokio::test]
+async fn ipv6_nameservers_are_relayed_to_and_redirected_through_ip6tables() {
+    let s = Setup::new();
+    s.host.files.lock().unwrap().insert(
+        (PID, resolv_conf::PATH.into()),
+        b"nameserver fd00:10::a\nnameserver 10.96.0.10\nnameserver ::1\n".to_vec(),
+    );
+    let started = s.service().start(&error_spec(None)).await.unwrap();
+    let expected: Vec<IpAddr> = vec!["fd00:10::a".parse().unwrap(), "10.96.0.10".parse().unwrap()];
+    assert_eq!(started.upstreams, expected);
+    let restore6 = s
+        .runner
+        .calls()
+        .into_iter()
+        .find(|c| c.starts_with("ip6tables-nft-restore --noflush"))
+        .expect("no ip6tables-restore");
+    assert!(
+        restore6
+            .contains("-d fd00:10::a/128 -p udp -m udp --dport 53 -j REDIRECT --to-ports 40053"),
+        "{restore6}"
+    );
+    let before = s.runner.calls().len();
+    s.service().recover(&started.id).await.unwrap();
+    let undo: Vec<String> = s.runner.calls()[before..].to_vec();
+    assert!(
+        undo.iter()
+            .any(|c| c.starts_with("ip6tables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
+        "{undo:?}"
+    );
+    assert!(
+        undo.iter()
+            .any(|c| c.starts_with("iptables-nft ") && c.contains("-C OUTPUT -j FAULTLINE-DNS")),
+        "{undo:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_dying_responder_takes_its_redirect_with_it() {
     let s = Setup::new();
@@ -275,14 +318,18 @@ async fn refusals_leave_no_record() {
     spec.container_id = "containerd://host".into();
     let err = s.service().start(&spec).await.unwrap_err();
     assert!(matches!(err, DnsError::HostNetwork { .. }), "{err}");
-    // No IPv4 nameserver to stand in for.
+    // Only a loopback nameserver (a stub resolver of the pod's own): nothing to stand in for.
     s.host.files.lock().unwrap().insert(
         (PID, resolv_conf::PATH.into()),
-        b"nameserver ::1\n".to_vec(),
+        b"nameserver ::1\nnameserver 127.0.0.53\n".to_vec(),
     );
     let err = s.service().start(&error_spec(None)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.to_string().contains("no IPv4 nameserver"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("no nameserver (other than loopback)"),
+        "{err}"
+    );
     // An unknown container.
     let mut spec = error_spec(None);
     spec.container_id = "containerd://gone".into();

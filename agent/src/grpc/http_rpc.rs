@@ -5,7 +5,7 @@ use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
 
 use crate::error::AgentError;
-use crate::http::{Applied, HttpChaos, Placement};
+use crate::http::{Applied, HttpChaos, Placement, Sent};
 
 pub async fn apply_http_chaos(
     http: &std::sync::Arc<HttpChaos>,
@@ -16,7 +16,10 @@ pub async fn apply_http_chaos(
     let applied = http
         .apply(
             &request.container_id,
-            &request.rules,
+            Sent {
+                rules: &request.rules,
+                tls: &request.tls,
+            },
             &spec,
             Placement::WholePod,
         )
@@ -44,12 +47,15 @@ pub async fn start(
     http: &std::sync::Arc<HttpChaos>,
     request: api::StartHttpExperimentRequest,
 ) -> Result<api::StartHttpExperimentResponse, AgentError> {
-    let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, "")
+    let spec = http_chaos::HttpChaosSpec::parse(&request.rules, &request.proxy_ports, &request.tls)
         .map_err(crate::http::HttpError::from)?;
     let applied = http
         .apply(
             &request.container_id,
-            &request.rules,
+            Sent {
+                rules: &request.rules,
+                tls: &request.tls,
+            },
             &spec,
             Placement::Beside,
         )

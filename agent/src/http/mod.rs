@@ -34,8 +34,6 @@ pub enum HttpError {
         "{target} shares the node's network namespace (hostNetwork): a redirect there would hit the node; refused"
     )]
     HostNetwork { target: String },
-    #[error("tls: HTTPS interception is not supported yet; nothing was changed")]
-    TlsUnsupported,
     #[error("the HTTP proxy: {0}")]
     Proxy(String),
     #[error(transparent)]
@@ -52,7 +50,6 @@ impl HttpError {
         match self {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => Code::InvalidArgument,
             HttpError::HostNetwork { .. } => Code::FailedPrecondition,
-            HttpError::TlsUnsupported => Code::Unimplemented,
             HttpError::Runtime(e) => e.code(),
             HttpError::Network(e) => e.code(),
             HttpError::Proxy(_) | HttpError::Journal(_) => Code::Internal,
@@ -63,13 +60,27 @@ impl HttpError {
         match self {
             HttpError::Spec(_) | HttpError::InvalidArgument { .. } => "invalid_argument",
             HttpError::HostNetwork { .. } => "host_network",
-            HttpError::TlsUnsupported => "unimplemented",
             HttpError::Proxy(_) => "proxy",
             HttpError::Runtime(_) => "runtime",
             HttpError::Network(e) => e.reason(),
             HttpError::Journal(_) => "journal",
         }
     }
+}
+
+/// The request's JSON as sent (kept in the record, and sent to the proxy), beside the spec
+/// parsed from it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sent<'a> {
+    pub rules: &'a str,
+    pub tls: &'a str,
+}
+
+/// What a record keeps of an apply: the rules JSON (`[]` for none) and the tls JSON (empty for
+/// none).
+struct Given {
+    rules: String,
+    tls: String,
 }
 
 /// What an apply means, by the API it came through.
@@ -98,6 +109,10 @@ pub struct HttpRecord {
     pub port: Option<u16>,
     #[serde(default)]
     pub placement: Placement,
+    /// Chaos Mesh's tls JSON (validated): its ports are intercepted as HTTPS. The journal file
+    /// is the owner's only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tls: String,
 }
 
 impl FaultRecord for HttpRecord {
@@ -210,13 +225,10 @@ impl HttpChaos {
     pub async fn apply(
         self: &Arc<Self>,
         container_id: &str,
-        rules_json: &str,
+        sent: Sent<'_>,
         spec: &HttpChaosSpec,
         placement: Placement,
     ) -> Result<Applied, HttpError> {
-        if spec.tls.is_some() {
-            return Err(HttpError::TlsUnsupported);
-        }
         let _one_at_a_time = self.ops.lock().await;
         let pid =
             self.host
@@ -239,31 +251,58 @@ impl HttpChaos {
                 target: format!("{container_id} (process {pid})"),
             });
         }
-        let rules_json = if spec.rules.is_empty() {
-            "[]".to_owned()
-        } else {
-            rules_json.to_owned()
+        let given = Given {
+            rules: if spec.rules.is_empty() {
+                "[]".to_owned()
+            } else {
+                sent.rules.to_owned()
+            },
+            tls: if spec.tls.is_some() {
+                sent.tls.to_owned()
+            } else {
+                String::new()
+            },
         };
         if in_pod.is_empty() {
             return self
-                .start(container_id, pid, inode, rules_json, spec, placement)
+                .start(container_id, pid, inode, given, spec, placement)
                 .await;
         }
         match placement {
             Placement::Beside => {
                 let same = in_pod.iter().find(|r| {
                     r.fault.placement == Placement::Beside
-                        && r.fault.rules == rules_json
+                        && r.fault.rules == given.rules
                         && r.fault.proxy_ports == spec.proxy_ports
+                        && r.fault.tls == given.tls
                 });
                 if let Some(same) = same {
                     return Ok(Applied::of(same));
                 }
-                self.add(container_id, pid, inode, in_pod, rules_json, spec)
+                let mut sets: Vec<(&[u16], Option<&str>)> = in_pod
+                    .iter()
+                    .map(|r| (r.fault.proxy_ports.as_slice(), Some(r.fault.tls.as_str())))
+                    .collect();
+                sets.push((&spec.proxy_ports, Some(given.tls.as_str())));
+                if let Some((i, _)) = http_chaos::control::tls_conflict(&sets) {
+                    return Err(HttpError::InvalidArgument {
+                        field: "tls",
+                        reason: format!(
+                            "experiment {} intercepts a port of this one {}; one port is served one way",
+                            in_pod[i].id,
+                            if in_pod[i].fault.tls.is_empty() {
+                                "as plain HTTP"
+                            } else {
+                                "with another certificate"
+                            }
+                        ),
+                    });
+                }
+                self.add(container_id, pid, inode, in_pod, given, spec)
                     .await
             }
             Placement::WholePod => {
-                self.replace(container_id, pid, inode, in_pod, rules_json, spec)
+                self.replace(container_id, pid, inode, in_pod, given, spec)
                     .await
             }
         }
@@ -275,7 +314,7 @@ impl HttpChaos {
         container_id: &str,
         pid: u32,
         inode: u64,
-        rules_json: String,
+        given: Given,
         spec: &HttpChaosSpec,
         placement: Placement,
     ) -> Result<Applied, HttpError> {
@@ -289,12 +328,13 @@ impl HttpChaos {
             target: self.host.identity(pid)?,
             namespace_inode: inode,
             fault: HttpRecord {
-                rules: rules_json,
+                rules: given.rules,
                 proxy_ports: spec.proxy_ports.clone(),
                 backend,
                 proxy: None,
                 port: None,
                 placement,
+                tls: given.tls,
             },
         };
         self.journal.write(&record)?;
@@ -374,7 +414,7 @@ impl HttpChaos {
         pid: u32,
         inode: u64,
         in_pod: Vec<Record<HttpRecord>>,
-        rules_json: String,
+        given: Given,
         spec: &HttpChaosSpec,
     ) -> Result<Applied, HttpError> {
         let shared = &in_pod[0].fault;
@@ -387,12 +427,13 @@ impl HttpChaos {
             target: self.host.identity(pid)?,
             namespace_inode: inode,
             fault: HttpRecord {
-                rules: rules_json,
+                rules: given.rules,
                 proxy_ports: spec.proxy_ports.clone(),
                 backend: shared.backend,
                 proxy: shared.proxy,
                 port: shared.port,
                 placement: Placement::Beside,
+                tls: given.tls,
             },
         };
         self.journal.write(&record)?;
@@ -421,7 +462,7 @@ impl HttpChaos {
         pid: u32,
         inode: u64,
         in_pod: Vec<Record<HttpRecord>>,
-        rules_json: String,
+        given: Given,
         spec: &HttpChaosSpec,
     ) -> Result<Applied, HttpError> {
         let mut record = match in_pod
@@ -445,8 +486,9 @@ impl HttpChaos {
                 }
             }
         };
-        record.fault.rules = rules_json;
+        record.fault.rules = given.rules;
         record.fault.proxy_ports = spec.proxy_ports.clone();
+        record.fault.tls = given.tls;
         self.put_in_force(pid, std::slice::from_ref(&record))
             .await?;
         // Journaled after it is in force: every record of the pod covers its redirect and its
@@ -588,7 +630,11 @@ impl HttpChaos {
 /// The proxy's control line for `records`: each one's rule set on its own ports, in order.
 fn control_line(records: &[Record<HttpRecord>]) -> Result<String, HttpError> {
     Ok(http_chaos::control::line(records.iter().map(|r| {
-        (r.fault.proxy_ports.as_slice(), r.fault.rules.as_str())
+        (
+            r.fault.proxy_ports.as_slice(),
+            r.fault.rules.as_str(),
+            r.fault.tls.as_str(),
+        )
     }))?)
 }
 

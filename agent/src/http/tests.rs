@@ -111,9 +111,13 @@ fn spec(rules: &str, ports: &[u32]) -> HttpChaosSpec {
     HttpChaosSpec::parse(rules, ports, "").unwrap()
 }
 
+fn sent(rules: &str) -> Sent<'_> {
+    Sent { rules, tls: "" }
+}
+
 /// The control line the proxy gets for these rule sets, in this order.
 fn sets(list: &[(&[u16], &str)]) -> String {
-    http_chaos::control::line(list.iter().copied()).unwrap()
+    http_chaos::control::line(list.iter().map(|&(ports, rules)| (ports, rules, ""))).unwrap()
 }
 
 #[tokio::test]
@@ -132,7 +136,12 @@ async fn inject_update_crash_recover() {
     };
     let http = service();
     let Applied::InForce { id, proxy_pid, .. } = http
-        .apply(CONTAINER, ABORT, &spec(ABORT, &[8080]), Placement::WholePod)
+        .apply(
+            CONTAINER,
+            sent(ABORT),
+            &spec(ABORT, &[8080]),
+            Placement::WholePod,
+        )
         .await
         .unwrap()
     else {
@@ -166,7 +175,7 @@ async fn inject_update_crash_recover() {
     let again = http
         .apply(
             CONTAINER,
-            DELAY,
+            sent(DELAY),
             &spec(DELAY, &[8080, 9090]),
             Placement::WholePod,
         )
@@ -212,26 +221,36 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
         host.clone(),
         runner.clone(),
     );
-    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]), Placement::WholePod)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[80]),
+        Placement::WholePod,
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        http.apply(CONTAINER, "", &spec("", &[]), Placement::WholePod)
+        http.apply(CONTAINER, sent(""), &spec("", &[]), Placement::WholePod)
             .await
             .unwrap(),
         Applied::Removed
     );
     assert!(journal.list().unwrap().0.is_empty());
     assert_eq!(
-        http.apply(CONTAINER, "", &spec("", &[]), Placement::WholePod)
+        http.apply(CONTAINER, sent(""), &spec("", &[]), Placement::WholePod)
             .await
             .unwrap(),
         Applied::Removed
     );
 
-    http.apply(CONTAINER, ABORT, &spec(ABORT, &[80]), Placement::WholePod)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[80]),
+        Placement::WholePod,
+    )
+    .await
+    .unwrap();
     let before = runner.calls().len();
     let tx = host.exits.lock().unwrap().remove(&7000).unwrap();
     tx.send("killed".into()).unwrap();
@@ -249,28 +268,102 @@ async fn no_rules_and_no_ports_removes_and_a_dead_proxy_takes_its_redirect() {
     );
 }
 
+/// Chaos Mesh's tls JSON for a fresh self-signed certificate.
+fn tls_json() -> String {
+    use base64::Engine;
+    let b64 = |pem: String| base64::engine::general_purpose::STANDARD.encode(pem);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["web".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    serde_json::json!({
+        "cert_file": {"type": "Contents", "value": b64(cert.pem())},
+        "key_file": {"type": "Contents", "value": b64(key.serialize_pem())},
+    })
+    .to_string()
+}
+
+/// HTTPS: the tls JSON goes to the proxy with its set and into the record (a file only root
+/// reads: it holds the key); a second experiment may not serve a shared port another way.
 #[tokio::test]
-async fn tls_and_unknown_containers_are_refused_before_anything_changes() {
+async fn tls_goes_to_the_proxy_with_its_set_and_a_shared_port_agrees() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(dir.path()).unwrap();
     let host = Arc::new(FakeHost::default());
-    let http = HttpChaos::new(
-        journal.clone(),
-        Arc::new(Metrics::new()),
-        host.clone(),
-        runner(),
+    let http = service(&journal, &host, &runner());
+    let tls = tls_json();
+    let with_tls = HttpChaosSpec::parse(ABORT, &[443], &tls).unwrap();
+    let id = id_of(
+        http.apply(
+            CONTAINER,
+            Sent {
+                rules: ABORT,
+                tls: &tls,
+            },
+            &with_tls,
+            Placement::Beside,
+        )
+        .await
+        .unwrap(),
     );
-    let tls = r#"{"cert_file": {"type": "Contents", "value": "Q0VSVA=="}, "key_file": {"type": "Contents", "value": "S0VZ"}}"#;
-    let with_tls = HttpChaosSpec::parse(ABORT, &[443], tls).unwrap();
+    let expected = http_chaos::control::line([(&[443u16][..], ABORT, tls.as_str())]).unwrap();
+    assert!(
+        host.calls().iter().any(|c| c.ends_with(&expected)),
+        "{:?}",
+        host.calls()
+    );
+    let record = journal.get_as::<HttpRecord>(&id).unwrap().unwrap();
+    assert_eq!(record.fault.tls, tls);
+    let mode = std::fs::metadata(journal.dir().join(format!("{id}.json")))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Plain HTTP on 443 beside it: refused, nothing changed.
+    let calls = host.calls().len();
     let err = http
-        .apply(CONTAINER, ABORT, &with_tls, Placement::WholePod)
+        .apply(
+            CONTAINER,
+            sent(DELAY),
+            &spec(DELAY, &[443, 80]),
+            Placement::Beside,
+        )
         .await
         .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.to_string().starts_with("tls: "), "{err}");
+    assert_eq!(host.calls().len(), calls);
+    assert_eq!(journal.list_of::<HttpRecord>().unwrap().len(), 1);
+    // On another port it is served beside, and the sets keep their own TLS.
+    http.apply(
+        CONTAINER,
+        sent(DELAY),
+        &spec(DELAY, &[80]),
+        Placement::Beside,
+    )
+    .await
+    .unwrap();
+    let expected = http_chaos::control::line([
+        (&[443u16][..], ABORT, tls.as_str()),
+        (&[80u16][..], DELAY, ""),
+    ])
+    .unwrap();
+    assert!(host.calls().iter().any(|c| c.ends_with(&expected)));
+}
+
+#[tokio::test]
+async fn unknown_containers_are_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(dir.path()).unwrap();
+    let host = Arc::new(FakeHost::default());
+    let http = service(&journal, &host, &runner());
     let err = http
         .apply(
             "containerd://gone",
-            ABORT,
+            sent(ABORT),
             &spec(ABORT, &[80]),
             Placement::WholePod,
         )
@@ -325,8 +418,13 @@ async fn experiments_beside_each_other_share_the_proxy_and_recover_alone() {
     let beside = |rules: &'static str, ports: &'static [u32]| {
         let http = Arc::clone(&http);
         async move {
-            http.apply(CONTAINER, rules, &spec(rules, ports), Placement::Beside)
-                .await
+            http.apply(
+                CONTAINER,
+                sent(rules),
+                &spec(rules, ports),
+                Placement::Beside,
+            )
+            .await
         }
     };
     let a = id_of(beside(ABORT, &[8080]).await.unwrap());
@@ -424,9 +522,14 @@ async fn a_crash_with_two_experiments_in_a_pod_recovers_both_from_the_journal() 
     let runner = runner();
     let http = service(&journal, &host, &runner);
     for (rules, ports) in [(ABORT, &[8080u32][..]), (DELAY, &[9090])] {
-        http.apply(CONTAINER, rules, &spec(rules, ports), Placement::Beside)
-            .await
-            .unwrap();
+        http.apply(
+            CONTAINER,
+            sent(rules),
+            &spec(rules, ports),
+            Placement::Beside,
+        )
+        .await
+        .unwrap();
     }
     drop(http);
     host.refuse_rules
@@ -451,9 +554,14 @@ async fn a_dead_proxy_ends_every_experiment_it_served_and_a_failed_add_leaves_no
     let runner = runner();
     let http = service(&journal, &host, &runner);
     for (rules, ports) in [(ABORT, &[8080u32][..]), (DELAY, &[9090])] {
-        http.apply(CONTAINER, rules, &spec(rules, ports), Placement::Beside)
-            .await
-            .unwrap();
+        http.apply(
+            CONTAINER,
+            sent(rules),
+            &spec(rules, ports),
+            Placement::Beside,
+        )
+        .await
+        .unwrap();
     }
     let from = runner.calls().len();
     let tx = host.exits.lock().unwrap().remove(&7000).unwrap();
@@ -467,13 +575,23 @@ async fn a_dead_proxy_ends_every_experiment_it_served_and_a_failed_add_leaves_no
     assert!(ids(&http).is_empty());
     assert_eq!(count(&runner.calls()[from..], "-X FAULTLINE-HTTP"), 1);
 
-    http.apply(CONTAINER, ABORT, &spec(ABORT, &[8080]), Placement::Beside)
-        .await
-        .unwrap();
+    http.apply(
+        CONTAINER,
+        sent(ABORT),
+        &spec(ABORT, &[8080]),
+        Placement::Beside,
+    )
+    .await
+    .unwrap();
     host.refuse_rules
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let err = http
-        .apply(CONTAINER, DELAY, &spec(DELAY, &[9090]), Placement::Beside)
+        .apply(
+            CONTAINER,
+            sent(DELAY),
+            &spec(DELAY, &[9090]),
+            Placement::Beside,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal, "{err}");
@@ -499,8 +617,13 @@ async fn the_chaos_mesh_wire_gives_the_pod_exactly_the_set_it_sends() {
     let whole = |rules: &'static str, ports: &'static [u32]| {
         let http = Arc::clone(&http);
         async move {
-            http.apply(CONTAINER, rules, &spec(rules, ports), Placement::WholePod)
-                .await
+            http.apply(
+                CONTAINER,
+                sent(rules),
+                &spec(rules, ports),
+                Placement::WholePod,
+            )
+            .await
         }
     };
     let pod = id_of(whole(both, &[9090, 8080]).await.unwrap());
@@ -523,9 +646,14 @@ async fn the_chaos_mesh_wire_gives_the_pod_exactly_the_set_it_sends() {
 
     // One of ours beside it is served too...
     let ours = id_of(
-        http.apply(CONTAINER, PATCH, &spec(PATCH, &[8080]), Placement::Beside)
-            .await
-            .unwrap(),
+        http.apply(
+            CONTAINER,
+            sent(PATCH),
+            &spec(PATCH, &[8080]),
+            Placement::Beside,
+        )
+        .await
+        .unwrap(),
     );
     assert_eq!(
         host.calls().last().unwrap(),

@@ -31,6 +31,14 @@ impl Backend {
         }
     }
 
+    /// The IPv6 tool of the same backend (`ip6tables-legacy{tool}`, `ip6tables-nft{tool}`).
+    pub fn program6(self, tool: &str) -> String {
+        match self {
+            Backend::Legacy => format!("ip6tables-legacy{tool}"),
+            Backend::Nft => format!("ip6tables-nft{tool}"),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Legacy => "legacy",

@@ -70,16 +70,35 @@ pub struct HTTPChaosSpec {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub response_headers: BTreeMap<String, String>,
-    /// HTTPS interception: not supported (rejected with a condition).
+    /// HTTPS interception: the certificate and key the proxy shows clients on `port`, and the
+    /// CA it verifies the real server with, from a Secret (Chaos Mesh's PodHttpChaosTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
-    pub tls: Option<Value>,
+    pub tls: Option<HttpChaosTls>,
     /// How long the experiment lasts (Go duration); default: until deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     /// Chaos Mesh's remote cluster: not supported (rejected with a condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_cluster: Option<String>,
+}
+
+/// Where the TLS material is: keys of a Secret's data (Chaos Mesh's `PodHttpChaosTLS`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpChaosTls {
+    /// The Secret's name.
+    pub secret_name: String,
+    /// The Secret's namespace (empty: the experiment's).
+    #[serde(default)]
+    pub secret_namespace: String,
+    /// The data key of the certificate (PEM), e.g. `tls.crt`.
+    pub cert_name: String,
+    /// The data key of the private key (PEM), e.g. `tls.key`.
+    pub key_name: String,
+    /// The data key of the CA (PEM) the real server is verified with, e.g. `ca.crt`; without
+    /// it, the public Web PKI roots (as Chaos Mesh's tproxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -16,7 +16,7 @@ mod time_chaos;
 mod workflow;
 
 pub use dns_chaos::{DNSChaos, DNSChaosSpec, DnsChaosAction};
-pub use http_chaos::{HTTPChaos, HTTPChaosSpec, HttpTarget};
+pub use http_chaos::{HTTPChaos, HTTPChaosSpec, HttpChaosTls, HttpTarget};
 pub use io_chaos::{
     AttrOverrideSpec, FileType, Filling, IOChaos, IOChaosSpec, IoAction, IoMethod, MistakeSpec,
     Timespec,

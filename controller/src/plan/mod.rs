@@ -4,7 +4,7 @@
 
 mod dns;
 mod duration;
-mod http;
+pub mod http;
 mod invalid;
 mod io;
 mod mode;
@@ -75,10 +75,12 @@ pub enum Action {
         patterns: Vec<String>,
     },
     /// The agent's HTTP experiment: a proxy in the pod on `port` with `rules` (Chaos Mesh's
-    /// tproxy JSON).
+    /// tproxy JSON), intercepting HTTPS with the material of `tls` (read from its Secret when
+    /// injecting; its namespace filled in).
     Http {
         rules: String,
         port: u16,
+        tls: Option<crate::crd::HttpChaosTls>,
     },
     /// A signed Go duration and the clock names, for the agent's StartTimeExperiment.
     Time {

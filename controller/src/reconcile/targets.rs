@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use faultline_proto::agent::v1 as api;
 use faultline_proto::pb;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -167,12 +167,23 @@ pub async fn inject(
             patterns: patterns.clone(),
             duration_ms,
         }),
-        Action::Http { rules, port } => AgentCall::StartHttp(api::StartHttpExperimentRequest {
-            container_id: cid.clone(),
-            rules: rules.clone(),
-            proxy_ports: vec![u32::from(*port)],
-            duration_ms,
-        }),
+        Action::Http { rules, port, tls } => {
+            let tls = match tls {
+                None => String::new(),
+                Some(tls) => match http_tls(ctx, tls, *port).await? {
+                    Ok(json) => json,
+                    // The Secret may be created or fixed later: tried again.
+                    Err(message) => return Ok(failed(message, true)),
+                },
+            };
+            AgentCall::StartHttp(api::StartHttpExperimentRequest {
+                container_id: cid.clone(),
+                rules: rules.clone(),
+                proxy_ports: vec![u32::from(*port)],
+                duration_ms,
+                tls,
+            })
+        }
         Action::Time { offset, clock_ids } => {
             AgentCall::StartTime(api::StartTimeExperimentRequest {
                 container_id: cid.clone(),
@@ -225,6 +236,24 @@ pub async fn inject(
         },
         Err(e) => agent_failed(e),
     })
+}
+
+/// An HTTPChaos's tls JSON for the agent, from its Secret (as Chaos Mesh's PodHttpChaos
+/// controller reads it); `Ok(Err(why))` when the Secret is missing or unusable.
+async fn http_tls(
+    ctx: &Context,
+    tls: &crate::crd::HttpChaosTls,
+    port: u16,
+) -> Result<std::result::Result<String, String>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &tls.secret_namespace);
+    let Some(secret) = secrets.get_opt(&tls.secret_name).await? else {
+        return Ok(Err(format!(
+            "tls.secretName: secret {}/{} not found",
+            tls.secret_namespace, tls.secret_name
+        )));
+    };
+    let data = secret.data.unwrap_or_default();
+    Ok(crate::plan::http::tls_json(tls, &data, port))
 }
 
 /// Strategic merge patch: every container's image becomes the pause image; originals go into

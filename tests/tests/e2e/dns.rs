@@ -32,6 +32,10 @@ pub fn stories() -> Vec<(&'static str, Story)> {
         ),
         ("dns::set_dns_server_as_chaos_mesh_sends_it", set_dns_server),
         ("dns::cli_attack_with_duration_recovers_by_itself", cli),
+        (
+            "dns::an_ipv6_nameserver_is_covered_through_ip6tables",
+            ipv6_nameserver,
+        ),
     ]
 }
 
@@ -492,4 +496,176 @@ fn cli(tb: &Testbed) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     bed.remove(tb)
+}
+
+/// Our nat chain in the pod's namespace in ip6tables, per backend.
+fn redirect_rules6(pod: &Pod) -> anyhow::Result<String> {
+    let mut all = String::new();
+    for save in ["ip6tables-legacy-save", "ip6tables-nft-save"] {
+        let out = Command::new("nsenter")
+            .args(["-t", &pod.sandbox_pid.to_string(), "-n", save, "-t", "nat"])
+            .output()?;
+        all.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(all
+        .lines()
+        .filter(|l| l.contains("FAULTLINE-DNS"))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Undoes what the IPv6 story added to the host, whatever happened in it.
+struct BridgeAddress {
+    bridge: String,
+    address: String,
+}
+
+impl Drop for BridgeAddress {
+    fn drop(&mut self) {
+        let _ = run(
+            "ip",
+            &["-6", "addr", "del", &self.address, "dev", &self.bridge],
+        );
+    }
+}
+
+/// A pod whose only nameserver is an IPv6 address (a ULA on the testbed bridge, dnsmasq there):
+/// the responder covers it (ip6tables redirect to ::1, relayed over IPv6), recovery removes it.
+fn ipv6_nameserver(tb: &Testbed) -> anyhow::Result<()> {
+    let v4 = tb.subnet().network().octets();
+    let gateway6 = format!("fd53:{}:{}::1", v4[1], v4[2]);
+    let pod_address = format!("fd53:{}:{}::2/64", v4[1], v4[2]);
+    let pki = Pki::create(&tb.base_dir().join("pki-dns-ipv6"))?;
+    let agent = AgentProcess::start(tb, &pki, "agent-dns-ipv6")?;
+    let pod = tb.run_pod(
+        PodSpec::new("dns-ipv6")
+            .shell("sleep 100000")
+            .dns_server(gateway6.clone()),
+    )?;
+    run(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{gateway6}/64"),
+            "dev",
+            tb.bridge(),
+            "nodad",
+        ],
+    )?;
+    let _address = BridgeAddress {
+        bridge: tb.bridge().to_owned(),
+        address: format!("{gateway6}/64"),
+    };
+    let netns = pod.sandbox_pid.to_string();
+    run(
+        "nsenter",
+        &[
+            "-t",
+            &netns,
+            "-n",
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+        ],
+    )?;
+    run(
+        "nsenter",
+        &[
+            "-t",
+            &netns,
+            "-n",
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &pod_address,
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )?;
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--pid-file=",
+        "--user=root",
+        "--log-facility=-",
+    ])
+    .arg(format!("--listen-address={gateway6}"));
+    for (name, ip) in [DB, WEB, API] {
+        cmd.arg(format!("--host-record={name},{ip}"));
+    }
+    let _upstream = Upstream {
+        child: cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting dnsmasq")?,
+    };
+    let original = resolv_conf(&pod)?;
+    ensure!(
+        original.contains(&format!("nameserver {gateway6}")),
+        "{original}"
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || matches!(
+            lookup(&pod, API.0, None),
+            Ok(Lookup::Address(_))
+        )),
+        "the pod never resolved through its IPv6 nameserver"
+    );
+    expect_exact(&pod, DB)?;
+
+    let rt = runtime()?;
+    let (_, mut client) = rt.block_on(agent.controller(&pki))?;
+    let started = rt
+        .block_on(client.start_dns_experiment(api::StartDnsExperimentRequest {
+            container_id: pod.container_uri(),
+            action: "error".into(),
+            patterns: vec!["*.example.com".into()],
+            duration_ms: 0,
+        }))?
+        .into_inner();
+    ensure!(started.plan.contains(&gateway6), "{}", started.plan);
+    let rules = redirect_rules6(&pod)?;
+    ensure!(
+        rules.contains(&format!("-d {gateway6}/128")),
+        "no ip6tables redirect: {rules}"
+    );
+    expect_failed(&pod, DB.0, None)?;
+    expect_exact(&pod, API)?;
+    rt.block_on(client.recover(api::RecoverRequest {
+        id: started.id.clone(),
+        all: false,
+    }))?;
+    ensure!(
+        !process_alive(started.responder_pid),
+        "the responder outlived recovery"
+    );
+    for record in [DB, WEB, API] {
+        expect_exact(&pod, record)?;
+    }
+    let left = redirect_rules6(&pod)?;
+    ensure!(left.is_empty(), "ip6tables redirect left: {left}");
+    ensure!(redirect_rules(&pod)?.is_empty(), "iptables redirect left");
+    ensure!(resolv_conf(&pod)? == original, "resolv.conf changed");
+    drop(agent);
+    tb.remove_pod(&pod)?;
+    Ok(())
 }

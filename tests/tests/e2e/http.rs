@@ -88,7 +88,7 @@ fn fetch(client: &Pod, server: &Pod, path: &str) -> anyhow::Result<Fetched> {
         .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
 }
 
-fn redirect_rules(pod: &Pod) -> anyhow::Result<String> {
+pub(crate) fn redirect_rules(pod: &Pod) -> anyhow::Result<String> {
     let mut all = String::new();
     for save in ["iptables-legacy-save", "iptables-nft-save"] {
         let out = Command::new("nsenter")
@@ -171,6 +171,7 @@ impl Bed {
                     rules: rules.into(),
                     proxy_ports: vec![PORT],
                     duration_ms: 0,
+                    tls: String::new(),
                 }),
             )?
             .into_inner())

@@ -15,6 +15,7 @@ mod dns;
 mod handover;
 mod http;
 mod http_streams;
+mod https;
 mod injector_in_pod;
 mod io_chaos;
 mod network;
@@ -56,6 +57,7 @@ fn stories() -> Vec<(&'static str, Story)> {
     all.extend(dns::stories());
     all.extend(http::stories());
     all.extend(http_streams::stories());
+    all.extend(https::stories());
     all.extend(time_chaos::stories());
     all
 }
