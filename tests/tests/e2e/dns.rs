@@ -543,7 +543,10 @@ impl Drop for BridgeAddress {
 /// the responder covers it (ip6tables redirect to ::1, relayed over IPv6), recovery removes it.
 fn ipv6_nameserver(tb: &Testbed) -> anyhow::Result<()> {
     let v4 = tb.subnet().network().octets();
-    let gateway6 = format!("fd53:{}:{}::1", v4[1], v4[2]);
+    // In its canonical text (`fd53:253::1`, not `fd53:253:0::1` when the subnet's third octet is
+    // 0): the agent's plan and ip6tables-save print it so.
+    let gateway6: std::net::Ipv6Addr = format!("fd53:{}:{}::1", v4[1], v4[2]).parse()?;
+    let gateway6 = gateway6.to_string();
     let pod_address = format!("fd53:{}:{}::2/64", v4[1], v4[2]);
     let pki = Pki::create(&tb.base_dir().join("pki-dns-ipv6"))?;
     let agent = AgentProcess::start(tb, &pki, "agent-dns-ipv6")?;
