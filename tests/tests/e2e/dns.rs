@@ -78,8 +78,8 @@ impl Upstream {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("dnsmasq did not start")))
     }
 
-    fn start(tb: &Testbed) -> anyhow::Result<Upstream> {
-        let address = gateway(tb);
+    /// dnsmasq answering the zone's records on `address` (v4 or v6), nothing else.
+    fn spawn(address: &str) -> anyhow::Result<Upstream> {
         let mut cmd = Command::new("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -100,7 +100,12 @@ impl Upstream {
             .stderr(Stdio::null())
             .spawn()
             .context("starting dnsmasq (scripts/setup.sh installs dnsmasq-base)")?;
-        let mut upstream = Upstream { child };
+        Ok(Upstream { child })
+    }
+
+    fn start(tb: &Testbed) -> anyhow::Result<Upstream> {
+        let address = gateway(tb);
+        let mut upstream = Upstream::spawn(&address.to_string())?;
         std::thread::sleep(Duration::from_millis(100));
         if let Some(status) = upstream.child.try_wait()? {
             bail!("dnsmasq exited ({status}): is {address}:53 taken?");
@@ -599,28 +604,7 @@ fn ipv6_nameserver(tb: &Testbed) -> anyhow::Result<()> {
             "nodad",
         ],
     )?;
-    let mut cmd = Command::new("dnsmasq");
-    cmd.args([
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--pid-file=",
-        "--user=root",
-        "--log-facility=-",
-    ])
-    .arg(format!("--listen-address={gateway6}"));
-    for (name, ip) in [DB, WEB, API] {
-        cmd.arg(format!("--host-record={name},{ip}"));
-    }
-    let _upstream = Upstream {
-        child: cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting dnsmasq")?,
-    };
+    let _upstream = Upstream::spawn(&gateway6)?;
     let original = resolv_conf(&pod)?;
     ensure!(
         original.contains(&format!("nameserver {gateway6}")),
