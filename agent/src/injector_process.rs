@@ -175,6 +175,70 @@ pub struct MountRequest<'a> {
     pub control_socket: &'a Path,
 }
 
+/// An injector spawned and mounting: [`Starting::ready`] waits for the line it prints once its
+/// mount is in place (no polling: the line comes the moment it is).
+#[derive(Debug)]
+pub struct Starting {
+    process: InjectorProcess,
+    stdout: Option<tokio::process::ChildStdout>,
+}
+
+impl Starting {
+    pub fn identity(&self) -> ProcessIdentity {
+        self.process.identity
+    }
+
+    /// Waits until the mount is in place; an injector that exits first, or is not ready within
+    /// `within`, is killed and the reason returned (with its last log lines).
+    pub async fn ready(self, within: Duration) -> Result<InjectorProcess, InjectorError> {
+        let Starting { process, stdout } = self;
+        let outcome = match stdout {
+            Some(stdout) => tokio::time::timeout(within, ready_line(stdout)).await,
+            None => Ok(Err(InjectorError::Control(
+                "its stdout was not a pipe".into(),
+            ))),
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(process),
+            Ok(Err(err)) => {
+                // No ready line usually means the process exited: say why.
+                if let Some(status) = process.try_exit_status(Duration::from_millis(500)).await {
+                    return Err(InjectorError::ExitedEarly {
+                        status: status.to_string(),
+                        stderr: process.process.stderr_tail_after_exit().await,
+                    });
+                }
+                process.kill().await;
+                Err(err)
+            }
+            Err(_) => {
+                process.kill().await;
+                Err(InjectorError::NotReady(within))
+            }
+        }
+    }
+}
+
+/// Reads the injector's stdout up to its ready line (`{"ready": true, ...}`).
+async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<(), InjectorError> {
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| InjectorError::Control(format!("reading its ready line: {e}")))?
+            .ok_or_else(|| {
+                InjectorError::Control("it closed its stdout before it was ready".into())
+            })?;
+        let ready = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v.get("ready").and_then(Value::as_bool));
+        if ready == Some(true) {
+            return Ok(());
+        }
+    }
+}
+
 /// A running injector.
 #[derive(Debug)]
 pub struct InjectorProcess {
@@ -365,11 +429,9 @@ struct ControlChannel {
 }
 
 impl InjectorProcess {
-    /// Starts the injector and waits until its mount is in place.
-    pub async fn start(
-        request: MountRequest<'_>,
-        ready_within: Duration,
-    ) -> Result<Self, InjectorError> {
+    /// Starts the injector; [`Starting::ready`] then waits until its mount is in place. In
+    /// between, the caller may work on the process (move it into a cgroup) while it mounts.
+    pub fn spawn(request: MountRequest<'_>) -> Result<Starting, InjectorError> {
         let (ours, theirs) =
             StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
         let rules =
@@ -388,7 +450,8 @@ impl InjectorProcess {
             .arg("--control-listen-fd")
             .arg(CONTROL_LISTEN_FD.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Its ready line: read once, then closed (it ignores a closed stdout).
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         nsexec::spawn::prepare(
             &mut cmd,
@@ -404,7 +467,7 @@ impl InjectorProcess {
                 ..Default::default()
             },
         )?;
-        let child = Command::from(cmd)
+        let mut child = Command::from(cmd)
             .spawn()
             .map_err(|source| InjectorError::Spawn {
                 binary: request.binary.to_owned(),
@@ -415,38 +478,30 @@ impl InjectorProcess {
         let identity = match SupervisedChild::identity_of(&child) {
             Ok(identity) => identity,
             Err(source) => {
-                let mut child = child;
                 let _ = child.start_kill();
-                let _ = child.wait().await;
+                tokio::spawn(async move { child.wait().await });
                 return Err(InjectorError::Identity { source });
             }
         };
+        let stdout = child.stdout.take();
         let process = Lifeline::Child(SupervisedChild::adopt(child, identity, "injector"));
         ours.set_nonblocking(true)
             .map_err(|e| InjectorError::Control(e.to_string()))?;
         let stream =
             UnixStream::from_std(ours).map_err(|e| InjectorError::Control(e.to_string()))?;
         let (reader, writer) = stream.into_split();
-        let process = Self {
-            identity,
-            process,
-            control: AsyncMutex::new(ControlChannel {
-                reader: BufReader::new(reader),
-                writer,
-                next_id: 1,
-            }),
-        };
-        match tokio::time::timeout(ready_within, process.wait_ready()).await {
-            Ok(Ok(())) => Ok(process),
-            Ok(Err(err)) => {
-                process.kill().await;
-                Err(err)
-            }
-            Err(_) => {
-                process.kill().await;
-                Err(InjectorError::NotReady(ready_within))
-            }
-        }
+        Ok(Starting {
+            process: Self {
+                identity,
+                process,
+                control: AsyncMutex::new(ControlChannel {
+                    reader: BufReader::new(reader),
+                    writer,
+                    next_id: 1,
+                }),
+            },
+            stdout,
+        })
     }
 
     /// Takes over an injector a previous agent started, through its control socket: the peer
@@ -516,27 +571,6 @@ impl InjectorProcess {
             Ok(Ok(status)) => Err(failed(format!("it is not serving: {status}"))),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(failed(format!("no answer within {within:?}"))),
-        }
-    }
-
-    async fn wait_ready(&self) -> Result<(), InjectorError> {
-        loop {
-            match self.status().await {
-                Ok(status) if status.get("ready").and_then(Value::as_bool) == Some(true) => {
-                    return Ok(());
-                }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
-                Err(err) => {
-                    // A closed channel usually means the process exited: say why.
-                    if let Some(status) = self.try_exit_status(Duration::from_millis(500)).await {
-                        return Err(InjectorError::ExitedEarly {
-                            status: status.to_string(),
-                            stderr: self.process.stderr_tail_after_exit().await,
-                        });
-                    }
-                    return Err(err);
-                }
-            }
         }
     }
 

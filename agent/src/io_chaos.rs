@@ -130,20 +130,36 @@ impl IoHost for RealIoHost {
         actions: &str,
         control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError> {
-        let injector = InjectorProcess::start(
-            MountRequest {
-                binary: &self.injector_binary,
-                target_pid,
-                volume,
-                actions,
-                control_socket,
-            },
-            READY_WITHIN,
-        )
-        .await?;
-        // Out of the agent's cgroup, so that it outlives the agent's container.
-        crate::cgroup::helpers::place_or_warn(target_pid, injector.identity().pid, "injector");
-        Ok(Box::new(injector))
+        let starting = InjectorProcess::spawn(MountRequest {
+            binary: &self.injector_binary,
+            target_pid,
+            volume,
+            actions,
+            control_socket,
+        })?;
+        // Out of the agent's cgroup, so that it outlives the agent's container; while it mounts
+        // (a first migration into a cgroup waits for an RCU grace period: 10 ms here).
+        let injector_pid = starting.identity().pid;
+        let spawned = std::time::Instant::now();
+        let placing = tokio::task::spawn_blocking(move || {
+            crate::cgroup::helpers::place_or_warn(target_pid, injector_pid, "injector");
+            spawned.elapsed()
+        });
+        let ready = starting.ready(READY_WITHIN).await;
+        let ready_us = spawned.elapsed().as_micros() as u64;
+        let placed_us = placing
+            .await
+            .map(|t| t.as_micros() as u64)
+            .unwrap_or_default();
+        tracing::debug!(injector_pid, ready_us, placed_us, "injector spawned");
+        match ready {
+            Ok(injector) => Ok(Box::new(injector)),
+            Err(err) => {
+                // A leaf made for it alone goes again.
+                self.release_helper_cgroup(target_pid);
+                Err(err)
+            }
+        }
     }
 
     async fn adopt_injector(

@@ -327,6 +327,7 @@ fn initial_rules(args: &MountArgs) -> anyhow::Result<Option<Value>> {
 }
 
 fn run_mount(args: MountArgs) -> anyhow::Result<()> {
+    let began = std::time::Instant::now();
     mount::validate_path(&args.path)?;
     if let Err(e) = serve::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
@@ -375,6 +376,7 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
         late_fs,
         control_stream,
         control_listener,
+        began,
     ));
     // A read of stdin may still be blocked on a runtime thread: do not wait for it.
     runtime.shutdown_background();
@@ -437,6 +439,7 @@ async fn serve_until_recovered(
     late_fs: Arc<LateFs>,
     control_stream: Option<StdUnixStream>,
     control_listener: Option<std::os::unix::net::UnixListener>,
+    began: std::time::Instant,
 ) -> anyhow::Result<()> {
     let context = plane.context().clone();
     // Whoever connects to the control socket (the agent that adopts us) controls us too.
@@ -489,7 +492,7 @@ async fn serve_until_recovered(
     })
     .await??;
     let _ = late_fs.0.set(running.fs().clone());
-    tracing::info!(path = %request.path.display(), target = %request.target, "ready");
+    tracing::info!(path = %request.path.display(), target = %request.target, since_main_us = began.elapsed().as_micros() as u64, "ready");
     // Only now: whoever waits for it may use the mount at once.
     let pidfile = args
         .pidfile

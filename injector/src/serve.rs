@@ -132,8 +132,11 @@ pub fn start_serving(
     rules: Arc<RuleStore>,
     opts: ServeOptions,
 ) -> Result<RunningFs, ServeError> {
+    // Where starting takes its time, in the line that ends it.
+    let began = Instant::now();
     let sys = Arc::new(LinuxMountSys::new().map_err(ServeError::Original)?);
     let prepared = mount::prepare_serving(sys, request, original)?;
+    let prepared_us = began.elapsed().as_micros() as u64;
     let fs = PassthroughFs::new(prepared.original, rules.clone(), opts.fs)
         .map_err(ServeError::Original)?;
     let handle = fs.handle();
@@ -159,7 +162,9 @@ pub fn start_serving(
         .name("fuse-session".into())
         .spawn(move || session.run())
         .map_err(ServeError::Threads)?;
+    let handshake_us = began.elapsed().as_micros() as u64;
     wait_for_io_uring(&handle);
+    let queues_us = began.elapsed().as_micros() as u64;
     let mount = prepared.pending.attach()?;
     handle.set_ready(true);
     tracing::info!(
@@ -167,6 +172,10 @@ pub fn start_serving(
         target = %request.target,
         passthrough = handle.passthrough_active(),
         io_uring = handle.io_uring_active(),
+        prepared_us,
+        handshake_us,
+        queues_us,
+        attached_us = began.elapsed().as_micros() as u64,
         "serving"
     );
     Ok(RunningFs {
