@@ -122,6 +122,7 @@ pub async fn run(args: ServeArgs, resolver: Resolver) -> anyhow::Result<()> {
     ));
     // The journal is read here, once: whatever a previous run left in force is undone.
     faults.registry.recover_left_over().await;
+    faults.io.warm_up();
 
     let listeners = bind(&args, tls).await?;
     let shutdown = CancellationToken::new();

@@ -219,6 +219,79 @@ impl Starting {
     }
 }
 
+/// The control descriptors every injector the agent starts gets.
+fn control_args() -> [std::ffi::OsString; 4] {
+    [
+        "--control-fd".into(),
+        CONTROL_FD.to_string().into(),
+        "--control-listen-fd".into(),
+        CONTROL_LISTEN_FD.to_string().into(),
+    ]
+}
+
+/// A spare injector: started, listening on a spare control socket, waiting for the line that
+/// says what to mount. Dropped unassigned, it ends (its control channel closes) and its
+/// socket's path goes.
+#[derive(Debug)]
+pub struct Standby {
+    starting: Option<Starting>,
+    control_socket: PathBuf,
+}
+
+impl Standby {
+    pub fn identity(&self) -> Option<ProcessIdentity> {
+        self.starting.as_ref().map(Starting::identity)
+    }
+
+    /// Gives it `request`'s mount: its control socket moves to the request's path (a rename:
+    /// the socket it listens on is the same), then it is told what to mount. Ready as a
+    /// spawned injector is, through [`Starting::ready`]. An error leaves nothing: the spare
+    /// ends, and the request's socket path is not taken.
+    pub async fn assign(mut self, request: &MountRequest<'_>) -> Result<Starting, InjectorError> {
+        let actions: Value = serde_json::from_str(request.actions)
+            .map_err(|e| InjectorError::Control(format!("the rules are not JSON: {e}")))?;
+        let mut line = json!({
+            "pid": request.target_pid,
+            "path": request.volume,
+            "actions": actions,
+        })
+        .to_string();
+        line.push('\n');
+        std::fs::rename(&self.control_socket, request.control_socket).map_err(|e| {
+            InjectorError::ControlSocket {
+                path: request.control_socket.to_owned(),
+                reason: format!("moving the spare's socket there: {e}"),
+            }
+        })?;
+        let Some(starting) = self.starting.take() else {
+            let _ = std::fs::remove_file(request.control_socket);
+            return Err(InjectorError::Control(
+                "the spare was already given a mount".into(),
+            ));
+        };
+        let sent = {
+            let mut control = starting.process.control.lock().await;
+            control.writer.write_all(line.as_bytes()).await
+        };
+        if let Err(e) = sent {
+            let _ = std::fs::remove_file(request.control_socket);
+            starting.process.kill().await;
+            return Err(InjectorError::Control(format!(
+                "sending the spare its mount: {e}"
+            )));
+        }
+        Ok(starting)
+    }
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        if self.starting.is_some() {
+            let _ = std::fs::remove_file(&self.control_socket);
+        }
+    }
+}
+
 /// Reads the injector's stdout up to its ready line (`{"ready": true, ...}`).
 async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<(), InjectorError> {
     let mut lines = BufReader::new(stdout).lines();
@@ -432,45 +505,69 @@ impl InjectorProcess {
     /// Starts the injector; [`Starting::ready`] then waits until its mount is in place. In
     /// between, the caller may work on the process (move it into a cgroup) while it mounts.
     pub fn spawn(request: MountRequest<'_>) -> Result<Starting, InjectorError> {
-        let (ours, theirs) =
-            StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
         let rules =
             rules_memfd(request.actions).map_err(|e| InjectorError::Control(e.to_string()))?;
         let listen = bind_control_socket(request.control_socket)?;
-        let mut cmd = std::process::Command::new(request.binary);
-        cmd.arg("mount")
-            .arg("--pid")
-            .arg(request.target_pid.to_string())
-            .arg("--path")
-            .arg(request.volume)
-            .arg("--control-fd")
-            .arg(CONTROL_FD.to_string())
-            .arg("--rules-fd")
-            .arg(RULES_FD.to_string())
-            .arg("--control-listen-fd")
-            .arg(CONTROL_LISTEN_FD.to_string())
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "mount".into(),
+            "--pid".into(),
+            request.target_pid.to_string().into(),
+            "--path".into(),
+            request.volume.into(),
+            "--rules-fd".into(),
+            RULES_FD.to_string().into(),
+        ];
+        args.extend(control_args());
+        let (process, stdout) =
+            Self::launch(request.binary, &args, vec![(rules, RULES_FD)], listen)?;
+        Ok(Starting { process, stdout })
+    }
+
+    /// Starts a spare injector (`faultline-injector standby`), listening on `control_socket`,
+    /// to be given a mount later ([`Standby::assign`]).
+    pub fn spawn_standby(binary: &Path, control_socket: &Path) -> Result<Standby, InjectorError> {
+        let listen = bind_control_socket(control_socket)?;
+        let mut args: Vec<std::ffi::OsString> = vec!["standby".into()];
+        args.extend(control_args());
+        let (process, stdout) = Self::launch(binary, &args, Vec::new(), listen)?;
+        Ok(Standby {
+            starting: Some(Starting { process, stdout }),
+            control_socket: control_socket.to_owned(),
+        })
+    }
+
+    /// Spawns `binary args`, with the control channel, the bound control socket `listen` and
+    /// `more_fds` passed, its stderr forwarded and its stdout (the ready line) piped to us.
+    fn launch(
+        binary: &Path,
+        args: &[std::ffi::OsString],
+        more_fds: Vec<(OwnedFd, i32)>,
+        listen: OwnedFd,
+    ) -> Result<(Self, Option<tokio::process::ChildStdout>), InjectorError> {
+        let (ours, theirs) =
+            StdUnixStream::pair().map_err(|e| InjectorError::Control(e.to_string()))?;
+        let mut cmd = std::process::Command::new(binary);
+        cmd.args(args)
             .stdin(Stdio::null())
             // Its ready line: read once, then closed (it ignores a closed stdout).
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let mut pass_fds = vec![(theirs.into(), CONTROL_FD), (listen, CONTROL_LISTEN_FD)];
+        pass_fds.extend(more_fds);
         nsexec::spawn::prepare(
             &mut cmd,
             nsexec::spawn::ChildSetup {
                 // No parent-death signal: the fault stays in force while the agent restarts,
                 // and the next agent adopts the injector.
                 die_with_parent: None,
-                pass_fds: vec![
-                    (theirs.into(), CONTROL_FD),
-                    (rules, RULES_FD),
-                    (listen, CONTROL_LISTEN_FD),
-                ],
+                pass_fds,
                 ..Default::default()
             },
         )?;
         let mut child = Command::from(cmd)
             .spawn()
             .map_err(|source| InjectorError::Spawn {
-                binary: request.binary.to_owned(),
+                binary: binary.to_owned(),
                 source,
             })?;
         // Without its identity a left-over injector could never be told from a stranger after
@@ -490,18 +587,16 @@ impl InjectorProcess {
         let stream =
             UnixStream::from_std(ours).map_err(|e| InjectorError::Control(e.to_string()))?;
         let (reader, writer) = stream.into_split();
-        Ok(Starting {
-            process: Self {
-                identity,
-                process,
-                control: AsyncMutex::new(ControlChannel {
-                    reader: BufReader::new(reader),
-                    writer,
-                    next_id: 1,
-                }),
-            },
-            stdout,
-        })
+        let process = Self {
+            identity,
+            process,
+            control: AsyncMutex::new(ControlChannel {
+                reader: BufReader::new(reader),
+                writer,
+                next_id: 1,
+            }),
+        };
+        Ok((process, stdout))
     }
 
     /// Takes over an injector a previous agent started, through its control socket: the peer

@@ -19,6 +19,7 @@ use crate::fault_kinds::{self, Adoption, ExperimentView, FaultKind};
 use crate::injector_process::{
     Injector, InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
 };
+use crate::injector_spare::SpareInjector;
 use crate::io_handover;
 use crate::io_spec::{IoActions, IoSpec, VolumePath};
 use crate::journal::{FaultRecord, Journal, ProcessIdentity, Record, StoredRecord};
@@ -95,12 +96,16 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
     /// Once a fault of `target_pid` is recovered: removes the cgroup its injector lived in
     /// (see [`crate::cgroup::helpers`]) if no other helper of the pod is in it.
     fn release_helper_cgroup(&self, target_pid: u32);
+    /// Gets ready for the first injection (a spare injector); nothing by default.
+    fn warm_up(&self) {}
 }
 
 /// The real host: `faultline-injector cleanup`, signals, the handover crate.
 #[derive(Debug)]
 pub struct RealIoHost {
     pub injector_binary: PathBuf,
+    /// The injector the next injection is given, started ahead.
+    pub spare: Arc<SpareInjector>,
 }
 
 #[tonic::async_trait]
@@ -130,13 +135,23 @@ impl IoHost for RealIoHost {
         actions: &str,
         control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError> {
-        let starting = InjectorProcess::spawn(MountRequest {
+        let request = MountRequest {
             binary: &self.injector_binary,
             target_pid,
             volume,
             actions,
             control_socket,
-        })?;
+        };
+        let starting = match self.spare.take() {
+            Some(spare) => match spare.assign(&request).await {
+                Ok(starting) => starting,
+                Err(err) => {
+                    tracing::warn!(%err, "the spare injector failed; starting one");
+                    InjectorProcess::spawn(request.clone())?
+                }
+            },
+            None => InjectorProcess::spawn(request.clone())?,
+        };
         // Out of the agent's cgroup, so that it outlives the agent's container; while it mounts
         // (a first migration into a cgroup waits for an RCU grace period: 10 ms here).
         let injector_pid = starting.identity().pid;
@@ -152,6 +167,9 @@ impl IoHost for RealIoHost {
             .map(|t| t.as_micros() as u64)
             .unwrap_or_default();
         tracing::debug!(injector_pid, ready_us, placed_us, "injector spawned");
+        // The next injection's, off this one's path.
+        let spare = Arc::clone(&self.spare);
+        tokio::spawn(async move { spare.refill() });
         match ready {
             Ok(injector) => Ok(Box::new(injector)),
             Err(err) => {
@@ -223,6 +241,11 @@ impl IoHost for RealIoHost {
     fn release_helper_cgroup(&self, target_pid: u32) {
         use crate::cgroup::{RealFs, helpers};
         helpers::release_in_background(helpers::leaves_of_target(&RealFs, target_pid));
+    }
+
+    fn warm_up(&self) {
+        self.spare.clear_left_over();
+        self.spare.refill();
     }
 }
 
@@ -430,6 +453,10 @@ impl IoChaos {
     ) -> Arc<Self> {
         let host = Arc::new(RealIoHost {
             injector_binary: config.injector_binary.clone(),
+            spare: Arc::new(SpareInjector::new(
+                config.injector_binary.clone(),
+                config.control_sockets.clone(),
+            )),
         });
         Self::with_host(resolver, journal, metrics, host, config.control_sockets)
     }
@@ -451,6 +478,12 @@ impl IoChaos {
             active: Mutex::default(),
             in_progress: Mutex::default(),
         })
+    }
+
+    /// Gets ready for the first injection (see [`IoHost::warm_up`]); once left-over faults
+    /// are recovered.
+    pub fn warm_up(&self) {
+        self.host.warm_up();
     }
 
     fn busy(&self, key: &MountKey) -> Result<BusyGuard<'_>, AgentError> {

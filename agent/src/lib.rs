@@ -17,6 +17,7 @@ pub mod fuse_io_uring;
 pub mod grpc;
 pub mod http;
 pub mod injector_process;
+pub mod injector_spare;
 pub mod io_chaos;
 pub mod io_handover;
 pub mod io_mount_table;

@@ -43,6 +43,35 @@ enum Command {
     /// namespace, writes the pidfile once mounted, takes JSON-RPC over HTTP on --addr;
     /// unmounts, removes the pidfile and exits on SIGTERM.
     Sidecar(SidecarArgs),
+    /// Start ahead of need and wait for one mount to serve: the agent keeps a spare injector
+    /// so that an injection does not wait for a process to start. The first line on
+    /// --control-fd says what to mount (`{"pid": N, "path": "/data", "actions": [...]}`);
+    /// from there on it is `mount --pid N --path /data` with those rules. The end of the
+    /// control channel before that line (the agent is gone) ends it.
+    Standby(StandbyArgs),
+}
+
+#[derive(Args, Debug)]
+struct StandbyArgs {
+    /// JSON-RPC control, one request per line, on this inherited socket descriptor; its first
+    /// line is the assignment.
+    #[arg(long)]
+    control_fd: i32,
+    /// As `mount --control-listen-fd`: the agent renames the socket's path to the
+    /// experiment's before it sends the assignment.
+    #[arg(long)]
+    control_listen_fd: Option<i32>,
+    #[command(flatten)]
+    tuning: Tuning,
+}
+
+/// What a standby injector is to mount (see [`Command::Standby`]).
+#[derive(serde::Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct Assignment {
+    pid: u32,
+    path: PathBuf,
+    actions: Value,
 }
 
 #[derive(Args, Debug)]
@@ -252,6 +281,7 @@ fn main() -> ExitCode {
         Command::Mount(args) => run_mount(args),
         Command::Cleanup(args) => run_cleanup(args),
         Command::Sidecar(args) => run_sidecar(args),
+        Command::Standby(args) => run_standby(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -332,6 +362,128 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
     if let Err(e) = serve::raise_fd_limit() {
         tracing::warn!(error = %e, "cannot raise the open-files limit");
     }
+    let channels = Channels::inherited(args.control_fd, args.control_listen_fd)?;
+    mount_and_serve(args, channels, control_runtime()?, began)
+}
+
+/// See [`Command::Standby`]: everything that does not depend on the target is done before the
+/// assignment comes (the process start, the runtime, the control socket listening).
+fn run_standby(args: StandbyArgs) -> anyhow::Result<()> {
+    // A spare is told from an injector by its name (`ps`, /proc/PID/comm); it keeps its
+    // command line once assigned.
+    name_process(SPARE_NAME);
+    if let Err(e) = serve::raise_fd_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
+    let channels = Channels::inherited(Some(args.control_fd), args.control_listen_fd)?;
+    let runtime = control_runtime()?;
+    let Some(assignment) = channels.read_assignment()? else {
+        tracing::debug!("the agent closed the control channel before assigning a mount");
+        return Ok(());
+    };
+    let began = std::time::Instant::now();
+    name_process(INJECTOR_NAME);
+    mount::validate_path(&assignment.path)?;
+    let mount = MountArgs {
+        path: assignment.path,
+        pid: Some(assignment.pid),
+        original: None,
+        rules: Some(assignment.actions.to_string()),
+        rules_file: None,
+        rules_fd: None,
+        control_fd: None,
+        control_listen_fd: None,
+        stdio: false,
+        listen: None,
+        pidfile: None,
+        tuning: args.tuning,
+    };
+    mount_and_serve(mount, channels, runtime, began)
+}
+
+/// A spare's process name while it waits for an assignment.
+const SPARE_NAME: &std::ffi::CStr = c"faultline-spare";
+/// The name an injector has when started as one (its file name, cut to 15 bytes).
+const INJECTOR_NAME: &std::ffi::CStr = c"faultline-injec";
+
+fn name_process(name: &std::ffi::CStr) {
+    if let Err(e) = nix::sys::prctl::set_name(name) {
+        tracing::debug!(error = %e, "cannot rename the process");
+    }
+}
+
+/// The control runtime: JSON-RPC, signals and the watch over the mount.
+fn control_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("control")
+        .build()?)
+}
+
+/// The control descriptors the agent passed: the channel of the agent that started us and
+/// the socket later agents connect to.
+struct Channels {
+    stream: Option<StdUnixStream>,
+    listener: Option<std::os::unix::net::UnixListener>,
+}
+
+impl Channels {
+    fn inherited(control_fd: Option<i32>, listen_fd: Option<i32>) -> anyhow::Result<Self> {
+        let stream = control_fd
+            .map(|fd| -> anyhow::Result<StdUnixStream> {
+                let fd = serve::inherited_fd(fd).with_context(|| format!("control fd {fd}"))?;
+                Ok(StdUnixStream::from(fd))
+            })
+            .transpose()?;
+        let listener = listen_fd
+            .map(|fd| -> anyhow::Result<std::os::unix::net::UnixListener> {
+                let fd =
+                    serve::inherited_fd(fd).with_context(|| format!("control listen fd {fd}"))?;
+                // We listen, not the agent: a client's SO_PEERCRED then names this process,
+                // which is how the next agent tells us from a stranger on the same path.
+                nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(8)?)
+                    .context("listening on the control socket")?;
+                let listener = std::os::unix::net::UnixListener::from(fd);
+                listener.set_nonblocking(true)?;
+                Ok(listener)
+            })
+            .transpose()?;
+        Ok(Self { stream, listener })
+    }
+
+    /// A standby's first line (blocking). `None` when the channel ends first. The agent sends
+    /// nothing more until we are ready, so nothing read past the line may be left over.
+    fn read_assignment(&self) -> anyhow::Result<Option<Assignment>> {
+        use std::io::BufRead;
+        let stream = self
+            .stream
+            .as_ref()
+            .context("a standby injector needs --control-fd")?;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        if reader
+            .read_line(&mut line)
+            .context("reading the assignment")?
+            == 0
+        {
+            return Ok(None);
+        }
+        if !reader.buffer().is_empty() {
+            bail!("the agent sent more than the assignment before we were ready");
+        }
+        let assignment = serde_json::from_str(&line).context("an unreadable assignment")?;
+        Ok(Some(assignment))
+    }
+}
+
+/// Mounts and serves as `args` say, under control through `channels`, until recovered.
+fn mount_and_serve(
+    args: MountArgs,
+    channels: Channels,
+    runtime: tokio::runtime::Runtime,
+    began: std::time::Instant,
+) -> anyhow::Result<()> {
     let rules = Arc::new(RuleStore::new(&args.path));
     let late_fs = Arc::new(LateFs(OnceLock::new(), args.tuning.file_io()));
     let context = ControlContext::new(rules.clone(), late_fs.clone());
@@ -342,40 +494,16 @@ fn run_mount(args: MountArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("invalid rules: {e}"))?;
     }
     let plane = Arc::new(ControlPlane::new(context.clone())?);
-    let control_stream = args
-        .control_fd
-        .map(|fd| -> anyhow::Result<StdUnixStream> {
-            let fd = serve::inherited_fd(fd).with_context(|| format!("control fd {fd}"))?;
-            let stream = StdUnixStream::from(fd);
-            stream.set_nonblocking(true)?;
-            Ok(stream)
-        })
-        .transpose()?;
-    let control_listener = args
-        .control_listen_fd
-        .map(|fd| -> anyhow::Result<std::os::unix::net::UnixListener> {
-            let fd = serve::inherited_fd(fd).with_context(|| format!("control listen fd {fd}"))?;
-            // We listen, not the agent: a client's SO_PEERCRED then names this process, which
-            // is how the next agent tells us from a stranger on the same path.
-            nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(8)?)
-                .context("listening on the control socket")?;
-            let listener = std::os::unix::net::UnixListener::from(fd);
-            listener.set_nonblocking(true)?;
-            Ok(listener)
-        })
-        .transpose()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("control")
-        .build()?;
+    if let Some(stream) = &channels.stream {
+        stream.set_nonblocking(true)?;
+    }
     let result = runtime.block_on(serve_until_recovered(
         args,
         rules,
         plane,
         late_fs,
-        control_stream,
-        control_listener,
+        channels.stream,
+        channels.listener,
         began,
     ));
     // A read of stdin may still be blocked on a runtime thread: do not wait for it.

@@ -189,14 +189,7 @@ impl Injector {
     }
 
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "injector did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child, within)
     }
 }
 
@@ -497,6 +490,122 @@ fn a_queue_that_cannot_start_falls_back_to_dev_fuse() {
     }
 }
 
+/// `faultline-injector standby`, its control channel on descriptor 0 and its ready line on a
+/// pipe, as the agent keeps a spare.
+fn spawn_standby() -> (Child, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let child = Command::new(BIN)
+        .args(["standby", "--control-fd", "0"])
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn standby injector");
+    (child, ours)
+}
+
+fn a_standby_injector_mounts_what_its_first_line_assigns() {
+    let ctr = Container::start();
+    let (mut child, control) = spawn_standby();
+    let comm = |pid: u32| fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while comm(child.id()).trim_end() != "faultline-spare" {
+        assert!(
+            Instant::now() < deadline,
+            "a spare is named faultline-spare: {}",
+            comm(child.id())
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        ctr.fault_mounts().is_empty(),
+        "nothing mounted before the assignment"
+    );
+    let assignment = json!({"pid": ctr.pid(), "path": "/vol", "actions": [
+        {"type": "fault", "path": "/vol/f", "methods": ["read"], "percent": 100,
+         "faults": [{"errno": 5, "weight": 1}]}]});
+    (&control)
+        .write_all(format!("{assignment}\n").as_bytes())
+        .expect("assign");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready line");
+    let ready: Value = serde_json::from_str(&ready).expect("JSON ready line");
+    assert_eq!(ready["ready"], json!(true), "{ready}");
+    assert_eq!(
+        comm(child.id()).trim_end(),
+        "faultline-injec",
+        "assigned, it is an injector"
+    );
+    assert_eq!(ctr.fault_mounts(), [PathBuf::from("/vol")]);
+    // The assigned rules are in force from the mount on.
+    let out = ctr.cat("/vol/f");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{out:?}"
+    );
+    // From here on it is an injector like any other, on the same channel.
+    let mut inj = Injector {
+        child,
+        rpc: BufReader::new(control),
+        next_id: 1,
+    };
+    inj.call("update", json!({"actions": []}));
+    assert_eq!(ctr.cat("/vol/f").stdout, b"volume data");
+    inj.call("recover", json!({}));
+    assert!(inj.wait_exit(Duration::from_secs(20)).success());
+    assert!(ctr.fault_mounts().is_empty());
+}
+
+fn a_standby_injector_ends_with_its_channel_and_refuses_a_bad_assignment() {
+    let ctr = Container::start();
+    // The agent went before assigning anything: it ends, cleanly.
+    let (mut child, control) = spawn_standby();
+    drop(control);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    for (assignment, says) in [
+        (
+            json!({"pid": ctr.pid(), "path": "/vol"}),
+            "unreadable assignment",
+        ),
+        (
+            json!({"pid": ctr.pid(), "path": "vol", "actions": []}),
+            "vol",
+        ),
+        (
+            json!({"pid": ctr.pid(), "path": "/vol", "actions": [{"type": "fault"}]}),
+            "invalid rules",
+        ),
+    ] {
+        let (mut child, control) = spawn_standby();
+        (&control)
+            .write_all(format!("{assignment}\n").as_bytes())
+            .expect("assign");
+        let status = wait_exit(&mut child, Duration::from_secs(10));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+            .expect("stderr");
+        assert!(!status.success(), "{assignment} was taken");
+        assert!(stderr.contains(says), "{assignment}: {stderr}");
+        assert!(ctr.fault_mounts().is_empty(), "{assignment} left a mount");
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the injector did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn main() -> std::process::ExitCode {
     common::run_tests_when(
         &[
@@ -523,6 +632,14 @@ fn main() -> std::process::ExitCode {
             (
                 "own_namespace_with_stdio_control_and_sigterm",
                 own_namespace_with_stdio_control_and_sigterm,
+            ),
+            (
+                "a_standby_injector_mounts_what_its_first_line_assigns",
+                a_standby_injector_mounts_what_its_first_line_assigns,
+            ),
+            (
+                "a_standby_injector_ends_with_its_channel_and_refuses_a_bad_assignment",
+                a_standby_injector_ends_with_its_channel_and_refuses_a_bad_assignment,
             ),
         ],
         &[],

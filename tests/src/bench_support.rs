@@ -137,7 +137,16 @@ pub fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every process under `pid` (children, their children, ...).
+/// Whether `pid` is the agent's spare injector (`faultline-injector standby`): one waits
+/// for the next injection at all times, holding no fault, so footprints leave it out.
+pub fn is_spare_injector(pid: u32) -> bool {
+    // Its name, not its command line: an assigned spare keeps `standby` there.
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|name| name.trim_end() == "faultline-spare")
+}
+
+/// Every process under `pid` (children, their children, ...), but the spare injector (see
+/// [`is_spare_injector`]).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -149,7 +158,10 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     let mut frontier = vec![u64::from(pid)];
     while let Some(parent) = frontier.pop() {
-        for (child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+        for (child, _) in parents
+            .iter()
+            .filter(|(child, pp)| *pp == parent && !is_spare_injector(*child))
+        {
             found.push(*child);
             frontier.push(u64::from(*child));
         }

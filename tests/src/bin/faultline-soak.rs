@@ -87,13 +87,14 @@ fn footprint(agent: u32, pod: &Pod, journal: &std::path::Path) -> Result<Footpri
     Ok(f)
 }
 
-/// Processes whose parent is `pid` (injectors, stressors, helpers).
+/// Processes whose parent is `pid` (injectors, stressors, helpers), but the spare injector.
 fn children_of(pid: u32) -> u64 {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|child| bench_support::status_field(*child, "PPid:") == Some(u64::from(pid)))
+        .filter(|child| !bench_support::is_spare_injector(*child))
         .count() as u64
 }
 

@@ -195,6 +195,25 @@ impl AgentProcess {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// The spare injector the agent keeps for its next injection (`faultline-injector
+    /// standby`, a child of the agent), if one runs.
+    pub fn spare_injector(&self) -> Option<u32> {
+        let agent = self.pid()?;
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // The parent is the 4th field, after the command in parentheses.
+                let parent = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+                // Its name, not its command line: an assigned spare keeps `standby` there.
+                let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                parent == Some(agent) && name.trim_end() == "faultline-spare"
+            })
+    }
+
     /// The agent's resident memory in KiB (0 once it is gone).
     pub fn rss_kib(&self) -> u64 {
         let Some(pid) = self.pid() else { return 0 };

@@ -243,6 +243,14 @@ fn apply(volume: &str, container: &str, actions: &str) -> pb::ApplyIoChaosReques
     }
 }
 
+/// Whether `pid` runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 fn journal_records(agent: &AgentProcess) -> Vec<String> {
     std::fs::read_dir(agent.state_dir.join("journal"))
         .map(|d| {
@@ -259,6 +267,15 @@ fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
     let w = Workload::start(tb, "io-loop")?;
     let rt = runtime()?;
     let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    // The agent keeps a spare injector; the injection is given to it.
+    let mut spare = None;
+    ensure!(
+        eventually(Duration::from_secs(5), || {
+            spare = agent.spare_injector();
+            spare.is_some()
+        }),
+        "the agent keeps no spare injector"
+    );
 
     let mark = w.log().len();
     let response = rt
@@ -267,6 +284,16 @@ fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
     ensure!(
         response.instance > 0 && !response.instance_uid.is_empty(),
         "response {response:?}"
+    );
+    ensure!(
+        spare == u32::try_from(response.instance).ok(),
+        "the injection did not go to the spare {spare:?}: {response:?}"
+    );
+    ensure!(
+        eventually(Duration::from_secs(5), || agent
+            .spare_injector()
+            .is_some_and(|next| Some(next) != spare)),
+        "no new spare after the injection"
     );
     let failed = w
         .wait_for_line(mark, |l| l.contains("write:FAIL") && l.contains(EIO_TEXT))
@@ -382,6 +409,9 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
 
     // The agent and its injector die together (a node-wide OOM kill): nothing is left to
     // adopt, the next agent recovers from the journal.
+    let spare = agent
+        .spare_injector()
+        .context("the agent keeps no spare injector")?;
     agent.kill()?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(started.instance as i32),
@@ -391,12 +421,30 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
         journal_records(&agent).len() == 1,
         "the journal lost the experiment"
     );
+    // Its spare ends with it (its control channel closed), and the next agent removes the
+    // spare's socket.
+    ensure!(
+        eventually(Duration::from_secs(5), || !running(spare)),
+        "the dead agent's spare injector {spare} still runs"
+    );
     agent.spawn()?;
     ensure!(
         eventually(Duration::from_secs(5), || fault_mounts(w.pod.pid)
             .is_empty()),
         "the restarted agent left the mount: {:?}",
         fault_mounts(w.pod.pid)
+    );
+    let sockets = std::fs::read_dir(agent.state_dir.join("injectors"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let new_agent = agent.pid().context("the agent is not running")?;
+    ensure!(
+        sockets
+            .iter()
+            .all(|name| !name.starts_with("spare-")
+                || name.starts_with(&format!("spare-{new_agent}-"))),
+        "a spare socket of the dead agent is left: {sockets:?}"
     );
     let mark = w.log().len();
     w.wait_healthy(mark)?;
