@@ -681,8 +681,9 @@ impl IoChaos {
     ) -> Result<(handover::Report, UpdateReport), AgentError> {
         let (id, target_pid) = (record.id.clone(), record.target.pid);
         let volume = record.fault.volume.clone();
+        let began = std::time::Instant::now();
         let done = self.host.hand_over(target_pid, &volume).await;
-        tracing::info!(%id, report = %done.report.summary(), "handed over to the fault mount");
+        tracing::info!(%id, report = %done.report.summary(), scan_us = began.elapsed().as_micros() as u64, "handed over to the fault mount");
         let journaled = match done.fault {
             Some(fault) => {
                 record.fault.fault_mount = Some(fault);

@@ -7,6 +7,7 @@ mod container_ref;
 mod containerd;
 mod cri;
 mod error;
+mod pid_cache;
 mod resolver;
 
 pub use container_ref::{ContainerRef, RuntimeKind};

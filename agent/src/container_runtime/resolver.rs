@@ -2,6 +2,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::pid_cache::PidCache;
 use super::{
     ContainerRef, ContainerdClient, CriClient, HostPid, PodContainer, RuntimeError, RuntimeKind,
 };
@@ -48,6 +49,8 @@ pub struct Resolver {
     /// lookup cost a connect and a handshake on both sides, 50 at once when 50 pods get a
     /// fault together. Forgotten when a call through it finds containerd unavailable.
     containerd: Arc<Mutex<Option<ContainerdClient>>>,
+    /// The runtime's answers, while their processes run.
+    pids: Arc<PidCache>,
 }
 
 impl Resolver {
@@ -55,6 +58,7 @@ impl Resolver {
         Self {
             config,
             containerd: Arc::default(),
+            pids: Arc::default(),
         }
     }
 
@@ -82,8 +86,22 @@ impl Resolver {
     }
 
     /// The host PID of a container: containerd IDs through the containerd API, others via CRI.
+    /// A container resolved before is not asked for again while its process runs (see
+    /// [`PidCache`]).
     pub async fn container_pid(&self, container_id: &str) -> Result<HostPid, RuntimeError> {
         let container = self.parse(container_id)?;
+        if let Some(pid) = self.pids.get(&container.id) {
+            return Ok(pid);
+        }
+        let pid = self.container_pid_from_runtime(&container).await?;
+        self.pids.remember(&container.id, pid);
+        Ok(pid)
+    }
+
+    async fn container_pid_from_runtime(
+        &self,
+        container: &ContainerRef,
+    ) -> Result<HostPid, RuntimeError> {
         match container.runtime {
             RuntimeKind::Containerd => {
                 let client = self.containerd().await?;

@@ -13,6 +13,8 @@
 //! The probe is a host thread reading `/proc/PID/root/data/probe` in a tight loop: that path is
 //! walked in the pod's own mount namespace, so it sees exactly what the pod sees.
 //!
+//! Then the same rounds again with no reader in the pod (inject and recover round trips only).
+//!
 //! Usage: faultline-bench-agent [ROUNDS]   (as root; prints a Markdown table)
 
 use std::io::Read;
@@ -165,6 +167,23 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
     }
     probe.stop.store(true, Ordering::Release);
     let _ = probe_thread.join();
+    // The same again with no reader in the pod: on two cores the probe's tight loop (and the
+    // FUSE workers answering it) keeps one core busy through every injection.
+    let (mut quiet_inject_rpc, mut quiet_recover_rpc) = (Vec::new(), Vec::new());
+    let mut quiet_in_force = 0;
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(20));
+        let t0 = Instant::now();
+        rt.block_on(client.apply_io_chaos(request(fault)))?;
+        quiet_inject_rpc.push(t0.elapsed());
+        if fails_with_eio(&probe_path) {
+            quiet_in_force += 1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let t1 = Instant::now();
+        rt.block_on(client.apply_io_chaos(request("")))?;
+        quiet_recover_rpc.push(t1.elapsed());
+    }
     let after_rss = rss_kib(agent.pid());
     drop(client);
     drop(agent);
@@ -193,6 +212,14 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
             "recover: ApplyIOChaos(empty) round trip (unmounted on return)",
             &mut recover_rpc,
         ),
+        (
+            "no reader in the pod: ApplyIOChaos (inject) round trip",
+            &mut quiet_inject_rpc,
+        ),
+        (
+            "no reader in the pod: ApplyIOChaos(empty) (recover) round trip",
+            &mut quiet_recover_rpc,
+        ),
     ] {
         samples.sort();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
@@ -205,7 +232,7 @@ fn bench(tb: &Testbed, rounds: usize) -> Result<()> {
     }
     println!();
     println!(
-        "the fault was in force before ApplyIOChaos returned in {in_force_on_return} of {rounds} rounds"
+        "the fault was in force before ApplyIOChaos returned in {in_force_on_return} of {rounds} rounds (with the reader), {quiet_in_force} of {rounds} (without)"
     );
     println!(
         "agent RSS: idle {:.1} MiB, serving one experiment {:.1} MiB, after {rounds} rounds {:.1} MiB",
