@@ -17,7 +17,7 @@ use crate::container_runtime::Resolver;
 use crate::error::AgentError;
 use crate::fault_kinds::{self, Adoption, ExperimentView, FaultKind};
 use crate::injector_process::{
-    Injector, InjectorError, InjectorProcess, MountRequest, UpdateReport, cleanup_mount,
+    Injector, InjectorError, InjectorProcess, MountRequest, Starting, UpdateReport, cleanup_mount,
 };
 use crate::injector_spare::SpareInjector;
 use crate::io_handover;
@@ -142,16 +142,7 @@ impl IoHost for RealIoHost {
             actions,
             control_socket,
         };
-        let starting = match self.spare.take() {
-            Some(spare) => match spare.assign(&request).await {
-                Ok(starting) => starting,
-                Err(err) => {
-                    tracing::warn!(%err, "the spare injector failed; starting one");
-                    InjectorProcess::spawn(request.clone())?
-                }
-            },
-            None => InjectorProcess::spawn(request.clone())?,
-        };
+        let starting = self.start_injector(&request).await?;
         // Out of the agent's cgroup, so that it outlives the agent's container; while it mounts
         // (a first migration into a cgroup waits for an RCU grace period: 10 ms here).
         let injector_pid = starting.identity().pid;
@@ -246,6 +237,20 @@ impl IoHost for RealIoHost {
     fn warm_up(&self) {
         self.spare.clear_left_over();
         self.spare.refill();
+    }
+}
+
+impl RealIoHost {
+    /// The spare injector given `request`'s mount, or a new injector where there is no spare
+    /// (or it failed).
+    async fn start_injector(&self, request: &MountRequest<'_>) -> Result<Starting, InjectorError> {
+        if let Some(spare) = self.spare.take() {
+            match spare.assign(request).await {
+                Ok(starting) => return Ok(starting),
+                Err(err) => tracing::warn!(%err, "the spare injector failed; starting one"),
+            }
+        }
+        InjectorProcess::spawn(request.clone())
     }
 }
 

@@ -60,12 +60,19 @@ mod tests {
         cache.remember("mine", std::process::id());
         assert_eq!(cache.get("mine"), Some(std::process::id()));
 
-        let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
         cache.remember("child", child.id());
         assert_eq!(cache.get("child"), Some(child.id()));
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(cache.get("child"), None, "a process that ended is not a task's");
+        assert_eq!(
+            cache.get("child"),
+            None,
+            "a process that ended is not a task's"
+        );
         assert_eq!(cache.get("child"), None);
     }
 
