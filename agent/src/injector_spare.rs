@@ -38,10 +38,14 @@ impl SpareInjector {
     /// The waiting spare, if one is still running.
     pub fn take(&self) -> Option<Standby> {
         let spare = self.slot.lock().ok()?.take()?;
-        spare
-            .identity()
-            .is_some_and(|identity| identity.is_alive())
-            .then_some(spare)
+        if spare.identity().is_some_and(|identity| identity.is_alive()) {
+            return Some(spare);
+        }
+        tracing::warn!(
+            pid = spare.identity().map(|identity| identity.pid),
+            "the spare injector had exited; starting an injector instead"
+        );
+        None
     }
 
     /// Starts a spare unless one is waiting. Without one, the next injection starts its own

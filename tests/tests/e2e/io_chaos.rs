@@ -434,17 +434,25 @@ fn agent_crash(tb: &Testbed) -> anyhow::Result<()> {
         "the restarted agent left the mount: {:?}",
         fault_mounts(w.pod.pid)
     );
-    let sockets = std::fs::read_dir(agent.state_dir.join("injectors"))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect::<Vec<_>>();
-    let new_agent = agent.pid().context("the agent is not running")?;
+    // Its socket goes once the new agent is up (it clears them before taking requests).
+    let dead_agents_spares = || {
+        let new_agent = agent.pid().unwrap_or_default();
+        std::fs::read_dir(agent.state_dir.join("injectors"))
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|name| {
+                        name.starts_with("spare-")
+                            && !name.starts_with(&format!("spare-{new_agent}-"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
     ensure!(
-        sockets
-            .iter()
-            .all(|name| !name.starts_with("spare-")
-                || name.starts_with(&format!("spare-{new_agent}-"))),
-        "a spare socket of the dead agent is left: {sockets:?}"
+        eventually(Duration::from_secs(5), || dead_agents_spares().is_empty()),
+        "a spare socket of the dead agent is left: {:?}",
+        dead_agents_spares()
     );
     let mark = w.log().len();
     w.wait_healthy(mark)?;
@@ -582,9 +590,43 @@ fn injector_killed(tb: &Testbed) -> anyhow::Result<()> {
     let w = Workload::start(tb, "kill-loop")?;
     let rt = runtime()?;
     let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
+    // A spare that died before its injection: the injection starts an injector of its own.
+    let mut spare = None;
+    ensure!(
+        eventually(Duration::from_secs(5), || {
+            spare = agent.spare_injector();
+            spare.is_some()
+        }),
+        "the agent keeps no spare injector"
+    );
+    let spare = spare.context("no spare")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(spare as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    // Reaped by the agent, its parent (until then it looks alive to anyone reading /proc).
+    ensure!(
+        eventually(Duration::from_secs(5), || !std::path::Path::new(&format!(
+            "/proc/{spare}"
+        ))
+        .exists()),
+        "the killed spare {spare} was not reaped"
+    );
+    let mark = w.log().len();
     let response = rt
         .block_on(daemon.apply_io_chaos(apply("/data", &w.pod.container_uri(), &fault_actions(5))))?
         .into_inner();
+    ensure!(
+        u32::try_from(response.instance).ok() != Some(spare),
+        "the injection went to the dead spare: {response:?}"
+    );
+    w.wait_for_line(mark, |l| l.contains(EIO_TEXT))
+        .with_context(|| format!("the pod never saw EIO: {:?}", w.tail(5)))?;
+    ensure!(
+        agent.log_text().contains("the spare injector had exited"),
+        "{}",
+        agent.log_text()
+    );
     let injector = nix::unistd::Pid::from_raw(response.instance as i32);
     nix::sys::signal::kill(injector, nix::sys::signal::Signal::SIGKILL)?;
     ensure!(
