@@ -135,6 +135,10 @@ pub trait Injector: Send + Sync + std::fmt::Debug {
     async fn wait(&self) -> Exit;
     /// Its last stderr lines (all of them once it has exited).
     async fn stderr_tail(&self) -> String;
+    /// Its fault mount as it reported it when ready (none when adopted or not said).
+    fn fault_mount(&self) -> Option<handover::FaultMount> {
+        None
+    }
 }
 
 #[tonic::async_trait]
@@ -160,6 +164,9 @@ impl Injector for InjectorProcess {
     }
     async fn stderr_tail(&self) -> String {
         InjectorProcess::stderr_tail(self).await
+    }
+    fn fault_mount(&self) -> Option<handover::FaultMount> {
+        self.fault_mount
     }
 }
 
@@ -191,7 +198,10 @@ impl Starting {
     /// Waits until the mount is in place; an injector that exits first, or is not ready within
     /// `within`, is killed and the reason returned (with its last log lines).
     pub async fn ready(self, within: Duration) -> Result<InjectorProcess, InjectorError> {
-        let Starting { process, stdout } = self;
+        let Starting {
+            mut process,
+            stdout,
+        } = self;
         let outcome = match stdout {
             Some(stdout) => tokio::time::timeout(within, ready_line(stdout)).await,
             None => Ok(Err(InjectorError::Control(
@@ -199,7 +209,10 @@ impl Starting {
             ))),
         };
         match outcome {
-            Ok(Ok(())) => Ok(process),
+            Ok(Ok(ready)) => {
+                process.fault_mount = fault_mount_of(&ready);
+                Ok(process)
+            }
             Ok(Err(err)) => {
                 // No ready line usually means the process exited: say why.
                 if let Some(status) = process.try_exit_status(Duration::from_millis(500)).await {
@@ -292,8 +305,21 @@ impl Drop for Standby {
     }
 }
 
-/// Reads the injector's stdout up to its ready line (`{"ready": true, ...}`).
-async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<(), InjectorError> {
+/// The fault mount a ready line names (`"mount_id": N, "dev": "MAJOR:MINOR"`).
+fn fault_mount_of(ready: &Value) -> Option<handover::FaultMount> {
+    let mount_id = ready.get("mount_id")?.as_u64()?;
+    let (major, minor) = ready.get("dev")?.as_str()?.split_once(':')?;
+    Some(handover::FaultMount {
+        mount_id,
+        dev: handover::Dev {
+            major: major.parse().ok()?,
+            minor: minor.parse().ok()?,
+        },
+    })
+}
+
+/// Reads the injector's stdout up to its ready line (`{"ready": true, ...}`), and returns it.
+async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<Value, InjectorError> {
     let mut lines = BufReader::new(stdout).lines();
     loop {
         let line = lines
@@ -303,11 +329,11 @@ async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<(), InjectorE
             .ok_or_else(|| {
                 InjectorError::Control("it closed its stdout before it was ready".into())
             })?;
-        let ready = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v.get("ready").and_then(Value::as_bool));
-        if ready == Some(true) {
-            return Ok(());
+        let Ok(value) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if value.get("ready").and_then(Value::as_bool) == Some(true) {
+            return Ok(value);
         }
     }
 }
@@ -316,6 +342,8 @@ async fn ready_line(stdout: tokio::process::ChildStdout) -> Result<(), InjectorE
 #[derive(Debug)]
 pub struct InjectorProcess {
     pub identity: ProcessIdentity,
+    /// Its fault mount, as its ready line said (see [`Injector::fault_mount`]).
+    fault_mount: Option<handover::FaultMount>,
     process: Lifeline,
     control: AsyncMutex<ControlChannel>,
 }
@@ -589,6 +617,7 @@ impl InjectorProcess {
         let (reader, writer) = stream.into_split();
         let process = Self {
             identity,
+            fault_mount: None,
             process,
             control: AsyncMutex::new(ControlChannel {
                 reader: BufReader::new(reader),
@@ -645,6 +674,7 @@ impl InjectorProcess {
         let (reader, writer) = stream.into_split();
         let injector = Self {
             identity: journaled,
+            fault_mount: None,
             process,
             control: AsyncMutex::new(ControlChannel {
                 reader: BufReader::new(reader),
@@ -817,4 +847,34 @@ pub fn warnings_of(report: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ready_line_names_the_fault_mount_or_nothing() {
+        let ready = json!({"ready": true, "mount_id": 412, "dev": "0:58"});
+        assert_eq!(
+            fault_mount_of(&ready),
+            Some(handover::FaultMount {
+                mount_id: 412,
+                dev: handover::Dev {
+                    major: 0,
+                    minor: 58
+                }
+            })
+        );
+        // An older injector, or one that could not read its device: the mount table is read.
+        for ready in [
+            json!({"ready": true}),
+            json!({"ready": true, "mount_id": 412, "dev": null}),
+            json!({"ready": true, "mount_id": 412, "dev": "0-58"}),
+            json!({"ready": true, "mount_id": "412", "dev": "0:58"}),
+            json!({"ready": true, "mount_id": 412, "dev": "x:58"}),
+        ] {
+            assert_eq!(fault_mount_of(&ready), None, "{ready}");
+        }
+    }
 }

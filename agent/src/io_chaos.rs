@@ -78,7 +78,14 @@ pub trait IoHost: Send + Sync + std::fmt::Debug {
         control_socket: &Path,
     ) -> Result<Box<dyn Injector>, InjectorError>;
     /// Moves what the target's processes hold under `volume` onto the fault mount over it.
-    async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver;
+    /// `known`: the fault mount as its injector reported it (else it is read from the target's
+    /// mount table).
+    async fn hand_over(
+        &self,
+        target_pid: u32,
+        volume: &str,
+        known: Option<FaultMount>,
+    ) -> io_handover::HandedOver;
     /// The process that serves `control_socket`, if one does (its peer credentials).
     async fn socket_server(&self, control_socket: &Path) -> Option<ProcessIdentity>;
     /// Whether this very process still runs.
@@ -180,8 +187,13 @@ impl IoHost for RealIoHost {
         Ok(Box::new(injector))
     }
 
-    async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver {
-        io_handover::onto_fault_mount(target_pid, volume).await
+    async fn hand_over(
+        &self,
+        target_pid: u32,
+        volume: &str,
+        known: Option<FaultMount>,
+    ) -> io_handover::HandedOver {
+        io_handover::onto_fault_mount(target_pid, volume, known).await
     }
 
     async fn socket_server(&self, control_socket: &Path) -> Option<ProcessIdentity> {
@@ -687,7 +699,10 @@ impl IoChaos {
         let (id, target_pid) = (record.id.clone(), record.target.pid);
         let volume = record.fault.volume.clone();
         let began = std::time::Instant::now();
-        let done = self.host.hand_over(target_pid, &volume).await;
+        let done = self
+            .host
+            .hand_over(target_pid, &volume, injector.fault_mount())
+            .await;
         tracing::info!(%id, report = %done.report.summary(), scan_us = began.elapsed().as_micros() as u64, "handed over to the fault mount");
         let journaled = match done.fault {
             Some(fault) => {
@@ -1270,7 +1285,12 @@ mod tests {
             self.injectors.lock().unwrap().push(Arc::clone(&injector));
             Ok(Box::new(injector))
         }
-        async fn hand_over(&self, target_pid: u32, volume: &str) -> io_handover::HandedOver {
+        async fn hand_over(
+            &self,
+            target_pid: u32,
+            volume: &str,
+            _known: Option<FaultMount>,
+        ) -> io_handover::HandedOver {
             self.calls
                 .lock()
                 .unwrap()

@@ -640,6 +640,12 @@ async fn serve_until_recovered(
                 "passthrough": running.fs().passthrough_active(),
                 "io_uring": running.fs().io_uring_active(),
                 "listen": http.as_ref().map(|h| h.local_addr()),
+                // What the agent's handover recognises the mount's files by.
+                "mount_id": running.mount().map(|m| m.mount_id()),
+                "dev": running
+                    .mount()
+                    .and_then(|m| m.dev())
+                    .map(|(major, minor)| format!("{major}:{minor}")),
             })
         );
         let _ = out.flush();

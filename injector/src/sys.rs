@@ -1,5 +1,5 @@
 //! The crate's only `unsafe` code: thin wrappers over syscalls that neither `std` nor `nix`
-//! expose (openat2, the new mount API, getdents64, xattrs, rlimits). Each wrapper checks its
+//! expose (openat2, the new mount API, getdents64, xattrs, rlimits, statx). Each wrapper checks its
 //! arguments' lifetimes and returns owned results; callers never touch raw pointers.
 
 use std::ffi::{CStr, OsStr};
@@ -28,6 +28,28 @@ fn owned_fd(ret: libc::c_long) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The device (`major`, `minor`) of the filesystem `fd` is on, from `statx(2)` with
+/// `AT_STATX_DONT_SYNC`: a FUSE filesystem answers from the kernel's cache, without a request
+/// to its server (which may be ours, with a latency rule in force).
+pub fn device_of(fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: the path is a valid empty NUL-terminated string, and `stx` points to a statx
+    // buffer of the right size that outlives the call.
+    let ret = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            0,
+            stx.as_mut_ptr(),
+        )
+    };
+    cvt_int(ret)?;
+    // SAFETY: the kernel filled the buffer (zeroed before, so every field is initialised).
+    let stx = unsafe { stx.assume_init() };
+    Ok((stx.stx_dev_major, stx.stx_dev_minor))
 }
 
 /// `openat2(2)` with the given `RESOLVE_*` flags; `O_CLOEXEC` is always added.

@@ -541,6 +541,19 @@ fn a_standby_injector_mounts_what_its_first_line_assigns() {
         "assigned, it is an injector"
     );
     assert_eq!(ctr.fault_mounts(), [PathBuf::from("/vol")]);
+    // It names its mount as the container's mount table does (the agent's handover uses it).
+    let table = fs::read_to_string(format!("/proc/{}/mountinfo", ctr.pid())).expect("mountinfo");
+    let line = table
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/vol") && l.contains(" - fuse.faultline "))
+        .expect("the fault mount's line");
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(
+        ready["mount_id"].to_string(),
+        fields[0],
+        "{ready} against {line}"
+    );
+    assert_eq!(ready["dev"], json!(fields[2]), "{ready} against {line}");
     // The assigned rules are in force from the mount on.
     let out = ctr.cat("/vol/f");
     assert!(

@@ -373,6 +373,9 @@ impl<S: MountSys> PendingMount<S> {
                 .map_err(attach_error)
         })?;
         let mount_id = sys.mount_id_of(mnt.as_fd()).map_err(attach_error)?;
+        // The device its files show (`st_dev`, and `/proc/PID/maps`): the agent's handover
+        // tells them from the original's by it. Only reported, so a failure is not one.
+        let dev = sys.device_of(mnt.as_fd()).ok();
         // The descriptor pins the mount: holding it would make every unmount "busy".
         drop((mnt, mountpoint));
         tracing::info!(path = %request.path.display(), target = %request.target, mount_id, "mounted");
@@ -380,6 +383,7 @@ impl<S: MountSys> PendingMount<S> {
             sys,
             request,
             mount_id,
+            dev,
         })
     }
 }
@@ -390,11 +394,17 @@ pub struct ActiveMount<S: MountSys = LinuxMountSys> {
     sys: Arc<S>,
     request: MountRequest,
     mount_id: u64,
+    dev: Option<(u32, u32)>,
 }
 
 impl<S: MountSys> ActiveMount<S> {
     pub fn mount_id(&self) -> u64 {
         self.mount_id
+    }
+
+    /// The device of the mount's files (`major:minor` in mount tables), if it could be read.
+    pub fn dev(&self) -> Option<(u32, u32)> {
+        self.dev
     }
 
     pub fn request(&self) -> &MountRequest {

@@ -37,6 +37,11 @@ pub trait MountSys: Send + Sync {
     /// The mount id of the mount a descriptor is on (from fdinfo: no filesystem call, so
     /// it works on a mount whose server died).
     fn mount_id_of(&self, fd: BorrowedFd<'_>) -> io::Result<u64>;
+    /// The device (`major`, `minor`) the files under `fd` show, without a request to a FUSE
+    /// server. Only reported (to the agent's handover), so none by default.
+    fn device_of(&self, _fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     /// The mount table of `target`, paths relative to its root.
     fn mountinfo(&self, target: Target) -> io::Result<String>;
 
@@ -168,6 +173,10 @@ impl MountSys for LinuxMountSys {
 
     fn fsmount(&self, fs: BorrowedFd<'_>, attrs: u64) -> io::Result<OwnedFd> {
         sys::fsmount(fs, attrs)
+    }
+
+    fn device_of(&self, fd: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+        sys::device_of(fd)
     }
 
     fn mount_id_of(&self, fd: BorrowedFd<'_>) -> io::Result<u64> {
