@@ -247,20 +247,32 @@ fn control_args() -> [std::ffi::OsString; 4] {
 /// socket's path goes.
 #[derive(Debug)]
 pub struct Standby {
-    starting: Option<Starting>,
-    control_socket: PathBuf,
+    starting: Starting,
+    socket: SpareSocket,
+}
+
+/// A spare's control socket path, removed when the spare goes; once assigned the path has
+/// been renamed away (each spare has a path of its own), and there is nothing to remove.
+#[derive(Debug)]
+struct SpareSocket(PathBuf);
+
+impl Drop for SpareSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 impl Standby {
-    pub fn identity(&self) -> Option<ProcessIdentity> {
-        self.starting.as_ref().map(Starting::identity)
+    pub fn identity(&self) -> ProcessIdentity {
+        self.starting.identity()
     }
 
     /// Gives it `request`'s mount: its control socket moves to the request's path (a rename:
     /// the socket it listens on is the same), then it is told what to mount. Ready as a
     /// spawned injector is, through [`Starting::ready`]. An error leaves nothing: the spare
     /// ends, and the request's socket path is not taken.
-    pub async fn assign(mut self, request: &MountRequest<'_>) -> Result<Starting, InjectorError> {
+    pub async fn assign(self, request: &MountRequest<'_>) -> Result<Starting, InjectorError> {
+        let Standby { starting, socket } = self;
         let actions: Value = serde_json::from_str(request.actions)
             .map_err(|e| InjectorError::Control(format!("the rules are not JSON: {e}")))?;
         let mut line = json!({
@@ -270,18 +282,12 @@ impl Standby {
         })
         .to_string();
         line.push('\n');
-        std::fs::rename(&self.control_socket, request.control_socket).map_err(|e| {
+        std::fs::rename(&socket.0, request.control_socket).map_err(|e| {
             InjectorError::ControlSocket {
                 path: request.control_socket.to_owned(),
                 reason: format!("moving the spare's socket there: {e}"),
             }
         })?;
-        let Some(starting) = self.starting.take() else {
-            let _ = std::fs::remove_file(request.control_socket);
-            return Err(InjectorError::Control(
-                "the spare was already given a mount".into(),
-            ));
-        };
         let sent = {
             let mut control = starting.process.control.lock().await;
             control.writer.write_all(line.as_bytes()).await
@@ -294,14 +300,6 @@ impl Standby {
             )));
         }
         Ok(starting)
-    }
-}
-
-impl Drop for Standby {
-    fn drop(&mut self) {
-        if self.starting.is_some() {
-            let _ = std::fs::remove_file(&self.control_socket);
-        }
     }
 }
 
@@ -559,8 +557,8 @@ impl InjectorProcess {
         args.extend(control_args());
         let (process, stdout) = Self::launch(binary, &args, Vec::new(), listen)?;
         Ok(Standby {
-            starting: Some(Starting { process, stdout }),
-            control_socket: control_socket.to_owned(),
+            starting: Starting { process, stdout },
+            socket: SpareSocket(control_socket.to_owned()),
         })
     }
 

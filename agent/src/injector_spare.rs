@@ -38,11 +38,11 @@ impl SpareInjector {
     /// The waiting spare, if one is still running.
     pub fn take(&self) -> Option<Standby> {
         let spare = self.slot.lock().ok()?.take()?;
-        if spare.identity().is_some_and(|identity| identity.is_alive()) {
+        if spare.identity().is_alive() {
             return Some(spare);
         }
         tracing::warn!(
-            pid = spare.identity().map(|identity| identity.pid),
+            pid = spare.identity().pid,
             "the spare injector had exited; starting an injector instead"
         );
         None

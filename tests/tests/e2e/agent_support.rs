@@ -214,6 +214,20 @@ impl AgentProcess {
             })
     }
 
+    /// [`Self::spare_injector`], waited for (the agent starts it once it serves, and again
+    /// after each injection).
+    pub fn wait_for_spare_injector(&self) -> anyhow::Result<u32> {
+        let mut spare = None;
+        anyhow::ensure!(
+            eventually(Duration::from_secs(5), || {
+                spare = self.spare_injector();
+                spare.is_some()
+            }),
+            "the agent keeps no spare injector"
+        );
+        spare.ok_or_else(|| anyhow::anyhow!("the agent keeps no spare injector"))
+    }
+
     /// The agent's resident memory in KiB (0 once it is gone).
     pub fn rss_kib(&self) -> u64 {
         let Some(pid) = self.pid() else { return 0 };

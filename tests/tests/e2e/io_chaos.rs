@@ -268,14 +268,7 @@ fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
     let rt = runtime()?;
     let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
     // The agent keeps a spare injector; the injection is given to it.
-    let mut spare = None;
-    ensure!(
-        eventually(Duration::from_secs(5), || {
-            spare = agent.spare_injector();
-            spare.is_some()
-        }),
-        "the agent keeps no spare injector"
-    );
+    let spare = agent.wait_for_spare_injector()?;
 
     let mark = w.log().len();
     let response = rt
@@ -286,13 +279,13 @@ fn fault_update_recover(tb: &Testbed) -> anyhow::Result<()> {
         "response {response:?}"
     );
     ensure!(
-        spare == u32::try_from(response.instance).ok(),
-        "the injection did not go to the spare {spare:?}: {response:?}"
+        Some(spare) == u32::try_from(response.instance).ok(),
+        "the injection did not go to the spare {spare}: {response:?}"
     );
     ensure!(
         eventually(Duration::from_secs(5), || agent
             .spare_injector()
-            .is_some_and(|next| Some(next) != spare)),
+            .is_some_and(|next| next != spare)),
         "no new spare after the injection"
     );
     let failed = w
@@ -591,15 +584,7 @@ fn injector_killed(tb: &Testbed) -> anyhow::Result<()> {
     let rt = runtime()?;
     let (mut daemon, mut api) = rt.block_on(agent.controller(&pki))?;
     // A spare that died before its injection: the injection starts an injector of its own.
-    let mut spare = None;
-    ensure!(
-        eventually(Duration::from_secs(5), || {
-            spare = agent.spare_injector();
-            spare.is_some()
-        }),
-        "the agent keeps no spare injector"
-    );
-    let spare = spare.context("no spare")?;
+    let spare = agent.wait_for_spare_injector()?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(spare as i32),
         nix::sys::signal::Signal::SIGKILL,
